@@ -1,0 +1,49 @@
+# Two commands do all set-up on a fresh Debian machine: `make demo` and `make test`.
+# Both install what they need (system services via apt-get where missing, Python
+# packages into .venv) and start everything themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup system venv test lint demo bench clean
+
+setup: system venv
+
+# mosquitto and influxd come from Debian's packages; nothing is started here (the
+# launcher in firmware_sim/services.py starts private instances on free ports).
+system:
+	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v influxd >/dev/null 2>&1; then \
+		echo "installing mosquitto and influxdb with apt-get"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto influxdb >/dev/null; \
+		$$SUDO systemctl disable --now mosquitto influxdb >/dev/null 2>&1 || true; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+demo: setup
+	$(PY) -m twinsync demo
+
+bench: setup
+	$(PY) -m twinsync bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

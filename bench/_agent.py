@@ -1,0 +1,194 @@
+"""One real ``twinsync edge run`` process per product, fed a simulated stream.
+
+Measures what a device pays: CPU seconds and resident memory of the agent process per
+signal, and the MQTT bytes its twin deltas cost per signal, with a real hub acking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import paho.mqtt.client as mqtt
+import psutil
+
+from cloud_hub import Hub, load_hub_config, provision_devices
+from firmware_sim import ExternalFeeder, FaultSpec, Fleet, FleetSpec
+from firmware_sim.services import free_port
+from protocol import Ack, SignalIn, decode_body, open_envelope
+
+__all__ = ["AgentResult", "agent_costs"]
+
+_BRAND = "benchedge"
+# MQTT 3.1.1 PUBLISH framing beyond topic and payload: fixed header (~3 B for these sizes),
+# the topic length prefix (2 B) and the QoS 1 packet id (2 B); PUBACK is 4 B.
+_PUBLISH_OVERHEAD = 3 + 2 + 2
+_PUBACK = 4
+
+
+@dataclass
+class AgentResult:
+    """Costs of one agent process over its stream."""
+
+    product: str
+    signals: int
+    accepted: int
+    cpu_s: float
+    rss_peak: int
+    deltas: int
+    uplink_bytes: int
+    downlink_bytes: int
+
+
+@dataclass
+class _Wire:
+    """Counts MQTT bytes per device from a '#' subscription on the broker."""
+
+    port: int
+    up: dict[str, int] = field(default_factory=dict)
+    down: dict[str, int] = field(default_factory=dict)
+    deltas: dict[str, int] = field(default_factory=dict)
+    acked: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-wire")
+        self._client.on_message = self._on
+        self._client.connect("127.0.0.1", self.port)
+        self._client.subscribe(f"ts/v1/{_BRAND}/#", qos=1)
+        self._client.loop_start()
+        time.sleep(0.2)
+
+    def _on(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        device, channel = parts[3], parts[4]
+        size = len(msg.topic) + len(msg.payload) + _PUBLISH_OVERHEAD + _PUBACK
+        with self._lock:
+            if channel in ("delta", "status"):
+                self.up[device] = self.up.get(device, 0) + size
+                if channel == "delta":
+                    self.deltas[device] = self.deltas.get(device, 0) + 1
+            else:
+                self.down[device] = self.down.get(device, 0) + size
+                if channel == "ack":
+                    env = open_envelope(bytes(msg.payload)).envelope
+                    ack = decode_body("ack", env.body)
+                    assert isinstance(ack, Ack)
+                    top = max([*ack.seqs, *(r.seq for r in ack.rejected)], default=0)
+                    self.acked[device] = max(self.acked.get(device, 0), top)
+
+    def close(self) -> None:
+        self._client.loop_stop()
+        self._client.disconnect()
+
+
+def _prepare(bundle: Path, tmp: Path) -> tuple[int, IO[bytes]]:
+    """Give the bundle a fixed ingest port; open the agent's log file."""
+    port = free_port()
+    text = bundle.read_text().replace("[ingest]\nport = 0", f"[ingest]\nport = {port}")
+    bundle.write_text(text)
+    return port, (tmp / f"{bundle.parent.name}.log").open("ab")
+
+
+async def _one(
+    bundle: Path, product: str, signals: Sequence[SignalIn], wire: _Wire, tmp: Path
+) -> AgentResult:
+    device = bundle.parent.name
+    port, log = _prepare(bundle, tmp)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "twinsync",
+        "edge",
+        "run",
+        "--config",
+        str(bundle),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=log,
+    )
+    try:
+        assert proc.stdout is not None
+        await proc.stdout.readline()  # {"ingest_port": n}: listening
+        ps = psutil.Process(proc.pid)
+        cpu0 = sum(ps.cpu_times()[:2])
+        peak = ps.memory_info().rss
+        feeder = ExternalFeeder(port, window=256)
+        feed = asyncio.create_task(feeder.feed(signals))
+        while not feed.done():
+            peak = max(peak, ps.memory_info().rss)
+            await asyncio.sleep(0.05)
+        await feed
+        accepted = sum(1 for s, _ in feeder.results.values() if s == "accepted")
+        # Drained: every delta the agent sent has its ack and nothing new is coming.
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() - quiet_since < 1.0:
+            peak = max(peak, ps.memory_info().rss)
+            sent = wire.deltas.get(device, 0)
+            if sent != last or wire.acked.get(device, 0) < sent:
+                last, quiet_since = sent, time.monotonic()
+            await asyncio.sleep(0.05)
+        cpu = sum(ps.cpu_times()[:2]) - cpu0
+    finally:
+        proc.terminate()
+        await proc.wait()
+        log.close()
+    return AgentResult(
+        product,
+        len(signals),
+        accepted,
+        cpu,
+        peak,
+        wire.deltas.get(device, 0),
+        wire.up.get(device, 0),
+        wire.down.get(device, 0),
+    )
+
+
+async def agent_costs(
+    tmp: Path, mqtt_port: int, influx_url: str, *, days: float, seed: int = 3
+) -> list[AgentResult]:
+    """Run one agent process per product over ``days`` of its device's simulated stream."""
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+    config = load_hub_config(
+        None,
+        {
+            "mqtt": {"port": mqtt_port, "client_id": "hub-bench-edge", "shared_group": "bedge"},
+            "influx": {"url": influx_url, "database": "bench_edge"},
+            "api": {"port": 0},
+            "registry": {"path": str(tmp / "registry.sqlite")},
+            "keys": {"secrets_dir": str(tmp / "secrets")},
+        },
+        environ={},
+    )
+    fleet = Fleet.generate(
+        FleetSpec(seed=seed, devices=4, days=days, brand=_BRAND, faults=FaultSpec.none())
+    )
+    bundles = provision_devices(
+        config.registry.path,
+        config.keys.secrets_dir,
+        _BRAND,
+        [(d.device_id, d.product) for d in fleet.devices],
+        tmp / "bundles",
+        "127.0.0.1",
+        mqtt_port,
+    )
+    wire = _Wire(mqtt_port)
+    try:
+        async with Hub(config) as hub:
+            await hub.ready.wait()
+            results = []
+            for d in fleet.devices:  # one at a time: each process gets a quiet machine
+                results.append(
+                    await _one(
+                        bundles[d.device_id], d.product, fleet.signals(d.device_id), wire, tmp
+                    )
+                )
+    finally:
+        wire.close()
+    return results

@@ -1,0 +1,187 @@
+"""Hub ingest end to end: signed deltas queued in the broker, drained into InfluxDB.
+
+The deltas are published while no hub is connected (its persistent shared-subscription
+session queues them in mosquitto), then a hub starts and the clock runs until every delta
+is durable in InfluxDB (the hub counts a delta as written only after the write returned).
+So the figure is pure hub work: receive, size/schema/signature/registry/replay checks,
+line building, batched writes, signed acks and PUBACKs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+
+from cloud_hub import Hub, HubConfig, load_hub_config, provision_devices
+from protocol import (
+    FIELDS,
+    HLC,
+    PRODUCTS,
+    Channel,
+    Delta,
+    Envelope,
+    Op,
+    SigningKey,
+    TwinOps,
+    packb,
+    pseudonymize,
+    seal,
+    topic,
+)
+
+__all__ = ["HubIngestResult", "hub_ingest"]
+
+_BRAND = "bench"
+
+
+@dataclass(frozen=True)
+class HubIngestResult:
+    """One measured drain."""
+
+    ops_per_delta: int
+    deltas: int
+    ops: int
+    lines: int
+    seconds: float
+    payload_bytes: float
+
+    @property
+    def values_per_s(self) -> float:
+        return self.ops / self.seconds
+
+    @property
+    def lines_per_s(self) -> float:
+        return self.lines / self.seconds
+
+    @property
+    def deltas_per_s(self) -> float:
+        return self.deltas / self.seconds
+
+
+def _value(field: str, rnd: random.Random) -> object:
+    kind = FIELDS[field].type
+    if kind == "float":
+        return round(rnd.uniform(0, 100), 2)
+    if kind == "int":
+        return rnd.randrange(10_000)
+    if kind == "bool":
+        return rnd.random() < 0.5
+    return rnd.choice(["eco", "heat", "drama", "news"])
+
+
+def _messages(
+    bundles: dict[str, Path], deltas: int, ops_per_delta: int, seed: int
+) -> list[tuple[str, bytes]]:
+    """Real sealed delta envelopes, round-robin over the devices, HLCs in the recent past."""
+    rnd = random.Random(seed)
+    devices = sorted(bundles)
+    keys = {
+        d: SigningKey.from_bytes((bundles[d].parent / "device.key").read_bytes()) for d in devices
+    }
+    brand_key = (bundles[devices[0]].parent / "brand.key").read_bytes()
+    now_ms = time.time_ns() // 1_000_000
+    start_ms = now_ms - 3_600_000
+    out = []
+    for i in range(deltas):
+        device = devices[i % len(devices)]
+        seq = i // len(devices) + 1
+        product = device.split("-", 1)[0]
+        fields = [f for f in FIELDS if FIELDS[f].product == product]
+        twin = pseudonymize(brand_key, 1, f"customer-{device}@example.com")
+        base = start_ms + i  # unique per delta, so no two ops share a series point
+        ops = tuple(
+            Op(HLC(base, k).pack(), fields[k % len(fields)], _value(fields[k % len(fields)], rnd))
+            for k in range(ops_per_delta)
+        )
+        body = packb(Delta(twins=(TwinOps(twin, ops),)).to_wire())
+        env = Envelope(
+            kind="delta",
+            brand=_BRAND,
+            device=device,
+            seq=seq,
+            kid=keys[device].kid,
+            sent_ms=now_ms,
+            body=body,
+        )
+        out.append((topic(_BRAND, device, Channel.DELTA), seal(env, keys[device])))
+    return out
+
+
+def _publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{id(messages)}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        infos = [client.publish(t, p, qos=1) for t, p in messages]
+        for info in infos:
+            info.wait_for_publish(120)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def _config(tmp: Path, mqtt_port: int, influx_url: str, name: str) -> HubConfig:
+    return load_hub_config(
+        None,
+        {
+            "mqtt": {"port": mqtt_port, "client_id": f"hub-{name}", "shared_group": name},
+            "influx": {"url": influx_url, "database": name},
+            "api": {"port": 0},
+            "registry": {"path": str(tmp / "registry.sqlite")},
+            "keys": {"secrets_dir": str(tmp / "secrets")},
+        },
+        environ={},
+    )
+
+
+async def hub_ingest(
+    tmp: Path,
+    mqtt_port: int,
+    influx_url: str,
+    *,
+    devices: int,
+    deltas: int,
+    ops_per_delta: int,
+    seed: int = 1,
+) -> HubIngestResult:
+    """Queue ``deltas`` signed deltas in the broker, then time one hub draining them."""
+    name = f"bench_ingest_{ops_per_delta}"
+    await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
+    config = _config(tmp, mqtt_port, influx_url, name)
+    products = list(PRODUCTS)
+    bundles = provision_devices(
+        config.registry.path,
+        config.keys.secrets_dir,
+        _BRAND,
+        [
+            (f"{products[i % len(products)]}-{i:05d}", products[i % len(products)])
+            for i in range(devices)
+        ],
+        tmp / "bundles",
+        "127.0.0.1",
+        mqtt_port,
+    )
+    messages = await asyncio.to_thread(_messages, bundles, deltas, ops_per_delta, seed)
+    # First connection creates the persistent session and shared subscription.
+    async with Hub(config) as hub:
+        await hub.ready.wait()
+    await asyncio.to_thread(_publish_all, mqtt_port, messages)
+    t0 = time.perf_counter()  # start-up (connect, checks) counts against the hub
+    async with Hub(config) as hub:
+        while hub.metrics.get("twinsync_hub_deltas_written_total") < deltas:
+            rejected = hub.metrics.get("twinsync_hub_rejected_total")
+            if rejected:
+                raise RuntimeError(f"bench deltas were rejected ({rejected:.0f}); see the log")
+            await asyncio.sleep(0.005)
+        seconds = time.perf_counter() - t0
+        lines = int(hub.metrics.get("twinsync_hub_lines_written_total"))
+        ops = int(hub.metrics.get("twinsync_hub_ops_written_total"))
+    size = sum(len(p) for _, p in messages) / len(messages)
+    return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size)

@@ -1,0 +1,191 @@
+"""serve: the HTTP API for brand backends (aiohttp).
+
+Routes live under ``/v1/brands/{brand}/...`` so a tenancy/scope check can wrap them in
+one place. Errors are JSON ``{"error": {"code", "message"}}`` with a message that says
+what to change.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from protocol import FIELDS, TwinSyncError, check_brand, check_twin
+
+from ._errors import StoreError
+from ._metrics import Metrics
+from ._twins import TwinReader, parse_duration_ms
+
+__all__ = ["READER", "build_app"]
+
+log = logging.getLogger("cloud_hub.api")
+
+READER = web.AppKey("reader", TwinReader)
+METRICS = web.AppKey("metrics", Metrics)
+ReadyProbe = Callable[[], Awaitable[dict[str, bool]]]
+READY: web.AppKey[ReadyProbe] = web.AppKey("ready")
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def _errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status >= 400 and exc.content_type != "application/json":
+            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+        raise
+    except StoreError as exc:
+        log.warning("store unavailable for %s: %s", request.path, exc)
+        return _error(503, "store_unavailable", f"InfluxDB unavailable: {exc}")
+
+
+def _brand(request: web.Request) -> str:
+    try:
+        return check_brand(request.match_info["brand"])
+    except TwinSyncError as exc:
+        raise web.HTTPBadRequest(
+            text=_json_error("bad_brand", str(exc)), content_type="application/json"
+        ) from None
+
+
+def _twin(request: web.Request) -> str:
+    try:
+        return check_twin(request.match_info["twin"])
+    except TwinSyncError as exc:
+        raise web.HTTPBadRequest(
+            text=_json_error("bad_twin", str(exc)), content_type="application/json"
+        ) from None
+
+
+def _json_error(code: str, message: str) -> str:
+    import json
+
+    return json.dumps({"error": {"code": code, "message": message}})
+
+
+def _bad(code: str, message: str) -> web.HTTPBadRequest:
+    return web.HTTPBadRequest(text=_json_error(code, message), content_type="application/json")
+
+
+async def healthz(_request: web.Request) -> web.Response:
+    """Liveness: the process serves HTTP."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: broker connected and InfluxDB answering."""
+    checks = await request.app[READY]()
+    return web.json_response(
+        {"status": "ready" if all(checks.values()) else "unavailable", "checks": checks},
+        status=200 if all(checks.values()) else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition."""
+    return web.Response(
+        text=request.app[METRICS].render(),
+        content_type="text/plain",
+        charset="utf-8",
+        headers={"X-Content-Type-Version": "0.0.4"},
+    )
+
+
+async def list_twins(request: web.Request) -> web.Response:
+    """``GET /v1/brands/{brand}/twins?limit=100&after=<twin>``."""
+    brand = _brand(request)
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        raise _bad("bad_limit", "limit must be an integer in [1, 10000]") from None
+    if not 1 <= limit <= 10_000:
+        raise _bad("bad_limit", "limit must be an integer in [1, 10000]")
+    after = request.query.get("after")
+    twins = await request.app[READER].list_twins(brand, limit, after)
+    body: dict[str, Any] = {"brand": brand, "twins": twins}
+    if len(twins) == limit:
+        body["next"] = f"/v1/brands/{brand}/twins?limit={limit}&after={twins[-1]}"
+    return web.json_response(body)
+
+
+async def get_twin(request: web.Request) -> web.Response:
+    """``GET /v1/brands/{brand}/twins/{twin}``: the merged current state."""
+    brand, twin = _brand(request), _twin(request)
+    state = await request.app[READER].state(brand, twin)
+    if not state:
+        return _error(404, "twin_not_found", f"no twin {twin} for brand {brand}")
+    fields = {
+        name: {"value": fv.value, "updated_ms": fv.updated_ms, "device": fv.device}
+        for name, fv in state.fields().items()
+    }
+    devices = sorted({fv["device"] for fv in fields.values()})
+    return web.json_response({"brand": brand, "twin": twin, "fields": fields, "devices": devices})
+
+
+def _time_ns(request: web.Request, name: str, default_ms: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default_ms * 1_000_000
+    try:
+        return int(raw) * 1_000_000
+    except ValueError:
+        raise _bad(f"bad_{name}", f"{name} must be Unix milliseconds") from None
+
+
+async def twin_history(request: web.Request) -> web.Response:
+    """``GET .../twins/{twin}/history?field=&start=&end=&every=``."""
+    brand, twin = _brand(request), _twin(request)
+    field = request.query.get("field", "")
+    if field not in FIELDS:
+        raise _bad("bad_field", f"field must be one of: {', '.join(sorted(FIELDS))}")
+    now_ms = time.time_ns() // 1_000_000
+    end = _time_ns(request, "end", now_ms + 1)
+    start = _time_ns(request, "start", now_ms - 7 * 86_400_000)
+    if start >= end:
+        raise _bad("bad_range", "start must be before end")
+    every = request.query.get("every")
+    try:
+        every_ms = parse_duration_ms(every) if every else None
+    except ValueError as exc:
+        raise _bad("bad_every", str(exc)) from None
+    try:
+        points = await request.app[READER].history(brand, twin, field, start, end, every_ms)
+    except OverflowError as exc:
+        raise _bad("too_many_points", str(exc)) from None
+    return web.json_response(
+        {"brand": brand, "twin": twin, "field": field, "every": every, "points": points}
+    )
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    """``GET /v1/brands/{brand}/devices``: online status, last seen, seq, skew."""
+    brand = _brand(request)
+    return web.json_response({"brand": brand, "devices": await request.app[READER].devices(brand)})
+
+
+def build_app(
+    reader: TwinReader, metrics_: Metrics, ready: Callable[[], Awaitable[dict[str, bool]]]
+) -> web.Application:
+    """The aiohttp application with every route."""
+    app = web.Application(middlewares=[_errors])
+    app[READER] = reader
+    app[METRICS] = metrics_
+    app[READY] = ready
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/v1/brands/{brand}/twins", list_twins)
+    app.router.add_get("/v1/brands/{brand}/twins/{twin}", get_twin)
+    app.router.add_get("/v1/brands/{brand}/twins/{twin}/history", twin_history)
+    app.router.add_get("/v1/brands/{brand}/devices", list_devices)
+    return app

@@ -1,0 +1,153 @@
+"""Hub configuration: a pydantic model loaded from TOML, then environment, then overrides.
+
+Environment variables ``TWINSYNC_HUB__<SECTION>__<KEY>`` override the file (values are
+parsed as TOML scalars, so ``8080``, ``true`` and ``"x"`` all work). Relative paths are
+resolved against the directory of the TOML file. Everything is validated at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocol import (
+    SettingsError,
+    TwinSyncError,
+    check_brand,
+    layer_settings,
+    validate_settings,
+)
+
+from ._errors import ConfigError
+
+__all__ = ["HubConfig", "load_hub_config"]
+
+_ENV_PREFIX = "TWINSYNC_HUB__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    """Broker connection."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    client_id: str = "twinsync-hub-1"
+    shared_group: str = "twinsync-hub"
+    #: brands this hub serves (one deployment per tenant on a shared broker); [] = all
+    brands: list[str] = Field(default_factory=list)
+
+    @field_validator("brands")
+    @classmethod
+    def _valid_brands(cls, value: list[str]) -> list[str]:
+        for brand in value:
+            try:
+                check_brand(brand)
+            except TwinSyncError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    keepalive_s: int = Field(30, ge=5)
+    queue_size: int = Field(20000, ge=100)
+
+
+class InfluxSettings(_Section):
+    """InfluxDB v1-compatible HTTP API (1.x; 2.x/3.x through their v1 endpoints)."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = Field("twinsync", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    retention_policy: str = ""
+    username: str = ""
+    password: str = ""
+    token: str = ""
+    create_database: bool = True
+    batch_max_lines: int = Field(20000, ge=1, le=200_000)
+    batch_max_wait_ms: int = Field(50, ge=0, le=10_000)
+    timeout_s: float = Field(30.0, gt=0)
+
+
+class ApiSettings(_Section):
+    """HTTP API listener."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+
+
+class RegistrySettings(_Section):
+    """The device registry (SQLite, shared by all hub instances)."""
+
+    path: Path = Path("registry.sqlite")
+
+
+class KeySettings(_Section):
+    """Where the hub's signing key and the brands' pseudonymization keys live."""
+
+    secrets_dir: Path = Path("secrets")
+
+
+class LimitSettings(_Section):
+    """Hard limits on what devices may send."""
+
+    max_payload_bytes: int = Field(256 * 1024, ge=1024, le=1024 * 1024)
+    max_future_ms: int = Field(86_400_000, ge=0)
+    max_age_ms: int = Field(90 * 86_400_000, ge=0)
+    replay_window: int = Field(4096, ge=64, le=1 << 20)
+
+
+class HubConfig(_Section):
+    """The whole hub configuration (see docs/hub.md for every field)."""
+
+    mqtt: MqttSettings = MqttSettings()
+    influx: InfluxSettings = InfluxSettings()
+    api: ApiSettings = ApiSettings()
+    registry: RegistrySettings = RegistrySettings()
+    keys: KeySettings = KeySettings()
+    limits: LimitSettings = LimitSettings()
+
+    def resolved(self, base: Path) -> HubConfig:
+        """Copy with relative paths made absolute against ``base``."""
+        return self.model_copy(
+            update={
+                "registry": self.registry.model_copy(update={"path": base / self.registry.path}),
+                "keys": self.keys.model_copy(update={"secrets_dir": base / self.keys.secrets_dir}),
+            }
+        )
+
+
+def load_hub_config(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+) -> HubConfig:
+    """Load and validate the hub configuration; raise ConfigError naming what is wrong."""
+    base = Path.cwd()
+    text: str | None = None
+    if path is not None:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read hub config {file}: {exc.strerror}") from exc
+        base = file.resolve().parent
+    try:
+        data = layer_settings(
+            text,
+            source=f"hub config {path}",
+            environ=os.environ if environ is None else environ,
+            prefix=_ENV_PREFIX,
+            overrides=overrides,
+        )
+        config = validate_settings(HubConfig, data, what="hub config")
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    return config.resolved(base)

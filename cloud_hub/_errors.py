@@ -1,0 +1,40 @@
+"""Exceptions of the hub.
+
+protocol.TwinSyncError
+└── CloudHubError          root of everything the hub raises
+    ├── ConfigError        hub.toml / environment invalid: fix the named setting
+    ├── RegistryError      device registry unreadable, device unknown or revoked
+    └── StoreError         InfluxDB unreachable or refused a write/query
+"""
+
+from __future__ import annotations
+
+from protocol import TwinSyncError
+
+__all__ = ["CloudHubError", "ConfigError", "RegistryError", "StoreError"]
+
+
+class CloudHubError(TwinSyncError):
+    """Root of every exception raised by the hub."""
+
+
+class ConfigError(CloudHubError):
+    """The configuration is invalid; the message names the setting."""
+
+    reason = "config"
+
+
+class RegistryError(CloudHubError):
+    """The device registry cannot answer, or a device is unknown or revoked."""
+
+    reason = "unknown_device"
+
+
+class StoreError(CloudHubError):
+    """InfluxDB is unreachable or refused a request."""
+
+    reason = "store"
+
+    def __init__(self, message: str, *, retryable: bool = True, reason: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.retryable = retryable

@@ -1,0 +1,154 @@
+"""The hub service: MQTT ingest pipeline + HTTP API, as one async context manager.
+
+    async with Hub(load_hub_config("hub.toml")) as hub:
+        print(hub.api_url)
+        await hub.wait()          # until a fatal error; cancel to stop
+
+It holds no state two instances could disagree on: twin state lives in InfluxDB, devices
+in the shared registry, and the replay windows are a per-instance optimisation seeded
+from InfluxDB (a write repeated by another instance is a no-op).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from types import TracebackType
+
+from aiohttp import web
+
+from protocol import Clock, SystemClock
+
+from ._api import build_app
+from ._config import HubConfig
+from ._errors import StoreError
+from ._influx import InfluxStore
+from ._metrics import Metrics
+from ._mqtt import HubMqtt
+from ._pipeline import Pipeline
+from ._provision import ensure_hub_key
+from ._registry import Registry
+from ._twins import TwinReader
+from ._verify import ReplayWindows, Verifier
+
+__all__ = ["Hub"]
+
+log = logging.getLogger("cloud_hub")
+
+
+class Hub:
+    """One hub instance."""
+
+    def __init__(self, config: HubConfig, *, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.metrics = Metrics()
+        self.registry = Registry(config.registry.path)
+        self._key = ensure_hub_key(config.keys.secrets_dir)
+        self._store = InfluxStore(config.influx)
+        self.reader = TwinReader(self._store, self.registry)
+        self.windows = ReplayWindows(config.limits.replay_window)
+        self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
+        self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
+        self._tg: asyncio.TaskGroup | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.api_port = 0
+        self.ready = asyncio.Event()
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the HTTP API."""
+        return f"http://{self.config.api.host}:{self.api_port}"
+
+    async def _checks(self) -> dict[str, bool]:
+        return {"mqtt": self._mqtt.connected.is_set(), "influx": await self._store.ping()}
+
+    async def __aenter__(self) -> Hub:
+        await self._store.__aenter__()
+        try:
+            app = build_app(self.reader, self.metrics, self._checks)
+            self._runner = web.AppRunner(app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
+            await site.start()
+            server = site._server  # aiohttp exposes the bound port only here
+            sockets = getattr(server, "sockets", None) or []
+            self.api_port = sockets[0].getsockname()[1] if sockets else self.config.api.port
+            self._tg = asyncio.TaskGroup()
+            await self._tg.__aenter__()
+            task = self._tg.create_task(self._ingest(), name="cloud_hub.ingest")
+            task.add_done_callback(self._task_done)
+            self._tasks.append(task)
+        except BaseException:
+            await self._close_io()
+            raise
+        log.info("hub API on %s", self.api_url)
+        return self
+
+    @staticmethod
+    def _task_done(task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error(
+                "hub task %s crashed: %r",
+                task.get_name(),
+                task.exception(),
+                exc_info=task.exception(),
+            )
+
+    async def _prepare_store(self) -> None:
+        delay = 0.2
+        while True:
+            try:
+                if self.config.influx.create_database:
+                    await self._store.ensure_database()
+                for brand, device, seq in await self.reader.last_seqs():
+                    self.windows.seed(brand, device, seq)
+                return
+            except StoreError as exc:
+                log.warning("InfluxDB not ready (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+
+    async def _ingest(self) -> None:
+        await self._prepare_store()
+        async with self._mqtt:
+            self.ready.set()
+            pipeline = Pipeline(
+                self._mqtt,
+                self._store,
+                self._verifier,
+                self._key,
+                self.config.influx,
+                self.metrics,
+                self.clock,
+            )
+            await pipeline.run()
+
+    async def wait(self) -> None:
+        """Block until a background task fails (its exception is raised) or forever."""
+        await asyncio.gather(*self._tasks)
+
+    async def _close_io(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self._store.__aexit__(None, None, None)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        for task in self._tasks:
+            task.cancel()
+        try:
+            if self._tg is not None:
+                await self._tg.__aexit__(None, None, None)
+        except BaseExceptionGroup as group:
+            log.error("hub task failed during shutdown: %r", group.exceptions)
+        finally:
+            self._tasks.clear()
+            await self._close_io()

@@ -1,0 +1,53 @@
+"""InfluxDB line protocol for twin ops and device status (the hot path: keep it tight).
+
+Identifiers reaching here are validated by ``protocol`` (brand, device, twin, field names
+match small alphabets that need no escaping), so tags and field keys are written as is;
+string *values* are escaped. Floats use ``repr`` so they round-trip exactly.
+"""
+
+from __future__ import annotations
+
+from protocol import FIELDS, HLC, TwinOps
+
+__all__ = ["device_line", "format_value", "twin_lines"]
+
+_TYPES = {name: spec.type for name, spec in FIELDS.items()}
+
+
+def format_value(field: str, value: object) -> str:
+    """A field value in line protocol, typed by the catalog."""
+    kind = _TYPES[field]
+    if kind == "float":
+        return repr(float(value))  # type: ignore[arg-type]
+    if kind == "int":
+        return f"{value}i"
+    if kind == "bool":
+        return "true" if value else "false"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[str]) -> int:
+    """Append one line per op to ``out``; return how many were appended."""
+    n = 0
+    for twin_ops in twins:
+        prefix = f"twin,brand={brand},device={device},twin={twin_ops.twin} "
+        for hlc, field, value in twin_ops.ops:
+            ms, counter = hlc >> 16, hlc & 0xFFFF
+            out.append(f"{prefix}{field}={format_value(field, value)} {ms * 1_000_000 + counter}")
+            n += 1
+    return n
+
+
+def device_line(brand: str, device: str, fields: dict[str, bool | int], ts_ms: int) -> str:
+    """A ``device`` measurement point (liveness, last seq, skew, outbox health)."""
+    parts = []
+    for key, value in fields.items():
+        if isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        else:
+            parts.append(f"{key}={int(value)}i")
+    return f"device,brand={brand},device={device} {','.join(parts)} {ts_ms * 1_000_000}"
+
+
+assert HLC(1, 2).to_ns() == (((1 << 16) | 2) >> 16) * 1_000_000 + 2  # the inlined formula

@@ -1,0 +1,148 @@
+"""The hub's MQTT adapter: paho-mqtt in manual-ack mode, handing messages to asyncio.
+
+paho runs its own network thread (battle-tested reconnects and keepalive); every message
+is put on a bounded asyncio queue and PUBACKed only when the pipeline calls :meth:`ack`
+after InfluxDB has the data. The broker then never forgets a message the hub has not
+durably stored: a hub killed mid-batch gets it redelivered (persistent session).
+Because the broker caps un-PUBACKed messages in flight, a stalled writer naturally stops
+the flow, so the queue never grows past that cap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from protocol import hub_subscriptions
+
+from ._config import MqttSettings
+from ._metrics import Metrics
+
+__all__ = ["HubMqtt", "Incoming"]
+
+log = logging.getLogger("cloud_hub.mqtt")
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """One message from the broker; ``mid`` is what :meth:`HubMqtt.ack` needs."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+
+
+class HubMqtt:
+    """paho client wrapper; use as ``async with HubMqtt(...) as mqtt:``."""
+
+    def __init__(
+        self, settings: MqttSettings, metrics: Metrics, clock_ms: Callable[[], int]
+    ) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._now_ms = clock_ms
+        self.queue: asyncio.Queue[Incoming] = asyncio.Queue(settings.queue_size)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.connected = asyncio.Event()
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=settings.client_id,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        client.manual_ack_set(True)
+        client.max_inflight_messages_set(1000)
+        client.max_queued_messages_set(0)
+        client.reconnect_delay_set(min_delay=1, max_delay=15)
+        if settings.username:
+            client.username_pw_set(settings.username, settings.password or None)
+        if settings.tls:
+            context = ssl.create_default_context(cafile=settings.ca_file or None)
+            client.tls_set_context(context)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        self._client = client
+
+    # paho callbacks run on paho's network thread: hop to the loop for anything else.
+    def _on_connect(
+        self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object
+    ) -> None:
+        if getattr(rc, "is_failure", False):
+            log.warning("broker refused connection: %s", rc)
+            return
+        # Subscribing on every connect is idempotent and survives a broker that lost state.
+        for topic_filter in hub_subscriptions(
+            self._settings.shared_group or None, self._settings.brands
+        ):
+            client.subscribe(topic_filter, qos=1)
+        log.info("connected to mqtt://%s:%d", self._settings.host, self._settings.port)
+        self._call(self._set_connected, True)
+
+    def _on_disconnect(
+        self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
+    ) -> None:
+        log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
+        self._call(self._set_connected, False)
+
+    def _set_connected(self, up: bool) -> None:
+        self._metrics.set("twinsync_hub_mqtt_connected", 1 if up else 0)
+        if up:
+            self.connected.set()
+        else:
+            self.connected.clear()
+
+    def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        incoming = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._now_ms())
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        # Blocking paho's thread here is the backpressure: it stops reading the socket.
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(incoming), loop)
+        with contextlib.suppress(Exception):
+            future.result()
+
+    def _call(self, fn: object, *args: object) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(fn, *args)  # type: ignore[arg-type]
+
+    def ack(self, incoming: Incoming) -> None:
+        """PUBACK ``incoming`` to the broker: call only once its data is durable."""
+        if incoming.qos > 0:
+            self._client.ack(incoming.mid, incoming.qos)
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        """Queue a publish (paho's thread sends it; QoS 1 survives reconnects)."""
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
+    async def __aenter__(self) -> HubMqtt:
+        self._loop = asyncio.get_running_loop()
+        self._client.connect_async(
+            self._settings.host, self._settings.port, self._settings.keepalive_s
+        )
+        self._client.loop_start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        loop = self._loop
+        self._loop = None
+        # Unblock paho's thread if it waits on a full queue, then stop it.
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        await asyncio.to_thread(self._stop)
+        del loop
+
+    def _stop(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()

@@ -1,0 +1,220 @@
+"""The hub's ingest loop: batch → verify → merge/store → ack.
+
+One loop per hub instance pulls messages off the MQTT queue, verifies each, gathers the
+accepted ops of many messages into one InfluxDB write, and only after that write returned
+(durable) publishes the signed acks to devices and PUBACKs the broker. If InfluxDB is down
+the write is retried with capped, jittered backoff and nothing is acked: the broker and the
+devices keep every message until it is stored. Merge needs no hub state: each op is its
+own point (see docs/architecture.md), so at-least-once delivery is exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from protocol import (
+    Ack,
+    Channel,
+    Clock,
+    Delta,
+    Envelope,
+    Rejection,
+    SigningKey,
+    Status,
+    packb,
+    seal,
+    topic,
+)
+
+from ._config import InfluxSettings
+from ._errors import StoreError
+from ._influx import InfluxStore
+from ._lines import device_line, twin_lines
+from ._metrics import Metrics
+from ._mqtt import HubMqtt, Incoming
+from ._verify import Rejected, Verifier
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("cloud_hub.pipeline")
+_MAX_ACK_SEQS = 4096
+
+
+@dataclass
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    incoming: list[Incoming] = field(default_factory=list)
+    written: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    rejected: dict[tuple[str, str], list[Rejection]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    replayed: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    ops: int = 0
+    deltas: int = 0
+
+
+class Pipeline:
+    """Owns the batching loop; run :meth:`run` as a task and cancel it to stop."""
+
+    def __init__(
+        self,
+        mqtt: HubMqtt,
+        store: InfluxStore,
+        verifier: Verifier,
+        hub_key: SigningKey,
+        settings: InfluxSettings,
+        metrics: Metrics,
+        clock: Clock,
+    ) -> None:
+        self._mqtt = mqtt
+        self._store = store
+        self._verifier = verifier
+        self._key = hub_key
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+
+    async def run(self) -> None:
+        """Forever: gather a batch, process it. Cancellation leaves unacked data on the broker."""
+        queue = self._mqtt.queue
+        wait_s = self._settings.batch_max_wait_ms / 1000
+        while True:
+            first = await queue.get()
+            batch = _Batch()
+            self._add(batch, first)
+            deadline = asyncio.get_running_loop().time() + wait_s
+            while len(batch.lines) < self._settings.batch_max_lines:
+                if queue.empty():
+                    remaining = deadline - asyncio.get_running_loop().time()
+                    if remaining <= 0:
+                        break
+                    try:
+                        async with asyncio.timeout(remaining):
+                            item = await queue.get()
+                    except TimeoutError:
+                        break
+                else:
+                    item = queue.get_nowait()
+                self._add(batch, item)
+            self._metrics.set("twinsync_hub_queue_depth", queue.qsize())
+            await self._commit(batch)
+
+    def _add(self, batch: _Batch, incoming: Incoming) -> None:
+        batch.incoming.append(incoming)
+        kind = incoming.topic.rsplit("/", 1)[-1]
+        self._metrics.inc("twinsync_hub_messages_total", kind=kind)
+        verdict = self._verifier.verify(incoming)
+        if isinstance(verdict, Rejected):
+            self._reject(batch, verdict)
+            return
+        key = (verdict.brand, verdict.device)
+        skew = incoming.received_ms - verdict.sent_ms
+        self._metrics.set("twinsync_hub_device_skew_ms", skew)
+        if isinstance(verdict.body, Delta):
+            batch.ops += twin_lines(verdict.brand, verdict.device, verdict.body.twins, batch.lines)
+            batch.deltas += 1
+            batch.written[key].append(verdict.seq)
+            fields: dict[str, bool | int] = {"last_seq": verdict.seq, "skew_ms": skew}
+        else:
+            status: Status = verdict.body
+            fields = {
+                "online": status.online,
+                "outbox_depth": status.outbox_depth,
+                "outbox_bytes": status.outbox_bytes,
+                "dropped": status.dropped,
+                "skew_ms": skew,
+            }
+        batch.lines.append(device_line(verdict.brand, verdict.device, fields, incoming.received_ms))
+
+    def _reject(self, batch: _Batch, verdict: Rejected) -> None:
+        self._metrics.inc("twinsync_hub_rejected_total", reason=verdict.reason)
+        log_fn = log.info if verdict.replay else log.warning
+        log_fn(
+            "rejected message on %s: reason=%s device=%s seq=%s: %s",
+            verdict.incoming.topic,
+            verdict.reason,
+            verdict.device,
+            verdict.seq,
+            verdict.detail,
+        )
+        if verdict.brand is None or verdict.device is None or verdict.seq is None:
+            return
+        key = (verdict.brand, verdict.device)
+        if verdict.replay:
+            batch.replayed[key].append(verdict.seq)
+        elif verdict.ack_rejected:
+            batch.rejected[key].append(Rejection(seq=verdict.seq, reason=verdict.reason))
+
+    async def _commit(self, batch: _Batch) -> None:
+        t0 = time.perf_counter()
+        await self._write_until_durable(batch.lines)
+        elapsed = time.perf_counter() - t0
+        for (brand, device), seqs in batch.written.items():
+            for seq in seqs:
+                self._verifier.windows.mark(brand, device, seq)
+        self._metrics.inc("twinsync_hub_batch_seconds_total", elapsed)
+        if batch.lines:
+            self._metrics.inc("twinsync_hub_write_batches_total")
+            self._metrics.inc("twinsync_hub_lines_written_total", len(batch.lines))
+        self._metrics.inc("twinsync_hub_ops_written_total", batch.ops)
+        self._metrics.inc("twinsync_hub_deltas_written_total", batch.deltas)
+        self._send_acks(batch)
+        for incoming in batch.incoming:
+            self._mqtt.ack(incoming)
+
+    async def _write_until_durable(self, lines: list[str]) -> None:
+        delay = 0.2
+        while True:
+            try:
+                await self._store.write(lines)
+                self._metrics.set("twinsync_hub_store_up", 1)
+                return
+            except StoreError as exc:
+                self._metrics.inc("twinsync_hub_write_errors_total")
+                self._metrics.set("twinsync_hub_store_up", 0)
+                if not exc.retryable and len(lines) > 1:
+                    # A refused batch (e.g. a field type conflict after a catalog change):
+                    # isolate the offending lines so one bad point cannot block the rest.
+                    await self._write_one_by_one(lines)
+                    return
+                if not exc.retryable:
+                    log.error("InfluxDB refused a point for good, dropping it: %s", exc)
+                    return
+                log.warning("InfluxDB write failed (retry in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+
+    async def _write_one_by_one(self, lines: list[str]) -> None:
+        for line in lines:
+            await self._write_until_durable([line])
+
+    def _send_acks(self, batch: _Batch) -> None:
+        now = self._clock.now_ms()
+        keys = set(batch.written) | set(batch.rejected) | set(batch.replayed)
+        for brand, device in keys:
+            seqs = sorted(
+                {*batch.written.get((brand, device), []), *batch.replayed.get((brand, device), [])}
+            )
+            rejected = batch.rejected.get((brand, device), [])
+            for i in range(0, max(len(seqs), len(rejected), 1), _MAX_ACK_SEQS):
+                body = Ack(
+                    seqs=tuple(seqs[i : i + _MAX_ACK_SEQS]),
+                    rejected=tuple(rejected[i : i + _MAX_ACK_SEQS]),
+                    hub_ms=now,
+                )
+                envelope = Envelope(
+                    kind="ack",
+                    brand=brand,
+                    device=device,
+                    seq=0,
+                    kid=self._key.kid,
+                    sent_ms=now,
+                    body=packb(body.to_wire()),
+                )
+                self._mqtt.publish(topic(brand, device, Channel.ACK), seal(envelope, self._key))
+                self._metrics.inc("twinsync_hub_acks_sent_total")

@@ -1,0 +1,193 @@
+"""serve (read side): twins, history and devices, computed from InfluxDB alone.
+
+Nothing here is cached across requests: InfluxDB is the single source of truth, so any
+hub instance answers the same. The twin's current value is ``protocol.TwinState`` folded
+over each device's latest point per field.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import FIELDS, HLC, Scalar, TwinState
+
+from ._influx import InfluxStore, quote_ident, quote_str
+from ._registry import Registry
+
+__all__ = ["TwinReader", "parse_duration_ms"]
+
+_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+MAX_RAW_POINTS = 10_000
+
+
+def parse_duration_ms(text: str) -> int:
+    """``"15m"`` -> 900000. Raises ValueError on anything else."""
+    for unit in ("ms", "s", "m", "h", "d"):
+        if text.endswith(unit) and text[: -len(unit)].isdigit():
+            value = int(text[: -len(unit)]) * _UNITS[unit]
+            if value > 0:
+                return value
+    raise ValueError(f"invalid duration {text!r}: use e.g. 500ms, 30s, 15m, 1h, 7d")
+
+
+def _typed(field: str, value: Any) -> Scalar:
+    # InfluxDB's JSON renders the float 21.0 as 21: restore the catalog type.
+    if FIELDS[field].type == "float" and not isinstance(value, bool):
+        return float(value)
+    return value  # type: ignore[no-any-return]
+
+
+def _series(result: dict[str, Any]) -> list[dict[str, Any]]:
+    return result.get("series", []) or []
+
+
+class TwinReader:
+    """Queries for the HTTP API."""
+
+    def __init__(self, store: InfluxStore, registry: Registry) -> None:
+        self._store = store
+        self._registry = registry
+
+    def _where(self, brand: str, twin: str) -> str:
+        return f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
+
+    async def list_twins(self, brand: str, limit: int, after: str | None) -> list[str]:
+        """Twin ids of ``brand`` in lexical order, paginated by ``after``."""
+        results = await self._store.query(
+            f'SHOW TAG VALUES FROM "twin" WITH KEY = "twin" WHERE "brand" = {quote_str(brand)}'
+        )
+        twins = sorted(v[1] for s in _series(results[0]) for v in s.get("values", []))
+        if after:
+            twins = [t for t in twins if t > after]
+        return twins[:limit]
+
+    async def state(self, brand: str, twin: str) -> TwinState:
+        """The merged state of one twin (empty if it has no points)."""
+        where = self._where(brand, twin)
+        names = sorted(FIELDS)
+        q = ";".join(
+            f'SELECT last({quote_ident(f)}) FROM "twin" WHERE {where} GROUP BY "device"'
+            for f in names
+        )
+        state = TwinState()
+        for name, result in zip(names, await self._store.query(q), strict=True):
+            for series in _series(result):
+                device = series["tags"]["device"]
+                for ts, value in series["values"]:
+                    if value is not None:
+                        state.apply(device, HLC.from_ns(ts).pack(), name, _typed(name, value))
+        return state
+
+    async def history(
+        self, brand: str, twin: str, field: str, start_ns: int, end_ns: int, every_ms: int | None
+    ) -> list[dict[str, Any]]:
+        """Points of ``field`` in [start, end): raw (per device) or one per ``every`` bucket."""
+        where = f"{self._where(brand, twin)} AND time >= {start_ns} AND time < {end_ns}"
+        col = quote_ident(field)
+        if every_ms is None:
+            limit = MAX_RAW_POINTS + 1
+            results = await self._store.query(
+                f'SELECT {col} FROM "twin" WHERE {where} GROUP BY "device" LIMIT {limit}'
+            )
+            points = [
+                {
+                    "time_ms": ts // 1_000_000,
+                    "hlc": HLC.from_ns(ts).pack(),
+                    "device": s["tags"]["device"],
+                    "value": _typed(field, v),
+                }
+                for s in _series(results[0])
+                for ts, v in s["values"]
+                if v is not None
+            ]
+            if len(points) > MAX_RAW_POINTS:
+                raise OverflowError(
+                    f"more than {MAX_RAW_POINTS} points: narrow the range or pass every="
+                )
+            points.sort(key=lambda p: (p["hlc"], p["device"]))
+            return points
+        counter = FIELDS[field].merge == "counter"
+        # LWW: last() over all devices of a bucket is the latest HLC (the point time), which is
+        # the LWW winner. Counters: each device's last cumulative value, carried forward.
+        fill, by_device = ("previous", ', "device"') if counter else ("none", "")
+        q = (
+            f'SELECT last({col}) FROM "twin" WHERE {where} '
+            f"GROUP BY time({every_ms}ms){by_device} fill({fill})"
+        )
+        if counter:
+            # Each device's component before the range starts, so sums are right from bucket 1.
+            q += (
+                f';SELECT last({col}) FROM "twin" WHERE {self._where(brand, twin)} '
+                f'AND time < {start_ns} GROUP BY "device"'
+            )
+        results = await self._store.query(q)
+        buckets: dict[int, dict[str, Any]] = {}
+        baseline: dict[str, Any] = {}
+        if counter:
+            for s in _series(results[1]):
+                baseline[s["tags"]["device"]] = s["values"][0][1]
+        for s in _series(results[0]):
+            device = (s.get("tags") or {}).get("device", "")
+            carry = baseline.get(device)
+            for ts, raw in s["values"]:
+                value_now = carry if raw is None else raw
+                carry = value_now
+                if value_now is not None:
+                    buckets.setdefault(ts, {})[device] = value_now
+        out = []
+        for ts in sorted(buckets):
+            per_device = buckets[ts]
+            if counter:
+                value: Any = sum(per_device[d] for d in sorted(per_device))
+            else:
+                value = per_device[""]
+            out.append(
+                {
+                    "time_ms": ts // 1_000_000,
+                    "value": _typed(field, value),
+                    "devices": len(per_device),
+                }
+            )
+        return out
+
+    async def devices(self, brand: str) -> list[dict[str, Any]]:
+        """Registry devices of ``brand`` joined with their latest liveness point."""
+        cols = ("online", "last_seq", "skew_ms", "outbox_depth", "outbox_bytes", "dropped")
+        q = ";".join(
+            f'SELECT last({quote_ident(c)}) FROM "device" WHERE "brand" = {quote_str(brand)} '
+            f'GROUP BY "device"'
+            for c in cols
+        )
+        latest: dict[str, dict[str, Any]] = {}
+        for col, result in zip(cols, await self._store.query(q), strict=True):
+            for s in _series(result):
+                ts, value = s["values"][0]
+                row = latest.setdefault(s["tags"]["device"], {"last_seen_ms": 0})
+                row[col] = value
+                row["last_seen_ms"] = max(row["last_seen_ms"], ts // 1_000_000)
+        out = []
+        for record in self._registry.devices(brand):
+            row = latest.get(record.device, {})
+            out.append(
+                {
+                    "device": record.device,
+                    "product": record.product,
+                    "revoked": record.revoked,
+                    "online": bool(row.get("online", False)),
+                    "last_seen_ms": row.get("last_seen_ms"),
+                    "last_seq": row.get("last_seq"),
+                    "skew_ms": row.get("skew_ms"),
+                    "outbox_depth": row.get("outbox_depth"),
+                }
+            )
+        return out
+
+    async def last_seqs(self) -> list[tuple[str, str, int]]:
+        """(brand, device, last written seq) for every device: seeds the replay windows."""
+        results = await self._store.query(
+            'SELECT last("last_seq") FROM "device" GROUP BY "brand", "device"'
+        )
+        return [
+            (s["tags"]["brand"], s["tags"]["device"], int(s["values"][0][1]))
+            for s in _series(results[0])
+        ]

@@ -1,0 +1,127 @@
+"""``twinsync hub``: run the hub, provision devices, manage keys, check configuration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from protocol import PRODUCTS, TwinSyncError
+
+from ._config import HubConfig, load_hub_config
+from ._hub import Hub
+from ._provision import ensure_hub_key, provision_device, provision_devices
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="twinsync hub",
+        description="The TwinSync cloud hub: merges device deltas into twins in InfluxDB "
+        "and serves them over HTTP.",
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def config_arg(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--config", type=Path, help="hub.toml (env TWINSYNC_HUB__* overrides)")
+
+    run = sub.add_parser("run", help="run one hub instance until SIGTERM/SIGINT")
+    config_arg(run)
+    run.add_argument("--log-level", default="INFO")
+
+    prov = sub.add_parser("provision", help="create device identities and agent bundles")
+    config_arg(prov)
+    prov.add_argument("--brand", required=True)
+    prov.add_argument("--device", required=True, help="device id, or prefix with --count")
+    prov.add_argument("--product", required=True, choices=sorted(PRODUCTS))
+    prov.add_argument("--out", type=Path, required=True, help="bundle directory")
+    prov.add_argument(
+        "--count", type=int, default=0, help="provision N devices <device>-0001.. into <out>/<id>/"
+    )
+    prov.add_argument("--mqtt-host", default=None, help="broker host written into agent.toml")
+    prov.add_argument("--mqtt-port", type=int, default=None)
+
+    keys = sub.add_parser(
+        "keys", help="create the hub signing key if missing; print its public key"
+    )
+    config_arg(keys)
+
+    check = sub.add_parser("check-config", help="validate the config and print it (no secrets)")
+    config_arg(check)
+    return p
+
+
+async def _run(config: HubConfig) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Hub(config) as hub:
+        waiter = asyncio.create_task(hub.wait())
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (waiter, stopper):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if waiter in done and waiter.exception() is not None:
+            logging.getLogger("cloud_hub").error("hub failed: %s", waiter.exception())
+            return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``twinsync hub``."""
+    args = _parser().parse_args(argv)
+    try:
+        config = load_hub_config(args.config)
+        if args.command == "run":
+            logging.basicConfig(
+                level=args.log_level.upper(),
+                stream=sys.stderr,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            return asyncio.run(_run(config))
+        if args.command == "keys":
+            print(ensure_hub_key(config.keys.secrets_dir).public.hex())
+            return 0
+        if args.command == "check-config":
+            data = config.model_dump(mode="json")
+            for section, key in (("mqtt", "password"), ("influx", "password"), ("influx", "token")):
+                if data[section][key]:
+                    data[section][key] = "***"
+            print(json.dumps(data, indent=2))
+            return 0
+        host = args.mqtt_host or config.mqtt.host
+        port = args.mqtt_port or config.mqtt.port
+        if args.count:
+            ids = [(f"{args.device}-{i:04d}", args.product) for i in range(1, args.count + 1)]
+            made = provision_devices(
+                config.registry.path, config.keys.secrets_dir, args.brand, ids, args.out, host, port
+            )
+            for path in made.values():
+                print(path)
+        else:
+            print(
+                provision_device(
+                    config.registry.path,
+                    config.keys.secrets_dir,
+                    args.brand,
+                    args.device,
+                    args.product,
+                    args.out,
+                    host,
+                    port,
+                )
+            )
+        return 0
+    except TwinSyncError as exc:
+        print(f"twinsync hub: {exc}", file=sys.stderr)
+        return 2

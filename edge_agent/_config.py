@@ -1,0 +1,230 @@
+"""Agent configuration: pydantic model from TOML, then environment, then overrides.
+
+Environment variables ``TWINSYNC_EDGE__<SECTION>__<KEY>`` override the file (values are
+parsed as TOML scalars). Relative paths resolve against the TOML file's directory. Key
+files are read and checked at load time, so a bad bundle fails at start-up, not at the
+first signal.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from protocol import (
+    MIN_KEY_BYTES,
+    PRODUCTS,
+    SettingsError,
+    SigningKey,
+    TwinSyncError,
+    VerifyKey,
+    check_brand,
+    check_device,
+    layer_settings,
+    validate_settings,
+)
+
+from ._errors import ConfigError
+
+__all__ = ["AgentConfig", "Keys", "load_config"]
+
+_ENV_PREFIX = "TWINSYNC_EDGE__"
+
+
+def _ident(check: Callable[[str], str], value: str) -> str:
+    # protocol raises IdentifierError (not a ValueError); pydantic only turns ValueError
+    # into a located validation error, so translate to get "device.brand: ..." messages.
+    try:
+        return check(value)
+    except TwinSyncError as exc:
+        raise ValueError(str(exc)) from None
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeviceSettings(_Section):
+    """Who this device is."""
+
+    brand: str
+    id: str
+    product: str
+    key_file: Path = Path("device.key")
+
+    @field_validator("brand")
+    @classmethod
+    def _brand(cls, v: str) -> str:
+        return _ident(check_brand, v)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        return _ident(check_device, v)
+
+    @field_validator("product")
+    @classmethod
+    def _product(cls, v: str) -> str:
+        if v not in PRODUCTS:
+            raise ValueError(f"unknown product {v!r}; known: {', '.join(PRODUCTS)}")
+        return v
+
+
+class PseudonymSettings(_Section):
+    """The brand's pseudonymization key and its epoch."""
+
+    key_file: Path = Path("brand.key")
+    epoch: int = Field(1, ge=0, le=999_999)
+
+
+class HubSettings(_Section):
+    """Hub public keys that may sign acks and commands (several during rotation)."""
+
+    public_key_files: list[Path] = Field(default_factory=lambda: [Path("hub.pub")], min_length=1)
+
+
+class MqttSettings(_Section):
+    """Broker connection."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    username: str = ""
+    password: str = ""
+    tls: bool = False
+    ca_file: str = ""
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    client_id: str = ""
+
+
+class OutboxSettings(_Section):
+    """The durable outbox (SQLite, WAL)."""
+
+    path: Path = Path("outbox.sqlite")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024)
+    max_age_s: int = Field(30 * 86_400, ge=60)
+
+
+class IngestSettings(_Section):
+    """The local interface firmware sends signals to."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    unix_socket: str = ""
+    max_line_bytes: int = Field(4096, ge=256, le=65536)
+
+
+class SyncSettings(_Section):
+    """Batching and delivery."""
+
+    flush_interval_ms: int = Field(200, ge=0, le=60_000)
+    max_ops_per_delta: int = Field(1000, ge=1, le=4096)
+    inflight: int = Field(16, ge=1, le=1024)
+    ack_timeout_s: float = Field(10.0, gt=0)
+    status_interval_s: float = Field(30.0, gt=0)
+    reconnect_max_s: float = Field(30.0, gt=0)
+
+
+class ValidationSettings(_Section):
+    """Signal sanity limits."""
+
+    max_signal_age_s: int = Field(7 * 86_400, ge=1)
+    max_clock_ahead_s: int = Field(300, ge=0)
+
+
+class AgentConfig(_Section):
+    """The whole agent configuration (see docs/edge-agent.md)."""
+
+    device: DeviceSettings
+    pseudonym: PseudonymSettings = PseudonymSettings()
+    hub: HubSettings = HubSettings()
+    mqtt: MqttSettings = MqttSettings()
+    outbox: OutboxSettings = OutboxSettings()
+    ingest: IngestSettings = IngestSettings()
+    sync: SyncSettings = SyncSettings()
+    validation: ValidationSettings = ValidationSettings()
+
+    def keys(self) -> Keys:
+        """Read and check every key file this config names."""
+        return Keys.load(self)
+
+
+class Keys:
+    """Key material loaded from the files an AgentConfig names. ``repr`` hides secrets."""
+
+    def __init__(self, device: SigningKey, brand_key: bytes, hub: list[VerifyKey]) -> None:
+        self.device = device
+        self.brand_key = brand_key
+        self.hub = {k.kid: k for k in hub}
+
+    @classmethod
+    def load(cls, config: AgentConfig) -> Keys:
+        """Load from files; raise ConfigError naming the file on any problem."""
+
+        def read(path: Path, what: str) -> bytes:
+            try:
+                return path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+        try:
+            device = SigningKey.from_bytes(read(config.device.key_file, "device key"))
+            hub = [
+                VerifyKey.from_hex(read(p, "hub public key").decode())
+                for p in config.hub.public_key_files
+            ]
+        except TwinSyncError as exc:
+            raise ConfigError(f"bad key file: {exc}") from exc
+        brand_key = read(config.pseudonym.key_file, "brand key")
+        if len(brand_key) < MIN_KEY_BYTES:
+            raise ConfigError(
+                f"brand key {config.pseudonym.key_file} is shorter than {MIN_KEY_BYTES} bytes"
+            )
+        return cls(device, brand_key, hub)
+
+    def __repr__(self) -> str:
+        return f"Keys(device={self.device.kid}, hub={sorted(self.hub)})"
+
+
+def load_config(
+    path: str | Path | None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    environ: dict[str, str] | None = None,
+) -> AgentConfig:
+    """Load, merge and validate; resolve relative paths; raise ConfigError on any problem."""
+    base = Path.cwd()
+    text: str | None = None
+    if path is not None:
+        file = Path(path)
+        try:
+            text = file.read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read agent config {file}: {exc.strerror}") from exc
+        base = file.resolve().parent
+    try:
+        data = layer_settings(
+            text,
+            source=f"agent config {path}",
+            environ=os.environ if environ is None else environ,
+            prefix=_ENV_PREFIX,
+            overrides=overrides,
+        )
+        config = validate_settings(AgentConfig, data, what="agent config")
+    except SettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    return config.model_copy(
+        update={
+            "device": config.device.model_copy(update={"key_file": base / config.device.key_file}),
+            "pseudonym": config.pseudonym.model_copy(
+                update={"key_file": base / config.pseudonym.key_file}
+            ),
+            "hub": config.hub.model_copy(
+                update={"public_key_files": [base / p for p in config.hub.public_key_files]}
+            ),
+            "outbox": config.outbox.model_copy(update={"path": base / config.outbox.path}),
+        }
+    )

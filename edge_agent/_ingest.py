@@ -1,0 +1,144 @@
+"""ingest: the local interface firmware talks to (NDJSON over TCP loopback or a Unix socket).
+
+Each request line is a ``protocol.SignalIn`` as JSON; each reply line is
+``{"seq": n, "status": "accepted"|"duplicate"|"rejected", "reason": ...}``, in request
+order, sent once the signal's effect is durable. Clients may pipeline: lines are read
+ahead and committed in groups. A malformed or overlong line gets a ``malformed`` reply and
+the connection stays open. Raw subjects arrive here and go no further than the agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+
+from pydantic import ValidationError
+
+from protocol import SignalIn
+
+from ._twin import IngestResult
+
+__all__ = ["IngestServer"]
+
+log = logging.getLogger("edge_agent.ingest")
+Submit = Callable[[SignalIn], Awaitable[IngestResult]]
+_PIPELINE = 1024  # replies awaited per connection: bounds memory per client
+
+
+class IngestServer:
+    """Serves the ingest protocol; ``async with`` starts listening, exit stops it."""
+
+    def __init__(
+        self, submit: Submit, host: str, port: int, unix_socket: str, max_line_bytes: int
+    ) -> None:
+        self._submit = submit
+        self._host, self._port, self._unix = host, port, unix_socket
+        self._limit = max_line_bytes
+        self._servers: list[asyncio.Server] = []
+        self._clients: set[asyncio.Task[None]] = set()
+        self.malformed = 0
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (useful when configured as 0 = pick a free one)."""
+        for server in self._servers:
+            for sock in server.sockets:
+                name = sock.getsockname()
+                if isinstance(name, tuple):
+                    return int(name[1])
+        return 0
+
+    async def __aenter__(self) -> IngestServer:
+        if self._port >= 0 and self._host:
+            self._servers.append(
+                await asyncio.start_server(self._serve, self._host, self._port, limit=self._limit)
+            )
+        if self._unix:
+            self._servers.append(
+                await asyncio.start_unix_server(self._serve, self._unix, limit=self._limit)
+            )
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for server in self._servers:
+            server.close()
+        for task in list(self._clients):
+            task.cancel()
+        for task in list(self._clients):
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for server in self._servers:
+            await server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        replies: asyncio.Queue[asyncio.Future[IngestResult] | None] = asyncio.Queue(_PIPELINE)
+        sender = asyncio.create_task(self._reply(replies, writer), name="edge_agent.ingest.reply")
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.LimitOverrunError:
+                    # Skip the rest of the overlong line, report it, keep the connection.
+                    await self._skip_line(reader)
+                    await replies.put(self._done(IngestResult(None, "rejected", "malformed")))
+                    continue
+                except asyncio.IncompleteReadError:
+                    break
+                if not line.strip():
+                    continue
+                await replies.put(self._parse_and_submit(line))
+        except ConnectionError:
+            pass
+        finally:
+            await replies.put(None)
+            with contextlib.suppress(ConnectionError, asyncio.CancelledError):
+                await sender
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+            self._clients.discard(task)
+
+    async def _skip_line(self, reader: asyncio.StreamReader) -> None:
+        while True:
+            try:
+                await reader.readuntil(b"\n")
+                return
+            except asyncio.LimitOverrunError as exc:
+                await reader.readexactly(exc.consumed)
+
+    def _done(self, result: IngestResult) -> asyncio.Future[IngestResult]:
+        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+        future.set_result(result)
+        return future
+
+    def _parse_and_submit(self, line: bytes) -> asyncio.Future[IngestResult]:
+        try:
+            signal = SignalIn.model_validate_json(line)
+        except ValidationError:
+            # The contract replies seq=null: a line that is not a valid SignalIn has no
+            # trustworthy seq, and echoing a half-parsed one could confuse firmware.
+            self.malformed += 1
+            return self._done(IngestResult(None, "rejected", "malformed"))
+        return asyncio.ensure_future(self._submit(signal))
+
+    async def _reply(
+        self,
+        replies: asyncio.Queue[asyncio.Future[IngestResult] | None],
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        while (future := await replies.get()) is not None:
+            result = await future
+            writer.write(
+                json.dumps(
+                    {"seq": result.seq, "status": result.status, "reason": result.reason}
+                ).encode()
+                + b"\n"
+            )
+            if replies.empty():
+                await writer.drain()

@@ -1,0 +1,198 @@
+"""outbox: the durable store of everything not yet acked (SQLite, WAL).
+
+One transaction per group commit holds the new deltas *and* the agent state that produced
+them (firmware seq, HLC, twin values, next delta seq), so after a power cut the agent
+resumes exactly at its last commit: nothing acked to firmware is lost, nothing is redone.
+``synchronous=FULL`` makes each commit durable before firmware is told "accepted".
+
+Bounds: ``max_bytes`` and ``max_age_s``. Beyond them the oldest deltas are dropped, the
+count is persisted and reported in the device status, and a warning is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+from protocol import HLC, HybridClock, Scalar
+
+from ._errors import OutboxError
+from ._twin import TwinBook
+
+__all__ = ["Outbox", "OutboxRow"]
+
+log = logging.getLogger("edge_agent.outbox")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    fw_seq INTEGER NOT NULL, hlc INTEGER NOT NULL, next_seq INTEGER NOT NULL,
+    dropped INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS twin_state (
+    twin TEXT NOT NULL, field TEXT NOT NULL, value TEXT NOT NULL,
+    PRIMARY KEY (twin, field)
+);
+CREATE TABLE IF NOT EXISTS outbox (
+    seq INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, body BLOB NOT NULL,
+    ops INTEGER NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    """One sealed delta waiting for its ack."""
+
+    seq: int
+    created_ms: int
+    body: bytes
+
+
+class Outbox:
+    """The agent's SQLite file. Not thread-safe: the agent uses it from its event loop."""
+
+    def __init__(self, path: Path, max_bytes: int, max_age_ms: int) -> None:
+        self.path = Path(path)
+        self.max_bytes = max_bytes
+        self.max_age_ms = max_age_ms
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        self.bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()[0]
+        )
+        self.depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database (every commit is already durable)."""
+        self._db.close()
+
+    def load(self, book: TwinBook, initial_seq: int) -> tuple[int, int]:
+        """Restore ``book`` from disk; return (next delta seq, dropped count)."""
+        row = self._db.execute("SELECT fw_seq, hlc, next_seq, dropped FROM meta").fetchone()
+        if row is None:
+            self._db.execute(
+                "INSERT INTO meta (id, fw_seq, hlc, next_seq) VALUES (1, -1, 0, ?)", (initial_seq,)
+            )
+            return initial_seq, 0
+        book.fw_seq = row[0]
+        book.clock = HybridClock(HLC.unpack(row[1]))
+        for twin, field, value in self._db.execute("SELECT twin, field, value FROM twin_state"):
+            book.values[(twin, field)] = json.loads(value)
+        return int(row[2]), int(row[3])
+
+    def commit(
+        self,
+        book: TwinBook,
+        bodies: list[bytes],
+        ops: list[int],
+        next_seq: int,
+        now_ms: int,
+    ) -> list[int]:
+        """Persist state and new deltas in one transaction; return the seqs assigned."""
+        seqs = list(range(next_seq, next_seq + len(bodies)))
+        state = [(t, f, json.dumps(v)) for t, f, v in book.take_dirty()]
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany(
+                "INSERT INTO outbox (seq, created_ms, body, ops) VALUES (?, ?, ?, ?)",
+                [(s, now_ms, b, n) for s, b, n in zip(seqs, bodies, ops, strict=True)],
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO twin_state (twin, field, value) VALUES (?, ?, ?)", state
+            )
+            self._db.execute(
+                "UPDATE meta SET fw_seq=?, hlc=?, next_seq=?",
+                (book.fw_seq, book.hlc.pack(), next_seq + len(bodies)),
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise OutboxError(f"outbox commit failed: {exc}") from exc
+        self.bytes += sum(map(len, bodies))
+        self.depth += len(bodies)
+        return seqs
+
+    def enforce_bounds(self, now_ms: int) -> int:
+        """Drop the oldest deltas beyond the age or byte bound; return how many."""
+        dropped = 0
+        cutoff = now_ms - self.max_age_ms
+        old = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(body)), 0) FROM outbox WHERE created_ms < ?",
+            (cutoff,),
+        ).fetchone()
+        if old[0]:
+            self._db.execute("DELETE FROM outbox WHERE created_ms < ?", (cutoff,))
+            dropped += old[0]
+            self.bytes -= old[1]
+            log.warning(
+                "outbox: dropped %d deltas older than %d s (never acked)",
+                old[0],
+                self.max_age_ms // 1000,
+            )
+        while self.bytes > self.max_bytes:
+            row = self._db.execute(
+                "SELECT seq, LENGTH(body) FROM outbox ORDER BY seq LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            self._db.execute("DELETE FROM outbox WHERE seq=?", (row[0],))
+            self.bytes -= row[1]
+            dropped += 1
+        if dropped:
+            self.depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+            self._db.execute("UPDATE meta SET dropped = dropped + ?", (dropped,))
+            if self.bytes <= self.max_bytes and not old[0]:
+                log.warning(
+                    "outbox: over %d bytes, dropped the %d oldest deltas", self.max_bytes, dropped
+                )
+        return dropped
+
+    def unacked(self, limit: int, after_seq: int = -1) -> list[OutboxRow]:
+        """Oldest-first deltas with seq > ``after_seq``."""
+        rows = self._db.execute(
+            "SELECT seq, created_ms, body FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        ).fetchall()
+        return [OutboxRow(int(r[0]), int(r[1]), bytes(r[2])) for r in rows]
+
+    def get(self, seq: int) -> OutboxRow | None:
+        """One delta by seq, if still unacked."""
+        r = self._db.execute(
+            "SELECT seq, created_ms, body FROM outbox WHERE seq=?", (seq,)
+        ).fetchone()
+        return None if r is None else OutboxRow(int(r[0]), int(r[1]), bytes(r[2]))
+
+    def delete(self, seqs: list[int]) -> int:
+        """Remove acked (or hub-rejected) deltas; return how many were present."""
+        if not seqs:
+            return 0
+        marks = ",".join("?" * len(seqs))
+        size, count = self._db.execute(
+            f"SELECT COALESCE(SUM(LENGTH(body)), 0), COUNT(*) FROM outbox WHERE seq IN ({marks})",
+            seqs,
+        ).fetchone()
+        if count:
+            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({marks})", seqs)
+            self.bytes -= size
+            self.depth -= count
+        return int(count)
+
+    def state_value(self, twin: str, field: str) -> Scalar | None:
+        """A persisted twin value (for tests and the local view)."""
+        r = self._db.execute(
+            "SELECT value FROM twin_state WHERE twin=? AND field=?", (twin, field)
+        ).fetchone()
+        if r is None:
+            return None
+        value: Scalar = json.loads(r[0])
+        return value

@@ -1,0 +1,243 @@
+"""sync: the uplink to the hub over MQTT (aiomqtt), with at-least-once delivery.
+
+The oldest ``inflight`` unacked deltas are on the wire at any time; each is resent after
+``ack_timeout_s`` (doubling per attempt, capped), and all of them again after a reconnect,
+oldest first. Only a hub-signed ack (or a hub-signed permanent rejection) removes a delta
+from the outbox. Each delta is sealed (signed, ``sent_ms`` = now) when it is sent, so the
+hub measures clock skew on every attempt. The retained status topic says online/offline;
+the last will is a pre-signed offline status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+from collections.abc import Callable
+from typing import Literal
+
+import aiomqtt
+
+from protocol import (
+    Ack,
+    Channel,
+    Clock,
+    Desired,
+    Envelope,
+    Status,
+    TwinSyncError,
+    decode_body,
+    open_envelope,
+    packb,
+    seal,
+    topic,
+)
+
+from ._config import AgentConfig, Keys
+from ._outbox import Outbox
+
+__all__ = ["Uplink"]
+
+log = logging.getLogger("edge_agent.sync")
+AGENT_VERSION = "0.1.0"
+
+
+class Uplink:
+    """Owns the MQTT connection; :meth:`run` until :meth:`close` is called."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        keys: Keys,
+        outbox: Outbox,
+        clock: Clock,
+        stats: dict[str, int],
+        status_extra: Callable[[], dict[str, int]],
+    ) -> None:
+        self._config = config
+        self._keys = keys
+        self._outbox = outbox
+        self._clock = clock
+        self._stats = stats
+        self._status_extra = status_extra
+        self.wake = asyncio.Event()
+        self.acked = asyncio.Event()
+        self.connected = asyncio.Event()
+        self._closing = asyncio.Event()
+        dev = config.device
+        self._delta_topic = topic(dev.brand, dev.id, Channel.DELTA)
+        self._status_topic = topic(dev.brand, dev.id, Channel.STATUS)
+        self._ack_topic = topic(dev.brand, dev.id, Channel.ACK)
+        self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
+        #: The newest hub-signed desired settings seen (nothing applies them yet).
+        self.desired: Desired | None = None
+        self._attempts: dict[int, int] = {}
+
+    def _seal(self, kind: Literal["delta", "status"], seq: int, body: bytes) -> bytes:
+        dev = self._config.device
+        env = Envelope(
+            kind=kind,
+            brand=dev.brand,
+            device=dev.id,
+            seq=seq,
+            kid=self._keys.device.kid,
+            sent_ms=self._clock.now_ms(),
+            body=body,
+        )
+        return seal(env, self._keys.device)
+
+    def _status(self, online: bool) -> bytes:
+        extra = self._status_extra()
+        body = Status(
+            online=online,
+            product=self._config.device.product,
+            agent_version=AGENT_VERSION,
+            outbox_depth=self._outbox.depth,
+            outbox_bytes=self._outbox.bytes,
+            dropped=extra.get("dropped", 0),
+            rejected_signals=extra.get("rejected", 0),
+            last_seq=extra.get("last_seq", 0),
+        )
+        return self._seal("status", 0, packb(body.to_wire()))
+
+    def _client(self) -> aiomqtt.Client:
+        m = self._config.mqtt
+        tls = ssl.create_default_context(cafile=m.ca_file or None) if m.tls else None
+        return aiomqtt.Client(
+            m.host,
+            m.port,
+            identifier=m.client_id or f"{self._config.device.brand}.{self._config.device.id}",
+            username=m.username or None,
+            password=m.password or None,
+            keepalive=m.keepalive_s,
+            clean_session=False,
+            tls_context=tls,
+            will=aiomqtt.Will(self._status_topic, self._status(False), qos=1, retain=True),
+        )
+
+    async def close(self) -> None:
+        """Ask :meth:`run` to publish the offline status and return."""
+        self._closing.set()
+
+    async def run(self) -> None:
+        """Connect, sync, reconnect with capped jittered backoff; return once closed."""
+        delay = 0.5
+        while not self._closing.is_set():
+            try:
+                async with self._client() as client:
+                    delay = 0.5
+                    await self._session(client)
+                    return
+            except aiomqtt.MqttError as exc:
+                self.connected.clear()
+                log.warning("mqtt connection lost (%s); reconnecting in %.1fs", exc, delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay * random.uniform(0.7, 1.3)):
+                    await self._closing.wait()
+            delay = min(delay * 2, self._config.sync.reconnect_max_s)
+
+    async def _session(self, client: aiomqtt.Client) -> None:
+        await client.subscribe(self._ack_topic, qos=1)
+        await client.subscribe(self._desired_topic, qos=1)
+        await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
+        self.connected.set()
+        log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
+        inflight: dict[int, float] = {}
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._receive(client, inflight), name="edge_agent.uplink.acks"),
+                    tg.create_task(self._send(client, inflight), name="edge_agent.uplink.deltas"),
+                    tg.create_task(self._heartbeat(client), name="edge_agent.uplink.status"),
+                ]
+                await self._closing.wait()
+                for task in tasks:
+                    task.cancel()
+        except* aiomqtt.MqttError as group:
+            # A lost connection fails every task of the session at once; the group hides
+            # that from run()'s reconnect loop, so surface the first cause plainly.
+            self.connected.clear()
+            raise group.exceptions[0] from None
+        self.connected.clear()
+        # A clean disconnect does not fire the will: say offline ourselves.
+        with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+            async with asyncio.timeout(2):
+                await client.publish(self._status_topic, self._status(False), qos=1, retain=True)
+
+    async def _heartbeat(self, client: aiomqtt.Client) -> None:
+        while True:
+            await asyncio.sleep(self._config.sync.status_interval_s)
+            await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
+
+    async def _send(self, client: aiomqtt.Client, inflight: dict[int, float]) -> None:
+        sync = self._config.sync
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for seq, sent in list(inflight.items()):
+                timeout = sync.ack_timeout_s * min(2 ** (self._attempts.get(seq, 1) - 1), 8)
+                if now - sent > timeout:
+                    del inflight[seq]  # resend below
+                    self._stats["resends"] += 1
+            for row in self._outbox.unacked(sync.inflight):
+                if row.seq in inflight:
+                    continue
+                await client.publish(
+                    self._delta_topic, self._seal("delta", row.seq, row.body), qos=1
+                )
+                inflight[row.seq] = loop.time()
+                self._attempts[row.seq] = self._attempts.get(row.seq, 0) + 1
+                self._stats["deltas_sent"] += 1
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(1.0, sync.ack_timeout_s)):
+                    await self.wake.wait()
+
+    async def _receive(self, client: aiomqtt.Client, inflight: dict[int, float]) -> None:
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            try:
+                signed = open_envelope(bytes(payload))
+                key = self._keys.hub.get(signed.envelope.kid)
+                if key is None:
+                    raise TwinSyncError(
+                        f"unknown hub key {signed.envelope.kid}", reason="unknown_hub_key"
+                    )
+                env = signed.verify(key)
+                kind = "desired" if message.topic.matches(self._desired_topic) else "ack"
+                if (env.kind, env.brand, env.device) != (
+                    kind,
+                    self._config.device.brand,
+                    self._config.device.id,
+                ):
+                    raise TwinSyncError(
+                        f"{env.kind} for {env.brand}/{env.device} on my {kind} topic",
+                        reason="misdirected",
+                    )
+                ack = decode_body(kind, env.body)
+            except TwinSyncError as exc:
+                self._stats["bad_acks"] += 1
+                log.warning("ignored message on %s: %s (%s)", message.topic, exc.reason, exc)
+                continue
+            if isinstance(ack, Desired):
+                # Keep only newer versions: retained and redelivered copies are common.
+                if self.desired is None or ack.version > self.desired.version:
+                    self.desired = ack
+                    log.info("desired settings version %d received", ack.version)
+                continue
+            assert isinstance(ack, Ack)
+            done = [*ack.seqs, *(r.seq for r in ack.rejected)]
+            for r in ack.rejected:
+                log.warning("hub rejected delta seq=%d for good: %s", r.seq, r.reason)
+            self._outbox.delete(done)
+            self._stats["deltas_acked"] += len(ack.seqs)
+            self._stats["deltas_rejected_by_hub"] += len(ack.rejected)
+            for seq in done:
+                inflight.pop(seq, None)
+                self._attempts.pop(seq, None)
+            self.wake.set()
+            self.acked.set()

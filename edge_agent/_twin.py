@@ -1,0 +1,113 @@
+"""twin state and delta: turn accepted signals into ops (docs/architecture.md rules).
+
+Pure in-memory state: the last value this device emitted per (twin, field), cumulative
+counter totals, the HLC and the firmware seq. The outbox persists it in the same
+transaction as the deltas it produced, so a restart resumes exactly here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from protocol import HLC, HybridClock, Op, Scalar, SignalIn, TwinOps, pseudonymize
+
+from ._consent import ConsentGate
+from ._validate import Invalid, validate
+
+__all__ = ["IngestResult", "TwinBook"]
+
+
+class IngestResult(NamedTuple):
+    """What the agent made of one signal (the ingest interface's reply)."""
+
+    seq: int | None
+    status: Literal["accepted", "duplicate", "rejected"]
+    reason: str | None = None
+
+
+@dataclass
+class TwinBook:
+    """The device's view of its twins plus the ops not yet sealed into a delta."""
+
+    brand_key: bytes
+    epoch: int
+    fw_seq: int = -1
+    clock: HybridClock = field(default_factory=HybridClock)
+    values: dict[tuple[str, str], Scalar] = field(default_factory=dict)
+    dirty: set[tuple[str, str]] = field(default_factory=set)
+    pending: dict[str, list[Op]] = field(default_factory=dict)
+    pending_ops: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    gate: ConsentGate = field(default_factory=ConsentGate)
+    _twin_cache: dict[str, str] = field(default_factory=dict)
+
+    def _twin(self, subject: str) -> str:
+        twin = self._twin_cache.get(subject)
+        if twin is None:
+            if len(self._twin_cache) > 10_000:  # bounded: a device has few users
+                self._twin_cache.clear()
+            twin = self._twin_cache[subject] = pseudonymize(self.brand_key, self.epoch, subject)
+        return twin
+
+    def apply(
+        self, signal: SignalIn, now_ms: int, max_age_ms: int, max_ahead_ms: int
+    ) -> IngestResult:
+        """Process one signal; ops go to :attr:`pending`."""
+        if signal.seq <= self.fw_seq:
+            return IngestResult(signal.seq, "duplicate")
+        self.fw_seq = signal.seq
+        try:
+            spec, value = validate(signal, now_ms, max_age_ms, max_ahead_ms)
+        except Invalid as bad:
+            self.rejected[bad.reason] = self.rejected.get(bad.reason, 0) + 1
+            return IngestResult(signal.seq, "rejected", bad.reason)
+        twin = self._twin(signal.subject)
+        if not self.gate.allows(twin, spec.purpose):
+            self.rejected["no_consent"] = self.rejected.get("no_consent", 0) + 1
+            return IngestResult(signal.seq, "rejected", "no_consent")
+        hlc = self.clock.stamp(signal.ts).pack()
+        key = (twin, spec.field)
+        if spec.kind == "counter":
+            total = self.values.get(key, 0.0 if spec.type == "float" else 0)
+            new: Scalar = total + value  # type: ignore[operator]
+        else:
+            new = value
+            if key in self.values and self.values[key] == new:
+                return IngestResult(signal.seq, "accepted")
+        self.values[key] = new
+        self.dirty.add(key)
+        self.pending.setdefault(twin, []).append(Op(hlc, spec.field, new))
+        self.pending_ops += 1
+        return IngestResult(signal.seq, "accepted")
+
+    def take_pending(self, max_ops: int) -> list[tuple[TwinOps, ...]]:
+        """Drain pending ops into delta bodies of at most ``max_ops`` ops each."""
+        deltas: list[tuple[TwinOps, ...]] = []
+        current: list[TwinOps] = []
+        room = max_ops
+        for twin, twin_ops in self.pending.items():
+            rest = twin_ops
+            while rest:
+                chunk, rest = rest[:room], rest[room:]
+                current.append(TwinOps(twin, tuple(chunk)))
+                room -= len(chunk)
+                if room == 0:
+                    deltas.append(tuple(current))
+                    current, room = [], max_ops
+        if current:
+            deltas.append(tuple(current))
+        self.pending.clear()
+        self.pending_ops = 0
+        return deltas
+
+    def take_dirty(self) -> list[tuple[str, str, Scalar]]:
+        """State rows changed since the last commit."""
+        rows = [(t, f, self.values[(t, f)]) for t, f in self.dirty]
+        self.dirty.clear()
+        return rows
+
+    @property
+    def hlc(self) -> HLC:
+        """The clock's last reading."""
+        return self.clock.last

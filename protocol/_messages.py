@@ -1,0 +1,238 @@
+"""Message bodies: what travels inside an envelope, and what firmware hands the agent.
+
+Each body has ``to_wire()`` (a msgpack-ready object, compact arrays for the hot path) and
+``from_wire(obj)`` which returns a whole, validated message or raises SchemaError: never a
+half-decoded one. ``decode_body(kind, data)`` is the one entry point from bytes.
+
+Delta wire form::
+
+    {"t": [[twin_id, [[hlc, field, value], ...]], ...]}
+
+one entry per twin, each op a packed HLC (see ``protocol._hlc``), a catalog field and a
+scalar. For ``lww`` fields the value is the register's new value; for ``counter`` fields it
+is the sending device's new cumulative total (never an increment), so a replayed or
+reordered op can never double count.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+
+from ._catalog import FIELDS, Scalar
+from ._codec import DEFAULT_LIMITS, Limits, unpackb
+from ._errors import IdentifierError, SchemaError
+from ._hlc import HLC
+from ._ids import check_twin
+
+__all__ = [
+    "MAX_OPS_PER_DELTA",
+    "MAX_TWINS_PER_DELTA",
+    "Ack",
+    "Delta",
+    "Desired",
+    "Op",
+    "Rejection",
+    "SignalIn",
+    "Status",
+    "TwinOps",
+    "decode_body",
+]
+
+MAX_TWINS_PER_DELTA = 256
+MAX_OPS_PER_DELTA = 4096
+
+
+class Op(NamedTuple):
+    """One twin field change: packed HLC, field name, value."""
+
+    hlc: int
+    field: str
+    value: Scalar
+
+
+class TwinOps(NamedTuple):
+    """The ops of one twin within a delta."""
+
+    twin: str
+    ops: tuple[Op, ...]
+
+
+def _normalise(field: str, value: object) -> Scalar:
+    spec = FIELDS.get(field)
+    if spec is None:
+        raise SchemaError(f"unknown twin field {field!r}", reason="unknown_field")
+    if spec.type == "bool":
+        ok = isinstance(value, bool)
+    elif isinstance(value, bool):
+        ok = False
+    elif spec.type == "int":
+        ok = isinstance(value, int) and -(1 << 63) <= value < (1 << 63)
+    elif spec.type == "float":
+        ok = isinstance(value, int | float) and math.isfinite(value)
+        if ok:
+            value = float(value)  # type: ignore[arg-type]
+    else:
+        ok = isinstance(value, str) and len(value) <= 64
+    if not ok:
+        raise SchemaError(
+            f"field {field!r} expects {spec.type}, got {value!r}", reason="wrong_type"
+        )
+    if spec.merge == "counter" and value < 0:  # type: ignore[operator]
+        raise SchemaError(f"counter {field!r} cannot be negative", reason="wrong_type")
+    return value  # type: ignore[return-value]
+
+
+class Delta(BaseModel):
+    """Twin ops from one device, sealed in one envelope with one ``seq``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    twins: tuple[TwinOps, ...]
+
+    def to_wire(self) -> dict[str, object]:
+        """The compact msgpack-ready form."""
+        return {"t": [[t.twin, [list(op) for op in t.ops]] for t in self.twins]}
+
+    @property
+    def op_count(self) -> int:
+        """Number of ops across all twins."""
+        return sum(len(t.ops) for t in self.twins)
+
+    @classmethod
+    def from_wire(cls, obj: object) -> Delta:
+        """Validate the wire form; every op's field, type and HLC are checked."""
+        if not isinstance(obj, dict) or set(obj) != {"t"} or not isinstance(obj["t"], list):
+            raise SchemaError("delta must be a map with exactly the key 't'")
+        entries = obj["t"]
+        if not entries or len(entries) > MAX_TWINS_PER_DELTA:
+            raise SchemaError(f"delta must name 1..{MAX_TWINS_PER_DELTA} twins")
+        twins: list[TwinOps] = []
+        seen: set[str] = set()
+        total = 0
+        for entry in entries:
+            if not isinstance(entry, list) or len(entry) != 2 or not isinstance(entry[1], list):
+                raise SchemaError("each delta entry must be [twin_id, [ops]]")
+            try:
+                twin = check_twin(entry[0])
+            except IdentifierError as exc:
+                raise SchemaError(str(exc), reason="bad_twin") from exc
+            if twin in seen:
+                raise SchemaError(f"twin {twin} appears twice in one delta")
+            seen.add(twin)
+            raw_ops = entry[1]
+            total += len(raw_ops)
+            if not raw_ops or total > MAX_OPS_PER_DELTA:
+                raise SchemaError(f"a delta carries 1..{MAX_OPS_PER_DELTA} ops per twin list")
+            ops: list[Op] = []
+            for raw in raw_ops:
+                if not isinstance(raw, list) or len(raw) != 3:
+                    raise SchemaError("each op must be [hlc, field, value]")
+                hlc, field, value = raw
+                if not isinstance(hlc, int) or isinstance(hlc, bool) or hlc < 0:
+                    raise SchemaError(f"op hlc must be a non-negative integer, got {hlc!r}")
+                HLC.unpack(hlc)
+                if not isinstance(field, str):
+                    raise SchemaError("op field must be a string")
+                ops.append(Op(hlc, field, _normalise(field, value)))
+            twins.append(TwinOps(twin, tuple(ops)))
+        return cls.model_construct(twins=tuple(twins))
+
+
+# Scalars are strict (msgpack gives exact types; no "1" -> 1 coercion), while containers
+# accept msgpack's lists for the declared tuples.
+_Int = Annotated[int, Strict()]
+_Bool = Annotated[bool, Strict()]
+_Str = Annotated[str, Strict()]
+_Scalar = Annotated[bool, Strict()] | Annotated[int, Strict()] | Annotated[float, Strict()] | _Str
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def to_wire(self) -> dict[str, object]:
+        """The msgpack-ready form (a map of the model's fields)."""
+        return self.model_dump(mode="python")
+
+    @classmethod
+    def from_wire(cls, obj: object) -> _Body:
+        """Validate the wire form; raise SchemaError on any mismatch."""
+        try:
+            return cls.model_validate(obj)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "body"
+            raise SchemaError(f"{cls.__name__.lower()}: {where}: {first['msg']}") from None
+
+
+class Rejection(BaseModel):
+    """A seq the hub will never accept, with why; the device drops it from its outbox."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seq: _Int = Field(ge=0)
+    reason: _Str = Field(max_length=64)
+
+
+class Ack(_Body):
+    """Hub -> device: these seqs are durably written (or permanently rejected)."""
+
+    seqs: tuple[_Int, ...] = Field(default=(), max_length=4096)
+    rejected: tuple[Rejection, ...] = Field(default=(), max_length=4096)
+    hub_ms: _Int = Field(ge=0)
+
+
+class Status(_Body):
+    """Device -> hub, retained: liveness and outbox health (also the last will)."""
+
+    online: _Bool
+    product: _Str = Field(max_length=32)
+    agent_version: _Str = Field(max_length=32)
+    outbox_depth: _Int = Field(ge=0, default=0)
+    outbox_bytes: _Int = Field(ge=0, default=0)
+    dropped: _Int = Field(ge=0, default=0)
+    rejected_signals: _Int = Field(ge=0, default=0)
+    last_seq: _Int = Field(ge=0, default=0)
+
+
+class Desired(_Body):
+    """Hub -> device: desired settings with a monotonically increasing version."""
+
+    version: _Int = Field(ge=0)
+    settings: dict[_Str, _Scalar] = Field(default_factory=dict, max_length=64)
+
+
+class SignalIn(BaseModel):
+    """One signal from firmware to the local agent (the ingest interface's schema).
+
+    ``seq`` is the firmware's own per-device counter, so a signal re-sent after a lost
+    reply is recognised and not applied twice. ``ts`` is the device clock in Unix ms.
+    ``subject`` is the raw customer identifier: it never leaves the agent.
+    NaN and infinities travel as the JSON constants ``NaN``/``Infinity`` so that the agent,
+    not the JSON layer, rejects them (with reason ``not_finite``).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="constants")
+
+    seq: _Int = Field(ge=0)
+    ts: _Int
+    subject: _Str = Field(min_length=1, max_length=256)
+    name: _Str = Field(min_length=1, max_length=64)
+    value: _Scalar
+
+
+_BODIES: dict[str, type[_Body]] = {"ack": Ack, "status": Status, "desired": Desired}
+
+
+def decode_body(kind: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Delta | _Body:
+    """Decode and validate the body of an envelope of ``kind``."""
+    obj = unpackb(data, limits)
+    if kind == "delta":
+        return Delta.from_wire(obj)
+    try:
+        model = _BODIES[kind]
+    except KeyError:
+        raise SchemaError(f"unknown message kind {kind!r}") from None
+    return model.from_wire(obj)

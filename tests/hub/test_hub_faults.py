@@ -1,0 +1,183 @@
+"""Faults against real services: influxd outage, hub SIGKILL, two hubs sharing the load."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+from _fakes import FakeDevice, now_hlc
+from hub_env import HubEnv, make_config
+
+from cloud_hub import Hub, provision_devices
+from firmware_sim.services import LocalServices, free_port
+
+
+def _env(tmp: Path, svc: LocalServices, unique: str, n: int = 1) -> HubEnv:
+    cfg = make_config(tmp, svc, f"db{unique}", f"b{unique}")
+    bundles = provision_devices(
+        cfg.registry.path,
+        cfg.keys.secrets_dir,
+        f"b{unique}",
+        [(f"dev-{i}", "coffee") for i in range(n)],
+        tmp / "bundles",
+        "127.0.0.1",
+        svc.mosquitto.port,
+    )
+    return HubEnv(cfg, bundles, f"b{unique}", svc)
+
+
+def _count(env: HubEnv) -> int:
+    try:
+        return len(env.points())
+    except Exception:  # database may not exist yet
+        return 0
+
+
+async def _wait_points(env: HubEnv, n: int, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while _count(env) < n:
+        assert time.monotonic() < deadline, f"{_count(env)} of {n} points"
+        await asyncio.sleep(0.1)
+
+
+async def test_influxd_outage_loses_nothing_and_acks_only_after_write(
+    tmp_path: Path, own_services: LocalServices, unique: str
+) -> None:
+    env = _env(tmp_path, own_services, unique)
+    dev = FakeDevice(env.bundles["dev-0"].parent, env.brand, "dev-0", own_services.mosquitto.port)
+    try:
+        async with Hub(env.config) as hub:
+            await hub.ready.wait()
+            await hub._mqtt.connected.wait()
+            dev.publish(dev.delta(1, {dev.twin("a"): [(now_hlc(), "coffee.brews_total", 1)]}))
+            await dev.wait_acked({1})
+            own_services.influxd.stop()
+            for seq in range(2, 12):
+                dev.publish(
+                    dev.delta(
+                        seq, {dev.twin("a"): [(now_hlc(counter=seq), "coffee.brews_total", seq)]}
+                    )
+                )
+            await asyncio.sleep(1.5)
+            assert dev.acked_seqs() == {1}, "acked before the write was durable"
+            own_services.influxd.start()
+            await dev.wait_acked(set(range(1, 12)), within=40)
+            assert _count(env) == 11
+            assert hub.metrics.get("twinsync_hub_write_errors_total") >= 1
+    finally:
+        dev.close()
+
+
+async def test_two_hubs_with_shared_subscription_write_every_point_once(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    env = _env(tmp_path, services, unique, n=4)
+    cfg2 = env.config.model_copy(
+        update={"mqtt": env.config.mqtt.model_copy(update={"client_id": f"hub2-{unique}"})}
+    )
+    devs = [
+        FakeDevice(env.bundles[f"dev-{i}"].parent, env.brand, f"dev-{i}", services.mosquitto.port)
+        for i in range(4)
+    ]
+    try:
+        async with Hub(env.config) as h1, Hub(cfg2) as h2:
+            for h in (h1, h2):
+                await h.ready.wait()
+                await h._mqtt.connected.wait()
+            for d in devs:
+                for seq in range(1, 26):
+                    d.publish(
+                        d.delta(
+                            seq, {d.twin("t"): [(now_hlc(counter=seq), "coffee.brews_total", seq)]}
+                        )
+                    )
+            for d in devs:
+                await d.wait_acked(set(range(1, 26)), within=30)
+            assert _count(env) == 100
+            got = [h.metrics.get("twinsync_hub_messages_total", kind="delta") for h in (h1, h2)]
+            assert sum(got) == 100, got
+            assert min(got) > 0, got
+    finally:
+        for d in devs:
+            d.close()
+
+
+def _spawn(cfg_path: Path) -> subprocess.Popen[bytes]:
+    with (cfg_path.parent / "hub.log").open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "twinsync", "hub", "run", "--config", str(cfg_path)],
+            cwd=Path(__file__).parents[2],
+            stdout=log,
+            stderr=log,
+        )
+
+
+async def _run_hub(cfg_path: Path, api_port: int) -> subprocess.Popen[bytes]:
+    """Start ``python -m twinsync hub run`` and wait until its /readyz says 200."""
+    proc = _spawn(cfg_path)
+    deadline = time.monotonic() + 20
+    while True:
+        assert proc.poll() is None, (cfg_path.parent / "hub.log").read_text()
+        try:
+            async with (
+                aiohttp.ClientSession() as s,
+                s.get(f"http://127.0.0.1:{api_port}/readyz") as r,
+            ):
+                if r.status == 200:
+                    return proc
+        except aiohttp.ClientError:
+            pass
+        assert time.monotonic() < deadline, "hub subprocess never became ready"
+        await asyncio.sleep(0.1)
+
+
+async def test_hub_sigkill_mid_stream_then_restart_loses_nothing(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    env = _env(tmp_path, services, unique)
+    c = env.config
+    api_port = free_port()
+    cfg_path = tmp_path / "hub.toml"
+    cfg_path.write_text(
+        f"""[mqtt]
+port = {services.mosquitto.port}
+client_id = "hubk-{unique}"
+shared_group = "gk{unique}"
+[influx]
+url = "{services.influxd.url}"
+database = "{c.influx.database}"
+[api]
+port = {api_port}
+[registry]
+path = "{c.registry.path}"
+[keys]
+secrets_dir = "{c.keys.secrets_dir}"
+"""
+    )
+    dev = FakeDevice(env.bundles["dev-0"].parent, env.brand, "dev-0", services.mosquitto.port)
+    proc = await _run_hub(cfg_path, api_port)
+    try:
+        dev.publish(dev.delta(1, {dev.twin("k"): [(now_hlc(), "coffee.brews_total", 1)]}))
+        await dev.wait_acked({1}, within=30)
+        for seq in range(2, 202):
+            dev.publish(
+                dev.delta(seq, {dev.twin("k"): [(now_hlc(counter=seq), "coffee.brews_total", seq)]})
+            )
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        proc = await _run_hub(cfg_path, api_port)
+        await _wait_points(env, 201, within_s=40)
+        assert _count(env) == 201
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(15) is not None
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        dev.close()

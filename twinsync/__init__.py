@@ -1,0 +1,3 @@
+"""The ``twinsync`` console command; see ``twinsync --help``."""
+
+__all__: list[str] = []

@@ -1,0 +1,5 @@
+"""``python -m twinsync`` is the ``twinsync`` command."""
+
+from twinsync.cli import main
+
+raise SystemExit(main())

@@ -72,6 +72,8 @@ class InfluxSettings(_Section):
     create_database: bool = True
     batch_max_lines: int = Field(20000, ge=1, le=200_000)
     batch_max_wait_ms: int = Field(50, ge=0, le=10_000)
+    #: batches written at once (verification of the next overlaps the write of this one)
+    write_concurrency: int = Field(2, ge=1, le=16)
     timeout_s: float = Field(30.0, gt=0)
 
 

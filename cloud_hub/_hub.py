@@ -55,6 +55,7 @@ class Hub:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.api_port = 0
+        #: set once the store is prepared and the broker confirmed the subscriptions
         self.ready = asyncio.Event()
 
     @property
@@ -114,7 +115,6 @@ class Hub:
     async def _ingest(self) -> None:
         await self._prepare_store()
         async with self._mqtt:
-            self.ready.set()
             pipeline = Pipeline(
                 self._mqtt,
                 self._store,
@@ -124,7 +124,18 @@ class Hub:
                 self.metrics,
                 self.clock,
             )
-            await pipeline.run()
+            run = asyncio.ensure_future(pipeline.run())
+            subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
+            try:
+                # Ready means subscribed: from then on nothing published is missed.
+                await asyncio.wait([run, subscribed], return_when=asyncio.FIRST_COMPLETED)
+                if subscribed.done():
+                    self.ready.set()
+                await run
+            finally:
+                for task in (run, subscribed):
+                    task.cancel()
+                await asyncio.gather(run, subscribed, return_exceptions=True)
 
     async def wait(self) -> None:
         """Block until a background task fails (its exception is raised) or forever."""

@@ -30,12 +30,20 @@ def format_value(field: str, value: object) -> str:
 def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[str]) -> int:
     """Append one line per op to ``out``; return how many were appended."""
     n = 0
+    types = _TYPES
     for twin_ops in twins:
         prefix = f"twin,brand={brand},device={device},twin={twin_ops.twin} "
         for hlc, field, value in twin_ops.ops:
-            ms, counter = hlc >> 16, hlc & 0xFFFF
-            out.append(f"{prefix}{field}={format_value(field, value)} {ms * 1_000_000 + counter}")
-            n += 1
+            kind = types[field]
+            # Inlined format_value for the common kinds (this loop runs once per op).
+            if kind == "float":
+                text = repr(value)
+            elif kind == "int":
+                text = f"{value}i"
+            else:
+                text = format_value(field, value)
+            out.append(f"{prefix}{field}={text} {(hlc >> 16) * 1_000_000 + (hlc & 0xFFFF)}")
+        n += len(twin_ops.ops)
     return n
 
 

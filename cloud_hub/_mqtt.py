@@ -1,11 +1,11 @@
 """The hub's MQTT adapter: paho-mqtt in manual-ack mode, handing messages to asyncio.
 
 paho runs its own network thread (battle-tested reconnects and keepalive); every message
-is put on a bounded asyncio queue and PUBACKed only when the pipeline calls :meth:`ack`
+is put on a bounded inbox (see _inbox.py) and PUBACKed only when the pipeline calls :meth:`ack`
 after InfluxDB has the data. The broker then never forgets a message the hub has not
 durably stored: a hub killed mid-batch gets it redelivered (persistent session).
 Because the broker caps un-PUBACKed messages in flight, a stalled writer naturally stops
-the flow, so the queue never grows past that cap.
+the flow, so the inbox never grows past that cap.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -23,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import hub_subscriptions
 
 from ._config import MqttSettings
+from ._inbox import Inbox
 from ._metrics import Metrics
 
 __all__ = ["HubMqtt", "Incoming"]
@@ -50,7 +52,7 @@ class HubMqtt:
         self._settings = settings
         self._metrics = metrics
         self._now_ms = clock_ms
-        self.queue: asyncio.Queue[Incoming] = asyncio.Queue(settings.queue_size)
+        self.inbox: Inbox[Incoming] = Inbox(settings.queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = asyncio.Event()
         client = mqtt.Client(
@@ -71,6 +73,8 @@ class HubMqtt:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self._subscribe_mid: int | None = None
         self._client = client
 
     # paho callbacks run on paho's network thread: hop to the loop for anything else.
@@ -81,17 +85,29 @@ class HubMqtt:
             log.warning("broker refused connection: %s", rc)
             return
         # Subscribing on every connect is idempotent and survives a broker that lost state.
-        for topic_filter in hub_subscriptions(
-            self._settings.shared_group or None, self._settings.brands
-        ):
-            client.subscribe(topic_filter, qos=1)
+        # Ready only once the broker confirmed it: before that, messages would be missed.
+        filters = hub_subscriptions(self._settings.shared_group or None, self._settings.brands)
+        _, self._subscribe_mid = client.subscribe([(f, 1) for f in filters])
         log.info("connected to mqtt://%s:%d", self._settings.host, self._settings.port)
+
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: object, mid: int, codes: list[Any], _p: object
+    ) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [c for c in codes if getattr(c, "is_failure", False)]
+        if refused:
+            log.error("broker refused the hub's subscriptions (%s); check the broker ACL", refused)
+            return
         self._call(self._set_connected, True)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
-        log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
+        if self._loop is None:  # our own shutdown
+            log.info("disconnected from broker")
+        else:
+            log.warning("disconnected from broker (%s); paho reconnects with backoff", rc)
         self._call(self._set_connected, False)
 
     def _set_connected(self, up: bool) -> None:
@@ -103,13 +119,9 @@ class HubMqtt:
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         incoming = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._now_ms())
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        # Blocking paho's thread here is the backpressure: it stops reading the socket.
-        future = asyncio.run_coroutine_threadsafe(self.queue.put(incoming), loop)
-        with contextlib.suppress(Exception):
-            future.result()
+        # Blocking paho's thread while the inbox is full is the backpressure: it stops
+        # reading the socket, so the broker stops sending.
+        self.inbox.put(incoming)
 
     def _call(self, fn: object, *args: object) -> None:
         loop = self._loop
@@ -128,6 +140,7 @@ class HubMqtt:
 
     async def __aenter__(self) -> HubMqtt:
         self._loop = asyncio.get_running_loop()
+        self.inbox.bind(self._loop)
         self._client.connect_async(
             self._settings.host, self._settings.port, self._settings.keepalive_s
         )
@@ -137,9 +150,9 @@ class HubMqtt:
     async def __aexit__(self, *exc: object) -> None:
         loop = self._loop
         self._loop = None
-        # Unblock paho's thread if it waits on a full queue, then stop it.
-        while not self.queue.empty():
-            self.queue.get_nowait()
+        # Unblock paho's thread if it waits on a full inbox, then stop it. What was
+        # waiting was never PUBACKed: the broker delivers it again.
+        self.inbox.close()
         await asyncio.to_thread(self._stop)
         del loop
 

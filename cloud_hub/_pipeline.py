@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from protocol import (
@@ -33,16 +34,22 @@ from protocol import (
 
 from ._config import InfluxSettings
 from ._errors import StoreError
+from ._inbox import Inbox
 from ._influx import InfluxStore
 from ._lines import device_line, twin_lines
 from ._metrics import Metrics
 from ._mqtt import HubMqtt, Incoming
-from ._verify import Rejected, Verifier
+from ._verify import Accepted, Rejected, Verifier
 
 __all__ = ["Pipeline"]
 
 log = logging.getLogger("cloud_hub.pipeline")
 _MAX_ACK_SEQS = 4096
+# Messages moved from the inbox per step: large enough to amortise, small enough that a
+# batch stops close to batch_max_lines.
+_TAKE = 256
+
+Verdict = Accepted | Rejected
 
 
 @dataclass
@@ -80,35 +87,65 @@ class Pipeline:
         self._clock = clock
 
     async def run(self) -> None:
-        """Forever: gather a batch, process it. Cancellation leaves unacked data on the broker."""
-        queue = self._mqtt.queue
-        wait_s = self._settings.batch_max_wait_ms / 1000
-        while True:
-            first = await queue.get()
-            batch = _Batch()
-            self._add(batch, first)
-            deadline = asyncio.get_running_loop().time() + wait_s
-            while len(batch.lines) < self._settings.batch_max_lines:
-                if queue.empty():
-                    remaining = deadline - asyncio.get_running_loop().time()
-                    if remaining <= 0:
-                        break
-                    try:
-                        async with asyncio.timeout(remaining):
-                            item = await queue.get()
-                    except TimeoutError:
-                        break
-                else:
-                    item = queue.get_nowait()
-                self._add(batch, item)
-            self._metrics.set("twinsync_hub_queue_depth", queue.qsize())
-            await self._commit(batch)
+        """Forever: gather a batch, hand it to a writer. Cancel to stop.
 
-    def _add(self, batch: _Batch, incoming: Incoming) -> None:
+        Up to ``influx.write_concurrency`` batches are written at once, so verifying the
+        next batch overlaps with InfluxDB storing the previous one. Each batch is acked
+        on its own once its write returned; cancellation leaves unacked data on the broker.
+        """
+        inbox = self._mqtt.inbox
+        writers = asyncio.Semaphore(self._settings.write_concurrency)
+        # Signature checks release the GIL (OpenSSL), so one verifier thread runs them in
+        # parallel with line building here; it is ours alone and shut down on the way out.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cloud_hub.verify")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    await inbox.wait()
+                    batch = await self._collect(inbox, pool)
+                    self._metrics.set("twinsync_hub_queue_depth", inbox.qsize())
+                    await writers.acquire()
+                    tg.create_task(self._commit(batch, writers), name="cloud_hub.write")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _collect(self, inbox: Inbox[Incoming], pool: ThreadPoolExecutor) -> _Batch:
+        """One batch: until ``batch_max_lines`` or ``batch_max_wait_ms`` after the first.
+
+        Chunk k+1 is verified on the pool while chunk k's lines are built here.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.batch_max_wait_ms / 1000
+        max_lines = self._settings.batch_max_lines
+        batch = _Batch()
+        pending: asyncio.Future[list[Verdict]] | None = None
+        while True:
+            items = inbox.take(_TAKE) if len(batch.lines) < max_lines else []
+            upcoming = loop.run_in_executor(pool, self._verify_all, items) if items else None
+            if pending is not None:
+                for verdict in await pending:
+                    self._add(batch, verdict)
+            pending = upcoming
+            if pending is not None:
+                continue
+            remaining = deadline - loop.time()
+            if len(batch.lines) >= max_lines or remaining <= 0:
+                return batch
+            try:
+                async with asyncio.timeout(remaining):
+                    await inbox.wait()
+            except TimeoutError:
+                return batch
+
+    def _verify_all(self, items: list[Incoming]) -> list[Verdict]:
+        verify = self._verifier.verify
+        return [verify(incoming) for incoming in items]
+
+    def _add(self, batch: _Batch, verdict: Verdict) -> None:
+        incoming = verdict.incoming
         batch.incoming.append(incoming)
         kind = incoming.topic.rsplit("/", 1)[-1]
         self._metrics.inc("twinsync_hub_messages_total", kind=kind)
-        verdict = self._verifier.verify(incoming)
         if isinstance(verdict, Rejected):
             self._reject(batch, verdict)
             return
@@ -150,9 +187,12 @@ class Pipeline:
         elif verdict.ack_rejected:
             batch.rejected[key].append(Rejection(seq=verdict.seq, reason=verdict.reason))
 
-    async def _commit(self, batch: _Batch) -> None:
+    async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
         t0 = time.perf_counter()
-        await self._write_until_durable(batch.lines)
+        try:
+            await self._write_until_durable(batch.lines)
+        finally:
+            writers.release()
         elapsed = time.perf_counter() - t0
         for (brand, device), seqs in batch.written.items():
             for seq in seqs:

@@ -129,7 +129,8 @@ async def _summary(hub: Hub, brand: str, show: int) -> None:
         _say("Look at them:")
         _say(f"  curl {base}/twins")
         _say(f"  curl {base}/twins/{twins[0]}")
-        _say(f"  curl '{base}/twins/{twins[0]}/history?field=coffee.water_level_pct&every=1h'")
+        field = sorted(states[0]["fields"])[0]
+        _say(f"  curl '{base}/twins/{twins[0]}/history?field={field}&every=1h'")
         _say(f"  curl {base}/devices")
         _say(f"  curl {hub.api_url}/metrics")
 

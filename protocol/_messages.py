@@ -53,6 +53,10 @@ class Op(NamedTuple):
     value: Scalar
 
 
+# NamedTuple's generated __new__ costs a Python call per op; the tuple's own does not.
+_new_op = tuple.__new__
+
+
 class TwinOps(NamedTuple):
     """The ops of one twin within a delta."""
 
@@ -60,27 +64,36 @@ class TwinOps(NamedTuple):
     ops: tuple[Op, ...]
 
 
+# field -> (type, is_counter), looked up once per op on the hub's hot path.
+_KINDS = {name: (spec.type, spec.merge == "counter") for name, spec in FIELDS.items()}
+_INT64 = 1 << 63
+_MAX_PACKED_HLC = _INT64 - 1  # HLC ms is 47 bits, so a packed HLC is a positive int64
+
+
 def _normalise(field: str, value: object) -> Scalar:
-    spec = FIELDS.get(field)
-    if spec is None:
+    # Exact type checks: msgpack yields exact builtins, and bool is not an int here.
+    kind = _KINDS.get(field)
+    if kind is None:
         raise SchemaError(f"unknown twin field {field!r}", reason="unknown_field")
-    if spec.type == "bool":
-        ok = isinstance(value, bool)
-    elif isinstance(value, bool):
-        ok = False
-    elif spec.type == "int":
-        ok = isinstance(value, int) and -(1 << 63) <= value < (1 << 63)
-    elif spec.type == "float":
-        ok = isinstance(value, int | float) and math.isfinite(value)
-        if ok:
+    expected, counter = kind
+    vt = type(value)
+    if expected == "float":
+        if vt is float:
+            ok = math.isfinite(value)  # type: ignore[arg-type]
+        elif vt is int:
+            ok = -_INT64 <= value < _INT64  # type: ignore[operator]
             value = float(value)  # type: ignore[arg-type]
+        else:
+            ok = False
+    elif expected == "int":
+        ok = vt is int and -_INT64 <= value < _INT64  # type: ignore[operator]
+    elif expected == "bool":
+        ok = vt is bool
     else:
-        ok = isinstance(value, str) and len(value) <= 64
+        ok = vt is str and len(value) <= 64  # type: ignore[arg-type]
     if not ok:
-        raise SchemaError(
-            f"field {field!r} expects {spec.type}, got {value!r}", reason="wrong_type"
-        )
-    if spec.merge == "counter" and value < 0:  # type: ignore[operator]
+        raise SchemaError(f"field {field!r} expects {expected}, got {value!r}", reason="wrong_type")
+    if counter and value < 0:  # type: ignore[operator]
         raise SchemaError(f"counter {field!r} cannot be negative", reason="wrong_type")
     return value  # type: ignore[return-value]
 
@@ -128,15 +141,16 @@ class Delta(BaseModel):
                 raise SchemaError(f"a delta carries 1..{MAX_OPS_PER_DELTA} ops per twin list")
             ops: list[Op] = []
             for raw in raw_ops:
-                if not isinstance(raw, list) or len(raw) != 3:
+                if type(raw) is not list or len(raw) != 3:
                     raise SchemaError("each op must be [hlc, field, value]")
                 hlc, field, value = raw
-                if not isinstance(hlc, int) or isinstance(hlc, bool) or hlc < 0:
+                if type(hlc) is not int or hlc < 0:
                     raise SchemaError(f"op hlc must be a non-negative integer, got {hlc!r}")
-                HLC.unpack(hlc)
-                if not isinstance(field, str):
+                if hlc > _MAX_PACKED_HLC:
+                    HLC.unpack(hlc)  # raises the ClockError that explains the range
+                if type(field) is not str:
                     raise SchemaError("op field must be a string")
-                ops.append(Op(hlc, field, _normalise(field, value)))
+                ops.append(_new_op(Op, (hlc, field, _normalise(field, value))))
             twins.append(TwinOps(twin, tuple(ops)))
         return cls.model_construct(twins=tuple(twins))
 

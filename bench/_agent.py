@@ -19,7 +19,7 @@ import paho.mqtt.client as mqtt
 import psutil
 
 from cloud_hub import Hub, load_hub_config, provision_devices
-from firmware_sim import ExternalFeeder, FaultSpec, Fleet, FleetSpec
+from firmware_sim import ExternalFeeder, FaultSpec, Fleet, FleetSpec, SimDevice
 from firmware_sim.services import free_port
 from protocol import Ack, SignalIn, decode_body, open_envelope
 
@@ -37,6 +37,7 @@ class AgentResult:
     """Costs of one agent process over its stream."""
 
     product: str
+    mode: str
     signals: int
     accepted: int
     cpu_s: float
@@ -97,7 +98,12 @@ def _prepare(bundle: Path, tmp: Path) -> tuple[int, IO[bytes]]:
 
 
 async def _one(
-    bundle: Path, product: str, signals: Sequence[SignalIn], wire: _Wire, tmp: Path
+    bundle: Path,
+    product: str,
+    signals: Sequence[SignalIn],
+    wire: _Wire,
+    tmp: Path,
+    pace_s: float = 0.0,
 ) -> AgentResult:
     device = bundle.parent.name
     port, log = _prepare(bundle, tmp)
@@ -118,7 +124,7 @@ async def _one(
         ps = psutil.Process(proc.pid)
         cpu0 = sum(ps.cpu_times()[:2])
         peak = ps.memory_info().rss
-        feeder = ExternalFeeder(port, window=256)
+        feeder = ExternalFeeder(port, window=256, pace_s=pace_s)
         feed = asyncio.create_task(feeder.feed(signals))
         while not feed.done():
             peak = max(peak, ps.memory_info().rss)
@@ -140,6 +146,7 @@ async def _one(
         log.close()
     return AgentResult(
         product,
+        f"live, 1 signal / {pace_s * 1000:.0f} ms" if pace_s else "catch-up, flat out",
         len(signals),
         accepted,
         cpu,
@@ -150,10 +157,26 @@ async def _one(
     )
 
 
+def _one_per_product(fleet: Fleet) -> list[SimDevice]:
+    first: dict[str, SimDevice] = {}
+    for d in fleet.devices:
+        first.setdefault(d.product, d)
+    return [first[p] for p in sorted(first)]
+
+
 async def agent_costs(
-    tmp: Path, mqtt_port: int, influx_url: str, *, days: float, seed: int = 3
+    tmp: Path,
+    mqtt_port: int,
+    influx_url: str,
+    *,
+    days: float,
+    live_signals: int = 60,
+    live_pace_s: float = 0.25,
+    seed: int = 3,
 ) -> list[AgentResult]:
-    """Run one agent process per product over ``days`` of its device's simulated stream."""
+    """One agent process per product over ``days`` of its device's stream, flat out; then
+    a fresh agent per product fed ``live_signals`` at ``live_pace_s`` (each its own delta,
+    as on a device in normal use)."""
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     config = load_hub_config(
         None,
@@ -166,14 +189,20 @@ async def agent_costs(
         },
         environ={},
     )
-    fleet = Fleet.generate(
-        FleetSpec(seed=seed, devices=4, days=days, brand=_BRAND, faults=FaultSpec.none())
+    catch_up = Fleet.generate(
+        FleetSpec(seed=seed, devices=12, days=days, brand=_BRAND, faults=FaultSpec.none())
     )
+    live = Fleet.generate(
+        FleetSpec(seed=seed + 1, devices=12, days=1, brand=_BRAND, faults=FaultSpec.none())
+    )
+    catch_up_devices, live_devices = _one_per_product(catch_up), _one_per_product(live)
+    devices = [(d.device_id, d.product) for d in catch_up_devices]
+    devices += [(f"live-{d.device_id}", d.product) for d in live_devices]
     bundles = provision_devices(
         config.registry.path,
         config.keys.secrets_dir,
         _BRAND,
-        [(d.device_id, d.product) for d in fleet.devices],
+        devices,
         tmp / "bundles",
         "127.0.0.1",
         mqtt_port,
@@ -183,12 +212,23 @@ async def agent_costs(
         async with Hub(config) as hub:
             await hub.ready.wait()
             results = []
-            for d in fleet.devices:  # one at a time: each process gets a quiet machine
-                results.append(
-                    await _one(
-                        bundles[d.device_id], d.product, fleet.signals(d.device_id), wire, tmp
+            for d in catch_up_devices:  # one at a time: each process gets a quiet machine
+                signals = catch_up.signals(d.device_id)
+                results.append(await _one(bundles[d.device_id], d.product, signals, wire, tmp))
+            # Live agents mostly sleep, so they run side by side.
+            results += await asyncio.gather(
+                *(
+                    _one(
+                        bundles[f"live-{d.device_id}"],
+                        d.product,
+                        live.signals(d.device_id)[:live_signals],
+                        wire,
+                        tmp,
+                        live_pace_s,
                     )
+                    for d in live_devices
                 )
+            )
     finally:
         wire.close()
     return results

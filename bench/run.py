@@ -33,10 +33,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--deltas", type=int, default=20_000, help="deltas per hub run (20000)")
     p.add_argument(
-        "--ops", default="1,10,100", help="ops per delta, one hub run each (default 1,10,100)"
+        "--ops",
+        default="1,10,100,1000",
+        help="ops per delta, one hub run each (default 1,10,100,1000)",
+    )
+    p.add_argument(
+        "--values", type=int, default=2_000_000, help="cap on field values per hub run (2M)"
     )
     p.add_argument("--devices", type=int, default=200, help="devices in hub runs (200)")
-    p.add_argument("--raw-lines", type=int, default=400_000, help="lines for raw InfluxDB")
+    p.add_argument("--raw-lines", type=int, default=2_000_000, help="lines for raw InfluxDB (2M)")
     p.add_argument("--agent-days", type=float, default=7.0, help="simulated days per agent (7)")
     p.add_argument("--json", type=Path, help="also write the figures here as JSON")
     return p
@@ -72,7 +77,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 svc.mosquitto.port,
                 svc.influxd.url,
                 devices=args.devices,
-                deltas=args.deltas,
+                deltas=max(args.devices, min(args.deltas, args.values // ops)),
                 ops_per_delta=ops,
             )
             raw_broker = await asyncio.to_thread(
@@ -96,7 +101,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             tmp / "agents", svc.mosquitto.port, svc.influxd.url, days=args.agent_days
         ):
             figures["agents"].append(a.__dict__)
-            print(f"agent {a.product}: {a.signals:,} signals, {a.cpu_s:.2f} CPU s", flush=True)
+            print(f"agent {a.product} ({a.mode}): {a.signals:,} signals", flush=True)
     return figures
 
 
@@ -135,6 +140,7 @@ def _report(f: dict[str, Any]) -> str:
     agent_rows = [
         [
             a["product"],
+            a["mode"],
             f"{a['signals']:,}",
             f"{a['deltas']:,}",
             f"{a['cpu_s'] / a['signals'] * 1e6:,.0f}",
@@ -145,9 +151,10 @@ def _report(f: dict[str, Any]) -> str:
         for a in f["agents"]
     ]
     agents = _table(
-        "Edge agent process (twinsync edge run), fed as fast as the ingest socket allows",
+        "Edge agent process (twinsync edge run) fed over its ingest socket, real hub acking",
         [
             "product",
+            "feed",
             "signals",
             "deltas",
             "CPU µs/signal",

@@ -85,6 +85,7 @@ class Pipeline:
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
+        self._lines_per_msg = 1.0  # running estimate, sizes the inbox takes
 
     async def run(self) -> None:
         """Forever: gather a batch, hand it to a writer. Cancel to stop.
@@ -120,11 +121,19 @@ class Pipeline:
         batch = _Batch()
         pending: asyncio.Future[list[Verdict]] | None = None
         while True:
-            items = inbox.take(_TAKE) if len(batch.lines) < max_lines else []
+            room = max_lines - len(batch.lines)
+            # Take about as many messages as the batch has room for, judging by the lines
+            # per message seen so far, so that 1000-op deltas do not overshoot the batch.
+            items = (
+                inbox.take(max(1, min(_TAKE, int(room / self._lines_per_msg)))) if room > 0 else []
+            )
             upcoming = loop.run_in_executor(pool, self._verify_all, items) if items else None
             if pending is not None:
-                for verdict in await pending:
+                before, verdicts = len(batch.lines), await pending
+                for verdict in verdicts:
                     self._add(batch, verdict)
+                seen = (len(batch.lines) - before) / len(verdicts)
+                self._lines_per_msg = max(1.0, 0.8 * self._lines_per_msg + 0.2 * seen)
             pending = upcoming
             if pending is not None:
                 continue
@@ -218,9 +227,12 @@ class Pipeline:
                 self._metrics.inc("twinsync_hub_write_errors_total")
                 self._metrics.set("twinsync_hub_store_up", 0)
                 if not exc.retryable and len(lines) > 1:
-                    # A refused batch (e.g. a field type conflict after a catalog change):
-                    # isolate the offending lines so one bad point cannot block the rest.
-                    await self._write_one_by_one(lines)
+                    # A refused batch (a field type conflict after a catalog change, a body
+                    # over the server's limit): halve it until the refused lines are
+                    # isolated, so one bad point cannot block the rest.
+                    half = len(lines) // 2
+                    await self._write_until_durable(lines[:half])
+                    await self._write_until_durable(lines[half:])
                     return
                 if not exc.retryable:
                     log.error("InfluxDB refused a point for good, dropping it: %s", exc)
@@ -228,10 +240,6 @@ class Pipeline:
                 log.warning("InfluxDB write failed (retry in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
-
-    async def _write_one_by_one(self, lines: list[str]) -> None:
-        for line in lines:
-            await self._write_until_durable([line])
 
     def _send_acks(self, batch: _Batch) -> None:
         now = self._clock.now_ms()

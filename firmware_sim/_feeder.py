@@ -28,11 +28,17 @@ class ExternalFeeder:
     connection (the agent answers ``duplicate`` for one it had already committed).
     """
 
-    def __init__(self, port: int, host: str = "127.0.0.1", window: int = 256) -> None:
+    def __init__(
+        self, port: int, host: str = "127.0.0.1", window: int = 256, pace_s: float = 0.0
+    ) -> None:
         if window < 1:
             raise SimulationError("window must be at least 1")
+        if pace_s < 0:
+            raise SimulationError("pace_s must be >= 0")
         self.host, self.port = host, port
         self.window = window
+        #: real seconds between two signals (0: as fast as the window allows), live-like
+        self.pace_s = pace_s
         #: firmware seq -> (status, reason) of the first reply received for it
         self.results: dict[int, tuple[str, str | None]] = {}
         #: every reply in arrival order: (seq, status, reason)
@@ -81,6 +87,8 @@ class ExternalFeeder:
                 writer.write(s.model_dump_json().encode() + b"\n")
                 self._sent += 1
                 await writer.drain()
+                if self.pace_s:
+                    await asyncio.sleep(self.pace_s)
 
         sender = asyncio.create_task(send(), name=f"firmware_sim.feeder[{self.port}].send")
         try:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
+from urllib.parse import urlencode
 
+import pytest
 from _fakes import FakeDevice, get_json, now_hlc
 from hub_env import HubEnv
 
@@ -58,3 +61,34 @@ async def test_replayed_message_is_acked_again_but_changes_nothing(
     assert len(device.acks) > n_acks
     assert hub.metrics.get("twinsync_hub_rejected_total", reason="replay") == 1
     assert hub_env.points() == before
+
+
+def _store_strength_as_string(hub_env: HubEnv) -> None:
+    url, db = hub_env.services.influxd.url, hub_env.config.influx.database
+    create = urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{url}/query", data=create))
+    old = HLC.unpack(now_hlc(-3_600_000)).to_ns()
+    body = f'twin,brand={hub_env.brand},device=old,twin=1-{"0" * 32} coffee.strength="4" {old}'
+    urllib.request.urlopen(
+        urllib.request.Request(f"{url}/write?db={db}&precision=ns", data=body.encode())
+    )
+
+
+async def test_a_point_influx_refuses_is_isolated_and_the_rest_is_written(
+    hub_env: HubEnv, device: FakeDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A field type conflict (as after a catalog change): InfluxDB refuses int values for a
+    # field it has stored as strings. The batch is halved until that line stands alone.
+    _store_strength_as_string(hub_env)
+    twin = device.twin("cora")
+    h0 = now_hlc()
+    ops = [(h0 + i, "coffee.brews_total", i + 1) for i in range(20)]
+    ops.insert(7, (h0 + 100, "coffee.strength", 3))
+    async with Hub(hub_env.config) as hub:
+        await hub.ready.wait()
+        device.publish(device.delta(1, {twin: ops}))
+        await device.wait_acked({1})
+        assert hub.metrics.get("twinsync_hub_write_errors_total") >= 1
+    got = {(p[3], p[4]) for p in hub_env.points() if p[1] == twin}
+    assert got == {("coffee.brews_total", i + 1) for i in range(20)}
+    assert any("refused a point for good" in r.getMessage() for r in caplog.records)

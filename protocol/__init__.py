@@ -34,6 +34,7 @@ from ._errors import (
     TopicError,
     TwinSyncError,
 )
+from ._features import COMMON_FEATURES, WINDOW_DAYS, FeatureState, feature_names
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
@@ -58,6 +59,7 @@ from ._topics import BROADCAST, PREFIX, Channel, DeviceTopic, hub_subscriptions,
 __all__ = [
     "BROADCAST",
     "CATALOG",
+    "COMMON_FEATURES",
     "DEFAULT_LIMITS",
     "ENVELOPE_VERSION",
     "FIELDS",
@@ -69,6 +71,7 @@ __all__ = [
     "PREFIX",
     "PRODUCTS",
     "PURPOSES",
+    "WINDOW_DAYS",
     "Ack",
     "Channel",
     "Clock",
@@ -78,6 +81,7 @@ __all__ = [
     "Desired",
     "DeviceTopic",
     "Envelope",
+    "FeatureState",
     "FieldSpec",
     "FieldValue",
     "HybridClock",
@@ -111,6 +115,7 @@ __all__ = [
     "check_signal_value",
     "check_twin",
     "decode_body",
+    "feature_names",
     "field_spec",
     "hub_subscriptions",
     "key_id",

@@ -6,6 +6,7 @@ clocks, merge rules (``TwinState``), pseudonymization and the signal catalog. No
 files or event loops here: a test enforces it.
 """
 
+from ._baseline import SignalBaseline, is_baselined
 from ._catalog import (
     CATALOG,
     FIELDS,
@@ -38,6 +39,7 @@ from ._features import COMMON_FEATURES, WINDOW_DAYS, FeatureState, feature_names
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
+from ._manifest import ANOMALY_FEATURES, MANIFEST_VERSION, ModelKind, ModelManifest, sha256_hex
 from ._merge import FieldValue, TwinState
 from ._messages import (
     MAX_OPS_PER_DELTA,
@@ -57,6 +59,7 @@ from ._settings import SettingsError, layer_settings, validate_settings
 from ._topics import BROADCAST, PREFIX, Channel, DeviceTopic, hub_subscriptions, parse_topic, topic
 
 __all__ = [
+    "ANOMALY_FEATURES",
     "BROADCAST",
     "CATALOG",
     "COMMON_FEATURES",
@@ -64,6 +67,7 @@ __all__ = [
     "ENVELOPE_VERSION",
     "FIELDS",
     "HLC",
+    "MANIFEST_VERSION",
     "MAX_COUNTER",
     "MAX_OPS_PER_DELTA",
     "MAX_TWINS_PER_DELTA",
@@ -90,12 +94,15 @@ __all__ = [
     "LimitError",
     "Limits",
     "ManualClock",
+    "ModelKind",
+    "ModelManifest",
     "Op",
     "Purpose",
     "Rejection",
     "Scalar",
     "SchemaError",
     "SettingsError",
+    "SignalBaseline",
     "SignalIn",
     "SignalSpec",
     "SignatureError",
@@ -118,6 +125,7 @@ __all__ = [
     "feature_names",
     "field_spec",
     "hub_subscriptions",
+    "is_baselined",
     "key_id",
     "layer_settings",
     "normalise_subject",
@@ -126,6 +134,7 @@ __all__ = [
     "parse_topic",
     "pseudonymize",
     "seal",
+    "sha256_hex",
     "signal_spec",
     "topic",
     "unpackb",

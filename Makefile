@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv test lint demo bench clean
+.PHONY: setup system venv test lint demo bench models clean
 
 setup: system venv
 
@@ -44,6 +44,11 @@ demo: setup
 
 bench: setup
 	$(PY) -m twinsync bench
+
+# The default models shipped inside the package: trained on a simulated fleet, scored on
+# another (seeded, so reproducible up to library versions); see docs/models.md.
+models: venv
+	$(PY) -m twinsync hub train --sim --unsigned --out edge_agent/models
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

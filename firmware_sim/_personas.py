@@ -41,6 +41,16 @@ class Persona:
     tv_sessions_per_day: float
     tv_genres: tuple[str, ...]
     tv_volume: int
+    #: activity multiplier on Saturdays and Sundays (UTC) and on other days
+    weekend: float = 1.0
+    weekday: float = 1.0
+
+    def rhythm(self, ts_ms: int) -> float:
+        """Relative activity at ``ts_ms``: the hour's weight times the day-of-week factor."""
+        day = ts_ms // 86_400_000
+        # Unix day 0 was a Thursday: days 2 and 3 (mod 7) are Saturday and Sunday.
+        factor = self.weekend if day % 7 in (2, 3) else self.weekday
+        return self.activity[(ts_ms // 3_600_000) % 24] * factor
 
 
 PERSONAS: dict[str, Persona] = {
@@ -105,6 +115,8 @@ PERSONAS: dict[str, Persona] = {
             tv_sessions_per_day=1.2,
             tv_genres=("news", "sports"),
             tv_volume=30,
+            weekend=1.5,
+            weekday=0.85,
         ),
         Persona(
             name="weekend_warrior",
@@ -120,6 +132,8 @@ PERSONAS: dict[str, Persona] = {
             tv_sessions_per_day=1.0,
             tv_genres=("sports",),
             tv_volume=55,
+            weekend=2.6,
+            weekday=0.55,
         ),
     )
 }

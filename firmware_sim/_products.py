@@ -69,6 +69,12 @@ class Stream:
         """The device's main user."""
         return self.users[0]
 
+    def share(self, user: str) -> float:
+        """How much of a shared device's use is ``user``'s (the main user uses it most)."""
+        if len(self.users) == 1:
+            return 1.0
+        return 0.7 if user == self.users[0] else 0.5
+
     def pick_user(self, primary_share: float = 0.7) -> str:
         """Who uses a shared device this time."""
         if len(self.users) == 1 or self.rng.random() < primary_share:
@@ -81,13 +87,16 @@ def _hour_of(ts: int) -> int:
 
 
 def _coffee(s: Stream) -> None:
-    primary = s.persona_of(s.primary)
+    # Everyone in the household brews on their own rhythm: a shared machine's stream is
+    # the union of its users' habits, each attributed to its user.
     brews: list[tuple[int, str, int]] = []
     for hour in s.hours():
         t0 = hour * HOUR_MS
-        rate = primary.brews_per_day * primary.activity[hour % 24] * s.decay(s.primary, t0)
-        for _ in range(s.count(rate)):
-            brews.append((t0 + s.rng.randrange(HOUR_MS), s.pick_user(), 1 + (s.rng.random() < 0.2)))
+        for user in s.users:
+            p = s.persona_of(user)
+            rate = p.brews_per_day * p.rhythm(t0) * s.decay(user, t0) * s.share(user)
+            for _ in range(s.count(rate)):
+                brews.append((t0 + s.rng.randrange(HOUR_MS), user, 1 + (s.rng.random() < 0.2)))
     brews.sort()
     level, total, i = 100.0, 0, 0
     for tick in s.ticks(5 * MINUTE_MS, 30_000):
@@ -119,9 +128,12 @@ def _thermostat(s: Stream) -> None:
         away = p.away_hours is not None and p.away_hours[0] <= hour < p.away_hours[1]
         want = p.setpoint_c - (2.0 if not awake else 3.0 if away else 0.0)
         want_mode = "eco" if p.eco_mode and (away or not awake) else "heat"
-        if (want, want_mode) != (setpoint, mode) or tick % HOUR_MS < 10 * MINUTE_MS:
+        # A disengaging customer stops adjusting the heating: schedule changes lapse.
+        engaged = s.rng.random() < s.decay(s.primary, tick)
+        if (engaged and (want, want_mode) != (setpoint, mode)) or tick % HOUR_MS < 10 * MINUTE_MS:
             # schedule changes, plus the hourly state report (deduplicated by the agent)
-            setpoint, mode = want, want_mode
+            if engaged:
+                setpoint, mode = want, want_mode
             s.emit(tick - 2, "thermostat.setpoint_c", setpoint, s.primary)
             s.emit(tick - 1, "thermostat.mode", mode, s.primary)
         temp += 0.3 * (setpoint - temp) + s.rng.gauss(0, 0.15)
@@ -139,7 +151,7 @@ def _wearable(s: Stream) -> None:
     while ts < s.end_ms:
         hour = _hour_of(ts)
         decay = s.decay(user, ts)
-        activity = p.activity[hour] * decay
+        activity = p.rhythm(ts) * decay
         worn = s.rng.random() < decay  # a churner wears it less and less
         bpm = int(p.resting_hr + 260 * activity + s.rng.gauss(0, 3))
         if worn:
@@ -158,19 +170,21 @@ def _wearable(s: Stream) -> None:
 
 
 def _tv(s: Stream) -> None:
-    primary = s.persona_of(s.primary)
-    sessions: list[int] = []
+    # Each household member starts sessions on their own rhythm (one TV: a session that
+    # would overlap a running one is skipped).
+    sessions: list[tuple[int, str]] = []
     for hour in s.hours():
         t0 = hour * HOUR_MS
-        rate = primary.tv_sessions_per_day * primary.activity[hour % 24] * s.decay(s.primary, t0)
-        sessions += [t0 + s.rng.randrange(HOUR_MS) for _ in range(s.count(rate))]
+        for user in s.users:
+            p = s.persona_of(user)
+            rate = p.tv_sessions_per_day * p.rhythm(t0) * s.decay(user, t0) * s.share(user)
+            sessions += [(t0 + s.rng.randrange(HOUR_MS), user) for _ in range(s.count(rate))]
     sessions.sort()
     busy_until = s.start_ms
     on: list[tuple[int, int]] = []
-    for start in sessions:
+    for start, user in sessions:
         if start < busy_until:
             continue
-        user = s.pick_user(0.5)
         up = s.persona_of(user)
         s.emit(start, "tv.power", True, user)
         s.emit(start + 1, "tv.genre", s.rng.choice(up.tv_genres), user)

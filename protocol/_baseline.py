@@ -71,7 +71,7 @@ class SignalBaseline:
         sigma = max(math.sqrt(self.var), self._floor)
         deviation = x - self.mean
         abs_z = min(_MAX_Z, abs(deviation) / sigma)
-        features = [abs_z, abs(x - self.last_normal) / self._range, (x - self._lo) / self._range]
+        features = [abs_z, (x - self.last_normal) / self._range, (x - self._lo) / self._range]
         clipped = max(-_CLIP_SIGMAS * sigma, min(_CLIP_SIGMAS * sigma, deviation))
         self.mean += _ALPHA * clipped
         self.var = (1 - _ALPHA) * (self.var + _ALPHA * clipped * clipped)

@@ -10,19 +10,21 @@ signals' timestamps.
 
 Features (every product): share of usage events per daypart (night 0–6 h, morning
 6–12 h, afternoon 12–18 h, evening 18–24 h) and on weekends; events per day over 7 and 28
-days and their ratio (trend); share of active days; hours since the last event. Then a
+days; trends (events per day of the last 7 days over the 21 before, of the last 14 over
+the 14 before); share of active days; hours since the last event. Then a
 few product habits (means of a setting, per-day sums of a counter). "Usage" means the
 signals that are a person's actions (a brew, a setpoint change, steps, a TV session), not
-the device's own readings (a temperature, a water level).
+the device's own readings (a temperature, a water level); a setting counts only when it
+changes, since devices re-report settings periodically.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-from ._catalog import PRODUCTS, Scalar
+from ._catalog import CATALOG, PRODUCTS, Scalar
 from ._errors import SchemaError
 
 __all__ = [
@@ -48,7 +50,8 @@ COMMON_FEATURES: tuple[str, ...] = (
     "share_weekend",
     "events_per_day_7d",
     "events_per_day_28d",
-    "trend_7_28",
+    "trend_7_vs_21",
+    "trend_14_vs_14",
     "active_days_28d",
     "recency_h",
 )
@@ -60,8 +63,13 @@ _USAGE: dict[str, frozenset[str]] = {
     "wearable": frozenset({"wearable.steps", "wearable.sleep"}),
     "tv": frozenset({"tv.power", "tv.genre", "tv.watch", "tv.volume"}),
 }
+# A counter signal is an event each time; a state or gauge only when its value changes
+# (devices re-report settings periodically, and a re-report is nobody's action).
+_COUNTERS = frozenset(name for name, spec in CATALOG.items() if spec.kind == "counter")
 
-_Agg = Literal["mean", "per_day"]
+# "mean", "per_day", "starts_per_day" (a switch turned on), or "share:<value>" (the share
+# of the signal's reports with that value)
+_Agg = str
 # Habit feature -> (signal, aggregate over the window), per product.
 _HABITS: dict[str, dict[str, tuple[str, _Agg]]] = {
     "coffee": {
@@ -71,6 +79,7 @@ _HABITS: dict[str, dict[str, tuple[str, _Agg]]] = {
     "thermostat": {
         "habit_setpoint_c": ("thermostat.setpoint_c", "mean"),
         "habit_kwh_per_day": ("thermostat.energy", "per_day"),
+        "habit_share_eco": ("thermostat.mode", "share:eco"),
     },
     "wearable": {
         "habit_steps_per_day": ("wearable.steps", "per_day"),
@@ -79,6 +88,11 @@ _HABITS: dict[str, dict[str, tuple[str, _Agg]]] = {
     },
     "tv": {
         "habit_watch_min_per_day": ("tv.watch", "per_day"),
+        "habit_sessions_per_day": ("tv.power", "starts_per_day"),
+        "habit_share_news": ("tv.genre", "share:news"),
+        "habit_share_sports": ("tv.genre", "share:sports"),
+        "habit_share_movies": ("tv.genre", "share:movies"),
+        "habit_share_kids": ("tv.genre", "share:kids"),
         "habit_volume": ("tv.volume", "mean"),
     },
 }
@@ -90,6 +104,16 @@ def feature_names(product: str) -> tuple[str, ...]:
     if product not in _HABITS:
         raise SchemaError(f"no features for product {product!r}", reason="unknown_product")
     return COMMON_FEATURES + tuple(_HABITS[product])
+
+
+def _trend(recent: int, recent_days: int, before: int, before_days: int) -> float:
+    """Recent events per day over the ones before (1.0: no change or no history yet)."""
+    if before_days <= 0:
+        return 1.0
+    rate_before = before / before_days
+    if rate_before <= 0:
+        return 1.0 if recent == 0 else _MAX_TREND
+    return min(_MAX_TREND, (recent / recent_days) / rate_before)
 
 
 @dataclass
@@ -123,6 +147,7 @@ class FeatureState:
         self.first_ms: int | None = None
         self.last_event_ms: int | None = None
         self._newest_day = -1
+        self._last: dict[str, Scalar] = {}  # last value of each state/gauge usage signal
 
     def update(self, signal: str, ts_ms: int, value: Scalar) -> None:
         """Account one accepted signal of this customer."""
@@ -132,6 +157,9 @@ class FeatureState:
         if self.first_ms is None or ts_ms < self.first_ms:
             self.first_ms = ts_ms
         usage = signal in self._usage
+        if usage and signal not in _COUNTERS:
+            usage = self._last.get(signal) != value
+            self._last[signal] = value
         habits = self._by_signal.get(signal, ())
         if not usage and not habits:
             return
@@ -146,7 +174,18 @@ class FeatureState:
             bucket.dayparts[(ts_ms % _DAY_MS) // (6 * _HOUR_MS)] += 1
             if self.last_event_ms is None or ts_ms > self.last_event_ms:
                 self.last_event_ms = ts_ms
-        for habit, _agg in habits:
+        for habit, agg in habits:
+            if agg.startswith("share:"):
+                acc = bucket.sums.setdefault(habit, [0.0, 0])
+                acc[0] += 1.0 if value == agg[6:] else 0.0
+                acc[1] += 1
+                continue
+            if agg == "starts_per_day":  # a switch turned on: one session
+                if usage and value is True:
+                    acc = bucket.sums.setdefault(habit, [0.0, 0])
+                    acc[0] += 1.0
+                    acc[1] += 1
+                continue
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             acc = bucket.sums.setdefault(habit, [0.0, 0])
@@ -168,7 +207,10 @@ class FeatureState:
         # Day 0 of the Unix epoch was a Thursday: Saturday and Sunday are 2 and 3 mod 7.
         weekend = sum(b.events for d, b in window if d % 7 in (2, 3))
         per_day_7, per_day_28 = events_7 / week_days, events / seen_days
-        trend = min(_MAX_TREND, per_day_7 / per_day_28) if per_day_28 > 0 else 0.0
+        events_14 = sum(b.events for d, b in window if d > today - 14)
+        trend_7 = _trend(events_7, week_days, events - events_7, seen_days - week_days)
+        half = min(14, seen_days)
+        trend_14 = _trend(events_14, half, events - events_14, seen_days - half)
         active = sum(1 for _, b in window if b.events) / seen_days
         recency = _MAX_RECENCY_H
         if self.last_event_ms is not None and self.last_event_ms <= now_ms:
@@ -178,7 +220,8 @@ class FeatureState:
             weekend / events if events else 0.0,
             per_day_7,
             per_day_28,
-            trend,
+            trend_7,
+            trend_14,
             active,
             recency,
         ]
@@ -188,7 +231,7 @@ class FeatureState:
                 acc = b.sums.get(habit)
                 if acc is not None:
                     total, count = total + acc[0], count + int(acc[1])
-            if agg == "mean":
+            if agg == "mean" or agg.startswith("share:"):
                 out.append(total / count if count else 0.0)
             else:
                 out.append(total / seen_days)
@@ -202,6 +245,7 @@ class FeatureState:
             "first_ms": self.first_ms,
             "last_event_ms": self.last_event_ms,
             "days": {str(d): [b.dayparts, b.sums] for d, b in self._days.items()},
+            "last": dict(self._last),
         }
 
     @classmethod
@@ -221,6 +265,10 @@ class FeatureState:
                     {str(k): [float(v[0]), int(v[1])] for k, v in sums.items()},
                 )
             fs._newest_day = max(fs._days, default=-1)
+            last = state.get("last", {})
+            if not isinstance(last, dict):
+                raise TypeError("last must be a map")
+            fs._last = {str(k): v for k, v in last.items()}
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:
             raise SchemaError(f"malformed feature state: {exc}") from None
         return fs

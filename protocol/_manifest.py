@@ -43,7 +43,9 @@ _KINDS = ("segment", "churn", "anomaly")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 #: Inputs of the anomaly models: one row per gauge reading, relative to the device's
-#: recent readings of the same signal (see protocol._baseline).
+#: recent readings of the same signal (see protocol._baseline): distance from the robust
+#: running mean in sigmas, signed jump from the last normal reading and the value, both
+#: as fractions of the signal's declared range.
 ANOMALY_FEATURES: tuple[str, ...] = ("abs_z", "jump_of_range", "value_of_range")
 
 

@@ -39,14 +39,15 @@ def test_values_on_a_known_stream() -> None:
         fs.update("coffee.brew", MONDAY + d * DAY + 20 * HOUR, 2)
     fs.update("coffee.water_level_pct", MONDAY + 3 * DAY, 50.0)  # a reading, not usage
     f = _f(fs, MONDAY + 6 * DAY + 22 * HOUR)
-    events = 7 * 2 + 2
-    assert f["share_morning"] == pytest.approx(14 / events)
+    # 9 brews + the strength setting once (re-reporting the same strength is no action)
+    events = 7 + 2 + 1
+    assert f["share_morning"] == pytest.approx(8 / events)
     assert f["share_evening"] == pytest.approx(2 / events)
     assert f["share_night"] == f["share_afternoon"] == 0
-    assert f["share_weekend"] == pytest.approx(6 / events)
+    assert f["share_weekend"] == pytest.approx(4 / events)
     assert f["events_per_day_7d"] == pytest.approx(events / 7)
     assert f["events_per_day_28d"] == pytest.approx(events / 7)  # seen for 7 days only
-    assert f["trend_7_28"] == pytest.approx(1.0)
+    assert f["trend_7_vs_21"] == pytest.approx(1.0)  # no history before the week: neutral
     assert f["active_days_28d"] == pytest.approx(1.0)
     assert f["recency_h"] == pytest.approx(2.0)
     assert f["habit_strength"] == pytest.approx(4.0)
@@ -60,7 +61,8 @@ def test_decline_shows_in_trend_and_recency() -> None:
             fs.update("tv.watch", MONDAY + d * DAY + h * HOUR, 30.0)
     f = _f(fs, MONDAY + 28 * DAY - 1)
     assert f["events_per_day_7d"] == 0
-    assert f["trend_7_28"] == 0
+    assert f["trend_7_vs_21"] == 0
+    assert f["trend_14_vs_14"] == pytest.approx((7 * 2 / 14) / 2)
     assert f["recency_h"] == pytest.approx(7 * 24 + 3, abs=0.01)
     assert f["active_days_28d"] == pytest.approx(21 / 28)
 

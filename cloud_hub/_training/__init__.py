@@ -1,0 +1,8 @@
+"""Model training on the hub (needs the ``train`` extra: scikit-learn, skl2onnx, onnx).
+
+Imported only by ``twinsync hub train``, so a hub without the extra runs everything else.
+"""
+
+from ._train import SimTraining, train_from_sim
+
+__all__ = ["SimTraining", "train_from_sim"]

@@ -1,0 +1,212 @@
+"""``twinsync hub train``: fit, export, sign and evaluate the model set.
+
+From a simulated fleet (``--sim``), whose ground truth also scores the models on a fleet
+and seed they were not trained on. The output directory gets, per model,
+``<kind>-<product>.onnx`` and ``<kind>-<product>.manifest.json`` (the layout of the
+default models shipped in ``edge_agent/models``) plus ``report.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+from sklearn.preprocessing import StandardScaler
+
+from firmware_sim import FaultSpec, Fleet, FleetSpec
+from protocol import (
+    ANOMALY_FEATURES,
+    PRODUCTS,
+    ModelKind,
+    ModelManifest,
+    SigningKey,
+    feature_names,
+    sha256_hex,
+)
+
+from ._dataset import DAY_MS, anomaly_rows, customer_rows
+from ._fit import (
+    Fitted,
+    ari,
+    choose_k,
+    fit_anomaly,
+    fit_churn,
+    fit_segment,
+    precision_recall,
+    stability,
+)
+
+__all__ = ["SimTraining", "train_from_sim"]
+
+#: churn models predict churning within this many days
+HORIZON_DAYS = 14
+#: the churn model is scored this many days before each churn
+LEAD_DAYS = 7
+#: no prediction before a customer has this much history
+MIN_HISTORY_DAYS = 14
+
+
+@dataclass(frozen=True)
+class SimTraining:
+    """What to simulate for training and for the held-out evaluation."""
+
+    seed: int = 1
+    devices: int = 300
+    days: float = 70.0
+    eval_seed: int = 1001
+    eval_devices: int = 200
+    anomaly_rate: float = 0.01
+    churn_fraction: float = 0.3
+    version: int = 1
+
+
+def _fleet(seed: int, devices: int, days: float, t: SimTraining) -> Fleet:
+    faults = FaultSpec(anomaly_rate=t.anomaly_rate, reboots_per_day=0.0)
+    spec = FleetSpec(
+        seed=seed,
+        devices=devices,
+        days=days,
+        start_ms=1_767_225_600_000,  # 2026-01-01: a fixed window keeps training reproducible
+        churn_fraction=t.churn_fraction,
+        faults=faults,
+    )
+    return Fleet.generate(spec)
+
+
+def _cutoffs(fleet: Fleet, every_days: float = 2.0) -> list[int]:
+    first = fleet.start_ms + MIN_HISTORY_DAYS * DAY_MS
+    step = int(every_days * DAY_MS)
+    return list(range(first, fleet.end_ms, step))
+
+
+def _churn_label(days_to_churn: float | None) -> bool:
+    return days_to_churn is not None and 0 < days_to_churn <= HORIZON_DAYS
+
+
+def _session(model: bytes) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def _run(model: bytes, output: str, x: list[list[float]]) -> np.ndarray:
+    out: np.ndarray = _session(model).run([output], {"features": np.asarray(x, np.float32)})[0]
+    return out
+
+
+def _write(
+    out: Path,
+    kind: ModelKind,
+    product: str,
+    fitted: Fitted,
+    inputs: tuple[str, ...],
+    key: SigningKey | None,
+    version: int,
+    horizon: int = 0,
+) -> ModelManifest:
+    name = f"{kind}-{product}"
+    manifest = ModelManifest(
+        name=name,
+        version=version,
+        kind=kind,
+        product=product,
+        inputs=inputs,
+        sha256=sha256_hex(fitted.onnx),
+        size=len(fitted.onnx),
+        metrics={k: round(v, 4) for k, v in fitted.metrics.items() if np.isfinite(v)},
+        threshold=fitted.threshold,
+        horizon_days=horizon,
+        created_ms=time.time_ns() // 1_000_000,
+    )
+    if key is not None:
+        manifest = manifest.sign(key)
+    (out / f"{name}.onnx").write_bytes(fitted.onnx)
+    (out / f"{name}.manifest.json").write_text(manifest.to_json() + "\n")
+    return manifest
+
+
+def train_from_sim(
+    out: Path, key: SigningKey | None, t: SimTraining = SimTraining()
+) -> dict[str, Any]:
+    """Train every model on one simulated fleet, score it on another; return the report."""
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    train = _fleet(t.seed, t.devices, t.days, t)
+    held = _fleet(t.eval_seed, t.eval_devices, t.days, t)
+    report: dict[str, Any] = {"training": t.__dict__, "models": {}}
+    # Segments: one snapshot per active customer at the end of the window; one k for all.
+    seg_rows = {
+        p: customer_rows(
+            train, p, [train.end_ms], min_history_days=MIN_HISTORY_DAYS, active_only=True
+        )
+        for p in sorted(PRODUCTS)
+    }
+    curves = {
+        p: stability(StandardScaler().fit_transform(np.asarray(r.x, np.float32)), seed=t.seed)
+        for p, r in seg_rows.items()
+    }
+    k = choose_k(list(curves.values()))
+    report["segments"] = {"k": k, "stability": curves}
+    twins_trained = sum(len(r.x) for r in seg_rows.values())
+    for product in sorted(PRODUCTS):
+        inputs = feature_names(product)
+        segment = fit_segment(seg_rows[product].x, k, seed=t.seed)
+        held_seg = customer_rows(
+            held, product, [held.end_ms], min_history_days=MIN_HISTORY_DAYS, active_only=True
+        )
+        labels = _run(segment.onnx, "label", held_seg.x).tolist()
+        segment.metrics["heldout_ari"] = ari(labels, held_seg.persona)
+        m = _write(out, "segment", product, segment, inputs, key, t.version)
+        report["models"][m.name] = {"ref": m.ref, **segment.metrics, "rows": len(held_seg.x)}
+
+        # Churn: snapshots every 2 days, label = churns within the horizon.
+        rows = customer_rows(
+            train, product, _cutoffs(train, 1.0), min_history_days=MIN_HISTORY_DAYS
+        )
+        keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
+        churn = fit_churn(
+            [rows.x[i] for i in keep],
+            [_churn_label(rows.days_to_churn[i]) for i in keep],
+            seed=t.seed,
+        )
+        ev = customer_rows(
+            held, product, _cutoffs(held, 7.0), before_churn_days=LEAD_DAYS,
+            min_history_days=MIN_HISTORY_DAYS,
+        )  # fmt: skip
+        pos = [
+            i for i, d in enumerate(ev.days_to_churn) if d is not None and abs(d - LEAD_DAYS) < 1e-6
+        ]
+        neg = [i for i, d in enumerate(ev.days_to_churn) if d is None]
+        if pos and neg:
+            p = _run(churn.onnx, "probabilities", [ev.x[i] for i in pos + neg])[:, 1]
+            from sklearn.metrics import roc_auc_score
+
+            churn.metrics["heldout_auc_7d"] = float(
+                roc_auc_score([1] * len(pos) + [0] * len(neg), p)
+            )
+            churn.metrics["heldout_positives"] = float(len(pos))
+        m = _write(out, "churn", product, churn, inputs, key, t.version, HORIZON_DAYS)
+        report["models"][m.name] = {"ref": m.ref, **churn.metrics}
+
+        # Anomaly: every gauge reading.
+        arows = anomaly_rows(train, [product])
+        if arows.x:
+            anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
+            hrows = anomaly_rows(held, [product])
+            scores = _run(anomaly.onnx, "scores", hrows.x)[:, 0]
+            prec, rec = precision_recall(
+                scores >= anomaly.threshold, np.asarray(hrows.injected, dtype=bool)
+            )
+            anomaly.metrics.update(heldout_precision=prec, heldout_recall=rec)
+            anomaly.metrics["heldout_injected"] = float(sum(hrows.injected))
+            m = _write(out, "anomaly", product, anomaly, ANOMALY_FEATURES, key, t.version)
+            report["models"][m.name] = {"ref": m.ref, "threshold": m.threshold, **anomaly.metrics}
+    report["seconds"] = time.perf_counter() - started
+    report["twins_trained"] = twins_trained
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    return report

@@ -21,6 +21,7 @@ from firmware_sim.services import LocalServices
 
 from ._agent import agent_costs
 from ._hub_ingest import hub_ingest
+from ._models import model_costs
 from ._reference import RawBroker, RawInflux, twin_lines
 
 __all__ = ["main"]
@@ -44,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-lines", type=int, default=2_000_000, help="lines for raw InfluxDB (2M)")
     p.add_argument("--agent-days", type=float, default=7.0, help="simulated days per agent (7)")
     p.add_argument("--json", type=Path, help="also write the figures here as JSON")
+    p.add_argument(
+        "--train", action="store_true", help="also time a small `hub train --sim` (~2 min)"
+    )
     return p
 
 
@@ -102,7 +106,23 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
         ):
             figures["agents"].append(a.__dict__)
             print(f"agent {a.product} ({a.mode}): {a.signals:,} signals", flush=True)
+    figures["models"] = await asyncio.to_thread(model_costs)
+    if args.train:
+        figures["training"] = await asyncio.to_thread(_train_time, tmp / "train")
     return figures
+
+
+def _train_time(out: Path) -> dict[str, float]:
+    """One small `hub train --sim` run: seconds per 1,000 trained customer-device pairs."""
+    from cloud_hub._training import SimTraining, train_from_sim
+
+    setup = SimTraining(devices=150, days=42, eval_devices=60)
+    report = train_from_sim(out, None, setup)
+    return {
+        "seconds": report["seconds"],
+        "twins": report["twins_trained"],
+        "per_1000": report["seconds"] / report["twins_trained"] * 1000,
+    }
 
 
 def _report(f: dict[str, Any]) -> str:
@@ -164,7 +184,29 @@ def _report(f: dict[str, Any]) -> str:
         ],
         agent_rows,
     )
-    return f"{hub}\n\n{agents}"
+    m = f["models"]
+    model_rows = [
+        [product, kind, f"{t[0]:.1f}", f"{t[1]:.1f}"]
+        for product, kinds in sorted(m["products"].items())
+        for kind, t in kinds.items()
+    ]
+    models = _table(
+        "Default models in one process (onnxruntime, 1 thread), single-row predictions",
+        ["product", "model", "median µs", "p99 µs"],
+        model_rows,
+    )
+    models += (
+        f"\nagent-sized process RSS: {m['rss_base'] / 2**20:.1f} MiB with the edge imports, "
+        f"{m['rss_one_product'] / 2**20:.1f} MiB with one product's 3 models, "
+        f"{m['rss_all'] / 2**20:.1f} MiB with all 12"
+    )
+    if "training" in f:
+        t = f["training"]
+        models += (
+            f"\nhub training: {t['per_1000']:.0f} s per 1,000 customer-device pairs "
+            f"({t['twins']:.0f} pairs, {t['seconds']:.0f} s, simulation and evaluation included)"
+        )
+    return f"{hub}\n\n{agents}\n\n{models}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

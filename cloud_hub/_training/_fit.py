@@ -100,7 +100,9 @@ def choose_k(per_product: list[dict[int, float]]) -> int:
     """
     ks = set.intersection(*(set(p) for p in per_product))
     mean = {k: float(np.mean([p[k] for p in per_product])) for k in ks}
-    return max(mean, key=lambda k: mean[k])
+    best = max(mean.values())
+    # Among (nearly) equally stable k, the largest: finer segments at no cost in stability.
+    return max(k for k, v in mean.items() if v >= best - 0.01)
 
 
 def fit_segment(x: list[list[float]], k: int, *, seed: int = 0) -> Fitted:

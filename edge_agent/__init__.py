@@ -6,11 +6,28 @@ MQTT with at-least-once delivery. ``load_config`` reads ``agent.toml``. ``ModelS
 verifies, installs and serves the on-device ONNX models.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from ._agent import Agent
 from ._config import AgentConfig, Keys, load_config
 from ._errors import ConfigError, EdgeAgentError, ModelError, ModelRejected, OutboxError
-from ._models import BUILTIN_MODELS, ModelFailure, ModelStore
 from ._twin import IngestResult
+
+if TYPE_CHECKING:
+    from ._models import BUILTIN_MODELS, ModelFailure, ModelStore
+
+# onnxruntime and numpy cost ~30 MB of RSS and ~80 ms at start-up: load them only when
+# the model runtime is actually used.
+_LAZY = {"BUILTIN_MODELS", "ModelFailure", "ModelStore"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import _models
+
+        return getattr(_models, name)
+    raise AttributeError(f"module 'edge_agent' has no attribute {name!r}")
+
 
 __all__ = [
     "BUILTIN_MODELS",

@@ -19,10 +19,10 @@ import json, os, sys, time, tempfile
 import psutil
 proc = psutil.Process()
 import edge_agent  # the agent's own imports, as a device runs them
-from edge_agent import BUILTIN_MODELS, ModelStore
 from protocol import ANOMALY_FEATURES, feature_names
 base = proc.memory_info().rss
-out = {"rss_base": base, "products": {}}
+from edge_agent import BUILTIN_MODELS, ModelStore  # onnxruntime + numpy
+out = {"rss_base": base, "rss_runtime": proc.memory_info().rss, "products": {}}
 calls = int(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
     stores = {}

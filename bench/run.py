@@ -197,6 +197,7 @@ def _report(f: dict[str, Any]) -> str:
     )
     models += (
         f"\nagent-sized process RSS: {m['rss_base'] / 2**20:.1f} MiB with the edge imports, "
+        f"{m['rss_runtime'] / 2**20:.1f} MiB with onnxruntime, "
         f"{m['rss_one_product'] / 2**20:.1f} MiB with one product's 3 models, "
         f"{m['rss_all'] / 2**20:.1f} MiB with all 12"
     )

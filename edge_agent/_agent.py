@@ -22,6 +22,7 @@ from types import TracebackType
 from protocol import Clock, Delta, SignalIn, SystemClock, packb
 
 from ._config import AgentConfig, Keys
+from ._infer import ModelRunner
 from ._ingest import IngestServer
 from ._outbox import Outbox
 from ._sync import Uplink
@@ -84,6 +85,14 @@ class Agent:
         self._next_seq, self.stats["dropped"] = self._outbox.load(
             self._book, self.clock.now_ms() * 1000
         )
+        if cfg.models.enabled:
+            from ._models import BUILTIN_MODELS, ModelStore  # onnxruntime: only when used
+
+            store = ModelStore(
+                cfg.models.dir, cfg.device.product, self._keys.hub, builtin=BUILTIN_MODELS
+            )
+            self._book.attach(ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000))
+            log.info("models serving: %s", ", ".join(sorted(store.running().values())) or "none")
         self._uplink = Uplink(
             cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
         )

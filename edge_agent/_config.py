@@ -135,6 +135,16 @@ class ValidationSettings(_Section):
     max_clock_ahead_s: int = Field(300, ge=0)
 
 
+class ModelSettings(_Section):
+    """On-device models (docs/models.md)."""
+
+    enabled: bool = True
+    #: installed models (rollouts); the package's defaults serve until one is installed
+    dir: Path = Path("models")
+    #: re-score a customer's segment and churn risk at most this often (signal time)
+    every_s: int = Field(3600, ge=1)
+
+
 class AgentConfig(_Section):
     """The whole agent configuration (see docs/edge-agent.md)."""
 
@@ -146,6 +156,7 @@ class AgentConfig(_Section):
     ingest: IngestSettings = IngestSettings()
     sync: SyncSettings = SyncSettings()
     validation: ValidationSettings = ValidationSettings()
+    models: ModelSettings = ModelSettings()
 
     def keys(self) -> Keys:
         """Read and check every key file this config names."""
@@ -226,5 +237,6 @@ def load_config(
                 update={"public_key_files": [base / p for p in config.hub.public_key_files]}
             ),
             "outbox": config.outbox.model_copy(update={"path": base / config.outbox.path}),
+            "models": config.models.model_copy(update={"dir": base / config.models.dir}),
         }
     )

@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from protocol import HLC, HybridClock, Op, Scalar, SignalIn, TwinOps, pseudonymize
+from protocol import FIELDS, HLC, HybridClock, Op, Scalar, SignalIn, TwinOps, pseudonymize
 
 from ._consent import ConsentGate
+from ._infer import STATE_FIELD, ModelRunner
 from ._validate import Invalid, validate
 
 __all__ = ["IngestResult", "TwinBook"]
@@ -41,6 +42,7 @@ class TwinBook:
     rejected: dict[str, int] = field(default_factory=dict)
     gate: ConsentGate = field(default_factory=ConsentGate)
     _twin_cache: dict[str, str] = field(default_factory=dict)
+    models: ModelRunner | None = None
 
     def _twin(self, subject: str) -> str:
         twin = self._twin_cache.get(subject)
@@ -66,20 +68,30 @@ class TwinBook:
         if not self.gate.allows(twin, spec.purpose):
             self.rejected["no_consent"] = self.rejected.get("no_consent", 0) + 1
             return IngestResult(signal.seq, "rejected", "no_consent")
+        # Every accepted signal advances the clock, whether or not it changes the twin
+        # (docs/architecture.md; firmware_sim's ground truth relies on it).
         hlc = self.clock.stamp(signal.ts).pack()
-        key = (twin, spec.field)
-        if spec.kind == "counter":
-            total = self.values.get(key, 0.0 if spec.type == "float" else 0)
+        self._set(twin, spec.field, spec.kind == "counter", value, hlc)
+        if self.models is not None:
+            for field, derived in self.models.observe(twin, signal.name, signal.ts, value):
+                counter = FIELDS[field].merge == "counter"
+                self._set(twin, field, counter, derived, self.clock.stamp(signal.ts).pack())
+        return IngestResult(signal.seq, "accepted")
+
+    def _set(self, twin: str, field: str, counter: bool, value: Scalar, hlc: int) -> None:
+        """Apply one value to the twin; queue an op when it changes the device's view."""
+        key = (twin, field)
+        if counter:
+            total = self.values.get(key, 0.0 if isinstance(value, float) else 0)
             new: Scalar = total + value  # type: ignore[operator]
         else:
             new = value
             if key in self.values and self.values[key] == new:
-                return IngestResult(signal.seq, "accepted")
+                return
         self.values[key] = new
         self.dirty.add(key)
-        self.pending.setdefault(twin, []).append(Op(hlc, spec.field, new))
+        self.pending.setdefault(twin, []).append(Op(hlc, field, new))
         self.pending_ops += 1
-        return IngestResult(signal.seq, "accepted")
 
     def take_pending(self, max_ops: int) -> list[tuple[TwinOps, ...]]:
         """Drain pending ops into delta bodies of at most ``max_ops`` ops each."""
@@ -101,11 +113,20 @@ class TwinBook:
         self.pending_ops = 0
         return deltas
 
-    def take_dirty(self) -> list[tuple[str, str, Scalar]]:
-        """State rows changed since the last commit."""
-        rows = [(t, f, self.values[(t, f)]) for t, f in self.dirty]
+    def take_dirty(self) -> list[tuple[str, str, object]]:
+        """State rows changed since the last commit (model state included)."""
+        rows: list[tuple[str, str, object]] = [(t, f, self.values[(t, f)]) for t, f in self.dirty]
         self.dirty.clear()
+        if self.models is not None:
+            rows += [(twin, STATE_FIELD, state) for twin, state in self.models.take_state()]
         return rows
+
+    def attach(self, models: ModelRunner) -> None:
+        """Run ``models`` on accepted signals, resuming the state restored from disk."""
+        models.restore(self.values)
+        for key in [k for k in self.values if k[1] == STATE_FIELD]:
+            del self.values[key]
+        self.models = models
 
     @property
     def hlc(self) -> HLC:

@@ -39,8 +39,10 @@ class FleetRunner:
 
     ``bundles`` maps device id -> its provisioned ``agent.toml``. Each agent's outbox lives
     in ``workdir/<device>/outbox.sqlite``; ``agent_overrides`` are merged into every
-    agent's config (e.g. faster resends for fault tests). After :meth:`run`, the agents
-    stay up so :meth:`drain` can wait for the hub's acks; :meth:`close` stops them.
+    agent's config (e.g. faster resends for fault tests). ``models`` runs the on-device
+    models too (off by default: the ground truth does not include their outputs). After
+    :meth:`run`, the agents stay up so :meth:`drain` can wait for the hub's acks;
+    :meth:`close` stops them.
     """
 
     def __init__(
@@ -54,6 +56,7 @@ class FleetRunner:
         chunk: int = 500,
         devices: Sequence[str] | None = None,
         agent_overrides: dict[str, Any] | None = None,
+        models: bool = False,
     ) -> None:
         self.fleet = fleet
         self.bundles = {d: Path(p) for d, p in bundles.items()}
@@ -67,6 +70,7 @@ class FleetRunner:
         if missing:
             raise SimulationError(f"no bundle for devices {missing[:5]} ({len(missing)} in all)")
         self.overrides = agent_overrides or {}
+        self.models = models
         #: device id -> [(seq, status, reason)] as the agent answered, in sending order
         self.results: dict[str, list[Outcome]] = {}
         #: agent restarts performed at the fleet's reboot points
@@ -87,6 +91,9 @@ class FleetRunner:
             "mqtt": {"host": self.mqtt_host, "port": self.mqtt_port},
             "outbox": {"path": str(self.workdir / device_id / "outbox.sqlite")},
             "ingest": {"port": 0},
+            # Ground truth covers what signals do to twins; model outputs are checked by
+            # their own tests (they depend on the models, not on the protocol rules).
+            "models": {"enabled": self.models},
         }
         for section, values in self.overrides.items():
             overrides.setdefault(section, {}).update(values)

@@ -34,6 +34,8 @@ __all__ = ["main"]
 
 # One representative field per product for the summary table.
 _HIGHLIGHTS = {
+    "coffee.segment": "segment",
+    "coffee.churn_risk": "churn risk",
     "coffee.brews_total": "brews",
     "thermostat.setpoint_c": "setpoint",
     "wearable.steps_total": "steps",
@@ -195,7 +197,12 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 f"for {args.days:g} day(s): {total:,} signals"
             )
             runner = FleetRunner(
-                fleet, bundles, "127.0.0.1", services.mosquitto.port, workdir / "agents"
+                fleet,
+                bundles,
+                "127.0.0.1",
+                services.mosquitto.port,
+                workdir / "agents",
+                models=True,
             )
             started = time.monotonic()
             progress = asyncio.create_task(_progress(runner, total, started))

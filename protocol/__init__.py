@@ -10,6 +10,7 @@ from ._baseline import SignalBaseline, is_baselined
 from ._catalog import (
     CATALOG,
     FIELDS,
+    MODEL_FIELDS,
     PRODUCTS,
     PURPOSES,
     FieldSpec,
@@ -72,6 +73,7 @@ __all__ = [
     "MAX_OPS_PER_DELTA",
     "MAX_TWINS_PER_DELTA",
     "MIN_KEY_BYTES",
+    "MODEL_FIELDS",
     "PREFIX",
     "PRODUCTS",
     "PURPOSES",

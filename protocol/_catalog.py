@@ -24,6 +24,7 @@ from ._errors import SchemaError
 __all__ = [
     "CATALOG",
     "FIELDS",
+    "MODEL_FIELDS",
     "PRODUCTS",
     "PURPOSES",
     "FieldSpec",
@@ -213,6 +214,26 @@ FIELDS: dict[str, FieldSpec] = {
 }
 
 #: Product types and the signals each emits.
+# Fields the device's models write (no firmware signal feeds them): per product, so that
+# the segment of one product's model never overwrites another's. ``*_model`` names the
+# model (``name@version``) that produced the value beside it.
+_DERIVED: tuple[tuple[str, ValueType, Literal["lww", "counter"], Purpose], ...] = (
+    ("segment", "int", "lww", "personalization"),
+    ("segment_model", "str", "lww", "personalization"),
+    ("churn_risk", "float", "lww", "personalization"),
+    ("churn_model", "str", "lww", "personalization"),
+    ("anomalies_total", "int", "counter", "service"),
+    ("anomaly_model", "str", "lww", "service"),
+)
+#: twin field names of the model outputs: (product, output) -> field
+MODEL_FIELDS: dict[tuple[str, str], str] = {}
+for _product in sorted({s.product for s in _SIGNALS}):
+    for _name, _type, _merge, _purpose in _DERIVED:
+        _field = f"{_product}.{_name}"
+        MODEL_FIELDS[(_product, _name)] = _field
+        FIELDS[_field] = FieldSpec(_field, _product, _type, _merge, _purpose)
+del _product, _name, _type, _merge, _purpose, _field
+
 PRODUCTS: dict[str, tuple[str, ...]] = {}
 for _spec in _SIGNALS:
     PRODUCTS[_spec.product] = (*PRODUCTS.get(_spec.product, ()), _spec.name)

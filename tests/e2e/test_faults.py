@@ -118,7 +118,10 @@ async def test_agent_sigkill_restart_with_outbox_intact(
     port = free_port()
     bundle = stack.bundles[victim]
     bundle.write_text(bundle.read_text().replace("[ingest]\nport = 0", f"[ingest]\nport = {port}"))
-    bundle.write_text(bundle.read_text() + "\n[sync]\nack_timeout_s = 2.0\n")
+    # Models off: the ground truth covers what signals do to twins, not model outputs.
+    bundle.write_text(
+        bundle.read_text() + "\n[sync]\nack_timeout_s = 2.0\n\n[models]\nenabled = false\n"
+    )
 
     def start_agent() -> asyncio.subprocess.Process:
         return asyncio.create_subprocess_exec(  # type: ignore[return-value]

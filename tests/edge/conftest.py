@@ -58,7 +58,9 @@ class Bundle:
         return load_config(self.toml, overrides, environ={})
 
 
-def make_bundle(root: Path, brand: str, device: str, product: str = "coffee") -> Bundle:
+def make_bundle(
+    root: Path, brand: str, device: str, product: str = "coffee", *, models: bool = False
+) -> Bundle:
     root.mkdir(parents=True, exist_ok=True)
     device_key, hub_key = SigningKey.generate(), SigningKey.generate()
     brand_key = uuid.uuid4().bytes * 2
@@ -69,6 +71,8 @@ def make_bundle(root: Path, brand: str, device: str, product: str = "coffee") ->
         f'[device]\nbrand = "{brand}"\nid = "{device}"\nproduct = "{product}"\n'
         'key_file = "device.key"\n\n[pseudonym]\nkey_file = "brand.key"\nepoch = 1\n\n'
         '[hub]\npublic_key_files = ["hub.pub"]\n\n[outbox]\npath = "state/outbox.sqlite"\n'
+        # These tests pin the ops signals make; model outputs have tests of their own.
+        f"\n[models]\nenabled = {'true' if models else 'false'}\n"
     )
     return Bundle(root, brand, device, device_key, hub_key, brand_key)
 

@@ -1,0 +1,131 @@
+"""infer: features and model predictions for the twins on this device.
+
+Sits between consent and delta: every accepted signal updates its customer's
+:class:`protocol.FeatureState` and, for gauges, the device's
+:class:`protocol.SignalBaseline`; the anomaly model scores each gauge reading, and the
+segment and churn models re-score a customer at most every ``every_ms`` of signal time.
+What comes out are twin field values (``<product>.segment``, ``.churn_risk``,
+``.anomalies_total`` and the ``*_model`` refs beside them) that the twin book turns into
+ops like any other. Raw behaviour never leaves the device: only these values do.
+
+State (feature buckets, baselines, last scoring time) is JSON-able and is persisted by the
+outbox in the same transaction as the ops it led to, so a restart resumes with the same
+features the models had.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from protocol import (
+    MODEL_FIELDS,
+    FeatureState,
+    Scalar,
+    SchemaError,
+    SignalBaseline,
+    is_baselined,
+)
+
+if TYPE_CHECKING:
+    from ._models import ModelStore
+
+__all__ = ["STATE_FIELD", "ModelRunner"]
+
+#: pseudo field under which a twin's model state is persisted (never a catalog field)
+STATE_FIELD = "_models"
+#: pseudo twin holding the device-wide anomaly baselines
+_DEVICE = "_device"
+
+
+class ModelRunner:
+    """Feature state and predictions of one device (one product)."""
+
+    def __init__(self, store: ModelStore, product: str, every_ms: int) -> None:
+        self.store = store
+        self.product = product
+        self.every_ms = every_ms
+        self._features: dict[str, FeatureState] = {}
+        self._scored: dict[str, int] = {}
+        self._baselines: dict[str, SignalBaseline] = {}
+        self._dirty: set[str] = set()
+        self._field = {name: MODEL_FIELDS[(product, name)] for name in _OUTPUTS}
+
+    def restore(self, values: dict[tuple[str, str], Any]) -> None:
+        """Load persisted state (the twin book's values after the outbox loaded them)."""
+        for (twin, field), state in values.items():
+            if field != STATE_FIELD or not isinstance(state, dict):
+                continue
+            try:
+                if twin == _DEVICE:
+                    self._baselines = {
+                        name: SignalBaseline.from_state(name, s) for name, s in state.items()
+                    }
+                else:
+                    self._features[twin] = FeatureState.from_state(state["features"])
+                    self._scored[twin] = int(state["scored_ms"])
+            except (SchemaError, KeyError, TypeError, ValueError):
+                continue  # a state from an older agent: start that twin afresh
+
+    def observe(
+        self, twin: str, signal: str, ts_ms: int, value: Scalar
+    ) -> list[tuple[str, Scalar]]:
+        """Account one accepted signal; return the model fields that change with it."""
+        out: list[tuple[str, Scalar]] = []
+        features = self._features.get(twin)
+        if features is None:
+            features = self._features[twin] = FeatureState(self.product)
+        features.update(signal, ts_ms, value)
+        self._dirty.add(twin)
+        if is_baselined(signal) and not isinstance(value, bool | str):
+            baseline = self._baselines.get(signal)
+            if baseline is None:
+                baseline = self._baselines[signal] = SignalBaseline(signal)
+            scored = self.store.anomaly(baseline.observe(float(value)))
+            self._dirty.add(_DEVICE)
+            if scored is not None:
+                _score, flagged, ref = scored
+                if flagged:
+                    out.append((self._field["anomalies_total"], 1))
+                out.append((self._field["anomaly_model"], ref))
+        last = self._scored.get(twin)
+        if last is None or ts_ms - last >= self.every_ms or ts_ms < last:
+            self._scored[twin] = ts_ms
+            vector = features.vector(ts_ms)
+            segment = self.store.segment(vector)
+            if segment is not None:
+                out += [
+                    (self._field["segment"], segment[0]),
+                    (self._field["segment_model"], segment[1]),
+                ]
+            churn = self.store.churn(vector)
+            if churn is not None:
+                out += [
+                    (self._field["churn_risk"], round(churn[0], 4)),
+                    (self._field["churn_model"], churn[1]),
+                ]
+        return out
+
+    def take_state(self) -> list[tuple[str, dict[str, Any]]]:
+        """(twin, state) of everything changed since the last call, for the outbox."""
+        rows: list[tuple[str, dict[str, Any]]] = []
+        for twin in self._dirty:
+            if twin == _DEVICE:
+                rows.append((twin, {n: b.to_state() for n, b in self._baselines.items()}))
+            elif twin in self._features:
+                state = {
+                    "features": self._features[twin].to_state(),
+                    "scored_ms": self._scored[twin],
+                }
+                rows.append((twin, state))
+        self._dirty.clear()
+        return rows
+
+
+_OUTPUTS = (
+    "segment",
+    "segment_model",
+    "churn_risk",
+    "churn_model",
+    "anomalies_total",
+    "anomaly_model",
+)

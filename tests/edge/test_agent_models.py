@@ -1,0 +1,119 @@
+"""The agent runs the shipped models on its customers: predictions become twin fields.
+
+An in-process agent with the default models, fed a simulated coffee machine with injected
+anomalies; its outputs are checked against the same models and feature code run by hand,
+and must survive a restart (feature state is persisted with the ops it led to).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edge_agent import BUILTIN_MODELS, Agent, ModelStore, load_config
+from firmware_sim import FaultSpec, Fleet, FleetSpec
+from firmware_sim.services import LocalServices
+from protocol import (
+    FeatureState,
+    SchemaError,
+    SignalBaseline,
+    SignalIn,
+    check_signal_value,
+    is_baselined,
+    pseudonymize,
+    signal_spec,
+)
+
+from .conftest import Bundle, make_bundle
+
+DAY = 86_400_000
+
+
+def _stream() -> tuple[list[SignalIn], str, frozenset[int]]:
+    now = time.time_ns() // 1_000_000
+    spec = FleetSpec(
+        seed=4,
+        devices=1,
+        days=5.5,
+        start_ms=now - 6 * DAY,
+        faults=FaultSpec(anomaly_rate=0.02, skew_fraction=0.0, reboots_per_day=0.0),
+    )
+    fleet = Fleet.generate(spec)
+    device = fleet.devices[0]
+    assert device.product == "coffee"
+    return fleet.signals(device.device_id), device.users[0], fleet.anomalies(device.device_id)
+
+
+def _expected(signals: list[SignalIn], subject: str) -> tuple[int, int, float]:
+    """(anomalies flagged, segment, churn risk) of ``subject`` computed by hand."""
+    store = ModelStore(Path("/nonexistent-never-created"), "coffee", {}, builtin=BUILTIN_MODELS)
+    features, baselines, flagged, seen = FeatureState("coffee"), {}, 0, set()
+    last_scored: int | None = None
+    segment = churn = None
+    for s in signals:
+        if s.seq in seen:
+            continue
+        seen.add(s.seq)
+        try:
+            value = check_signal_value(signal_spec(s.name), s.value)
+        except SchemaError:
+            continue
+        if s.subject != subject:
+            if is_baselined(s.name):  # baselines are per device, all customers
+                b = baselines.setdefault(s.name, SignalBaseline(s.name))
+                flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
+            continue
+        features.update(s.name, s.ts, value)
+        if is_baselined(s.name):
+            b = baselines.setdefault(s.name, SignalBaseline(s.name))
+            flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
+        if last_scored is None or s.ts - last_scored >= 3_600_000 or s.ts < last_scored:
+            last_scored = s.ts
+            segment = store.segment(features.vector(s.ts))[0]  # type: ignore[index]
+            churn = round(store.churn(features.vector(s.ts))[0], 4)  # type: ignore[index]
+    assert segment is not None
+    assert churn is not None
+    return flagged, segment, churn
+
+
+async def _run(bundle: Bundle, signals: list[SignalIn], port: int, restart_at: int | None) -> None:
+    cfg = load_config(bundle.toml, {"mqtt": {"port": port}}, environ={})
+    cut = restart_at if restart_at is not None else len(signals)
+    async with Agent(cfg) as agent:
+        await agent.ingest_many(signals[:cut])
+    if cut < len(signals):
+        async with Agent(cfg) as agent:
+            await agent.ingest_many(signals[cut:])
+
+
+async def test_model_outputs_are_twin_fields_and_survive_restarts(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    signals, subject, injected = _stream()
+    assert injected
+    flagged, segment, churn = _expected(signals, subject)
+    values = []
+    for name, restart in (("straight", None), ("restarted", len(signals) // 2)):
+        bundle = make_bundle(tmp_path / name, f"b{unique}", f"coffee-{name}", models=True)
+        await _run(bundle, signals, services.mosquitto.port, restart)
+        cfg = load_config(bundle.toml, {"mqtt": {"port": services.mosquitto.port}}, environ={})
+        twin = pseudonymize(bundle.brand_key, 1, subject)
+        async with Agent(cfg) as agent:
+            got = {
+                f: agent.twin_value(twin, f"coffee.{f}")
+                for f in ("segment", "segment_model", "churn_risk", "churn_model", "anomaly_model")
+            }
+            device_flags = sum(
+                agent.twin_value(pseudonymize(bundle.brand_key, 1, u), "coffee.anomalies_total")
+                or 0
+                for u in {s.subject for s in signals}
+            )
+        values.append((got, device_flags))
+        assert got["segment_model"] == "segment-coffee@1"
+        assert got["churn_model"] == "churn-coffee@1"
+        assert got["anomaly_model"] == "anomaly-coffee@1"
+        assert got["segment"] == segment
+        assert got["churn_risk"] == churn
+        assert device_flags == flagged
+    assert values[0] == values[1]  # a restart changes nothing the models computed
+    assert abs(flagged - len(injected)) <= 0.1 * len(injected)  # the detector works here

@@ -18,6 +18,7 @@ from protocol import FIELDS, TwinSyncError, check_brand, check_twin
 
 from ._errors import StoreError
 from ._metrics import Metrics
+from ._segments import MAX_CHANGES
 from ._twins import TwinReader, parse_duration_ms
 
 __all__ = ["READER", "build_app"]
@@ -167,6 +168,30 @@ async def twin_history(request: web.Request) -> web.Response:
     )
 
 
+async def segment_change_events(request: web.Request) -> web.Response:
+    """``GET /v1/brands/{brand}/segments/changes?product=&start=&end=&limit=``."""
+    brand = _brand(request)
+    product = request.query.get("product", "")
+    now_ms = time.time_ns() // 1_000_000
+    end = _time_ns(request, "end", now_ms + 1)
+    start = _time_ns(request, "start", now_ms - 7 * 86_400_000)
+    if start >= end:
+        raise _bad("bad_range", "start must be before end")
+    try:
+        limit = int(request.query.get("limit", str(MAX_CHANGES)))
+    except ValueError:
+        raise _bad("bad_limit", f"limit must be an integer in [1, {MAX_CHANGES}]") from None
+    if not 1 <= limit <= MAX_CHANGES:
+        raise _bad("bad_limit", f"limit must be an integer in [1, {MAX_CHANGES}]")
+    try:
+        events = await request.app[READER].segment_changes(brand, product, start, end, limit)
+    except ValueError as exc:
+        raise _bad("bad_product", str(exc)) from None
+    except OverflowError as exc:
+        raise _bad("too_many_changes", str(exc)) from None
+    return web.json_response({"brand": brand, "product": product, "changes": events})
+
+
 async def list_devices(request: web.Request) -> web.Response:
     """``GET /v1/brands/{brand}/devices``: online status, last seen, seq, skew."""
     brand = _brand(request)
@@ -188,4 +213,5 @@ def build_app(
     app.router.add_get("/v1/brands/{brand}/twins/{twin}", get_twin)
     app.router.add_get("/v1/brands/{brand}/twins/{twin}/history", twin_history)
     app.router.add_get("/v1/brands/{brand}/devices", list_devices)
+    app.router.add_get("/v1/brands/{brand}/segments/changes", segment_change_events)
     return app

@@ -13,6 +13,7 @@ from protocol import FIELDS, HLC, Scalar, TwinState
 
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._registry import Registry
+from ._segments import segment_changes
 
 __all__ = ["TwinReader", "parse_duration_ms"]
 
@@ -50,6 +51,12 @@ class TwinReader:
 
     def _where(self, brand: str, twin: str) -> str:
         return f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
+
+    async def segment_changes(
+        self, brand: str, product: str, start_ns: int, end_ns: int, limit: int
+    ) -> list[dict[str, Any]]:
+        """Segment change events (see _segments.py)."""
+        return await segment_changes(self._store, brand, product, start_ns, end_ns, limit)
 
     async def list_twins(self, brand: str, limit: int, after: str | None) -> list[str]:
         """Twin ids of ``brand`` in lexical order, paginated by ``after``."""

@@ -1,0 +1,82 @@
+"""Segment changes: when a customer's segment (as the device models see it) changed.
+
+Devices write ``<product>.segment`` whenever their model's answer changes (and on first
+scoring); here those points are read back in time order per twin and turned into change
+events ``{twin, time_ms, device, from, to, model}``. A first segment is an event with
+``from = None``. Merge across devices is the twin's own rule: the latest write wins, so
+two devices of one customer disagreeing shows up as changes, which is what happened.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol import HLC, MODEL_FIELDS, PRODUCTS
+
+from ._influx import InfluxStore, quote_ident, quote_str
+
+__all__ = ["MAX_CHANGES", "segment_changes"]
+
+# The agent writes a segment and its model ref as two ops stamped one after the other.
+_SAME_SCORING_NS = 1_000_000
+
+#: most change events one call returns
+MAX_CHANGES = 10_000
+
+
+async def segment_changes(
+    store: InfluxStore, brand: str, product: str, start_ns: int, end_ns: int, limit: int
+) -> list[dict[str, Any]]:
+    """Change events of ``product``'s segment for every twin of ``brand`` in [start, end)."""
+    if product not in PRODUCTS:
+        raise ValueError(f"product must be one of: {', '.join(sorted(PRODUCTS))}")
+    seg, ref = MODEL_FIELDS[(product, "segment")], MODEL_FIELDS[(product, "segment_model")]
+    # The segment before the range starts, so the first change in range has its "from".
+    where = f'"brand" = {quote_str(brand)}'
+    results = await store.query(
+        f'SELECT last({quote_ident(seg)}) FROM "twin" WHERE {where} AND time < {start_ns} '
+        'GROUP BY "twin";'
+        f'SELECT {quote_ident(seg)}, {quote_ident(ref)} FROM "twin" WHERE {where} '
+        f'AND time >= {start_ns} AND time < {end_ns} GROUP BY "twin", "device"'
+    )
+    before = {s["tags"]["twin"]: s["values"][0][1] for s in results[0].get("series", []) or []}
+    rows: dict[str, list[tuple[int, str, int | None, str | None]]] = {}
+    for s in results[1].get("series", []) or []:
+        twin, device = s["tags"]["twin"], s["tags"]["device"]
+        rows.setdefault(twin, []).extend(
+            (ts, device, None if v is None else int(v), m) for ts, v, m in s["values"]
+        )
+    events: list[dict[str, Any]] = []
+    for twin, twin_rows in rows.items():
+        twin_rows.sort(key=lambda r: r[0])
+        current = before.get(twin)
+        for i, (ts, device, value, _model) in enumerate(twin_rows):
+            if value is None or value == current:
+                continue
+            events.append(
+                {
+                    "twin": twin,
+                    "time_ms": HLC.from_ns(ts).ms,
+                    "device": device,
+                    "from": current,
+                    "to": value,
+                    "model": _model_at(twin_rows, i),
+                }
+            )
+            current = value
+    events.sort(key=lambda e: (e["time_ms"], e["twin"]))
+    if len(events) > limit:
+        raise OverflowError(f"more than {limit} segment changes: narrow the range")
+    return events
+
+
+def _model_at(rows: list[tuple[int, str, int | None, str | None]], i: int) -> str | None:
+    """The model ref in effect for row ``i``'s device: written with it, or the last before."""
+    ts, device = rows[i][0], rows[i][1]
+    ref = None
+    for other_ts, other_device, _value, model in rows:
+        if other_ts > ts + _SAME_SCORING_NS:
+            break
+        if other_device == device and model is not None:
+            ref = model
+    return ref

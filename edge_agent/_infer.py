@@ -5,8 +5,9 @@ Sits between consent and delta: every accepted signal updates its customer's
 :class:`protocol.SignalBaseline`; the anomaly model scores each gauge reading, and the
 segment and churn models re-score a customer at most every ``every_ms`` of signal time.
 What comes out are twin field values (``<product>.segment``, ``.churn_risk``,
-``.anomalies_total`` and the ``*_model`` refs beside them) that the twin book turns into
-ops like any other. Raw behaviour never leaves the device: only these values do.
+``.anomalies_total`` and the ``*_model`` refs beside them, and the features themselves as
+``<product>.f_<feature>``) that the twin book turns into ops like any other. Raw behaviour
+never leaves the device: only these values do.
 
 State (feature buckets, baselines, last scoring time) is JSON-able and is persisted by the
 outbox in the same transaction as the ops it led to, so a restart resumes with the same
@@ -18,11 +19,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from protocol import (
+    FEATURE_FIELDS,
     MODEL_FIELDS,
     FeatureState,
     Scalar,
     SchemaError,
     SignalBaseline,
+    feature_names,
     is_baselined,
 )
 
@@ -49,6 +52,7 @@ class ModelRunner:
         self._baselines: dict[str, SignalBaseline] = {}
         self._dirty: set[str] = set()
         self._field = {name: MODEL_FIELDS[(product, name)] for name in _OUTPUTS}
+        self._features_fields = [FEATURE_FIELDS[(product, n)] for n in feature_names(product)]
 
     def restore(self, values: dict[tuple[str, str], Any]) -> None:
         """Load persisted state (the twin book's values after the outbox loaded them)."""
@@ -91,6 +95,8 @@ class ModelRunner:
         if last is None or ts_ms - last >= self.every_ms or ts_ms < last:
             self._scored[twin] = ts_ms
             vector = features.vector(ts_ms)
+            # Rounded: the twin needs the gist, and tiny wiggles would each cost an op.
+            out += [(self._features_fields[i], round(v, 4)) for i, v in enumerate(vector)]
             segment = self.store.segment(vector)
             if segment is not None:
                 out += [

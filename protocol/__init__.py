@@ -36,7 +36,13 @@ from ._errors import (
     TopicError,
     TwinSyncError,
 )
-from ._features import COMMON_FEATURES, WINDOW_DAYS, FeatureState, feature_names
+from ._features import (
+    COMMON_FEATURES,
+    FEATURE_FIELDS,
+    WINDOW_DAYS,
+    FeatureState,
+    feature_names,
+)
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
@@ -66,6 +72,7 @@ __all__ = [
     "COMMON_FEATURES",
     "DEFAULT_LIMITS",
     "ENVELOPE_VERSION",
+    "FEATURE_FIELDS",
     "FIELDS",
     "HLC",
     "MANIFEST_VERSION",

@@ -24,11 +24,12 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._catalog import CATALOG, PRODUCTS, Scalar
+from ._catalog import CATALOG, FIELDS, PRODUCTS, FieldSpec, Scalar
 from ._errors import SchemaError
 
 __all__ = [
     "COMMON_FEATURES",
+    "FEATURE_FIELDS",
     "WINDOW_DAYS",
     "FeatureState",
     "feature_names",
@@ -114,6 +115,17 @@ def _trend(recent: int, recent_days: int, before: int, before_days: int) -> floa
     if rate_before <= 0:
         return 1.0 if recent == 0 else _MAX_TREND
     return min(_MAX_TREND, (recent / recent_days) / rate_before)
+
+
+#: twin field of each (product, feature). Features travel with the predictions (coarse,
+#: per-customer aggregates, purpose ``analytics``) so the hub can retrain from its twins.
+FEATURE_FIELDS: dict[tuple[str, str], str] = {}
+for _product in sorted(_HABITS):
+    for _name in feature_names(_product):
+        _field = f"{_product}.f_{_name}"
+        FEATURE_FIELDS[(_product, _name)] = _field
+        FIELDS[_field] = FieldSpec(_field, _product, "float", "lww", "analytics")
+del _product, _name, _field
 
 
 @dataclass

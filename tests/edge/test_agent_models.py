@@ -14,11 +14,13 @@ from edge_agent import BUILTIN_MODELS, Agent, ModelStore, load_config
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from firmware_sim.services import LocalServices
 from protocol import (
+    FEATURE_FIELDS,
     FeatureState,
     SchemaError,
     SignalBaseline,
     SignalIn,
     check_signal_value,
+    feature_names,
     is_baselined,
     pseudonymize,
     signal_spec,
@@ -44,12 +46,16 @@ def _stream() -> tuple[list[SignalIn], str, frozenset[int]]:
     return fleet.signals(device.device_id), device.users[0], fleet.anomalies(device.device_id)
 
 
-def _expected(signals: list[SignalIn], subject: str) -> tuple[int, int, float]:
-    """(anomalies flagged, segment, churn risk) of ``subject`` computed by hand."""
-    store = ModelStore(Path("/nonexistent-never-created"), "coffee", {}, builtin=BUILTIN_MODELS)
+def _expected(
+    signals: list[SignalIn], subject: str, root: Path
+) -> tuple[int, int, float, list[float]]:
+    """(anomalies flagged, segment, churn risk, features) of ``subject`` computed by hand."""
+    store = ModelStore(root, "coffee", {}, builtin=BUILTIN_MODELS)
+    now = time.time_ns() // 1_000_000
     features, baselines, flagged, seen = FeatureState("coffee"), {}, 0, set()
     last_scored: int | None = None
     segment = churn = None
+    vector: list[float] = []
     for s in signals:
         if s.seq in seen:
             continue
@@ -57,6 +63,8 @@ def _expected(signals: list[SignalIn], subject: str) -> tuple[int, int, float]:
         try:
             value = check_signal_value(signal_spec(s.name), s.value)
         except SchemaError:
+            continue
+        if not now - 7 * DAY < s.ts <= now + 300_000:  # the agent's timestamp window
             continue
         if s.subject != subject:
             if is_baselined(s.name):  # baselines are per device, all customers
@@ -69,11 +77,12 @@ def _expected(signals: list[SignalIn], subject: str) -> tuple[int, int, float]:
             flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
         if last_scored is None or s.ts - last_scored >= 3_600_000 or s.ts < last_scored:
             last_scored = s.ts
-            segment = store.segment(features.vector(s.ts))[0]  # type: ignore[index]
-            churn = round(store.churn(features.vector(s.ts))[0], 4)  # type: ignore[index]
+            vector = features.vector(s.ts)
+            segment = store.segment(vector)[0]  # type: ignore[index]
+            churn = round(store.churn(vector)[0], 4)  # type: ignore[index]
     assert segment is not None
     assert churn is not None
-    return flagged, segment, churn
+    return flagged, segment, churn, vector
 
 
 async def _run(bundle: Bundle, signals: list[SignalIn], port: int, restart_at: int | None) -> None:
@@ -91,7 +100,7 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
 ) -> None:
     signals, subject, injected = _stream()
     assert injected
-    flagged, segment, churn = _expected(signals, subject)
+    flagged, segment, churn, vector = _expected(signals, subject, tmp_path / "by-hand")
     values = []
     for name, restart in (("straight", None), ("restarted", len(signals) // 2)):
         bundle = make_bundle(tmp_path / name, f"b{unique}", f"coffee-{name}", models=True)
@@ -103,6 +112,10 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
                 f: agent.twin_value(twin, f"coffee.{f}")
                 for f in ("segment", "segment_model", "churn_risk", "churn_model", "anomaly_model")
             }
+            features = [
+                agent.twin_value(twin, FEATURE_FIELDS[("coffee", n)])
+                for n in feature_names("coffee")
+            ]
             device_flags = sum(
                 agent.twin_value(pseudonymize(bundle.brand_key, 1, u), "coffee.anomalies_total")
                 or 0
@@ -115,5 +128,6 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
         assert got["segment"] == segment
         assert got["churn_risk"] == churn
         assert device_flags == flagged
+        assert features == [round(v, 4) for v in vector]  # the features travel too
     assert values[0] == values[1]  # a restart changes nothing the models computed
     assert abs(flagged - len(injected)) <= 0.1 * len(injected)  # the detector works here

@@ -11,6 +11,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from protocol import PRODUCTS, TwinSyncError
 
@@ -63,11 +64,16 @@ def _parser() -> argparse.ArgumentParser:
         "with signed manifests, and score them on a held-out simulated fleet.",
     )
     config_arg(train)
-    train.add_argument(
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument(
         "--sim",
         action="store_true",
-        required=True,
-        help="train on a simulated fleet (the only source so far)",
+        help="train every model on a simulated fleet and score it on another",
+    )
+    source.add_argument(
+        "--influx",
+        metavar="BRAND",
+        help="train segment models from BRAND's twin features in the configured InfluxDB",
     )
     train.add_argument("--out", type=Path, required=True, help="output directory")
     train.add_argument("--seed", type=int, default=1)
@@ -86,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace, config: HubConfig) -> int:
     try:
-        from ._training import SimTraining, train_from_sim
+        from ._training import SimTraining, fetch_features, train_from_sim, train_segments
     except ImportError as exc:
         print(
             f"twinsync hub train: {exc}; install the extra: pip install 'twinsync[train]'",
@@ -94,6 +100,18 @@ def _train(args: argparse.Namespace, config: HubConfig) -> int:
         )
         return 2
     key = None if args.unsigned else ensure_hub_key(config.keys.secrets_dir)
+    if args.influx:
+        data = asyncio.run(fetch_features(config, args.influx))
+        report = train_segments(data, args.out, key, args.version, brand=args.influx)
+        (args.out / "report.json").parent.mkdir(parents=True, exist_ok=True)
+        (args.out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
+        for name, why in sorted(report["skipped"].items()):
+            print(f"segment-{name}: skipped, {why}")
+        if not report["models"]:
+            print("twinsync hub train: no product had enough feature rows", file=sys.stderr)
+            return 1
+        _print_report(report, args.out)
+        return 0
     setup = SimTraining(
         seed=args.seed,
         devices=args.devices,
@@ -103,6 +121,11 @@ def _train(args: argparse.Namespace, config: HubConfig) -> int:
         version=args.version,
     )
     report = train_from_sim(args.out, key, setup)
+    _print_report(report, args.out)
+    return 0
+
+
+def _print_report(report: dict[str, Any], out: Path) -> None:
     width = max(map(len, report["models"]))
     for name, metrics in sorted(report["models"].items()):
         shown = ", ".join(
@@ -112,11 +135,9 @@ def _train(args: argparse.Namespace, config: HubConfig) -> int:
         )
         print(f"{name.ljust(width)}  {shown}")
     print(f"segments: k={report['segments']['k']} (best mean stability over products)")
-    print(
-        f"trained on {report['twins_trained']} customer-device pairs in {report['seconds']:.0f} s;"
-        f" report: {args.out / 'report.json'}"
-    )
-    return 0
+    pairs = report.get("twins_trained")
+    trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
+    print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")
 
 
 async def _run(config: HubConfig) -> int:

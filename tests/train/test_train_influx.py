@@ -1,0 +1,85 @@
+"""``twinsync hub train --influx``: segment models learnt from the twins' feature fields.
+
+The rows are what agents write (``<product>.f_<feature>`` per twin and device), put into
+a real influxd; the learnt segments must recover the simulator's personas.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from sklearn.metrics import adjusted_rand_score
+
+from cloud_hub import load_hub_config
+from cloud_hub.cli import main as hub_main
+from firmware_sim import FaultSpec, Fleet, FleetSpec
+from firmware_sim.services import LocalServices
+from protocol import FEATURE_FIELDS, FeatureState, ModelManifest, feature_names, pseudonymize
+
+
+def _write_twin_features(url: str, db: str, brand: str) -> dict[str, list[tuple[list[float], str]]]:
+    fleet = Fleet.generate(
+        FleetSpec(seed=21, devices=160, days=30, churn_fraction=0.0, faults=FaultSpec.none())
+    )
+    key = secrets.token_bytes(32)
+    lines, truth = [], {}
+    ts = fleet.end_ms * 1_000_000
+    for dev in fleet.devices:
+        states: dict[str, FeatureState] = {}
+        for s in fleet.signals(dev.device_id):
+            states.setdefault(s.subject, FeatureState(dev.product)).update(s.name, s.ts, s.value)
+        for subject, fs in states.items():
+            twin = pseudonymize(key, 1, subject)
+            vector = [round(v, 4) for v in fs.vector(fleet.end_ms)]
+            truth.setdefault(dev.product, []).append((vector, fleet.customer(subject).persona))
+            for i, (name, value) in enumerate(zip(feature_names(dev.product), vector, strict=True)):
+                field = FEATURE_FIELDS[(dev.product, name)]
+                tags = f"brand={brand},device={dev.device_id},twin={twin}"
+                lines.append(f"twin,{tags} {field}={value!r} {ts + i}")
+    urllib.request.urlopen(
+        urllib.request.Request(f"{url}/query", data=f"q=CREATE DATABASE {db}".encode())
+    )
+    body = "\n".join(lines).encode()
+    urllib.request.urlopen(urllib.request.Request(f"{url}/write?db={db}&precision=ns", data=body))
+    return truth
+
+
+def test_segments_learnt_from_influx_recover_personas(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    db, brand = f"tr{unique}", f"b{unique}"
+    truth = _write_twin_features(services.influxd.url, db, brand)
+    (tmp_path / "hub.toml").write_text(
+        f'[influx]\nurl = "{services.influxd.url}"\ndatabase = "{db}"\n'
+        '[keys]\nsecrets_dir = "secrets"\n'
+    )
+    out = tmp_path / "models"
+    assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", brand,
+                     "--out", str(out), "--version", "7"]) == 0  # fmt: skip
+    config = load_hub_config(tmp_path / "hub.toml", environ={})
+    from cloud_hub._provision import ensure_hub_key
+
+    key = ensure_hub_key(config.keys.secrets_dir)
+    report = json.loads((out / "report.json").read_text())
+    assert report["segments"]["k"] == 5
+    for product, rows in truth.items():
+        manifest = ModelManifest.from_json((out / f"segment-{product}.manifest.json").read_text())
+        manifest.verify({key.kid: key.public})
+        data = (out / f"segment-{product}.onnx").read_bytes()
+        manifest.check_file(data)
+        assert manifest.version == 7
+        held = report["models"][f"segment-{product}"]
+        assert held["heldout_agreement"] > 0.6  # k-means itself is not perfectly stable
+        assert held["heldout_silhouette"] > 0.1
+        session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+        x = np.asarray([r[0] for r in rows], np.float32)
+        (labels,) = session.run(["label"], {"features": x})
+        # 30 days of 160 devices: enough to find the personas, not to separate them all
+        assert adjusted_rand_score([r[1] for r in rows], labels) > 0.7, product
+    assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", "nobody",
+                     "--out", str(tmp_path / "none")]) == 1  # fmt: skip

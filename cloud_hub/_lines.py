@@ -47,12 +47,15 @@ def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[st
     return n
 
 
-def device_line(brand: str, device: str, fields: dict[str, bool | int], ts_ms: int) -> str:
-    """A ``device`` measurement point (liveness, last seq, skew, outbox health)."""
+def device_line(brand: str, device: str, fields: dict[str, bool | int | str], ts_ms: int) -> str:
+    """A ``device`` measurement point (liveness, last seq, skew, outbox health, models)."""
     parts = []
     for key, value in fields.items():
         if isinstance(value, bool):
             parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, str):
+            text = value.replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'{key}="{text}"')
         else:
             parts.append(f"{key}={int(value)}i")
     return f"device,brand={brand},device={device} {','.join(parts)} {ts_ms * 1_000_000}"

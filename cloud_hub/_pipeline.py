@@ -165,7 +165,7 @@ class Pipeline:
             batch.ops += twin_lines(verdict.brand, verdict.device, verdict.body.twins, batch.lines)
             batch.deltas += 1
             batch.written[key].append(verdict.seq)
-            fields: dict[str, bool | int] = {"last_seq": verdict.seq, "skew_ms": skew}
+            fields: dict[str, bool | int | str] = {"last_seq": verdict.seq, "skew_ms": skew}
         else:
             status: Status = verdict.body
             fields = {
@@ -174,6 +174,10 @@ class Pipeline:
                 "outbox_bytes": status.outbox_bytes,
                 "dropped": status.dropped,
                 "skew_ms": skew,
+                "models": ",".join(status.models),
+                "model_failures": ";".join(
+                    f"{name}={why}" for name, why in sorted(status.model_failures.items())
+                ),
             }
         batch.lines.append(device_line(verdict.brand, verdict.device, fields, incoming.received_ms))
 

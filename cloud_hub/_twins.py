@@ -159,7 +159,16 @@ class TwinReader:
 
     async def devices(self, brand: str) -> list[dict[str, Any]]:
         """Registry devices of ``brand`` joined with their latest liveness point."""
-        cols = ("online", "last_seq", "skew_ms", "outbox_depth", "outbox_bytes", "dropped")
+        cols = (
+            "online",
+            "last_seq",
+            "skew_ms",
+            "outbox_depth",
+            "outbox_bytes",
+            "dropped",
+            "models",
+            "model_failures",
+        )
         q = ";".join(
             f'SELECT last({quote_ident(c)}) FROM "device" WHERE "brand" = {quote_str(brand)} '
             f'GROUP BY "device"'
@@ -185,6 +194,12 @@ class TwinReader:
                     "last_seq": row.get("last_seq"),
                     "skew_ms": row.get("skew_ms"),
                     "outbox_depth": row.get("outbox_depth"),
+                    "models": [m for m in (row.get("models") or "").split(",") if m],
+                    "model_failures": dict(
+                        item.split("=", 1)
+                        for item in (row.get("model_failures") or "").split(";")
+                        if "=" in item
+                    ),
                 }
             )
         return out

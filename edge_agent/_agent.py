@@ -18,6 +18,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from protocol import Clock, Delta, SignalIn, SystemClock, packb
 
@@ -27,6 +28,9 @@ from ._ingest import IngestServer
 from ._outbox import Outbox
 from ._sync import Uplink
 from ._twin import IngestResult, TwinBook
+
+if TYPE_CHECKING:
+    from ._models import ModelStore
 
 __all__ = ["Agent"]
 
@@ -72,6 +76,7 @@ class Agent:
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._next_seq = 0
+        self._models: ModelStore | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -92,10 +97,12 @@ class Agent:
                 cfg.models.dir, cfg.device.product, self._keys.hub, builtin=BUILTIN_MODELS
             )
             self._book.attach(ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000))
+            self._models = store
             log.info("models serving: %s", ", ".join(sorted(store.running().values())) or "none")
         self._uplink = Uplink(
             cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
         )
+        self._uplink.models = self._models
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()

@@ -16,7 +16,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import aiomqtt
 
@@ -37,6 +37,9 @@ from protocol import (
 
 from ._config import AgentConfig, Keys
 from ._outbox import Outbox
+
+if TYPE_CHECKING:
+    from ._models import ModelStore
 
 __all__ = ["Uplink"]
 
@@ -73,6 +76,8 @@ class Uplink:
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
         #: The newest hub-signed desired settings seen (nothing applies them yet).
         self.desired: Desired | None = None
+        #: the agent's model store, when models run: reported in the device status
+        self.models: ModelStore | None = None
         self._attempts: dict[int, int] = {}
 
     def _seal(self, kind: Literal["delta", "status"], seq: int, body: bytes) -> bytes:
@@ -99,8 +104,18 @@ class Uplink:
             dropped=extra.get("dropped", 0),
             rejected_signals=extra.get("rejected", 0),
             last_seq=extra.get("last_seq", 0),
+            **self._models_status(),
         )
         return self._seal("status", 0, packb(body.to_wire()))
+
+    def _models_status(self) -> dict[str, Any]:
+        store = self.models
+        if store is None:
+            return {}
+        return {
+            "models": tuple(sorted(store.running().values())),
+            "model_failures": {name: f"{f.reason} {f.ref}" for name, f in store.failures().items()},
+        }
 
     def _client(self) -> aiomqtt.Client:
         m = self._config.mqtt

@@ -209,6 +209,10 @@ class Status(_Body):
     dropped: _Int = Field(ge=0, default=0)
     rejected_signals: _Int = Field(ge=0, default=0)
     last_seq: _Int = Field(ge=0, default=0)
+    #: models serving on the device (``name@version``), and the last refusal per model
+    #: name (``"<reason> <name@version>"``): what a rollout reports back
+    models: tuple[_Str, ...] = Field(default=(), max_length=32)
+    model_failures: dict[_Str, _Str] = Field(default_factory=dict, max_length=32)
 
 
 class Desired(_Body):

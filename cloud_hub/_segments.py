@@ -9,6 +9,7 @@ two devices of one customer disagreeing shows up as changes, which is what happe
 
 from __future__ import annotations
 
+import bisect
 from typing import Any
 
 from protocol import HLC, MODEL_FIELDS, PRODUCTS
@@ -49,8 +50,9 @@ async def segment_changes(
     events: list[dict[str, Any]] = []
     for twin, twin_rows in rows.items():
         twin_rows.sort(key=lambda r: r[0])
+        refs = _refs_by_device(twin_rows)
         current = before.get(twin)
-        for i, (ts, device, value, _model) in enumerate(twin_rows):
+        for ts, device, value, _model in twin_rows:
             if value is None or value == current:
                 continue
             events.append(
@@ -60,7 +62,7 @@ async def segment_changes(
                     "device": device,
                     "from": current,
                     "to": value,
-                    "model": _model_at(twin_rows, i),
+                    "model": _model_at(refs.get(device), ts),
                 }
             )
             current = value
@@ -70,13 +72,23 @@ async def segment_changes(
     return events
 
 
-def _model_at(rows: list[tuple[int, str, int | None, str | None]], i: int) -> str | None:
-    """The model ref in effect for row ``i``'s device: written with it, or the last before."""
-    ts, device = rows[i][0], rows[i][1]
-    ref = None
-    for other_ts, other_device, _value, model in rows:
-        if other_ts > ts + _SAME_SCORING_NS:
-            break
-        if other_device == device and model is not None:
-            ref = model
-    return ref
+def _refs_by_device(
+    rows: list[tuple[int, str, int | None, str | None]],
+) -> dict[str, tuple[list[int], list[str]]]:
+    """Per device, the times and values of its model-ref points (``rows`` are time-sorted)."""
+    refs: dict[str, tuple[list[int], list[str]]] = {}
+    for ts, device, _value, model in rows:
+        if model is not None:
+            times, models = refs.setdefault(device, ([], []))
+            times.append(ts)
+            models.append(model)
+    return refs
+
+
+def _model_at(refs: tuple[list[int], list[str]] | None, ts: int) -> str | None:
+    """The device's model ref for a segment at ``ts``: written with it, or the last before."""
+    if refs is None:
+        return None
+    times, models = refs
+    i = bisect.bisect_right(times, ts + _SAME_SCORING_NS)
+    return models[i - 1] if i else None

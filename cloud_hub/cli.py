@@ -103,8 +103,6 @@ def _train(args: argparse.Namespace, config: HubConfig) -> int:
     if args.influx:
         data = asyncio.run(fetch_features(config, args.influx))
         report = train_segments(data, args.out, key, args.version, brand=args.influx)
-        (args.out / "report.json").parent.mkdir(parents=True, exist_ok=True)
-        (args.out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True))
         for name, why in sorted(report["skipped"].items()):
             print(f"segment-{name}: skipped, {why}")
         if not report["models"]:

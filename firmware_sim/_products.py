@@ -75,12 +75,6 @@ class Stream:
             return 1.0
         return 0.7 if user == self.users[0] else 0.5
 
-    def pick_user(self, primary_share: float = 0.7) -> str:
-        """Who uses a shared device this time."""
-        if len(self.users) == 1 or self.rng.random() < primary_share:
-            return self.users[0]
-        return self.rng.choice(self.users)
-
 
 def _hour_of(ts: int) -> int:
     return (ts // HOUR_MS) % 24

@@ -44,7 +44,6 @@ class Fitted:
     onnx: bytes
     metrics: dict[str, float]
     threshold: float = 0.0
-    model: Any = None
 
 
 def _to_onnx(model: Any, n_features: int, options: dict[Any, Any] | None = None) -> onnx.ModelProto:
@@ -112,7 +111,7 @@ def fit_segment(x: list[list[float]], k: int, *, seed: int = 0) -> Fitted:
         [("scale", StandardScaler()), ("kmeans", KMeans(k, n_init=20, random_state=seed))]
     ).fit(xs)
     proto = _keep_outputs(_to_onnx(model, xs.shape[1]), {"label"})
-    return Fitted(proto.SerializeToString(), {"k": float(k)}, model=model)
+    return Fitted(proto.SerializeToString(), {"k": float(k)})
 
 
 def fit_churn(x: list[list[float]], y: list[bool], *, seed: int = 0) -> Fitted:
@@ -137,7 +136,7 @@ def fit_churn(x: list[list[float]], y: list[bool], *, seed: int = 0) -> Fitted:
     proto = _to_onnx(model, xs.shape[1], {id(model): {"zipmap": False}})
     proto = _keep_outputs(proto, {"probabilities"})
     train_auc = _auc(ys, model.predict_proba(xs)[:, 1])
-    return Fitted(proto.SerializeToString(), {"train_auc": train_auc}, model=model)
+    return Fitted(proto.SerializeToString(), {"train_auc": train_auc})
 
 
 def fit_anomaly(x: list[list[float]], injected: list[bool], *, seed: int = 0) -> Fitted:
@@ -177,7 +176,7 @@ def fit_anomaly(x: list[list[float]], injected: list[bool], *, seed: int = 0) ->
     graph.output.append(helper.make_tensor_value_info("scores", onnx.TensorProto.FLOAT, [None, 1]))
     proto = _keep_outputs(proto, {"scores"})
     onnx.checker.check_model(proto)
-    return Fitted(proto.SerializeToString(), {"train_f1": f1}, threshold=threshold, model=model)
+    return Fitted(proto.SerializeToString(), {"train_f1": f1}, threshold=threshold)
 
 
 def precision_recall(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from cloud_hub._influx import InfluxStore, quote_ident, quote_str
 from protocol import FEATURE_FIELDS, PRODUCTS, SigningKey, feature_names
 
 from ._fit import choose_k, fit_segment, stability
-from ._train import _run, _write
+from ._train import _run, _write, write_report
 
 __all__ = ["fetch_features", "train_segments", "twin_features"]
 
@@ -65,15 +65,29 @@ def train_segments(
     brand: str,
     seed: int = 1,
 ) -> dict[str, Any]:
-    """Fit one segment model per product; write ONNX + manifests; return the report."""
+    """Fit one segment model per product; write ONNX, manifests and report.json."""
     started = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
     usable = {p: np.asarray(x, np.float32) for p, x in data.items() if len(x) >= MIN_ROWS}
     report: dict[str, Any] = {"brand": brand, "models": {}, "skipped": {}}
     for p, x in data.items():
         if p not in usable:
             report["skipped"][p] = f"{len(x)} complete feature rows (< {MIN_ROWS})"
-    if not usable:
-        return report
+    if usable:
+        _fit_all(usable, out, key, version, seed, report)
+    report["seconds"] = time.perf_counter() - started
+    write_report(out, report)
+    return report
+
+
+def _fit_all(
+    usable: dict[str, np.ndarray],
+    out: Path,
+    key: SigningKey | None,
+    version: int,
+    seed: int,
+    report: dict[str, Any],
+) -> None:
     rng = np.random.default_rng(seed)
     splits = {}
     for p, x in usable.items():
@@ -86,7 +100,6 @@ def train_segments(
     }
     k = choose_k(list(curves.values()))
     report["segments"] = {"k": k, "stability": curves}
-    out.mkdir(parents=True, exist_ok=True)
     for p, (train, held) in splits.items():
         fitted = fit_segment(train.tolist(), k, seed=seed)
         labels = _run(fitted.onnx, "label", held.tolist())
@@ -104,5 +117,3 @@ def train_segments(
         fitted.metrics["rows"] = float(len(train) + len(held))
         manifest = _write(out, "segment", p, fitted, feature_names(p), key, version)
         report["models"][manifest.name] = {"ref": manifest.ref, **fitted.metrics}
-    report["seconds"] = time.perf_counter() - started
-    return report

@@ -208,5 +208,10 @@ def train_from_sim(
             report["models"][m.name] = {"ref": m.ref, "threshold": m.threshold, **anomaly.metrics}
     report["seconds"] = time.perf_counter() - started
     report["twins_trained"] = twins_trained
-    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+    write_report(out, report)
     return report
+
+
+def write_report(out: Path, report: dict[str, Any]) -> None:
+    """``report.json`` beside the models (what was trained, on what, and how it scored)."""
+    (out / "report.json").write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")

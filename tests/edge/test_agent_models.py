@@ -66,15 +66,12 @@ def _expected(
             continue
         if not now - 7 * DAY < s.ts <= now + 300_000:  # the agent's timestamp window
             continue
-        if s.subject != subject:
-            if is_baselined(s.name):  # baselines are per device, all customers
-                b = baselines.setdefault(s.name, SignalBaseline(s.name))
-                flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
-            continue
-        features.update(s.name, s.ts, value)
-        if is_baselined(s.name):
+        if is_baselined(s.name):  # baselines are per device: every customer's readings
             b = baselines.setdefault(s.name, SignalBaseline(s.name))
             flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
+        if s.subject != subject:
+            continue
+        features.update(s.name, s.ts, value)
         if last_scored is None or s.ts - last_scored >= 3_600_000 or s.ts < last_scored:
             last_scored = s.ts
             vector = features.vector(s.ts)

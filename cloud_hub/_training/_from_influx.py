@@ -47,6 +47,9 @@ async def twin_features(store: InfluxStore, brand: str, product: str) -> list[li
         vector = [row.get(f) for f in fields]
         if all(v is not None for v in vector):
             rows.append([float(v) for v in vector])  # type: ignore[arg-type]
+    # Influx returns series in tag order, i.e. by pseudonym: sort by content instead, so
+    # that the split (and the model) does not change when the pseudonym key rotates.
+    rows.sort()
     return rows
 
 

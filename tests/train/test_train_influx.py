@@ -24,7 +24,16 @@ from protocol import FEATURE_FIELDS, FeatureState, ModelManifest, feature_names,
 
 def _write_twin_features(url: str, db: str, brand: str) -> dict[str, list[tuple[list[float], str]]]:
     fleet = Fleet.generate(
-        FleetSpec(seed=21, devices=160, days=30, churn_fraction=0.0, faults=FaultSpec.none())
+        FleetSpec(
+            seed=21,
+            devices=160,
+            days=30,
+            # A fixed window: features depend on days and dayparts, so "now - 2 days" would
+            # give different data (and a different training run) every time.
+            start_ms=1_767_225_600_000,
+            churn_fraction=0.0,
+            faults=FaultSpec.none(),
+        )
     )
     key = secrets.token_bytes(32)
     lines, truth = [], {}

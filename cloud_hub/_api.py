@@ -7,6 +7,9 @@ what to change.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -14,9 +17,10 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import FIELDS, TwinSyncError, check_brand, check_twin
+from protocol import FIELDS, PRODUCTS, TwinSyncError, check_brand, check_twin
 
 from ._errors import StoreError
+from ._events import SegmentFeed, Subscriber
 from ._metrics import Metrics
 from ._segments import MAX_CHANGES
 from ._twins import TwinReader, parse_duration_ms
@@ -26,6 +30,8 @@ __all__ = ["READER", "build_app"]
 log = logging.getLogger("cloud_hub.api")
 
 READER = web.AppKey("reader", TwinReader)
+FEED = web.AppKey("feed", SegmentFeed)
+_KEEPALIVE_S = 15.0
 METRICS = web.AppKey("metrics", Metrics)
 ReadyProbe = Callable[[], Awaitable[dict[str, bool]]]
 READY: web.AppKey[ReadyProbe] = web.AppKey("ready")
@@ -69,8 +75,6 @@ def _twin(request: web.Request) -> str:
 
 
 def _json_error(code: str, message: str) -> str:
-    import json
-
     return json.dumps({"error": {"code": code, "message": message}})
 
 
@@ -192,6 +196,80 @@ async def segment_change_events(request: web.Request) -> web.Response:
     return web.json_response({"brand": brand, "product": product, "changes": events})
 
 
+async def stream_segment_changes(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/brands/{brand}/segments/changes/stream?product=&since=``: Server-Sent
+    Events, one ``segment_change`` per change as the hub stores it (see _events.py).
+
+    ``since`` (Unix ms) or a ``Last-Event-ID`` header replays the changes from then on
+    first (the query path), so a client that reconnects misses nothing; an event's id is
+    its ``time_ms``. Delivery is at least once: dedupe on (twin, time_ms).
+    """
+    brand = _brand(request)
+    product = request.query.get("product", "")
+    if product not in PRODUCTS:
+        raise _bad("bad_product", f"product must be one of: {', '.join(sorted(PRODUCTS))}")
+    since_raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    feed = request.app[FEED]
+    async with feed.subscribe(brand, product) as sub:  # before the replay: no gap
+        replay: list[dict[str, Any]] = []
+        if since_raw is not None:
+            try:
+                since_ns = int(since_raw) * 1_000_000
+            except ValueError:
+                raise _bad("bad_since", "since / Last-Event-ID must be Unix ms") from None
+            end_ns = time.time_ns() + 1
+            try:
+                replay = await request.app[READER].segment_changes(
+                    brand, product, since_ns, end_ns, MAX_CHANGES
+                )
+            except OverflowError as exc:
+                raise _bad("too_many_changes", str(exc)) from None
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        with contextlib.suppress(ConnectionResetError):  # the client went away
+            for event in replay:
+                await response.write(_sse(event))
+            await _pump(request, response, sub, feed)
+    return response
+
+
+async def _pump(
+    request: web.Request, response: web.StreamResponse, sub: Subscriber, feed: SegmentFeed
+) -> None:
+    loop = asyncio.get_running_loop()
+    quiet_since, dropped = loop.time(), 0
+    while not feed.closed:
+        # aiohttp does not cancel a handler whose client left: look every second.
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            return
+        try:
+            async with asyncio.timeout(1.0):
+                event = await sub.queue.get()
+        except TimeoutError:
+            if loop.time() - quiet_since >= _KEEPALIVE_S:
+                await response.write(b": keepalive\n\n")
+                quiet_since = loop.time()
+            continue
+        if event is None:
+            return
+        await response.write(_sse(event))
+        quiet_since = loop.time()
+        if sub.dropped != dropped:
+            # The client is slower than the fleet: say so, it can re-query the range.
+            dropped = sub.dropped
+            note = json.dumps({"dropped": dropped})
+            await response.write(f"event: overflow\ndata: {note}\n\n".encode())
+
+
+def _sse(event: dict[str, Any]) -> bytes:
+    return (
+        f"id: {event['time_ms']}\nevent: segment_change\ndata: {json.dumps(event)}\n\n"
+    ).encode()
+
+
 async def list_devices(request: web.Request) -> web.Response:
     """``GET /v1/brands/{brand}/devices``: online status, last seen, seq, skew."""
     brand = _brand(request)
@@ -199,11 +277,15 @@ async def list_devices(request: web.Request) -> web.Response:
 
 
 def build_app(
-    reader: TwinReader, metrics_: Metrics, ready: Callable[[], Awaitable[dict[str, bool]]]
+    reader: TwinReader,
+    metrics_: Metrics,
+    ready: Callable[[], Awaitable[dict[str, bool]]],
+    feed: SegmentFeed,
 ) -> web.Application:
     """The aiohttp application with every route."""
     app = web.Application(middlewares=[_errors])
     app[READER] = reader
+    app[FEED] = feed
     app[METRICS] = metrics_
     app[READY] = ready
     app.router.add_get("/healthz", healthz)
@@ -214,4 +296,5 @@ def build_app(
     app.router.add_get("/v1/brands/{brand}/twins/{twin}/history", twin_history)
     app.router.add_get("/v1/brands/{brand}/devices", list_devices)
     app.router.add_get("/v1/brands/{brand}/segments/changes", segment_change_events)
+    app.router.add_get("/v1/brands/{brand}/segments/changes/stream", stream_segment_changes)
     return app

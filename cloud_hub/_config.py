@@ -105,6 +105,17 @@ class LimitSettings(_Section):
     replay_window: int = Field(4096, ge=64, le=1 << 20)
 
 
+class ModelRolloutSettings(_Section):
+    """Model rollout (docs/hub.md, "Model rollout")."""
+
+    #: where uploaded model files are kept (shared by every hub instance, like the registry)
+    dir: Path = Path("models")
+    #: base URL devices download model files from; "" = this instance's API URL
+    public_url: str = Field("", pattern=r"^(https?://\S+)?$")
+    #: how often device model sets are recomputed (changes through the API apply at once)
+    reconcile_s: float = Field(10.0, gt=0, le=3600)
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -114,6 +125,7 @@ class HubConfig(_Section):
     registry: RegistrySettings = RegistrySettings()
     keys: KeySettings = KeySettings()
     limits: LimitSettings = LimitSettings()
+    models: ModelRolloutSettings = ModelRolloutSettings()
 
     def resolved(self, base: Path) -> HubConfig:
         """Copy with relative paths made absolute against ``base``."""
@@ -121,6 +133,7 @@ class HubConfig(_Section):
             update={
                 "registry": self.registry.model_copy(update={"path": base / self.registry.path}),
                 "keys": self.keys.model_copy(update={"secrets_dir": base / self.keys.secrets_dir}),
+                "models": self.models.model_copy(update={"dir": base / self.models.dir}),
             }
         )
 

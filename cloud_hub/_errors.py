@@ -4,6 +4,7 @@ protocol.TwinSyncError
 └── CloudHubError          root of everything the hub raises
     ├── ConfigError        hub.toml / environment invalid: fix the named setting
     ├── RegistryError      device registry unreadable, device unknown or revoked
+    ├── RolloutError       a model upload or rollout request that cannot be done
     └── StoreError         InfluxDB unreachable or refused a write/query
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 from protocol import TwinSyncError
 
-__all__ = ["CloudHubError", "ConfigError", "RegistryError", "StoreError"]
+__all__ = ["CloudHubError", "ConfigError", "RegistryError", "RolloutError", "StoreError"]
 
 
 class CloudHubError(TwinSyncError):
@@ -38,3 +39,14 @@ class StoreError(CloudHubError):
     def __init__(self, message: str, *, retryable: bool = True, reason: str | None = None) -> None:
         super().__init__(message, reason=reason)
         self.retryable = retryable
+
+
+class RolloutError(CloudHubError):
+    """A model upload or rollout request that cannot be done; ``status`` is the HTTP code
+    the API answers with."""
+
+    reason = "rollout"
+
+    def __init__(self, message: str, *, reason: str, status: int = 400) -> None:
+        super().__init__(message, reason=reason)
+        self.status = status

@@ -23,12 +23,17 @@ from protocol import Clock, SystemClock
 from ._api import build_app
 from ._config import HubConfig
 from ._errors import StoreError
+from ._events import SegmentFeed
 from ._influx import InfluxStore
 from ._metrics import Metrics
+from ._model_repo import ModelRepo
 from ._mqtt import HubMqtt
 from ._pipeline import Pipeline
 from ._provision import ensure_hub_key
+from ._publisher import ModelPublisher
 from ._registry import Registry
+from ._rollout_api import RolloutContext, add_rollout_routes
+from ._rollouts import RolloutStore
 from ._twins import TwinReader
 from ._verify import ReplayWindows, Verifier
 
@@ -51,6 +56,20 @@ class Hub:
         self.windows = ReplayWindows(config.limits.replay_window)
         self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
+        self.models = ModelRepo(config.registry.path, config.models.dir)
+        self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
+        self._publisher = ModelPublisher(
+            self.rollouts,
+            self._mqtt,
+            self._key,
+            self.clock,
+            self.metrics,
+            base_url=lambda: config.models.public_url or self.api_url,
+            interval_s=config.models.reconcile_s,
+            brands=config.mqtt.brands,
+        )
+        self.feed = SegmentFeed(self.reader.segment_before, self.metrics)
+        self._mqtt.on_event = self.feed.deliver
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -69,7 +88,17 @@ class Hub:
     async def __aenter__(self) -> Hub:
         await self._store.__aenter__()
         try:
-            app = build_app(self.reader, self.metrics, self._checks)
+            app = build_app(self.reader, self.metrics, self._checks, self.feed)
+            add_rollout_routes(
+                app,
+                RolloutContext(
+                    self.models,
+                    self.rollouts,
+                    self._publisher,
+                    self.reader,
+                    {self._key.kid: self._key.public},
+                ),
+            )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
@@ -86,6 +115,12 @@ class Hub:
             await self._close_io()
             raise
         log.info("hub API on %s", self.api_url)
+        if not self.config.models.public_url and self.config.api.host in ("0.0.0.0", "::", ""):
+            log.warning(
+                "models.public_url is not set and the API listens on all interfaces: devices "
+                "will be told to download models from %s; set models.public_url",
+                self.api_url,
+            )
         return self
 
     @staticmethod
@@ -126,22 +161,31 @@ class Hub:
             )
             run = asyncio.ensure_future(pipeline.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
+            publish = asyncio.ensure_future(self._publisher.run())
+            feed = asyncio.ensure_future(self.feed.run())
             try:
                 # Ready means subscribed: from then on nothing published is missed.
                 await asyncio.wait([run, subscribed], return_when=asyncio.FIRST_COMPLETED)
                 if subscribed.done():
                     self.ready.set()
-                await run
+                # Either loop ending is fatal for this instance (both run until cancelled).
+                done, _ = await asyncio.wait(
+                    [run, publish, feed], return_when=asyncio.FIRST_COMPLETED
+                )
+                for task in done:
+                    task.result()
             finally:
-                for task in (run, subscribed):
+                tasks = (run, subscribed, publish, feed)
+                for task in tasks:
                     task.cancel()
-                await asyncio.gather(run, subscribed, return_exceptions=True)
+                await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait(self) -> None:
         """Block until a background task fails (its exception is raised) or forever."""
         await asyncio.gather(*self._tasks)
 
     async def _close_io(self) -> None:
+        self.feed.close()  # open streams end, so the runner's cleanup need not wait
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None

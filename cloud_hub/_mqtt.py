@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import hub_subscriptions
 
 from ._config import MqttSettings
+from ._events import SEGMENT_EVENTS_FILTER, is_event_topic, segment_topic
 from ._inbox import Inbox
 from ._metrics import Metrics
 
@@ -76,6 +77,8 @@ class HubMqtt:
         client.on_subscribe = self._on_subscribe
         self._subscribe_mid: int | None = None
         self._client = client
+        #: called on the loop with (topic, payload) of hub-to-hub announcements
+        self.on_event: Callable[[str, bytes], None] | None = None
 
     # paho callbacks run on paho's network thread: hop to the loop for anything else.
     def _on_connect(
@@ -87,6 +90,9 @@ class HubMqtt:
         # Subscribing on every connect is idempotent and survives a broker that lost state.
         # Ready only once the broker confirmed it: before that, messages would be missed.
         filters = hub_subscriptions(self._settings.shared_group or None, self._settings.brands)
+        # Announcements between instances: every instance needs all of them (not shared).
+        brands = self._settings.brands
+        filters += [segment_topic(b) for b in brands] if brands else [SEGMENT_EVENTS_FILTER]
         _, self._subscribe_mid = client.subscribe([(f, 1) for f in filters])
         log.info("connected to mqtt://%s:%d", self._settings.host, self._settings.port)
 
@@ -118,6 +124,13 @@ class HubMqtt:
             self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
+        if is_event_topic(msg.topic):
+            # Live announcements: nothing to make durable, so acknowledge at once.
+            if msg.qos > 0:
+                self._client.ack(msg.mid, msg.qos)
+            if self.on_event is not None:
+                self._call(self.on_event, msg.topic, bytes(msg.payload))
+            return
         incoming = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._now_ms())
         # Blocking paho's thread while the inbox is full is the backpressure: it stops
         # reading the socket, so the broker stops sending.

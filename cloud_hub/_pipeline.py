@@ -11,6 +11,7 @@ own point (see docs/architecture.md), so at-least-once delivery is exactly-once 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -34,6 +35,7 @@ from protocol import (
 
 from ._config import InfluxSettings
 from ._errors import StoreError
+from ._events import segment_ops, segment_topic
 from ._inbox import Inbox
 from ._influx import InfluxStore
 from ._lines import device_line, twin_lines
@@ -61,6 +63,8 @@ class _Batch:
         default_factory=lambda: defaultdict(list)
     )
     replayed: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: brand -> segment ops stored by this batch (announced once the write is durable)
+    segments: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
     ops: int = 0
     deltas: int = 0
 
@@ -163,6 +167,7 @@ class Pipeline:
         self._metrics.set("twinsync_hub_device_skew_ms", skew)
         if isinstance(verdict.body, Delta):
             batch.ops += twin_lines(verdict.brand, verdict.device, verdict.body.twins, batch.lines)
+            segment_ops(verdict.device, verdict.body.twins, batch.segments[verdict.brand])
             batch.deltas += 1
             batch.written[key].append(verdict.seq)
             fields: dict[str, bool | int | str] = {"last_seq": verdict.seq, "skew_ms": skew}
@@ -217,6 +222,9 @@ class Pipeline:
         self._metrics.inc("twinsync_hub_ops_written_total", batch.ops)
         self._metrics.inc("twinsync_hub_deltas_written_total", batch.deltas)
         self._send_acks(batch)
+        for brand, rows in batch.segments.items():
+            if rows:
+                self._mqtt.publish(segment_topic(brand), json.dumps(rows).encode(), qos=1)
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from protocol import FIELDS, HLC, Scalar, TwinState
+from protocol import FIELDS, HLC, MODEL_FIELDS, Scalar, TwinState
 
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._registry import Registry
@@ -57,6 +57,18 @@ class TwinReader:
     ) -> list[dict[str, Any]]:
         """Segment change events (see _segments.py)."""
         return await segment_changes(self._store, brand, product, start_ns, end_ns, limit)
+
+    async def segment_before(
+        self, brand: str, product: str, twin: str, before_ns: int
+    ) -> int | None:
+        """The twin's ``product`` segment just before ``before_ns`` (None if it had none)."""
+        seg = quote_ident(MODEL_FIELDS[(product, "segment")])
+        results = await self._store.query(
+            f'SELECT last({seg}) FROM "twin" WHERE {self._where(brand, twin)} '
+            f"AND time < {before_ns}"
+        )
+        series = _series(results[0])
+        return None if not series else int(series[0]["values"][0][1])
 
     async def list_twins(self, brand: str, limit: int, after: str | None) -> list[str]:
         """Twin ids of ``brand`` in lexical order, paginated by ``after``."""

@@ -1,4 +1,5 @@
-"""``twinsync hub``: run the hub, provision devices, manage keys, check configuration."""
+"""``twinsync hub``: run the hub, provision devices, manage keys, train and roll out
+models, check configuration."""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from typing import Any
 from protocol import PRODUCTS, TwinSyncError
 
 from ._config import HubConfig, load_hub_config
+from ._errors import RolloutError
 from ._hub import Hub
+from ._model_repo import ModelRepo
 from ._provision import ensure_hub_key, provision_device, provision_devices
+from ._registry import Registry
+from ._rollouts import RolloutStore, Target
 
 __all__ = ["main"]
 
@@ -87,7 +92,62 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="no signature (only for the defaults shipped inside the package)",
     )
+    models = sub.add_parser(
+        "models",
+        help="add trained models (a 'hub train --out' directory) to the rollout repository",
+    )
+    config_arg(models)
+    models.add_argument("--brand", required=True)
+    models.add_argument("dir", type=Path, help="directory of <name>.onnx + <name>.manifest.json")
+
+    rollout = sub.add_parser(
+        "rollout",
+        help="roll a model out to devices (running hubs send it within models.reconcile_s)",
+    )
+    config_arg(rollout)
+    rollout.add_argument("--brand", required=True)
+    rollout.add_argument("--model", required=True, help="name@version, e.g. churn-coffee@2")
+    target = rollout.add_mutually_exclusive_group(required=True)
+    target.add_argument("--all", action="store_true", help="every device of the model's product")
+    target.add_argument("--percent", type=float, help="this share of them (0 < P <= 100)")
+    target.add_argument("--cohort", help="the devices of this cohort")
     return p
+
+
+def _models(args: argparse.Namespace, config: HubConfig) -> int:
+    hub_keys = {(key := ensure_hub_key(config.keys.secrets_dir)).kid: key.public}
+    repo = ModelRepo(config.registry.path, config.models.dir)
+    manifests = sorted(args.dir.glob("*.manifest.json"))
+    if not manifests:
+        print(f"twinsync hub models: no *.manifest.json in {args.dir}", file=sys.stderr)
+        return 1
+    for path in manifests:
+        onnx = path.with_name(path.name.removesuffix(".manifest.json") + ".onnx")
+        try:
+            model, warnings = repo.add(args.brand, path.read_bytes(), onnx.read_bytes(), hub_keys)
+        except OSError as exc:
+            raise RolloutError(f"cannot read {onnx}: {exc.strerror}", reason="io") from exc
+        print(model.manifest.ref)
+        for warning in warnings:
+            print(f"  warning: {warning}")
+    return 0
+
+
+def _rollout(args: argparse.Namespace, config: HubConfig) -> int:
+    store = RolloutStore(
+        config.registry.path,
+        ModelRepo(config.registry.path, config.models.dir),
+        Registry(config.registry.path),
+    )
+    if args.all:
+        target = Target.parse({"all": True})
+    elif args.percent is not None:
+        target = Target.parse({"percent": args.percent})
+    else:
+        target = Target.parse({"cohort": args.cohort})
+    rollout = store.create(args.brand, args.model, target)
+    print(json.dumps(rollout.summary()))
+    return 0
 
 
 def _train(args: argparse.Namespace, config: HubConfig) -> int:
@@ -171,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return asyncio.run(_run(config))
         if args.command == "train":
             return _train(args, config)
+        if args.command == "models":
+            return _models(args, config)
+        if args.command == "rollout":
+            return _rollout(args, config)
         if args.command == "keys":
             print(ensure_hub_key(config.keys.secrets_dir).public.hex())
             return 0

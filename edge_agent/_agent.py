@@ -31,6 +31,7 @@ from ._twin import IngestResult, TwinBook
 
 if TYPE_CHECKING:
     from ._models import ModelStore
+    from ._rollout import ModelUpdater
 
 __all__ = ["Agent"]
 
@@ -77,6 +78,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._next_seq = 0
         self._models: ModelStore | None = None
+        self._updater: ModelUpdater | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -103,6 +105,17 @@ class Agent:
             cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
         )
         self._uplink.models = self._models
+        if self._models is not None:
+            from ._rollout import ModelUpdater
+
+            self._updater = ModelUpdater(
+                self._models,
+                self.stats,
+                self._uplink.status_changed.set,
+                fetch_timeout_s=cfg.models.fetch_timeout_s,
+                ca_file=cfg.models.ca_file,
+            )
+            self._uplink.updater = self._updater
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
@@ -110,6 +123,8 @@ class Agent:
             self._tg.create_task(self._commit_loop(), name=f"{tag}.commit"),
             self._tg.create_task(self._uplink.run(), name=f"{tag}.uplink"),
         ]
+        if self._updater is not None:
+            self._tasks.append(self._tg.create_task(self._updater.run(), name=f"{tag}.models"))
         if cfg.ingest.port or cfg.ingest.unix_socket:
             self._ingest = IngestServer(
                 self.ingest,

@@ -143,6 +143,9 @@ class ModelSettings(_Section):
     dir: Path = Path("models")
     #: re-score a customer's segment and churn risk at most this often (signal time)
     every_s: int = Field(3600, ge=1)
+    #: model downloads (rollouts): timeout, and the CA bundle for https ("" = system CAs)
+    fetch_timeout_s: float = Field(60.0, gt=0, le=3600)
+    ca_file: str = ""
 
 
 class AgentConfig(_Section):

@@ -26,6 +26,7 @@ trusts, falls back to the previous version, then to the built-in default.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ import re
 import shutil
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -281,49 +282,19 @@ class ModelStore:
         ``bad_io``, ``smoke_failed``, ``io``) and leaves the running model untouched.
         Re-installing the version that already serves (same hash) is a no-op.
         """
-        try:
-            manifest = ModelManifest.from_json(manifest_json)
-        except SchemaError as exc:
-            raise ModelRejected(f"model manifest refused: {exc}", reason="malformed") from exc
-        with self._lock:
+        manifest = _parse(manifest_json)
+        with self._lock, self._recording(manifest):
             current = self._serving_named(manifest.name)
-            try:
-                if len(onnx_bytes) > MAX_MODEL_BYTES:
-                    raise _reject(
-                        "too_large",
-                        manifest,
-                        f"model file is {len(onnx_bytes)} bytes, limit {MAX_MODEL_BYTES}",
-                    )
-                self._check_manifest(manifest, onnx_bytes, signed=True)
-                if (
-                    current is not None
-                    and current.manifest.version == manifest.version
-                    and current.manifest.sha256 == manifest.sha256
-                ):
-                    return current.manifest  # a redelivery of what already serves
-                known_kind = self._kinds.get(manifest.name) or (current.kind if current else None)
-                if known_kind is not None and known_kind != manifest.kind:
-                    raise _reject(
-                        "kind_changed",
-                        manifest,
-                        f"{manifest.name} is a {known_kind} model, not {manifest.kind}",
-                    )
-                if current is not None and manifest.version <= current.manifest.version:
-                    raise _reject(
-                        "downgrade",
-                        manifest,
-                        f"{manifest.ref} is not newer than the running {current.ref} "
-                        "(use rollback to go back)",
-                    )
-                runner = _load(manifest, onnx_bytes, builtin=False)
-                # Only an installed version can be rolled back to; a builtin stays the
-                # fallback anyway.
-                previous = None if current is None or current.builtin else current.manifest.version
-                self._commit(manifest, onnx_bytes, previous)
-            except ModelRejected as exc:
-                self._failures[manifest.name] = ModelFailure(exc.reason, manifest.ref, str(exc))
-                log.warning("model %s refused (%s): %s", manifest.ref, exc.reason, exc)
-                raise
+            _check_size(manifest, len(onnx_bytes))
+            self._check_manifest(manifest, onnx_bytes, signed=True)
+            if _same(current, manifest):
+                return manifest  # a redelivery of what already serves
+            self._check_upgrade(manifest, current)
+            runner = _load(manifest, onnx_bytes, builtin=False)
+            # Only an installed version can be rolled back to; a builtin stays the
+            # fallback anyway.
+            previous = None if current is None or current.builtin else current.manifest.version
+            self._commit(manifest, onnx_bytes, previous)
             self._failures.pop(manifest.name, None)
             self._activate(runner)
             self._retire_others(manifest)
@@ -366,7 +337,62 @@ class ModelStore:
             log.info("model %s rolled back to %s", current.ref, runner.ref)
             return runner.manifest
 
+    def admit(self, manifest_json: bytes) -> ModelManifest:
+        """The checks :meth:`install` makes that need no model file (signature, size,
+        product, inputs, kind, no downgrade): run them before downloading a file.
+
+        Raises :class:`ModelRejected` and records the refusal like :meth:`install`.
+        """
+        manifest = _parse(manifest_json)
+        with self._lock, self._recording(manifest):
+            current = self._serving_named(manifest.name)
+            _check_size(manifest, manifest.size)
+            self._check_claims(manifest, signed=True)
+            if not _same(current, manifest):
+                self._check_upgrade(manifest, current)
+        return manifest
+
+    def previous(self, name: str) -> int | None:
+        """The installed version :meth:`rollback` would return ``name`` to, if any."""
+        with self._lock:
+            current = self._serving_named(name)
+            pointer = _read_pointer(self.root / name) if _is_name(name) else None
+            if current is None or current.builtin or pointer is None:
+                return None
+            return pointer.previous if pointer.version == current.manifest.version else None
+
+    def note_failure(self, manifest: ModelManifest, reason: str, message: str) -> None:
+        """Record a failure outside the store (e.g. the download) for the device status."""
+        with self._lock:
+            self._failures[manifest.name] = ModelFailure(reason, manifest.ref, message)
+
     # -- internals ---------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _recording(self, manifest: ModelManifest) -> Iterator[None]:
+        """Keep a refusal of ``manifest`` for the device status (and log it)."""
+        try:
+            yield
+        except ModelRejected as exc:
+            self._failures[manifest.name] = ModelFailure(exc.reason, manifest.ref, str(exc))
+            log.warning("model %s refused (%s): %s", manifest.ref, exc.reason, exc)
+            raise
+
+    def _check_upgrade(self, manifest: ModelManifest, current: _Runner | None) -> None:
+        known_kind = self._kinds.get(manifest.name) or (current.kind if current else None)
+        if known_kind is not None and known_kind != manifest.kind:
+            raise _reject(
+                "kind_changed",
+                manifest,
+                f"{manifest.name} is a {known_kind} model, not {manifest.kind}",
+            )
+        if current is not None and manifest.version <= current.manifest.version:
+            raise _reject(
+                "downgrade",
+                manifest,
+                f"{manifest.ref} is not newer than the running {current.ref} "
+                "(use rollback to go back)",
+            )
+
     def _serving_named(self, name: str) -> _Runner | None:
         for runner in self._serving.values():
             if runner.manifest.name == name:
@@ -391,15 +417,19 @@ class ModelStore:
 
     def _check_manifest(self, manifest: ModelManifest, data: bytes, *, signed: bool) -> None:
         """Everything checkable without running the model."""
+        self._check_claims(manifest, signed=signed)
+        try:
+            manifest.check_file(data)
+        except SignatureError as exc:
+            raise _reject("hash_mismatch", manifest, str(exc)) from exc
+
+    def _check_claims(self, manifest: ModelManifest, *, signed: bool) -> None:
+        """What the manifest says, checked without its file."""
         if signed:
             try:
                 manifest.verify(self._keys)
             except SignatureError as exc:
                 raise _reject(exc.reason, manifest, str(exc)) from exc
-        try:
-            manifest.check_file(data)
-        except SignatureError as exc:
-            raise _reject("hash_mismatch", manifest, str(exc)) from exc
         if not self._product_ok(manifest):
             raise _reject(
                 "wrong_product",
@@ -566,6 +596,26 @@ class ModelStore:
                 del self._kinds[name]
                 self._failures.pop(name, None)
                 _remove(self.root / name)
+
+
+def _parse(manifest_json: bytes) -> ModelManifest:
+    try:
+        return ModelManifest.from_json(manifest_json)
+    except SchemaError as exc:
+        raise ModelRejected(f"model manifest refused: {exc}", reason="malformed") from exc
+
+
+def _check_size(manifest: ModelManifest, size: int) -> None:
+    if size > MAX_MODEL_BYTES:
+        raise _reject("too_large", manifest, f"model file is {size} bytes, limit {MAX_MODEL_BYTES}")
+
+
+def _same(current: _Runner | None, manifest: ModelManifest) -> bool:
+    return (
+        current is not None
+        and current.manifest.version == manifest.version
+        and current.manifest.sha256 == manifest.sha256
+    )
 
 
 def _reject(reason: str, manifest: ModelManifest, message: str) -> ModelRejected:

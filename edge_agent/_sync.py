@@ -26,6 +26,7 @@ from protocol import (
     Clock,
     Desired,
     Envelope,
+    ModelSet,
     Status,
     TwinSyncError,
     decode_body,
@@ -40,6 +41,7 @@ from ._outbox import Outbox
 
 if TYPE_CHECKING:
     from ._models import ModelStore
+    from ._rollout import ModelUpdater
 
 __all__ = ["Uplink"]
 
@@ -74,10 +76,15 @@ class Uplink:
         self._status_topic = topic(dev.brand, dev.id, Channel.STATUS)
         self._ack_topic = topic(dev.brand, dev.id, Channel.ACK)
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
+        self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
+        #: set to publish the status now instead of at the next heartbeat
+        self.status_changed = asyncio.Event()
         #: The newest hub-signed desired settings seen (nothing applies them yet).
         self.desired: Desired | None = None
         #: the agent's model store, when models run: reported in the device status
         self.models: ModelStore | None = None
+        #: installs the models the hub's rollouts assign (None: models off)
+        self.updater: ModelUpdater | None = None
         self._attempts: dict[int, int] = {}
 
     def _seal(self, kind: Literal["delta", "status"], seq: int, body: bytes) -> bytes:
@@ -156,6 +163,8 @@ class Uplink:
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self._ack_topic, qos=1)
         await client.subscribe(self._desired_topic, qos=1)
+        if self.updater is not None:
+            await client.subscribe(self._model_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -183,7 +192,10 @@ class Uplink:
 
     async def _heartbeat(self, client: aiomqtt.Client) -> None:
         while True:
-            await asyncio.sleep(self._config.sync.status_interval_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._config.sync.status_interval_s):
+                    await self.status_changed.wait()
+            self.status_changed.clear()
             await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
 
     async def _send(self, client: aiomqtt.Client, inflight: dict[int, float]) -> None:
@@ -210,6 +222,13 @@ class Uplink:
                 async with asyncio.timeout(min(1.0, sync.ack_timeout_s)):
                     await self.wake.wait()
 
+    def _kind_of(self, received: aiomqtt.Topic) -> Literal["ack", "desired", "model"]:
+        if received.matches(self._desired_topic):
+            return "desired"
+        if received.matches(self._model_topic):
+            return "model"
+        return "ack"
+
     async def _receive(self, client: aiomqtt.Client, inflight: dict[int, float]) -> None:
         async for message in client.messages:
             payload = message.payload
@@ -223,7 +242,7 @@ class Uplink:
                         f"unknown hub key {signed.envelope.kid}", reason="unknown_hub_key"
                     )
                 env = signed.verify(key)
-                kind = "desired" if message.topic.matches(self._desired_topic) else "ack"
+                kind = self._kind_of(message.topic)
                 if (env.kind, env.brand, env.device) != (
                     kind,
                     self._config.device.brand,
@@ -237,6 +256,10 @@ class Uplink:
             except TwinSyncError as exc:
                 self._stats["bad_acks"] += 1
                 log.warning("ignored message on %s: %s (%s)", message.topic, exc.reason, exc)
+                continue
+            if isinstance(ack, ModelSet):
+                if self.updater is not None:
+                    self.updater.offer(ack)
                 continue
             if isinstance(ack, Desired):
                 # Keep only newer versions: retained and redelivered copies are common.

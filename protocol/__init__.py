@@ -46,7 +46,14 @@ from ._features import (
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
-from ._manifest import ANOMALY_FEATURES, MANIFEST_VERSION, ModelKind, ModelManifest, sha256_hex
+from ._manifest import (
+    ANOMALY_FEATURES,
+    MANIFEST_VERSION,
+    MAX_MODEL_BYTES,
+    ModelKind,
+    ModelManifest,
+    sha256_hex,
+)
 from ._merge import FieldValue, TwinState
 from ._messages import (
     MAX_OPS_PER_DELTA,
@@ -54,6 +61,8 @@ from ._messages import (
     Ack,
     Delta,
     Desired,
+    ModelOffer,
+    ModelSet,
     Op,
     Rejection,
     SignalIn,
@@ -77,6 +86,7 @@ __all__ = [
     "HLC",
     "MANIFEST_VERSION",
     "MAX_COUNTER",
+    "MAX_MODEL_BYTES",
     "MAX_OPS_PER_DELTA",
     "MAX_TWINS_PER_DELTA",
     "MIN_KEY_BYTES",
@@ -105,6 +115,8 @@ __all__ = [
     "ManualClock",
     "ModelKind",
     "ModelManifest",
+    "ModelOffer",
+    "ModelSet",
     "Op",
     "Purpose",
     "Rejection",

@@ -22,8 +22,8 @@ from ._keys import SigningKey, VerifyKey
 __all__ = ["ENVELOPE_VERSION", "Envelope", "Kind", "SignedEnvelope", "open_envelope", "seal"]
 
 ENVELOPE_VERSION = 1
-Kind = Literal["delta", "status", "ack", "desired"]
-_KINDS: frozenset[str] = frozenset(("delta", "status", "ack", "desired"))
+Kind = Literal["delta", "status", "ack", "desired", "model"]
+_KINDS: frozenset[str] = frozenset(("delta", "status", "ack", "desired", "model"))
 _HEADER_LIMITS = Limits(max_array=8, max_map=0)
 
 

@@ -32,12 +32,15 @@ from ._keys import SigningKey, VerifyKey
 __all__ = [
     "ANOMALY_FEATURES",
     "MANIFEST_VERSION",
+    "MAX_MODEL_BYTES",
     "ModelKind",
     "ModelManifest",
     "sha256_hex",
 ]
 
 MANIFEST_VERSION = 1
+#: Larger model files are refused before anything else is done with them (hub and agent).
+MAX_MODEL_BYTES = 64 * 1024 * 1024
 ModelKind = Literal["segment", "churn", "anomaly"]
 _KINDS = ("segment", "churn", "anomaly")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")

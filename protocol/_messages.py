@@ -17,6 +17,7 @@ reordered op can never double count.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Annotated, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
@@ -33,6 +34,8 @@ __all__ = [
     "Ack",
     "Delta",
     "Desired",
+    "ModelOffer",
+    "ModelSet",
     "Op",
     "Rejection",
     "SignalIn",
@@ -222,6 +225,35 @@ class Desired(_Body):
     settings: dict[_Str, _Scalar] = Field(default_factory=dict, max_length=64)
 
 
+_MANIFEST_MAX = 16 * 1024
+
+
+class ModelOffer(BaseModel):
+    """One model a device should run: its hub-signed manifest and where to fetch the file.
+
+    The manifest travels whole so the device can check it (signature, product, inputs,
+    no downgrade) before it downloads a byte; the file's SHA-256 in the manifest is what
+    makes the download trustworthy, not the server it comes from.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    manifest: _Str = Field(min_length=2, max_length=_MANIFEST_MAX)
+    url: _Str = Field(min_length=8, max_length=2048, pattern=r"^https?://")
+
+
+class ModelSet(_Body):
+    """Hub -> device, retained: every model the hub's rollouts assign to this device.
+
+    ``version`` increases with every change of the set for this device; a device ignores
+    a set older than one it has seen. Kinds the set does not name keep what the device
+    serves (an installed model or the package default).
+    """
+
+    version: _Int = Field(ge=1)
+    models: tuple[ModelOffer, ...] = Field(default=(), max_length=16)
+
+
 class SignalIn(BaseModel):
     """One signal from firmware to the local agent (the ingest interface's schema).
 
@@ -241,11 +273,19 @@ class SignalIn(BaseModel):
     value: _Scalar
 
 
-_BODIES: dict[str, type[_Body]] = {"ack": Ack, "status": Status, "desired": Desired}
+_BODIES: dict[str, type[_Body]] = {
+    "ack": Ack,
+    "status": Status,
+    "desired": Desired,
+    "model": ModelSet,
+}
 
 
 def decode_body(kind: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Delta | _Body:
     """Decode and validate the body of an envelope of ``kind``."""
+    if kind == "model":
+        # Manifests are the one long string on the wire (hub-signed, still bounded).
+        limits = replace(limits, max_str=max(limits.max_str, _MANIFEST_MAX))
     obj = unpackb(data, limits)
     if kind == "delta":
         return Delta.from_wire(obj)

@@ -36,6 +36,7 @@ class Channel(enum.StrEnum):
     STATUS = "status"  # device -> hub: retained online/offline, last will
     ACK = "ack"  # hub -> device: seqs durably written (or rejected for good)
     DESIRED = "desired"  # hub -> device: desired configuration
+    MODEL = "model"  # hub -> device, retained: the models the device should run
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,9 @@ from tests.edge import _onnx
 PRODUCT = "coffee"
 FEATURES = feature_names(PRODUCT)
 N = len(FEATURES)
-ROW = [0.1, 0.3, 0.4, 0.2, 0.25, 2.0, 1.8, 1.1, 1.0, 0.9, 5.0, 3.0, 2.2]
+# A plausible customer row of the product's feature width (the schema may grow).
+ROW = [0.1, 0.3, 0.4, 0.2, 0.25, 2.0, 1.8, 1.1, 1.0, 0.9, 5.0, 3.0, 2.2, 0.7, 1.3, 0.6, 0.8][:N]
+ROW += [1.0] * (N - len(ROW))
 READING = [0.4, 0.02, 0.55]
 OUTLIER = [40.0, 0.9, 0.99]
 assert len(ROW) == N

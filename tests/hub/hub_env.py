@@ -56,6 +56,7 @@ def make_config(
         "api": {"port": 0},
         "registry": {"path": str(tmp / "registry.sqlite")},
         "keys": {"secrets_dir": str(tmp / "secrets")},
+        "models": {"dir": str(tmp / "models")},
     }
     for section, values in over.items():
         data.setdefault(section, {}).update(values)

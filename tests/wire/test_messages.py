@@ -14,6 +14,8 @@ from protocol import (
     Delta,
     Desired,
     LimitError,
+    ModelOffer,
+    ModelSet,
     Op,
     Rejection,
     SchemaError,
@@ -119,10 +121,14 @@ def test_long_strings_hit_the_decoder_limit() -> None:
         Ack(seqs=(1, 2, 3), rejected=(Rejection(seq=4, reason="schema"),), hub_ms=5),
         Status(online=True, product="coffee", agent_version="0.1.0", outbox_depth=3),
         Desired(version=2, settings={"flush_interval_ms": 500, "mode": "eco"}),
+        ModelSet(
+            version=3,
+            models=(ModelOffer(manifest="{" + "x" * 5000 + "}", url="https://hub/m.onnx"),),
+        ),
     ],
 )
-def test_bodies_round_trip(body: Ack | Status | Desired) -> None:
-    kind = {Ack: "ack", Status: "status", Desired: "desired"}[type(body)]
+def test_bodies_round_trip(body: Ack | Status | Desired | ModelSet) -> None:
+    kind = {Ack: "ack", Status: "status", Desired: "desired", ModelSet: "model"}[type(body)]
     assert decode_body(kind, packb(body.to_wire())) == body
 
 
@@ -136,12 +142,24 @@ def test_bodies_round_trip(body: Ack | Status | Desired) -> None:
         ("status", {"online": 1, "product": "x", "agent_version": "1"}),
         ("status", {"online": True, "product": "x", "agent_version": "1", "outbox_depth": -1}),
         ("desired", {"version": 1, "settings": {"a": [1]}}),
+        ("model", {"version": 0, "models": []}),
+        ("model", {"version": 1, "models": [{"manifest": "{}", "url": "file:///etc/passwd"}]}),
+        ("model", {"version": 1, "models": [{"manifest": "{}", "url": "http://h/x", "y": 1}]}),
         ("nope", {}),
     ],
 )
 def test_bad_bodies_are_schema_errors(kind: str, obj: object) -> None:
     with pytest.raises(SchemaError):
         decode_body(kind, packb(obj))
+
+
+def test_model_sets_have_bounded_manifests() -> None:
+    body = {"version": 1, "models": [{"manifest": "x" * (64 * 1024), "url": "http://h/m"}]}
+    with pytest.raises(LimitError):
+        decode_body("model", packb(body))
+    # ... and only model sets carry long strings
+    with pytest.raises(LimitError):
+        decode_body("desired", packb({"version": 1, "settings": {"a": "x" * 5000}}))
 
 
 def test_signal_schema_is_strict() -> None:

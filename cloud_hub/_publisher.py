@@ -1,0 +1,125 @@
+"""Send each device the models its rollouts assign to it.
+
+Every ``models.reconcile_s`` (and at once after a rollout or cohort change) the publisher
+recomputes each device's desired set (:meth:`RolloutStore.desired`) and publishes the
+sets that changed, hub-signed and **retained** on ``ts/v1/{brand}/{device}/model``: a
+device that is offline gets its set when it reconnects, and a device provisioned later
+gets it on the next pass. The set's version increases per device, so a device can ignore
+a stale copy. The SQLite work runs in a thread; publishing is paho's (QoS 1 survives a
+broker reconnect).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+
+from protocol import (
+    Channel,
+    Clock,
+    Envelope,
+    ModelOffer,
+    ModelSet,
+    SigningKey,
+    TwinSyncError,
+    packb,
+    seal,
+    topic,
+)
+
+from ._metrics import Metrics
+from ._mqtt import HubMqtt
+from ._rollouts import RolloutStore
+
+__all__ = ["ModelPublisher"]
+
+log = logging.getLogger("cloud_hub.rollout")
+
+
+class ModelPublisher:
+    """Owns the reconcile loop; :meth:`run` until cancelled."""
+
+    def __init__(
+        self,
+        store: RolloutStore,
+        mqtt: HubMqtt,
+        key: SigningKey,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        base_url: Callable[[], str],
+        interval_s: float,
+        brands: Sequence[str] = (),
+    ) -> None:
+        self._store = store
+        self._mqtt = mqtt
+        self._key = key
+        self._clock = clock
+        self._metrics = metrics
+        self._base_url = base_url
+        self._interval_s = interval_s
+        self._brands = tuple(brands)
+        #: set it to publish now (after a rollout or cohort change)
+        self.wake = asyncio.Event()
+
+    async def run(self) -> None:
+        """Publish changed sets now and whenever woken or ``interval_s`` passed."""
+        while True:
+            self.wake.clear()
+            try:
+                messages = await asyncio.to_thread(self._due)
+            except (TwinSyncError, sqlite3.Error, OSError) as exc:
+                log.warning("model rollout pass failed (%s); retrying", exc)
+                self._metrics.inc("twinsync_hub_rollout_errors_total")
+                messages = []
+            except Exception:
+                # A bug here must not stop ingest (this runs beside it); it is logged loudly.
+                log.exception("model rollout pass crashed; retrying")
+                self._metrics.inc("twinsync_hub_rollout_errors_total")
+                messages = []
+            for device_topic, payload in messages:
+                self._mqtt.publish(device_topic, payload, qos=1, retain=True)
+            if messages:
+                self._metrics.inc("twinsync_hub_model_sets_published_total", len(messages))
+                log.info("published %d model set(s)", len(messages))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval_s):
+                    await self.wake.wait()
+
+    def _due(self) -> list[tuple[str, bytes]]:
+        base = self._base_url().rstrip("/")
+        out: list[tuple[str, bytes]] = []
+        for brand in self._store.brands():
+            if self._brands and brand not in self._brands:
+                continue
+            self._store.reconcile(brand)
+            desired = self._store.desired(brand)
+            for device in sorted(set(desired) | set(self._store.published_devices(brand))):
+                offers = tuple(
+                    ModelOffer(
+                        manifest=rollout.model.to_json(),
+                        url=f"{base}/v1/brands/{brand}/models/{name}/{rollout.version}/model.onnx",
+                    )
+                    for name, rollout in sorted(desired.get(device, {}).items())
+                )
+                wire = [offer.model_dump() for offer in offers]
+                digest = hashlib.sha256(packb(wire)).hexdigest()
+                version = self._store.next_set_version(brand, device, digest)
+                if version is None:
+                    continue
+                body = ModelSet(version=version, models=offers)
+                envelope = Envelope(
+                    kind="model",
+                    brand=brand,
+                    device=device,
+                    seq=version,
+                    kid=self._key.kid,
+                    sent_ms=self._clock.now_ms(),
+                    body=packb(body.to_wire()),
+                )
+                out.append((topic(brand, device, Channel.MODEL), seal(envelope, self._key)))
+        return out

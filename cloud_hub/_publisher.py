@@ -65,13 +65,17 @@ class ModelPublisher:
         self._brands = tuple(brands)
         #: set it to publish now (after a rollout or cohort change)
         self.wake = asyncio.Event()
+        # The first pass re-sends every set: a crash between recording a set and the
+        # broker taking it must not leave a device without it.
+        self._resend_all = True
 
     async def run(self) -> None:
         """Publish changed sets now and whenever woken or ``interval_s`` passed."""
         while True:
             self.wake.clear()
             try:
-                messages = await asyncio.to_thread(self._due)
+                messages = await asyncio.to_thread(self._due, self._resend_all)
+                self._resend_all = False
             except (TwinSyncError, sqlite3.Error, OSError) as exc:
                 log.warning("model rollout pass failed (%s); retrying", exc)
                 self._metrics.inc("twinsync_hub_rollout_errors_total")
@@ -90,28 +94,28 @@ class ModelPublisher:
                 async with asyncio.timeout(self._interval_s):
                     await self.wake.wait()
 
-    def _due(self) -> list[tuple[str, bytes]]:
+    def _due(self, everything: bool) -> list[tuple[str, bytes]]:
         base = self._base_url().rstrip("/")
         out: list[tuple[str, bytes]] = []
         for brand in self._store.brands():
             if self._brands and brand not in self._brands:
                 continue
             self._store.reconcile(brand)
-            desired = self._store.desired(brand)
-            for device in sorted(set(desired) | set(self._store.published_devices(brand))):
-                offers = tuple(
+            sets = {
+                device: tuple(
                     ModelOffer(
                         manifest=rollout.model.to_json(),
                         url=f"{base}/v1/brands/{brand}/models/{name}/{rollout.version}/model.onnx",
                     )
-                    for name, rollout in sorted(desired.get(device, {}).items())
+                    for name, rollout in sorted(by_name.items())
                 )
-                wire = [offer.model_dump() for offer in offers]
-                digest = hashlib.sha256(packb(wire)).hexdigest()
-                version = self._store.next_set_version(brand, device, digest)
-                if version is None:
-                    continue
-                body = ModelSet(version=version, models=offers)
+                for device, by_name in self._store.desired(brand).items()
+            }
+            digests = {device: _digest(offers) for device, offers in sets.items()}
+            digests[""] = _digest(())
+            versions = self._store.set_versions(brand, digests, everything=everything)
+            for device, version in sorted(versions.items()):
+                body = ModelSet(version=version, models=sets.get(device, ()))
                 envelope = Envelope(
                     kind="model",
                     brand=brand,
@@ -123,3 +127,7 @@ class ModelPublisher:
                 )
                 out.append((topic(brand, device, Channel.MODEL), seal(envelope, self._key)))
         return out
+
+
+def _digest(offers: tuple[ModelOffer, ...]) -> str:
+    return hashlib.sha256(packb([offer.model_dump() for offer in offers])).hexdigest()

@@ -318,36 +318,39 @@ class RolloutStore:
                 out.setdefault(device, {})[rollout.name] = rollout
         return out
 
-    def next_set_version(self, brand: str, device: str, digest: str) -> int | None:
-        """Record that ``device``'s set now has ``digest``; return its new version, or
-        None when the device already has that set (nothing to publish)."""
+    def set_versions(
+        self, brand: str, digests: dict[str, str], *, everything: bool = False
+    ) -> dict[str, int]:
+        """Record each device's set ``digest``; return the new version of every device
+        whose set changed (what must be published), or with ``everything`` the version of
+        every device that has a set. Devices that once had a set and are not in
+        ``digests`` get the digest of an empty set (``digests[""]``)."""
         with self._connect() as db:
-            row = db.execute(
-                "SELECT version, digest FROM model_sets WHERE brand=? AND device=?",
-                (brand, device),
-            ).fetchone()
-            if row is not None and row[1] == digest:
-                return None
-            version = 1 if row is None else row[0] + 1
-            db.execute(
+            known = {
+                r[0]: (r[1], r[2])
+                for r in db.execute(
+                    "SELECT device, version, digest FROM model_sets WHERE brand=?", (brand,)
+                )
+            }
+            empty = digests.get("", "")
+            changed: dict[str, int] = {}
+            for device in set(known) | (set(digests) - {""}):
+                digest = digests.get(device, empty)
+                version, old = known.get(device, (0, None))
+                if old != digest:
+                    changed[device] = version + 1
+                elif everything:
+                    changed[device] = version
+            db.executemany(
                 "INSERT INTO model_sets VALUES (?, ?, ?, ?) ON CONFLICT (brand, device) "
                 "DO UPDATE SET version=excluded.version, digest=excluded.digest",
-                (brand, device, version, digest),
+                [
+                    (brand, d, v, digests.get(d, empty))
+                    for d, v in changed.items()
+                    if v != known.get(d, (0, None))[0]
+                ],
             )
-        return version
-
-    def forget_set(self, brand: str, device: str) -> None:
-        """Forget what was published to ``device`` (its publish failed: try again)."""
-        with self._connect() as db:
-            db.execute(
-                "UPDATE model_sets SET digest='' WHERE brand=? AND device=?", (brand, device)
-            )
-
-    def published_devices(self, brand: str) -> list[str]:
-        """Devices a model set was ever published to."""
-        with self._connect() as db:
-            rows = db.execute("SELECT device FROM model_sets WHERE brand=?", (brand,)).fetchall()
-        return [r[0] for r in rows]
+        return changed
 
     def brands(self) -> list[str]:
         """Brands with at least one rollout."""

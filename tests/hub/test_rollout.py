@@ -24,6 +24,9 @@ from _poll import eventually
 from hub_env import HubEnv, make_config
 
 from cloud_hub import Hub, ensure_hub_key, load_hub_config, provision_devices
+from cloud_hub._model_repo import ModelRepo
+from cloud_hub._registry import Registry
+from cloud_hub._rollouts import RolloutStore
 from cloud_hub.cli import main as hub_cli
 from edge_agent import Agent, load_config
 from firmware_sim.services import LocalServices
@@ -485,3 +488,23 @@ reconcile_s = 0.2
         bad = ["rollout", *cli, "--model", "segment-coffee@5", "--all"]
         assert await asyncio.to_thread(hub_cli, bad) == 2
         assert "no model segment-coffee@5" in capsys.readouterr().err
+
+
+def test_set_versions_count_changes_per_device(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "r.sqlite")
+    store = RolloutStore(
+        tmp_path / "r.sqlite", ModelRepo(tmp_path / "r.sqlite", tmp_path / "m"), registry
+    )
+    empty = {"": "E"}
+    assert store.set_versions("b", {**empty, "d1": "A", "d2": "A"}) == {"d1": 1, "d2": 1}
+    assert store.set_versions("b", {**empty, "d1": "A", "d2": "A"}) == {}  # nothing changed
+    assert store.set_versions("b", {**empty, "d1": "B", "d2": "A"}) == {"d1": 2}
+    # A hub (re)starting re-sends every set at its current version.
+    assert store.set_versions("b", {**empty, "d1": "B", "d2": "A"}, everything=True) == {
+        "d1": 2,
+        "d2": 1,
+    }
+    # A device no rollout addresses any more gets the empty set, once.
+    assert store.set_versions("b", {**empty, "d1": "B"}) == {"d2": 2}
+    assert store.set_versions("b", {**empty, "d1": "B"}) == {}
+    assert store.set_versions("other", {**empty, "d1": "B"}) == {"d1": 1}  # per brand

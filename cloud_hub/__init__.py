@@ -5,8 +5,9 @@
 device registry shared by all instances.
 """
 
+from ._auth import SCOPES, ApiKey, ApiKeys
 from ._config import HubConfig, load_hub_config
-from ._errors import CloudHubError, ConfigError, RegistryError, StoreError
+from ._errors import AuthError, CloudHubError, ConfigError, RegistryError, RolloutError, StoreError
 from ._hub import Hub
 from ._influx import InfluxStore
 from ._metrics import Metrics
@@ -14,6 +15,10 @@ from ._provision import ensure_brand_key, ensure_hub_key, provision_device, prov
 from ._registry import DeviceRecord, Registry
 
 __all__ = [
+    "SCOPES",
+    "ApiKey",
+    "ApiKeys",
+    "AuthError",
     "CloudHubError",
     "ConfigError",
     "DeviceRecord",
@@ -23,6 +28,7 @@ __all__ = [
     "Metrics",
     "Registry",
     "RegistryError",
+    "RolloutError",
     "StoreError",
     "ensure_brand_key",
     "ensure_hub_key",

@@ -19,8 +19,10 @@ from aiohttp import web
 
 from protocol import FIELDS, PRODUCTS, TwinSyncError, check_brand, check_twin
 
+from ._auth import ApiKeys
 from ._errors import StoreError
 from ._events import SegmentFeed, Subscriber
+from ._guard import add_key_routes, guard, route, setup
 from ._metrics import Metrics
 from ._segments import MAX_CHANGES
 from ._twins import TwinReader, parse_duration_ms
@@ -281,9 +283,12 @@ def build_app(
     metrics_: Metrics,
     ready: Callable[[], Awaitable[dict[str, bool]]],
     feed: SegmentFeed,
+    keys: ApiKeys,
+    url_signer: bytes,
 ) -> web.Application:
-    """The aiohttp application with every route."""
-    app = web.Application(middlewares=[_errors])
+    """The aiohttp application with every route (each ``/v1`` route with its scope)."""
+    app = web.Application(middlewares=[_errors, guard])
+    setup(app, keys, url_signer)
     app[READER] = reader
     app[FEED] = feed
     app[METRICS] = metrics_
@@ -291,10 +296,12 @@ def build_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_get("/v1/brands/{brand}/twins", list_twins)
-    app.router.add_get("/v1/brands/{brand}/twins/{twin}", get_twin)
-    app.router.add_get("/v1/brands/{brand}/twins/{twin}/history", twin_history)
-    app.router.add_get("/v1/brands/{brand}/devices", list_devices)
-    app.router.add_get("/v1/brands/{brand}/segments/changes", segment_change_events)
-    app.router.add_get("/v1/brands/{brand}/segments/changes/stream", stream_segment_changes)
+    base = "/v1/brands/{brand}"
+    route(app, "GET", f"{base}/twins", list_twins, "read")
+    route(app, "GET", f"{base}/twins/{{twin}}", get_twin, "read")
+    route(app, "GET", f"{base}/twins/{{twin}}/history", twin_history, "read")
+    route(app, "GET", f"{base}/devices", list_devices, "read")
+    route(app, "GET", f"{base}/segments/changes", segment_change_events, "read")
+    route(app, "GET", f"{base}/segments/changes/stream", stream_segment_changes, "read")
+    add_key_routes(app)
     return app

@@ -2,6 +2,7 @@
 
 protocol.TwinSyncError
 └── CloudHubError          root of everything the hub raises
+    ├── AuthError          API request without a valid key, brand or scope
     ├── ConfigError        hub.toml / environment invalid: fix the named setting
     ├── RegistryError      device registry unreadable, device unknown or revoked
     ├── RolloutError       a model upload or rollout request that cannot be done
@@ -12,7 +13,14 @@ from __future__ import annotations
 
 from protocol import TwinSyncError
 
-__all__ = ["CloudHubError", "ConfigError", "RegistryError", "RolloutError", "StoreError"]
+__all__ = [
+    "AuthError",
+    "CloudHubError",
+    "ConfigError",
+    "RegistryError",
+    "RolloutError",
+    "StoreError",
+]
 
 
 class CloudHubError(TwinSyncError):
@@ -48,5 +56,19 @@ class RolloutError(CloudHubError):
     reason = "rollout"
 
     def __init__(self, message: str, *, reason: str, status: int = 400) -> None:
+        super().__init__(message, reason=reason)
+        self.status = status
+
+
+class AuthError(CloudHubError):
+    """An API request without a valid key, for another brand, or without the scope.
+
+    ``status`` is the HTTP answer: 401 (no or bad key), 403 (wrong brand or scope), or
+    400/404 for key management mistakes.
+    """
+
+    reason = "unauthenticated"
+
+    def __init__(self, message: str, *, reason: str, status: int = 401) -> None:
         super().__init__(message, reason=reason)
         self.status = status

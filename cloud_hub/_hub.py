@@ -21,9 +21,11 @@ from aiohttp import web
 from protocol import Clock, SystemClock
 
 from ._api import build_app
+from ._auth import ApiKeys
 from ._config import HubConfig
 from ._errors import StoreError
 from ._events import SegmentFeed
+from ._guard import url_signer
 from ._influx import InfluxStore
 from ._metrics import Metrics
 from ._model_repo import ModelRepo
@@ -56,6 +58,7 @@ class Hub:
         self.windows = ReplayWindows(config.limits.replay_window)
         self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
+        self.api_keys = ApiKeys(config.registry.path)
         self.models = ModelRepo(config.registry.path, config.models.dir)
         self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
         self._publisher = ModelPublisher(
@@ -88,7 +91,14 @@ class Hub:
     async def __aenter__(self) -> Hub:
         await self._store.__aenter__()
         try:
-            app = build_app(self.reader, self.metrics, self._checks, self.feed)
+            app = build_app(
+                self.reader,
+                self.metrics,
+                self._checks,
+                self.feed,
+                self.api_keys,
+                url_signer(self._key),
+            )
             add_rollout_routes(
                 app,
                 RolloutContext(

@@ -31,9 +31,10 @@ from protocol import (
     topic,
 )
 
+from ._guard import model_url_signature, url_signer
 from ._metrics import Metrics
 from ._mqtt import HubMqtt
-from ._rollouts import RolloutStore
+from ._rollouts import Rollout, RolloutStore
 
 __all__ = ["ModelPublisher"]
 
@@ -63,6 +64,7 @@ class ModelPublisher:
         self._base_url = base_url
         self._interval_s = interval_s
         self._brands = tuple(brands)
+        self._signer = url_signer(key)
         #: set it to publish now (after a rollout or cohort change)
         self.wake = asyncio.Event()
         # The first pass re-sends every set: a crash between recording a set and the
@@ -94,6 +96,14 @@ class ModelPublisher:
                 async with asyncio.timeout(self._interval_s):
                     await self.wake.wait()
 
+    def _url(self, base: str, brand: str, rollout: Rollout) -> str:
+        m = rollout.model
+        sig = model_url_signature(self._signer, brand, m.name, m.version, m.sha256)
+        return (
+            f"{base}/v1/brands/{brand}/models/{m.name}/{m.version}/model.onnx"
+            f"?sha256={m.sha256}&sig={sig}"
+        )
+
     def _due(self, everything: bool) -> list[tuple[str, bytes]]:
         base = self._base_url().rstrip("/")
         out: list[tuple[str, bytes]] = []
@@ -104,8 +114,7 @@ class ModelPublisher:
             sets = {
                 device: tuple(
                     ModelOffer(
-                        manifest=rollout.model.to_json(),
-                        url=f"{base}/v1/brands/{brand}/models/{name}/{rollout.version}/model.onnx",
+                        manifest=rollout.model.to_json(), url=self._url(base, brand, rollout)
                     )
                     for name, rollout in sorted(by_name.items())
                 )

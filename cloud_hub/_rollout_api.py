@@ -26,6 +26,7 @@ from aiohttp import BodyPartReader, web
 from protocol import MAX_MODEL_BYTES, TwinSyncError, VerifyKey, check_brand
 
 from ._errors import RolloutError
+from ._guard import route
 from ._model_repo import ModelRepo
 from ._publisher import ModelPublisher
 from ._rollouts import Rollout, RolloutStore, Target
@@ -134,7 +135,8 @@ async def model_file(request: web.Request) -> web.StreamResponse:
     model = None
     if version.isdigit() and len(version) < 10:
         model = await _call(ctx.repo.model, brand, request.match_info["name"], int(version))
-    if model is None or not model.path.is_file():
+    wanted = request.query.get("sha256")
+    if model is None or not model.path.is_file() or wanted not in (None, model.manifest.sha256):
         raise _http(RolloutError("no such model file", reason="unknown_model", status=404))
     return web.FileResponse(model.path, headers={"Content-Type": "application/octet-stream"})
 
@@ -241,11 +243,11 @@ def add_rollout_routes(app: web.Application, ctx: RolloutContext) -> None:
     """Register the rollout routes and their context on ``app``."""
     app[ROLLOUTS] = ctx
     base = "/v1/brands/{brand}"
-    app.router.add_post(f"{base}/models", upload_model)
-    app.router.add_get(f"{base}/models", list_models)
-    app.router.add_get(f"{base}/models/{{name}}/{{version}}/model.onnx", model_file)
-    app.router.add_put(f"{base}/cohorts/{{cohort}}", put_cohort)
-    app.router.add_get(f"{base}/cohorts/{{cohort}}", get_cohort)
-    app.router.add_post(f"{base}/rollouts", create_rollout)
-    app.router.add_get(f"{base}/rollouts", list_rollouts)
-    app.router.add_get(f"{base}/rollouts/{{id}}", get_rollout)
+    route(app, "POST", f"{base}/models", upload_model, "admin")
+    route(app, "GET", f"{base}/models", list_models, "read")
+    route(app, "GET", f"{base}/models/{{name}}/{{version}}/model.onnx", model_file, "device")
+    route(app, "PUT", f"{base}/cohorts/{{cohort}}", put_cohort, "admin")
+    route(app, "GET", f"{base}/cohorts/{{cohort}}", get_cohort, "read")
+    route(app, "POST", f"{base}/rollouts", create_rollout, "admin")
+    route(app, "GET", f"{base}/rollouts", list_rollouts, "read")
+    route(app, "GET", f"{base}/rollouts/{{id}}", get_rollout, "read")

@@ -16,6 +16,7 @@ from typing import Any
 
 from protocol import PRODUCTS, TwinSyncError
 
+from ._auth import SCOPES, ApiKeys
 from ._config import HubConfig, load_hub_config
 from ._errors import RolloutError
 from ._hub import Hub
@@ -111,7 +112,33 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--all", action="store_true", help="every device of the model's product")
     target.add_argument("--percent", type=float, help="this share of them (0 < P <= 100)")
     target.add_argument("--cohort", help="the devices of this cohort")
+    apikey = sub.add_parser("apikey", help="create, list or revoke a brand's API keys")
+    config_arg(apikey)
+    apikey.add_argument("action", choices=("create", "list", "revoke"))
+    apikey.add_argument("--brand", required=True)
+    apikey.add_argument("--name", default="", help="create: who or what uses the key")
+    apikey.add_argument(
+        "--scopes", default="read", help=f"create: comma-separated, of {','.join(SCOPES)}"
+    )
+    apikey.add_argument("--key-id", default="", help="revoke: the key's id")
     return p
+
+
+def _apikey(args: argparse.Namespace, config: HubConfig) -> int:
+    keys = ApiKeys(config.registry.path)
+    if args.action == "create":
+        scopes = [s.strip() for s in args.scopes.split(",") if s.strip()]
+        key, token = keys.create(args.brand, args.name or "cli", scopes)
+        print(f"key {key.key_id} for {key.brand}, scopes {','.join(sorted(key.scopes))}:")
+        print(token)
+        print("(shown once: store it now; the hub keeps only its hash)", file=sys.stderr)
+    elif args.action == "list":
+        for key in keys.list(args.brand):
+            state = "revoked" if key.revoked else "active"
+            print(f"{key.key_id}  {state:7}  {','.join(sorted(key.scopes)):28}  {key.name}")
+    else:
+        print(json.dumps(keys.revoke(args.brand, args.key_id).summary()))
+    return 0
 
 
 def _models(args: argparse.Namespace, config: HubConfig) -> int:
@@ -235,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args, config)
         if args.command == "rollout":
             return _rollout(args, config)
+        if args.command == "apikey":
+            return _apikey(args, config)
         if args.command == "keys":
             print(ensure_hub_key(config.keys.secrets_dir).public.hex())
             return 0

@@ -105,7 +105,10 @@ def _cell(value: object) -> str:
 
 async def _summary(hub: Hub, brand: str, show: int) -> None:
     base = f"{hub.api_url}/v1/brands/{brand}"
-    async with aiohttp.ClientSession() as session:
+    # A read-only key for this demo's brand (the API needs one for every /v1 route).
+    _key, token = hub.api_keys.create(brand, "demo", ["read"])
+    headers = {"Authorization": f"Bearer {token}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
         twins = (await _get(session, f"{base}/twins?limit=10000"))["twins"]
         devices = (await _get(session, f"{base}/devices"))["devices"]
         states = [await _get(session, f"{base}/twins/{t}") for t in twins[:show]]
@@ -128,12 +131,15 @@ async def _summary(hub: Hub, brand: str, show: int) -> None:
         _say("  " + "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
     if twins:
         _say()
-        _say("Look at them:")
-        _say(f"  curl {base}/twins")
-        _say(f"  curl {base}/twins/{twins[0]}")
+        _say("Look at them (with this demo's read-only API key):")
+        _say(f"  export TS_KEY={token}")
+        auth = 'curl -H "Authorization: Bearer $TS_KEY"'
+        _say(f"  {auth} {base}/twins")
+        _say(f"  {auth} {base}/twins/{twins[0]}")
         field = sorted(states[0]["fields"])[0]
-        _say(f"  curl '{base}/twins/{twins[0]}/history?field={field}&every=1h'")
-        _say(f"  curl {base}/devices")
+        _say(f"  {auth} '{base}/twins/{twins[0]}/history?field={field}&every=1h'")
+        _say(f"  {auth} {base}/devices")
+        _say(f"  {auth} '{base}/segments/changes/stream?product=coffee&since=0'")
         _say(f"  curl {hub.api_url}/metrics")
 
 

@@ -120,9 +120,11 @@ class FakeDevice:
         self.client.disconnect()
 
 
-async def get_json(url: str, status: int = 200) -> Any:
-    """GET ``url`` with aiohttp (never block the loop the hub runs in) and check the status."""
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+async def get_json(url: str, status: int = 200, token: str | None = None) -> Any:
+    """GET ``url`` with aiohttp (never block the loop the hub runs in) and check the status;
+    ``token`` is sent as the API key."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with aiohttp.ClientSession() as session, session.get(url, headers=headers) as resp:
         body = await resp.json()
         assert resp.status == status, (resp.status, body)
         return body

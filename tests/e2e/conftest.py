@@ -21,7 +21,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from cloud_hub import HubConfig, load_hub_config, provision_devices
+from cloud_hub import SCOPES, ApiKeys, HubConfig, load_hub_config, provision_devices
 from firmware_sim import FaultSpec, Fleet, FleetSpec, GroundTruth, Point, normalise_value
 from firmware_sim.services import LocalServices
 from protocol import FIELDS
@@ -38,6 +38,8 @@ class Stack:
     bundles: dict[str, Path]
     fleet: Fleet
     truth: GroundTruth
+    #: an API key of the fleet's brand with every scope
+    token: str
 
     @property
     def brand(self) -> str:
@@ -140,7 +142,8 @@ secrets_dir = "secrets"
     )
     brand_key = (next(iter(bundles.values())).parent / "brand.key").read_bytes()
     truth = GroundTruth.compute(fleet, brand_key, 1, now_ms=time.time_ns() // 1_000_000)
-    return Stack(tmp, services, config, hub_toml, bundles, fleet, truth)
+    _key, token = ApiKeys(config.registry.path).create(spec.brand, "tests", SCOPES)
+    return Stack(tmp, services, config, hub_toml, bundles, fleet, truth, token)
 
 
 @dataclass

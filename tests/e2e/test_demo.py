@@ -24,7 +24,9 @@ def test_demo_runs_a_fleet_and_prints_where_to_look(tmp_path: Path) -> None:
     assert match, out
     assert int(match.group(1)) > 10
     assert re.search(r"hub: [\d,]+ deltas, [\d,]+ field values written, 0 messages rejected", out)
-    assert re.search(r"curl http://127\.0\.0\.1:\d+/v1/brands/acme/twins/1-[0-9a-f]{32}", out)
+    assert re.search(r"export TS_KEY=tsk_[0-9a-f]{12}_[\w-]{43}$", out, re.M)
+    bearer = r'curl -H "Authorization: Bearer \$TS_KEY" '
+    assert re.search(bearer + r"http://127\.0\.0\.1:\d+/v1/brands/acme/twins/1-[0-9a-f]{32}", out)
     assert len(re.findall(r"^  1-[0-9a-f]{16}", out, re.M)) == 12  # the summary table rows
     assert "disconnected from broker (" not in proc.stderr  # a clean stop is not a warning
     assert (tmp_path / "hub.toml").is_file()

@@ -50,13 +50,19 @@ async def test_fleet_day_matches_ground_truth_point_by_point(
 
         stack.assert_points_match()
 
-        listed = await get_json(f"{hub.api_url}/v1/brands/{stack.brand}/twins?limit=10000")
+        listed = await get_json(
+            f"{hub.api_url}/v1/brands/{stack.brand}/twins?limit=10000", token=stack.token
+        )
         assert sorted(listed["twins"]) == sorted(stack.truth.twins)
         for twin in stack.truth.twins:
-            body = await get_json(f"{hub.api_url}/v1/brands/{stack.brand}/twins/{twin}")
+            body = await get_json(
+                f"{hub.api_url}/v1/brands/{stack.brand}/twins/{twin}", token=stack.token
+            )
             got = {name: f["value"] for name, f in body["fields"].items()}
             assert got == stack.truth.twin_values(twin), twin
-        devices = await get_json(f"{hub.api_url}/v1/brands/{stack.brand}/devices")
+        devices = await get_json(
+            f"{hub.api_url}/v1/brands/{stack.brand}/devices", token=stack.token
+        )
         assert {d["device"] for d in devices["devices"]} == set(stack.bundles)
         senders = {p[1] for p in stack.truth.expected_points}
         assert {d["device"] for d in devices["devices"] if d["last_seq"]} == senders

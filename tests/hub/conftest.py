@@ -9,7 +9,7 @@ import pytest
 from _fakes import FakeDevice
 from hub_env import HubEnv, make_config
 
-from cloud_hub import Hub, provision_devices
+from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
 from firmware_sim.services import LocalServices
 
 
@@ -26,7 +26,8 @@ def hub_env(tmp_path: Path, services: LocalServices, unique: str) -> HubEnv:
         "127.0.0.1",
         services.mosquitto.port,
     )
-    return HubEnv(config, bundles, brand, services)
+    _key, token = ApiKeys(config.registry.path).create(brand, "tests", SCOPES)
+    return HubEnv(config, bundles, brand, services, token)
 
 
 @pytest.fixture

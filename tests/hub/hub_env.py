@@ -19,6 +19,8 @@ class HubEnv:
     bundles: dict[str, Path]
     brand: str
     services: LocalServices
+    #: an API key of ``brand`` with every scope
+    token: str = ""
 
     def influx(self, q: str) -> list[dict[str, Any]]:
         url = f"{self.services.influxd.url}/query?" + urllib.parse.urlencode(

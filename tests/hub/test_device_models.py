@@ -29,7 +29,7 @@ async def test_running_models_reach_the_device_list(
     listed: dict[str, Any] = {}
 
     async def reported() -> bool:
-        body = await get_json(url)
+        body = await get_json(url, token=hub_env.token)
         listed.update({d["device"]: d for d in body["devices"]})
         return bool(listed.get("dev-0", {}).get("models"))
 

@@ -33,12 +33,14 @@ async def test_api_routes_and_errors(hub: Hub, hub_env: Any, device: FakeDevice)
     await device.wait_acked({1})
     assert (await get_json(f"{hub.api_url}/healthz")) is not None
     await get_json(f"{hub.api_url}/readyz")
-    listed = await get_json(f"{base}/twins")
+    listed = await get_json(f"{base}/twins", token=hub_env.token)
     assert twin in str(listed)
-    state = await get_json(f"{base}/twins/{twin}")
+    state = await get_json(f"{base}/twins/{twin}", token=hub_env.token)
     assert state["fields"]["coffee.brews_total"]["value"] == 4
     assert state["fields"]["coffee.strength"]["value"] == 3
-    hist = await get_json(f"{base}/twins/{twin}/history?field=coffee.brews_total")
+    hist = await get_json(
+        f"{base}/twins/{twin}/history?field=coffee.brews_total", token=hub_env.token
+    )
     assert len(str(hist)) > 0
     assert "4" in str(hist)
     other = FakeDevice(
@@ -49,17 +51,28 @@ async def test_api_routes_and_errors(hub: Hub, hub_env: Any, device: FakeDevice)
         await other.wait_acked({1})
     finally:
         other.close()
-    down = await get_json(f"{base}/twins/{twin}/history?field=coffee.brews_total&every=1h")
+    down = await get_json(
+        f"{base}/twins/{twin}/history?field=coffee.brews_total&every=1h", token=hub_env.token
+    )
     # Counter buckets: sum of each device's last cumulative value, carried forward.
     assert down["points"][-1]["value"] == 4 + 3
-    lww = await get_json(f"{base}/twins/{twin}/history?field=coffee.strength&every=1h")
+    lww = await get_json(
+        f"{base}/twins/{twin}/history?field=coffee.strength&every=1h", token=hub_env.token
+    )
     assert [p["value"] for p in lww["points"]] == [3]
-    await get_json(f"{base}/twins/{twin}/history?field=no.such_field", status=400)
-    await get_json(f"{base}/twins/{twin}/history?field=coffee.brews_total&every=bogus", 400)
-    await get_json(f"{base}/twins/1-{'0' * 32}", status=404)
-    await get_json(f"{base}/twins/{'0' * 26}", status=400)
-    await get_json(f"{hub.api_url}/v1/brands/BAD BRAND!/twins", status=400)
-    devices = await get_json(f"{base}/devices")
+    await get_json(
+        f"{base}/twins/{twin}/history?field=no.such_field", status=400, token=hub_env.token
+    )
+    await get_json(
+        f"{base}/twins/{twin}/history?field=coffee.brews_total&every=bogus",
+        400,
+        token=hub_env.token,
+    )
+    await get_json(f"{base}/twins/1-{'0' * 32}", status=404, token=hub_env.token)
+    await get_json(f"{base}/twins/{'0' * 26}", status=400, token=hub_env.token)
+    # Another brand than the key's (malformed or not) is refused before anything else.
+    await get_json(f"{hub.api_url}/v1/brands/BAD BRAND!/twins", status=403, token=hub_env.token)
+    devices = await get_json(f"{base}/devices", token=hub_env.token)
     assert "dev-0" in str(devices)
     _ = HLC
 

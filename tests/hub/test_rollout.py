@@ -23,7 +23,14 @@ from _fakes import get_json
 from _poll import eventually
 from hub_env import HubEnv, make_config
 
-from cloud_hub import Hub, ensure_hub_key, load_hub_config, provision_devices
+from cloud_hub import (
+    SCOPES,
+    ApiKeys,
+    Hub,
+    ensure_hub_key,
+    load_hub_config,
+    provision_devices,
+)
 from cloud_hub._model_repo import ModelRepo
 from cloud_hub._registry import Registry
 from cloud_hub._rollouts import RolloutStore
@@ -61,7 +68,8 @@ def _env(tmp: Path, services: LocalServices, unique: str, devices: list[tuple[st
         "127.0.0.1",
         services.mosquitto.port,
     )
-    return HubEnv(config, bundles, brand, services)
+    _key, token = ApiKeys(config.registry.path).create(brand, "tests", SCOPES)
+    return HubEnv(config, bundles, brand, services, token)
 
 
 @contextlib.asynccontextmanager
@@ -91,19 +99,24 @@ def _form(manifest: ModelManifest, data: bytes) -> aiohttp.FormData:
 
 
 class _Api:
-    def __init__(self, hub: Hub, brand: str) -> None:
-        self.base = f"{hub.api_url}/v1/brands/{brand}"
+    def __init__(self, hub: Hub, env: HubEnv) -> None:
+        self.base = f"{hub.api_url}/v1/brands/{env.brand}"
+        self.token = env.token
+        self.headers = {"Authorization": f"Bearer {env.token}"}
 
     async def upload(self, manifest: ModelManifest, data: bytes) -> dict[str, Any]:
         form = _form(manifest, data)
-        async with aiohttp.ClientSession() as s, s.post(f"{self.base}/models", data=form) as r:
+        async with (
+            aiohttp.ClientSession(headers=self.headers) as s,
+            s.post(f"{self.base}/models", data=form) as r,
+        ):
             body: dict[str, Any] = await r.json()
             assert r.status == 201, body
             return body
 
     async def send(self, method: str, path: str, body: object) -> tuple[int, dict[str, Any]]:
         async with (
-            aiohttp.ClientSession() as s,
+            aiohttp.ClientSession(headers=self.headers) as s,
             s.request(method, self.base + path, json=body) as r,
         ):
             return r.status, await r.json()
@@ -114,10 +127,10 @@ class _Api:
         return body
 
     async def progress(self, rollout_id: int) -> dict[str, Any]:
-        return await get_json(f"{self.base}/rollouts/{rollout_id}")
+        return await get_json(f"{self.base}/rollouts/{rollout_id}", token=self.token)
 
     async def devices(self) -> dict[str, dict[str, Any]]:
-        body = await get_json(f"{self.base}/devices")
+        body = await get_json(f"{self.base}/devices", token=self.token)
         return {d["device"]: d for d in body["devices"]}
 
 
@@ -144,7 +157,7 @@ async def test_a_good_model_reaches_every_device_of_its_cohort(
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub, _fleet(env, tmp_path) as agents:
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         manifest, data = _segment_model(key, 2)
         uploaded = await api.upload(manifest, data)
         assert uploaded["model"] == "segment-coffee@2"
@@ -210,7 +223,7 @@ async def test_a_bad_model_is_refused_and_the_old_one_keeps_serving(
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub, _fleet(env, tmp_path) as agents:
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         # The old model: an installed v2 (rolled out), or the package's default anomaly model.
         good, good_data = _segment_model(key, 2)
         await api.upload(good, good_data)
@@ -263,7 +276,7 @@ async def test_a_percentage_rollout_hits_the_requested_share(
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub, _fleet(env, tmp_path):
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         manifest, data = _segment_model(key, 2)
         await api.upload(manifest, data)
 
@@ -292,7 +305,7 @@ async def test_rollout_requests_are_checked(
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub:
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         manifest, data = _segment_model(key, 2)
         await api.upload(manifest, data)
         cases: list[tuple[str, str, object, int, str]] = [
@@ -347,18 +360,24 @@ async def test_rollout_requests_are_checked(
             assert (got, answer["error"]["code"]) == (status, code), (path, body, answer)
         # A file that does not match its manifest is refused at upload, and nothing is stored.
         form = _form(manifest, data + b"x")
-        async with aiohttp.ClientSession() as s, s.post(f"{api.base}/models", data=form) as r:
+        async with (
+            aiohttp.ClientSession(headers=api.headers) as s,
+            s.post(f"{api.base}/models", data=form) as r,
+        ):
             assert r.status == 422
             assert (await r.json())["error"]["code"] == "hash_mismatch"
         # Another version with another file under an existing name@version is a conflict.
         other_data = _onnx.segment_onnx(len(COFFEE), seed=99)
         other = _onnx.make_manifest("segment", "coffee", other_data, COFFEE, key, version=2)
         form = _form(other, other_data)
-        async with aiohttp.ClientSession() as s, s.post(f"{api.base}/models", data=form) as r:
+        async with (
+            aiohttp.ClientSession(headers=api.headers) as s,
+            s.post(f"{api.base}/models", data=form) as r,
+        ):
             assert r.status == 409
-        listed = await get_json(f"{api.base}/models")
+        listed = await get_json(f"{api.base}/models", token=api.token)
         assert [m["model"] for m in listed["models"]] == ["segment-coffee@2"]
-        assert (await get_json(f"{api.base}/rollouts"))["rollouts"] == []
+        assert (await get_json(f"{api.base}/rollouts", token=api.token))["rollouts"] == []
 
 
 async def test_rolling_out_the_previous_version_rolls_back_without_a_download(
@@ -368,7 +387,7 @@ async def test_rolling_out_the_previous_version_rolls_back_without_a_download(
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub, _fleet(env, tmp_path) as agents:
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         for version in (2, 3):
             manifest, data = _segment_model(key, version)
             await api.upload(manifest, data)
@@ -394,7 +413,7 @@ async def test_a_device_offline_during_the_rollout_gets_the_model_when_it_return
     key = ensure_hub_key(env.config.keys.secrets_dir)
     async with Hub(env.config) as hub:
         await hub.ready.wait()
-        api = _Api(hub, env.brand)
+        api = _Api(hub, env)
         manifest, data = _segment_model(key, 2)
         await api.upload(manifest, data)
         rollout = await api.rollout(manifest.ref, {"all": True})
@@ -484,7 +503,7 @@ reconcile_s = 0.2
         assert await asyncio.to_thread(hub_cli, argv) == 0
         created = json.loads(capsys.readouterr().out)
         assert created["devices"] == 1
-        await _settled(_Api(hub, env.brand), created["id"], {"running": 1})
+        await _settled(_Api(hub, env), created["id"], {"running": 1})
         bad = ["rollout", *cli, "--model", "segment-coffee@5", "--all"]
         assert await asyncio.to_thread(hub_cli, bad) == 2
         assert "no model segment-coffee@5" in capsys.readouterr().err

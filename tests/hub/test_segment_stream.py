@@ -52,7 +52,8 @@ async def test_segment_changes_stream_live_from_every_instance(
     # the two, and the stream served by the second must still see every change.
     mqtt = hub_env.config.mqtt.model_copy(update={"client_id": f"{hub_env.config.mqtt.client_id}b"})
     other_config = hub_env.config.model_copy(update={"mqtt": mqtt})
-    async with Hub(other_config) as other, aiohttp.ClientSession() as session:
+    headers = {"Authorization": f"Bearer {hub_env.token}"}
+    async with Hub(other_config) as other, aiohttp.ClientSession(headers=headers) as session:
         await other.ready.wait()
         url = f"{other.api_url}/v1/brands/{hub_env.brand}/segments/changes/stream"
         async with session.get(f"{url}?product=coffee") as resp:
@@ -103,6 +104,10 @@ async def test_segment_changes_stream_live_from_every_instance(
 
 async def test_segment_stream_rejects_bad_requests(hub: Hub, hub_env: HubEnv) -> None:
     base = f"{hub.api_url}/v1/brands/{hub_env.brand}/segments/changes/stream"
-    assert (await get_json(f"{base}?product=toaster", 400))["error"]["code"] == "bad_product"
-    assert (await get_json(f"{base}?product=tv&since=x", 400))["error"]["code"] == "bad_since"
+    assert (await get_json(f"{base}?product=toaster", 400, token=hub_env.token))["error"][
+        "code"
+    ] == "bad_product"
+    assert (await get_json(f"{base}?product=tv&since=x", 400, token=hub_env.token))["error"][
+        "code"
+    ] == "bad_since"
     assert not hub.feed._subs  # nothing left subscribed by refused requests

@@ -46,7 +46,7 @@ async def test_segment_changes_are_events_with_their_model(
     )
     await device.wait_acked({1, 2, 3})
     base = f"{hub.api_url}/v1/brands/{hub_env.brand}/segments/changes"
-    body = await get_json(f"{base}?product=coffee")
+    body = await get_json(f"{base}?product=coffee", token=hub_env.token)
     got = [(e["twin"], e["time_ms"], e["from"], e["to"], e["model"]) for e in body["changes"]]
     assert got == sorted(
         [
@@ -57,8 +57,8 @@ async def test_segment_changes_are_events_with_their_model(
         key=lambda e: (e[1], e[0]),
     )
     # A range starting after the first change knows where the segment came from.
-    after = await get_json(f"{base}?product=coffee&start={ms + 1}")
+    after = await get_json(f"{base}?product=coffee&start={ms + 1}", token=hub_env.token)
     assert [(e["from"], e["to"]) for e in after["changes"]] == [(2, 4)]
-    bad = await get_json(f"{base}?product=toaster", status=400)
+    bad = await get_json(f"{base}?product=toaster", status=400, token=hub_env.token)
     assert bad["error"]["code"] == "bad_product"
-    assert (await get_json(f"{base}?product=tv"))["changes"] == []
+    assert (await get_json(f"{base}?product=tv", token=hub_env.token))["changes"] == []

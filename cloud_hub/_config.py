@@ -39,6 +39,8 @@ class MqttSettings(_Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str = ""
     password: str = ""
+    #: file holding the broker password (see 'twinsync hub broker-auth'); wins over password
+    password_file: Path | None = None
     tls: bool = False
     ca_file: str = ""
     client_id: str = "twinsync-hub-1"
@@ -134,6 +136,13 @@ class HubConfig(_Section):
                 "registry": self.registry.model_copy(update={"path": base / self.registry.path}),
                 "keys": self.keys.model_copy(update={"secrets_dir": base / self.keys.secrets_dir}),
                 "models": self.models.model_copy(update={"dir": base / self.models.dir}),
+                "mqtt": self.mqtt.model_copy(
+                    update={
+                        "password_file": None
+                        if self.mqtt.password_file is None
+                        else base / self.mqtt.password_file
+                    }
+                ),
             }
         )
 

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from protocol import hub_subscriptions
 
 from ._config import MqttSettings
+from ._errors import ConfigError
 from ._events import SEGMENT_EVENTS_FILTER, is_event_topic, segment_topic
 from ._inbox import Inbox
 from ._metrics import Metrics
@@ -67,7 +68,7 @@ class HubMqtt:
         client.max_queued_messages_set(0)
         client.reconnect_delay_set(min_delay=1, max_delay=15)
         if settings.username:
-            client.username_pw_set(settings.username, settings.password or None)
+            client.username_pw_set(settings.username, _password(settings) or None)
         if settings.tls:
             context = ssl.create_default_context(cafile=settings.ca_file or None)
             client.tls_set_context(context)
@@ -172,3 +173,14 @@ class HubMqtt:
     def _stop(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+def _password(settings: MqttSettings) -> str:
+    if settings.password_file is None:
+        return settings.password
+    try:
+        return settings.password_file.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read mqtt.password_file {settings.password_file}: {exc.strerror}"
+        ) from exc

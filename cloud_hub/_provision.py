@@ -18,6 +18,7 @@ from pathlib import Path
 
 from protocol import PRODUCTS, SigningKey, check_brand, check_device
 
+from ._broker_auth import device_username, mosquitto_hash
 from ._errors import ConfigError
 from ._registry import Registry
 
@@ -39,6 +40,14 @@ def ensure_hub_key(secrets_dir: Path) -> SigningKey:
     if not path.exists():
         _write_secret(path, SigningKey.generate().to_pem())
     return SigningKey.from_bytes(path.read_bytes())
+
+
+def ensure_hub_mqtt_password(secrets_dir: Path) -> Path:
+    """The file with the hub's broker password (``mqtt.password_file``), made on first use."""
+    path = Path(secrets_dir) / "mqtt-hub.password"
+    if not path.exists():
+        _write_secret(path, secrets.token_urlsafe(32).encode() + b"\n")
+    return path
 
 
 def ensure_brand_key(secrets_dir: Path, brand: str, epoch: int = DEFAULT_EPOCH) -> bytes:
@@ -69,6 +78,8 @@ public_key_files = ["hub.pub"]
 [mqtt]
 host = "{mqtt_host}"
 port = {mqtt_port}
+username = "{mqtt_user}"
+password_file = "mqtt.password"
 
 [outbox]
 path = "outbox.sqlite"
@@ -95,6 +106,7 @@ def provision_devices(
     hub_key = ensure_hub_key(secrets_dir)
     brand_key = ensure_brand_key(secrets_dir, brand, epoch)
     records = []
+    hashes: dict[tuple[str, str], str] = {}
     out: dict[str, Path] = {}
     for device, product in devices:
         check_device(device)
@@ -106,6 +118,9 @@ def provision_devices(
         _write_secret(bundle / "device.key", key.to_pem())
         _write_secret(bundle / "brand.key", brand_key)
         (bundle / "hub.pub").write_text(hub_key.public.hex() + "\n")
+        password = secrets.token_urlsafe(24)
+        _write_secret(bundle / "mqtt.password", password.encode() + b"\n")
+        hashes[(brand, device)] = mosquitto_hash(password)
         toml = bundle / "agent.toml"
         toml.write_text(
             _AGENT_TOML.format(
@@ -115,11 +130,12 @@ def provision_devices(
                 epoch=epoch,
                 mqtt_host=mqtt_host,
                 mqtt_port=mqtt_port,
+                mqtt_user=device_username(brand, device),
             )
         )
         records.append((brand, device, product, key.public))
         out[device] = toml
-    Registry(registry_path).add_many(records)
+    Registry(registry_path).add_many(records, hashes)
     return out
 
 

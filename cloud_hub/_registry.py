@@ -53,6 +53,9 @@ class Registry:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.execute(_SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(devices)")}
+            if "mqtt_hash" not in columns:  # registries made before broker credentials
+                db.execute("ALTER TABLE devices ADD COLUMN mqtt_hash TEXT NOT NULL DEFAULT ''")
 
     def _connect(self) -> sqlite3.Connection:
         try:
@@ -62,15 +65,25 @@ class Registry:
             raise RegistryError(f"cannot open device registry {self.path}: {exc}") from exc
         return db
 
-    def add_many(self, records: list[tuple[str, str, str, VerifyKey]]) -> None:
-        """Register ``(brand, device, product, key)`` rows in one transaction (upsert)."""
+    def add_many(
+        self,
+        records: list[tuple[str, str, str, VerifyKey]],
+        mqtt_hashes: dict[tuple[str, str], str] | None = None,
+    ) -> None:
+        """Register ``(brand, device, product, key)`` rows in one transaction (upsert),
+        with each device's broker password hash (mosquitto format) when given."""
         now = time.time_ns() // 1_000_000
-        rows = [(check_brand(b), check_device(d), p, k.hex(), now) for b, d, p, k in records]
+        hashes = mqtt_hashes or {}
+        rows = [
+            (check_brand(b), check_device(d), p, k.hex(), now, hashes.get((b, d), ""))
+            for b, d, p, k in records
+        ]
         with self._connect() as db:
             db.executemany(
-                "INSERT INTO devices (brand, device, product, public_key, created_ms) "
-                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (brand, device) DO UPDATE SET "
-                "product=excluded.product, public_key=excluded.public_key, revoked=0",
+                "INSERT INTO devices (brand, device, product, public_key, created_ms, mqtt_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (brand, device) DO UPDATE SET "
+                "product=excluded.product, public_key=excluded.public_key, revoked=0, "
+                "mqtt_hash=excluded.mqtt_hash",
                 rows,
             )
         for b, d, *_ in records:
@@ -119,6 +132,18 @@ class Registry:
             DeviceRecord(brand, r[0], r[1], VerifyKey.from_hex(r[2]), r[3], bool(r[4]))
             for r in rows
         ]
+
+    def broker_users(self) -> list[tuple[str, str, str]]:
+        """``(brand, device, mqtt_hash)`` of every device that may connect to the broker
+        (provisioned with credentials and not revoked), sorted."""
+        with self._connect() as db:
+            return [
+                (r[0], r[1], r[2])
+                for r in db.execute(
+                    "SELECT brand, device, mqtt_hash FROM devices "
+                    "WHERE revoked=0 AND mqtt_hash != '' ORDER BY brand, device"
+                )
+            ]
 
     def brands(self) -> list[str]:
         """Every brand with at least one device."""

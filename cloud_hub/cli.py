@@ -17,11 +17,17 @@ from typing import Any
 from protocol import PRODUCTS, TwinSyncError
 
 from ._auth import SCOPES, ApiKeys
+from ._broker_auth import HUB_USER, write_broker_files
 from ._config import HubConfig, load_hub_config
 from ._errors import RolloutError
 from ._hub import Hub
 from ._model_repo import ModelRepo
-from ._provision import ensure_hub_key, provision_device, provision_devices
+from ._provision import (
+    ensure_hub_key,
+    ensure_hub_mqtt_password,
+    provision_device,
+    provision_devices,
+)
 from ._registry import Registry
 from ._rollouts import RolloutStore, Target
 
@@ -112,6 +118,16 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--all", action="store_true", help="every device of the model's product")
     target.add_argument("--percent", type=float, help="this share of them (0 < P <= 100)")
     target.add_argument("--cohort", help="the devices of this cohort")
+    broker = sub.add_parser(
+        "broker-auth",
+        help="write mosquitto's password and ACL files from the device registry",
+        description="One broker user per device, confined to its own topics, plus the "
+        "hub's user. Run after provisioning or revoking devices, then reload mosquitto "
+        "(kill -HUP).",
+    )
+    config_arg(broker)
+    broker.add_argument("--out", type=Path, required=True, help="directory for the two files")
+
     apikey = sub.add_parser("apikey", help="create, list or revoke a brand's API keys")
     config_arg(apikey)
     apikey.add_argument("action", choices=("create", "list", "revoke"))
@@ -264,6 +280,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rollout(args, config)
         if args.command == "apikey":
             return _apikey(args, config)
+        if args.command == "broker-auth":
+            secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
+            passwd, acl = write_broker_files(config.registry.path, secret, args.out)
+            print(f"password_file {passwd}\nacl_file {acl}")
+            print(
+                f"hub config: mqtt.username = {HUB_USER!r}, mqtt.password_file = '{secret}'",
+                file=sys.stderr,
+            )
+            return 0
         if args.command == "keys":
             print(ensure_hub_key(config.keys.secrets_dir).public.hex())
             return 0

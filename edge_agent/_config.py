@@ -94,6 +94,8 @@ class MqttSettings(_Section):
     port: int = Field(1883, ge=1, le=65535)
     username: str = ""
     password: str = ""
+    #: file holding the broker password (written 0600 by provisioning); wins over password
+    password_file: Path | None = None
     tls: bool = False
     ca_file: str = ""
     keepalive_s: int = Field(30, ge=5, le=3600)
@@ -169,10 +171,18 @@ class AgentConfig(_Section):
 class Keys:
     """Key material loaded from the files an AgentConfig names. ``repr`` hides secrets."""
 
-    def __init__(self, device: SigningKey, brand_key: bytes, hub: list[VerifyKey]) -> None:
+    def __init__(
+        self,
+        device: SigningKey,
+        brand_key: bytes,
+        hub: list[VerifyKey],
+        mqtt_password: str = "",
+    ) -> None:
         self.device = device
         self.brand_key = brand_key
         self.hub = {k.kid: k for k in hub}
+        #: the broker password (from ``mqtt.password_file``, else ``mqtt.password``)
+        self.mqtt_password = mqtt_password
 
     @classmethod
     def load(cls, config: AgentConfig) -> Keys:
@@ -197,7 +207,10 @@ class Keys:
             raise ConfigError(
                 f"brand key {config.pseudonym.key_file} is shorter than {MIN_KEY_BYTES} bytes"
             )
-        return cls(device, brand_key, hub)
+        password = config.mqtt.password
+        if config.mqtt.password_file is not None:
+            password = read(config.mqtt.password_file, "mqtt password file").decode().strip()
+        return cls(device, brand_key, hub, password)
 
     def __repr__(self) -> str:
         return f"Keys(device={self.device.kid}, hub={sorted(self.hub)})"
@@ -241,5 +254,12 @@ def load_config(
             ),
             "outbox": config.outbox.model_copy(update={"path": base / config.outbox.path}),
             "models": config.models.model_copy(update={"dir": base / config.models.dir}),
+            "mqtt": config.mqtt.model_copy(
+                update={
+                    "password_file": None
+                    if config.mqtt.password_file is None
+                    else base / config.mqtt.password_file
+                }
+            ),
         }
     )

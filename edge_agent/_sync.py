@@ -132,7 +132,7 @@ class Uplink:
             m.port,
             identifier=m.client_id or f"{self._config.device.brand}.{self._config.device.id}",
             username=m.username or None,
-            password=m.password or None,
+            password=self._keys.mqtt_password or None,
             keepalive=m.keepalive_s,
             clean_session=False,
             tls_context=tls,

@@ -176,6 +176,10 @@ class Mosquitto(_Service):
             "max_packet_size 1048576\n",
             "log_dest stdout\nlog_type error\nlog_type warning\n",
         ]
+        if os.geteuid() == 0:
+            # Started as root, mosquitto would switch to the 'mosquitto' user, which cannot
+            # read this private work directory (persistence, password and ACL files).
+            lines.append("user root\n")
         if not has_listener:
             lines.append(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
         lines.append(self.extra_config)

@@ -23,6 +23,7 @@ from protocol import Clock, SystemClock
 from ._api import build_app
 from ._auth import ApiKeys
 from ._config import HubConfig
+from ._erasure import Erasures
 from ._errors import StoreError
 from ._events import SegmentFeed
 from ._guard import url_signer
@@ -31,6 +32,7 @@ from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._mqtt import HubMqtt
 from ._pipeline import Pipeline
+from ._privacy_api import add_privacy_routes
 from ._provision import ensure_hub_key
 from ._publisher import ModelPublisher
 from ._registry import Registry
@@ -59,6 +61,9 @@ class Hub:
         self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
         self.api_keys = ApiKeys(config.registry.path)
+        self.erasures = Erasures(
+            config.registry.path, config.keys.secrets_dir, self._store, self._key
+        )
         self.models = ModelRepo(config.registry.path, config.models.dir)
         self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
         self._publisher = ModelPublisher(
@@ -99,6 +104,7 @@ class Hub:
                 self.api_keys,
                 url_signer(self._key),
             )
+            add_privacy_routes(app, self.erasures)
             add_rollout_routes(
                 app,
                 RolloutContext(
@@ -168,6 +174,7 @@ class Hub:
                 self.config.influx,
                 self.metrics,
                 self.clock,
+                self.erasures,
             )
             run = asyncio.ensure_future(pipeline.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())

@@ -34,6 +34,7 @@ from protocol import (
 )
 
 from ._config import InfluxSettings
+from ._erasure import Erasures
 from ._errors import StoreError
 from ._events import segment_ops, segment_topic
 from ._inbox import Inbox
@@ -67,6 +68,8 @@ class _Batch:
     segments: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
     ops: int = 0
     deltas: int = 0
+    #: tombstones known when the batch was built (re-checked before writing)
+    generation: int = 0
 
 
 class Pipeline:
@@ -81,7 +84,9 @@ class Pipeline:
         settings: InfluxSettings,
         metrics: Metrics,
         clock: Clock,
+        erasures: Erasures,
     ) -> None:
+        self._erasures = erasures
         self._mqtt = mqtt
         self._store = store
         self._verifier = verifier
@@ -122,7 +127,7 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.batch_max_wait_ms / 1000
         max_lines = self._settings.batch_max_lines
-        batch = _Batch()
+        batch = _Batch(generation=self._erasures.generation)
         pending: asyncio.Future[list[Verdict]] | None = None
         while True:
             room = max_lines - len(batch.lines)
@@ -166,8 +171,16 @@ class Pipeline:
         skew = incoming.received_ms - verdict.sent_ms
         self._metrics.set("twinsync_hub_device_skew_ms", skew)
         if isinstance(verdict.body, Delta):
-            batch.ops += twin_lines(verdict.brand, verdict.device, verdict.body.twins, batch.lines)
-            segment_ops(verdict.device, verdict.body.twins, batch.segments[verdict.brand])
+            twins = verdict.body.twins
+            erased = self._erasures.erased(verdict.brand)
+            if erased and any(t.twin in erased for t in twins):
+                # An erased twin never comes back, whatever outbox or late device sends it;
+                # the delta is still acked, so the device lets go of it.
+                dropped = sum(len(t.ops) for t in twins if t.twin in erased)
+                self._metrics.inc("twinsync_hub_erased_ops_dropped_total", dropped)
+                twins = tuple(t for t in twins if t.twin not in erased)
+            batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
+            segment_ops(verdict.device, twins, batch.segments[verdict.brand])
             batch.deltas += 1
             batch.written[key].append(verdict.seq)
             fields: dict[str, bool | int | str] = {"last_seq": verdict.seq, "skew_ms": skew}
@@ -208,7 +221,7 @@ class Pipeline:
     async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
         t0 = time.perf_counter()
         try:
-            await self._write_until_durable(batch.lines)
+            await self._write_until_durable(batch.lines, batch.generation)
         finally:
             writers.release()
         elapsed = time.perf_counter() - t0
@@ -228,9 +241,14 @@ class Pipeline:
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 
-    async def _write_until_durable(self, lines: list[str]) -> None:
+    async def _write_until_durable(self, lines: list[str], generation: int) -> None:
         delay = 0.2
         while True:
+            if generation != self._erasures.generation:
+                # Twins were erased since these lines were built: leave theirs out.
+                lines, generation = self._erasures.without_erased(lines), self._erasures.generation
+                if not lines:
+                    return
             try:
                 await self._store.write(lines)
                 self._metrics.set("twinsync_hub_store_up", 1)
@@ -243,8 +261,8 @@ class Pipeline:
                     # over the server's limit): halve it until the refused lines are
                     # isolated, so one bad point cannot block the rest.
                     half = len(lines) // 2
-                    await self._write_until_durable(lines[:half])
-                    await self._write_until_durable(lines[half:])
+                    await self._write_until_durable(lines[:half], generation)
+                    await self._write_until_durable(lines[half:], generation)
                     return
                 if not exc.retryable:
                     log.error("InfluxDB refused a point for good, dropping it: %s", exc)

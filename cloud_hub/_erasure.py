@@ -1,0 +1,249 @@
+"""Erasure (GDPR Art. 17): delete a customer's twin for good, with a verifiable receipt.
+
+The brand backend names the customer by the identifier it knows; the hub recomputes the
+twin id under every key epoch it holds for the brand (there is no lookup table from twins
+back to people) and then:
+
+1. records a **tombstone** per twin id in the shared SQLite file: from then on every hub
+   instance drops ops for that twin, from any device, whatever their timestamp (an outbox
+   that was offline during the erasure cannot bring it back), and filters them out of
+   batches built before it learnt of the tombstone, just before writing;
+2. waits until every instance has learnt of it (``refresh_s``), deletes the twin's series
+   from InfluxDB, and checks, deleting again if a write that was already on the wire
+   landed meanwhile, until no point is left;
+3. answers with a **receipt** signed by the hub's Ed25519 key: request id, brand, twin ids,
+   when, points found and points left (0). Anyone with the hub's public key can check it.
+
+The raw identifier is used in memory to compute the pseudonyms and is never stored or
+logged; requests are recorded with their deadline (one month) and completion time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from protocol import SigningKey, TwinSyncError, VerifyKey, check_brand, pseudonymize
+
+from ._errors import CloudHubError
+from ._influx import InfluxStore, quote_str
+from ._model_repo import connect
+
+__all__ = ["DEADLINE_MS", "Erasures", "verify_receipt"]
+
+log = logging.getLogger("cloud_hub.erasure")
+#: a data-subject request must be answered within one month (Art. 12(3)); we use 30 days
+DEADLINE_MS = 30 * 86_400_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tombstones (
+    brand      TEXT NOT NULL,
+    twin       TEXT NOT NULL,
+    erased_ms  INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    PRIMARY KEY (brand, twin)
+);
+CREATE TABLE IF NOT EXISTS privacy_requests (
+    id           TEXT PRIMARY KEY,
+    brand        TEXT NOT NULL,
+    kind         TEXT NOT NULL,
+    received_ms  INTEGER NOT NULL,
+    deadline_ms  INTEGER NOT NULL,
+    completed_ms INTEGER,
+    receipt      TEXT
+);
+"""
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+
+
+def verify_receipt(receipt: dict[str, Any], hub_key: VerifyKey) -> None:
+    """Raise SignatureError unless ``receipt`` was signed by ``hub_key`` and is unaltered."""
+    body = {k: v for k, v in receipt.items() if k != "signature"}
+    hub_key.verify(bytes.fromhex(str(receipt.get("signature", ""))), _canonical(body))
+
+
+class Erasures:
+    """Tombstones and erasure requests (shared SQLite file) plus the erasure procedure."""
+
+    def __init__(
+        self,
+        db_path: Path,
+        secrets_dir: Path,
+        store: InfluxStore,
+        key: SigningKey,
+        *,
+        refresh_s: float = 1.0,
+    ) -> None:
+        self._db_path = Path(db_path)
+        self._secrets = Path(secrets_dir)
+        self._store = store
+        self._key = key
+        self.refresh_s = refresh_s
+        self._erased: dict[str, frozenset[str]] = {}
+        self._loaded_at = -1.0
+        #: bumped whenever the set of tombstones grows (batches built before re-check)
+        self.generation = 0
+        self._db_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+        self.refresh()
+
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self._db_path)
+
+    # -- what ingestion asks ------------------------------------------------------------
+    def erased(self, brand: str) -> frozenset[str]:
+        """Tombstoned twin ids of ``brand`` (refreshed from the shared file at most every
+        ``refresh_s``, so other instances' erasures count too)."""
+        if time.monotonic() - self._loaded_at > self.refresh_s:
+            self.refresh()
+        return self._erased.get(brand, frozenset())
+
+    def refresh(self) -> None:
+        """Re-read the tombstones now."""
+        with self._connect() as db:
+            rows = db.execute("SELECT brand, twin FROM tombstones").fetchall()
+        by_brand: dict[str, set[str]] = {}
+        for brand, twin in rows:
+            by_brand.setdefault(brand, set()).add(twin)
+        erased = {b: frozenset(t) for b, t in by_brand.items()}
+        if erased != self._erased:
+            self._erased = erased
+            self.generation += 1
+        self._loaded_at = time.monotonic()
+
+    # -- the procedure -----------------------------------------------------------------
+    def twins_of(self, brand: str, subject: str) -> list[str]:
+        """The subject's twin id under every key epoch held for ``brand``."""
+        keys = sorted((self._secrets / "brands" / check_brand(brand)).glob("*.key"))
+        if not keys:
+            raise CloudHubError(
+                f"no pseudonymization key for brand {brand}", reason="unknown_brand"
+            )
+        twins = []
+        for path in keys:
+            if path.stem.isdigit():
+                twins.append(pseudonymize(path.read_bytes(), int(path.stem), subject))
+        return twins
+
+    async def erase(self, brand: str, subject: str) -> dict[str, Any]:
+        """Erase the subject's twins; return the signed receipt."""
+        try:
+            twins = self.twins_of(brand, subject)
+        except TwinSyncError as exc:
+            raise CloudHubError(str(exc), reason=exc.reason) from None
+        request_id = uuid.uuid4().hex
+        received = time.time_ns() // 1_000_000
+        await asyncio.to_thread(self._record, brand, twins, request_id, received)
+        # Every instance re-reads tombstones within refresh_s; after that nobody writes them.
+        await asyncio.sleep(self.refresh_s + 0.2)
+        where = (
+            f'"brand" = {quote_str(brand)} AND ('
+            + " OR ".join(f'"twin" = {quote_str(t)}' for t in twins)
+            + ")"
+        )
+        found = await self._count(where)
+        left = found
+        for attempt in range(5):
+            await self._store.query(f'DELETE FROM "twin" WHERE {where}', write=True)
+            await asyncio.sleep(0.2 * (attempt + 1))  # a write already on the wire lands
+            left = await self._count(where)
+            if left == 0:
+                break
+        if left:
+            raise CloudHubError(
+                f"{left} points of the erased twins are still in InfluxDB; retry the request",
+                reason="erasure_incomplete",
+            )
+        done = time.time_ns() // 1_000_000
+        body = {
+            "request_id": request_id,
+            "kind": "erasure",
+            "brand": brand,
+            "twins": twins,
+            "received_ms": received,
+            "completed_ms": done,
+            "points_found": found,
+            "points_left": 0,
+            "kid": self._key.kid,
+        }
+        receipt = {**body, "signature": self._key.sign(_canonical(body)).hex()}
+        await asyncio.to_thread(self._complete, request_id, done, receipt)
+        log.info("erasure %s of brand %s: %d points deleted", request_id, brand, found)
+        return receipt
+
+    async def _count(self, where: str) -> int:
+        """Field values stored for the twins (each op is one)."""
+        results = await self._store.query(f'SELECT count(*) FROM "twin" WHERE {where}')
+        return sum(
+            v
+            for s in results[0].get("series") or []
+            for row in s["values"]
+            for v in row[1:]
+            if isinstance(v, int)
+        )
+
+    def without_erased(self, lines: list[str]) -> list[str]:
+        """``lines`` minus the twin points of tombstoned twins (line protocol as
+        ``cloud_hub._lines`` writes it: ``twin,brand=..,device=..,twin=.. ...``)."""
+        kept = []
+        for line in lines:
+            if line.startswith("twin,"):
+                tags = line.split(" ", 1)[0].split(",")
+                brand, twin = tags[1][len("brand=") :], tags[3][len("twin=") :]
+                if twin in self._erased.get(brand, ()):
+                    continue
+            kept.append(line)
+        return kept
+
+    def _record(self, brand: str, twins: list[str], request_id: str, received: int) -> None:
+        with self._connect() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?, ?)",
+                [(brand, t, received, request_id) for t in twins],
+            )
+            db.execute(
+                "INSERT INTO privacy_requests (id, brand, kind, received_ms, deadline_ms) "
+                "VALUES (?, ?, 'erasure', ?, ?)",
+                (request_id, brand, received, received + DEADLINE_MS),
+            )
+        self.refresh()
+
+    def _complete(self, request_id: str, done: int, receipt: dict[str, Any]) -> None:
+        with self._connect() as db:
+            db.execute(
+                "UPDATE privacy_requests SET completed_ms=?, receipt=? WHERE id=?",
+                (done, json.dumps(receipt), request_id),
+            )
+
+    def requests(self, brand: str) -> list[dict[str, Any]]:
+        """Every privacy request of ``brand`` with its deadline and state, newest first."""
+        now = time.time_ns() // 1_000_000
+        with self._connect() as db:
+            rows = db.execute(
+                "SELECT id, kind, received_ms, deadline_ms, completed_ms, receipt "
+                "FROM privacy_requests WHERE brand=? ORDER BY received_ms DESC",
+                (brand,),
+            ).fetchall()
+        return [
+            {
+                "request_id": r[0],
+                "kind": r[1],
+                "received_ms": r[2],
+                "deadline_ms": r[3],
+                "completed_ms": r[4],
+                "state": "done" if r[4] else ("overdue" if now > r[3] else "open"),
+                "receipt": json.loads(r[5]) if r[5] else None,
+            }
+            for r in rows
+        ]

@@ -1,0 +1,147 @@
+"""Erasure: after the receipt no point of the twin is left, the hub answers 404, and no
+outbox or late device brings it back; the receipt verifies with the hub's public key."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from _fakes import FakeDevice, get_json, now_hlc
+from hub_env import HubEnv
+
+from cloud_hub import Hub, ensure_hub_key
+from cloud_hub._erasure import verify_receipt
+from edge_agent import Agent, load_config
+from firmware_sim.services import free_port
+from protocol import SignalIn, SignatureError
+
+SUBJECT = "Ann.Example@Mail.test"
+
+
+async def _erase(hub: Hub, env: HubEnv, subject: str) -> tuple[int, dict[str, Any]]:
+    url = f"{hub.api_url}/v1/brands/{env.brand}/privacy/erasure"
+    headers = {"Authorization": f"Bearer {env.token}"}
+    async with (
+        aiohttp.ClientSession(headers=headers) as s,
+        s.post(url, json={"subject": subject}) as r,
+    ):
+        return r.status, await r.json()
+
+
+def _twin_points(env: HubEnv, twin: str) -> set[Any]:
+    return {p for p in env.points() if p[1] == twin}
+
+
+async def test_erasure_deletes_everything_and_nothing_resurrects(
+    hub: Hub, hub_env: HubEnv, device: FakeDevice, caplog: pytest.LogCaptureFixture
+) -> None:
+    ann, bob = device.twin(SUBJECT), device.twin("bob")
+    old = now_hlc(-3_600_000)
+    device.publish(
+        device.delta(
+            1,
+            {
+                ann: [(old, "coffee.brews_total", 3), (old + 1, "coffee.strength", 4)],
+                bob: [(old, "coffee.brews_total", 1)],
+            },
+        )
+    )
+    await device.wait_acked({1})
+    assert _twin_points(hub_env, ann)
+    # The identifier in another spelling is the same customer (normalised before HMAC).
+    status, receipt = await _erase(hub, hub_env, "  ann.example@mail.TEST ")
+    assert status == 200, receipt
+    assert receipt["twins"] == [ann]
+    assert receipt["points_found"] == 2  # ann's two field values
+    assert receipt["points_left"] == 0
+    hub_public = ensure_hub_key(hub_env.config.keys.secrets_dir).public
+    verify_receipt(receipt, hub_public)
+    with pytest.raises(SignatureError):
+        verify_receipt({**receipt, "points_left": 5}, hub_public)
+
+    assert _twin_points(hub_env, ann) == set()
+    base = f"{hub.api_url}/v1/brands/{hub_env.brand}/twins"
+    await get_json(f"{base}/{ann}", status=404, token=hub_env.token)
+    assert (await get_json(f"{base}/{bob}", token=hub_env.token))["fields"]
+    # A device that was offline sends its old outbox: acked, but the twin stays gone.
+    device.publish(
+        device.delta(
+            2,
+            {ann: [(old + 5, "coffee.brews_total", 4)], bob: [(old + 5, "coffee.brews_total", 2)]},
+        )
+    )
+    late = now_hlc()
+    device.publish(device.delta(3, {ann: [(late, "coffee.brews_total", 5)]}))
+    await device.wait_acked({2, 3})
+    assert _twin_points(hub_env, ann) == set()
+    await get_json(f"{base}/{ann}", status=404, token=hub_env.token)
+    bob_state = await get_json(f"{base}/{bob}", token=hub_env.token)
+    assert bob_state["fields"]["coffee.brews_total"]["value"] == 2
+    assert hub.metrics.get("twinsync_hub_erased_ops_dropped_total") == 2
+
+    requests = await get_json(
+        f"{hub.api_url}/v1/brands/{hub_env.brand}/privacy/requests", token=hub_env.token
+    )
+    (request,) = requests["requests"]
+    assert request["state"] == "done"
+    assert request["deadline_ms"] == request["received_ms"] + 30 * 86_400_000
+    assert request["receipt"] == receipt
+    # The identifier was never logged, stored in the audit log or the hub's files.
+    assert not any("ann.example" in r.getMessage().lower() for r in caplog.records)
+    audit = await get_json(f"{hub.api_url}/v1/brands/{hub_env.brand}/audit", token=hub_env.token)
+    assert "ann" not in json.dumps(audit).lower().replace("brand", "")
+    registry = await asyncio.to_thread(Path(hub_env.config.registry.path).read_bytes)
+    assert b"ann.example" not in registry.lower()
+
+
+async def test_erasure_requests_are_checked(hub: Hub, hub_env: HubEnv) -> None:
+    for body in ({}, {"subject": ""}, {"subject": 5}, {"subject": "x" * 300}):
+        url = f"{hub.api_url}/v1/brands/{hub_env.brand}/privacy/erasure"
+        headers = {"Authorization": f"Bearer {hub_env.token}"}
+        async with aiohttp.ClientSession(headers=headers) as s, s.post(url, json=body) as r:
+            assert r.status == 400
+            assert (await r.json())["error"]["code"] == "bad_subject"
+
+
+async def test_an_agent_offline_during_the_erasure_does_not_recreate_the_twin(
+    hub: Hub, hub_env: HubEnv, tmp_path: Path
+) -> None:
+    def config(port: int) -> Any:
+        return load_config(
+            hub_env.bundles["dev-1"],
+            {
+                "mqtt": {"port": port},
+                "outbox": {"path": str(tmp_path / "outbox.sqlite")},
+                "models": {"enabled": False},
+            },
+            environ={},
+        )
+
+    now = int(time.time() * 1000)
+    async with Agent(config(free_port())) as agent:  # no broker there: offline
+        for i, subject in enumerate([SUBJECT, "bob", SUBJECT]):
+            await agent.ingest(
+                SignalIn(
+                    seq=i + 1, ts=now - 60_000 + i, subject=subject, name="coffee.brew", value=1
+                )
+            )
+        await agent.flush()
+        assert agent.outbox_depth() > 0
+        ann = agent._book._twin(SUBJECT) if agent._book else ""
+    status, receipt = await _erase(hub, hub_env, SUBJECT)
+    assert status == 200
+    assert receipt["twins"] == [ann]
+    assert receipt["points_found"] == 0
+    async with Agent(config(hub_env.services.mosquitto.port)) as agent:
+        assert await agent.drained(20)  # the hub acked every delta of the old outbox
+    points = hub_env.points()
+    assert {p[1] for p in points if p[0] == "dev-1"} == {
+        t for t in {p[1] for p in points} if t != ann
+    }
+    assert _twin_points(hub_env, ann) == set()
+    assert any(p[0] == "dev-1" for p in points)  # bob's data did arrive

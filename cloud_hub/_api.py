@@ -47,15 +47,31 @@ def _error(status: int, code: str, message: str) -> web.Response:
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
+    """JSON bodies for every error, and every refused request counted and logged."""
     try:
-        return await handler(request)
+        response = await handler(request)
     except web.HTTPException as exc:
-        if exc.status >= 400 and exc.content_type != "application/json":
+        if exc.status < 400:
+            raise
+        _refused(request, exc.status, exc.reason)
+        if exc.content_type != "application/json":
             return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except StoreError as exc:
         log.warning("store unavailable for %s: %s", request.path, exc)
+        _refused(request, 503, "store_unavailable")
         return _error(503, "store_unavailable", f"InfluxDB unavailable: {exc}")
+    if response.status >= 400:
+        _refused(request, response.status, response.reason)
+    return response
+
+
+def _refused(request: web.Request, status: int, why: str) -> None:
+    request.app[METRICS].inc("twinsync_hub_api_refused_total", status=str(status))
+    # The route template, not the path: a path can hold a twin id.
+    resource = request.match_info.route.resource
+    where = resource.canonical if resource is not None else "(no route)"
+    log.info("api %s %s refused: %d %s", request.method, where, status, why)
 
 
 def _brand(request: web.Request) -> str:

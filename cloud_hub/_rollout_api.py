@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 from aiohttp import BodyPartReader, web
 
 from protocol import MAX_MODEL_BYTES, TwinSyncError, VerifyKey, check_brand
@@ -105,12 +106,16 @@ async def upload_model(request: web.Request) -> web.Response:
             )
         )
     parts: dict[str, bytes] = {}
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader) or part.name not in ("manifest", "model"):
-            raise _http(RolloutError("unexpected multipart part", reason="bad_upload"))
-        limit = _MANIFEST_MAX if part.name == "manifest" else MAX_MODEL_BYTES
-        parts[part.name] = await _read_part(part, limit, part.name)
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name not in ("manifest", "model"):
+                raise _http(RolloutError("unexpected multipart part", reason="bad_upload"))
+            limit = _MANIFEST_MAX if part.name == "manifest" else MAX_MODEL_BYTES
+            parts[part.name] = await _read_part(part, limit, part.name)
+    except (ValueError, aiohttp.ClientPayloadError) as exc:
+        # A body that is not the multipart it claims to be.
+        raise _http(RolloutError(f"malformed multipart body: {exc}", reason="bad_upload")) from None
     if set(parts) != {"manifest", "model"}:
         raise _http(
             RolloutError("both parts 'manifest' and 'model' are required", reason="bad_upload")

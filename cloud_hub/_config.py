@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import (
     SettingsError,
@@ -84,6 +84,15 @@ class ApiSettings(_Section):
 
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
+    #: serve HTTPS with this certificate chain and key (PEM); both or neither
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ApiSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both api.tls_cert_file and api.tls_key_file, or neither")
+        return self
 
 
 class RegistrySettings(_Section):
@@ -136,15 +145,21 @@ class HubConfig(_Section):
                 "registry": self.registry.model_copy(update={"path": base / self.registry.path}),
                 "keys": self.keys.model_copy(update={"secrets_dir": base / self.keys.secrets_dir}),
                 "models": self.models.model_copy(update={"dir": base / self.models.dir}),
-                "mqtt": self.mqtt.model_copy(
+                "api": self.api.model_copy(
                     update={
-                        "password_file": None
-                        if self.mqtt.password_file is None
-                        else base / self.mqtt.password_file
+                        "tls_cert_file": _under(base, self.api.tls_cert_file),
+                        "tls_key_file": _under(base, self.api.tls_key_file),
                     }
+                ),
+                "mqtt": self.mqtt.model_copy(
+                    update={"password_file": _under(base, self.mqtt.password_file)}
                 ),
             }
         )
+
+
+def _under(base: Path, path: Path | None) -> Path | None:
+    return None if path is None else base / path
 
 
 def load_hub_config(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import ssl
 from types import TracebackType
 
 from aiohttp import web
@@ -24,7 +25,7 @@ from ._api import build_app
 from ._auth import ApiKeys
 from ._config import HubConfig
 from ._erasure import Erasures
-from ._errors import StoreError
+from ._errors import ConfigError, StoreError
 from ._events import SegmentFeed
 from ._guard import url_signer
 from ._influx import InfluxStore
@@ -88,7 +89,8 @@ class Hub:
     @property
     def api_url(self) -> str:
         """Base URL of the HTTP API."""
-        return f"http://{self.config.api.host}:{self.api_port}"
+        scheme = "https" if self.config.api.tls_cert_file is not None else "http"
+        return f"{scheme}://{self.config.api.host}:{self.api_port}"
 
     async def _checks(self) -> dict[str, bool]:
         return {"mqtt": self._mqtt.connected.is_set(), "influx": await self._store.ping()}
@@ -117,7 +119,15 @@ class Hub:
             )
             self._runner = web.AppRunner(app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, self.config.api.host, self.config.api.port)
+            api = self.config.api
+            tls = None
+            if api.tls_cert_file is not None and api.tls_key_file is not None:
+                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+                try:
+                    tls.load_cert_chain(api.tls_cert_file, api.tls_key_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ConfigError(f"cannot load the API's TLS certificate: {exc}") from exc
+            site = web.TCPSite(self._runner, api.host, api.port, ssl_context=tls)
             await site.start()
             server = site._server  # aiohttp exposes the bound port only here
             sockets = getattr(server, "sockets", None) or []

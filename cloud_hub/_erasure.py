@@ -8,10 +8,12 @@ back to people) and then:
    instance drops ops for that twin, from any device, whatever their timestamp (an outbox
    that was offline during the erasure cannot bring it back), and filters them out of
    batches built before it learnt of the tombstone, just before writing;
-2. waits until every instance has learnt of it (``refresh_s``), deletes the twin's series
+2. broadcasts a signed tombstone to every device of the brand (they drop the twins'
+   state and unsent ops and store nothing for them again);
+3. waits until every instance has learnt of it (``refresh_s``), deletes the twin's series
    from InfluxDB, and checks, deleting again if a write that was already on the wire
    landed meanwhile, until no point is left;
-3. answers with a **receipt** signed by the hub's Ed25519 key: request id, brand, twin ids,
+4. answers with a **receipt** signed by the hub's Ed25519 key: request id, brand, twin ids,
    when, points found and points left (0). Anyone with the hub's public key can check it.
 
 The raw identifier is used in memory to compute the pseudonyms and is never stored or
@@ -26,11 +28,24 @@ import logging
 import sqlite3
 import time
 import uuid
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from protocol import SigningKey, TwinSyncError, VerifyKey, check_brand, pseudonymize
+from protocol import (
+    BROADCAST,
+    Envelope,
+    SigningKey,
+    Tombstones,
+    TwinSyncError,
+    VerifyKey,
+    broadcast_topic,
+    check_brand,
+    packb,
+    pseudonymize,
+    seal,
+)
 
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_str
@@ -82,8 +97,10 @@ class Erasures:
         store: InfluxStore,
         key: SigningKey,
         *,
+        publish: Callable[[str, bytes], None] | None = None,
         refresh_s: float = 1.0,
     ) -> None:
+        self._publish = publish
         self._db_path = Path(db_path)
         self._secrets = Path(secrets_dir)
         self._store = store
@@ -145,6 +162,7 @@ class Erasures:
         request_id = uuid.uuid4().hex
         received = time.time_ns() // 1_000_000
         await asyncio.to_thread(self._record, brand, twins, request_id, received)
+        self._tell_devices(brand, twins, request_id, received)
         # Every instance re-reads tombstones within refresh_s; after that nobody writes them.
         await asyncio.sleep(self.refresh_s + 0.2)
         where = (
@@ -181,6 +199,23 @@ class Erasures:
         await asyncio.to_thread(self._complete, request_id, done, receipt)
         log.info("erasure %s of brand %s: %d points deleted", request_id, brand, found)
         return receipt
+
+    def _tell_devices(self, brand: str, twins: list[str], request_id: str, when: int) -> None:
+        """Broadcast a signed tombstone: devices drop the twins' state and unsent ops.
+        QoS 1 to persistent sessions, so an offline device gets it when it returns."""
+        if self._publish is None:
+            return
+        body = Tombstones(twins=tuple(twins), request_id=request_id, erased_ms=when)
+        envelope = Envelope(
+            kind="tombstone",
+            brand=brand,
+            device=BROADCAST,
+            seq=0,
+            kid=self._key.kid,
+            sent_ms=time.time_ns() // 1_000_000,
+            body=packb(body.to_wire()),
+        )
+        self._publish(broadcast_topic(brand, "tombstone"), seal(envelope, self._key))
 
     async def _count(self, where: str) -> int:
         """Field values stored for the twins (each op is one)."""

@@ -63,7 +63,11 @@ class Hub:
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
         self.api_keys = ApiKeys(config.registry.path)
         self.erasures = Erasures(
-            config.registry.path, config.keys.secrets_dir, self._store, self._key
+            config.registry.path,
+            config.keys.secrets_dir,
+            self._store,
+            self._key,
+            publish=lambda topic, payload: self._mqtt.publish(topic, payload, qos=1),
         )
         self.models = ModelRepo(config.registry.path, config.models.dir)
         self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)

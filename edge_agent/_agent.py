@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from protocol import Clock, Delta, SignalIn, SystemClock, packb
+from protocol import Clock, Delta, SignalIn, SystemClock, Tombstones, packb
 
 from ._config import AgentConfig, Keys
 from ._infer import ModelRunner
@@ -105,6 +105,7 @@ class Agent:
             cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
         )
         self._uplink.models = self._models
+        self._uplink.on_tombstones = self._forget
         if self._models is not None:
             from ._rollout import ModelUpdater
 
@@ -225,6 +226,26 @@ class Agent:
         return self._outbox.state_value(twin, field) if self._outbox else None
 
     # -- internals ---------------------------------------------------------------------
+    def _forget(self, tombstones: Tombstones) -> None:
+        """The hub erased these twins: drop all we hold about them, refuse them from now on.
+
+        Runs on the event loop between two commits (commits are synchronous), so no
+        half-built delta can slip an erased twin's ops past it.
+        """
+        assert self._book is not None
+        assert self._outbox is not None
+        twins = set(tombstones.twins)
+        self._book.forget(twins)
+        rewritten, deleted = self._outbox.forget(twins, tombstones.erased_ms)
+        self.stats["twins_erased"] = self.stats.get("twins_erased", 0) + len(twins)
+        log.info(
+            "erasure %s: %d twin(s) forgotten, %d unsent deltas rewritten, %d deleted",
+            tombstones.request_id,
+            len(twins),
+            rewritten,
+            deleted,
+        )
+
     def _status_extra(self) -> dict[str, int]:
         return {
             "dropped": self.stats["dropped"],

@@ -70,6 +70,12 @@ class ModelRunner:
             except (SchemaError, KeyError, TypeError, ValueError):
                 continue  # a state from an older agent: start that twin afresh
 
+    def forget(self, twin: str) -> None:
+        """Drop everything kept about ``twin`` (it was erased)."""
+        self._features.pop(twin, None)
+        self._scored.pop(twin, None)
+        self._dirty.discard(twin)
+
     def observe(
         self, twin: str, signal: str, ts_ms: int, value: Scalar
     ) -> list[tuple[str, Scalar]]:

@@ -17,10 +17,10 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import HLC, HybridClock, Scalar
+from protocol import HLC, HybridClock, Scalar, packb, unpackb
 
 from ._errors import OutboxError
-from ._twin import TwinBook
+from ._twin import TwinBook, erased_digest
 
 __all__ = ["Outbox", "OutboxRow"]
 
@@ -40,6 +40,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     seq INTEGER PRIMARY KEY, created_ms INTEGER NOT NULL, body BLOB NOT NULL,
     ops INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS erased (digest TEXT PRIMARY KEY, erased_ms INTEGER NOT NULL);
 """
 
 
@@ -64,6 +65,8 @@ class Outbox:
             self._db = sqlite3.connect(self.path, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            # Deleted rows are overwritten, not left in free pages (erasure is for real).
+            self._db.execute("PRAGMA secure_delete=ON")
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
@@ -88,6 +91,7 @@ class Outbox:
         book.clock = HybridClock(HLC.unpack(row[1]))
         for twin, field, value in self._db.execute("SELECT twin, field, value FROM twin_state"):
             book.values[(twin, field)] = json.loads(value)
+        book.erased = {r[0] for r in self._db.execute("SELECT digest FROM erased")}
         return int(row[2]), int(row[3])
 
     def commit(
@@ -186,6 +190,44 @@ class Outbox:
             self.bytes -= size
             self.depth -= count
         return int(count)
+
+    def forget(self, twins: set[str], erased_ms: int) -> tuple[int, int]:
+        """Erase ``twins``: their state rows, and their ops from every unsent delta (a
+        delta left empty is deleted); remember them as erased (by digest only).
+
+        Returns (deltas rewritten, deltas deleted). ``secure_delete`` and a WAL checkpoint
+        leave no old page holding their data."""
+        rewrite: list[tuple[bytes, int, int]] = []
+        delete: list[int] = []
+        for seq, body in self._db.execute("SELECT seq, body FROM outbox").fetchall():
+            entries = unpackb(bytes(body))["t"]  # type: ignore[index]
+            kept = [e for e in entries if e[0] not in twins]
+            if len(kept) == len(entries):
+                continue
+            if kept:
+                rewrite.append((packb({"t": kept}), sum(len(e[1]) for e in kept), seq))
+            else:
+                delete.append(seq)
+        marks = ",".join("?" * len(twins))
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("UPDATE outbox SET body=?, ops=? WHERE seq=?", rewrite)
+            self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in delete])
+            self._db.execute(f"DELETE FROM twin_state WHERE twin IN ({marks})", sorted(twins))
+            self._db.executemany(
+                "INSERT OR IGNORE INTO erased (digest, erased_ms) VALUES (?, ?)",
+                [(erased_digest(t), erased_ms) for t in sorted(twins)],
+            )
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise OutboxError(f"outbox erasure failed: {exc}") from exc
+        self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.bytes = int(
+            self._db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()[0]
+        )
+        self.depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
+        return len(rewrite), len(delete)
 
     def state_value(self, twin: str, field: str) -> Scalar | None:
         """A persisted twin value (for tests and the local view)."""

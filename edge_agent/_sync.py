@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import aiomqtt
 
 from protocol import (
+    BROADCAST,
     Ack,
     Channel,
     Clock,
@@ -28,7 +29,9 @@ from protocol import (
     Envelope,
     ModelSet,
     Status,
+    Tombstones,
     TwinSyncError,
+    broadcast_topic,
     decode_body,
     open_envelope,
     packb,
@@ -77,6 +80,9 @@ class Uplink:
         self._ack_topic = topic(dev.brand, dev.id, Channel.ACK)
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
+        self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
+        #: called with each hub-signed tombstone (erased twins)
+        self.on_tombstones: Callable[[Tombstones], None] | None = None
         #: set to publish the status now instead of at the next heartbeat
         self.status_changed = asyncio.Event()
         #: The newest hub-signed desired settings seen (nothing applies them yet).
@@ -165,6 +171,7 @@ class Uplink:
         await client.subscribe(self._desired_topic, qos=1)
         if self.updater is not None:
             await client.subscribe(self._model_topic, qos=1)
+        await client.subscribe(self._tombstone_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -222,7 +229,9 @@ class Uplink:
                 async with asyncio.timeout(min(1.0, sync.ack_timeout_s)):
                     await self.wake.wait()
 
-    def _kind_of(self, received: aiomqtt.Topic) -> Literal["ack", "desired", "model"]:
+    def _kind_of(self, received: aiomqtt.Topic) -> Literal["ack", "desired", "model", "tombstone"]:
+        if received.matches(self._tombstone_topic):
+            return "tombstone"
         if received.matches(self._desired_topic):
             return "desired"
         if received.matches(self._model_topic):
@@ -243,11 +252,8 @@ class Uplink:
                     )
                 env = signed.verify(key)
                 kind = self._kind_of(message.topic)
-                if (env.kind, env.brand, env.device) != (
-                    kind,
-                    self._config.device.brand,
-                    self._config.device.id,
-                ):
+                to = BROADCAST if kind == "tombstone" else self._config.device.id
+                if (env.kind, env.brand, env.device) != (kind, self._config.device.brand, to):
                     raise TwinSyncError(
                         f"{env.kind} for {env.brand}/{env.device} on my {kind} topic",
                         reason="misdirected",
@@ -256,6 +262,10 @@ class Uplink:
             except TwinSyncError as exc:
                 self._stats["bad_acks"] += 1
                 log.warning("ignored message on %s: %s (%s)", message.topic, exc.reason, exc)
+                continue
+            if isinstance(ack, Tombstones):
+                if self.on_tombstones is not None:
+                    self.on_tombstones(ack)
                 continue
             if isinstance(ack, ModelSet):
                 if self.updater is not None:

@@ -7,6 +7,7 @@ transaction as the deltas it produced, so a restart resumes exactly here.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
@@ -16,7 +17,12 @@ from ._consent import ConsentGate
 from ._infer import STATE_FIELD, ModelRunner
 from ._validate import Invalid, validate
 
-__all__ = ["IngestResult", "TwinBook"]
+__all__ = ["IngestResult", "TwinBook", "erased_digest"]
+
+
+def erased_digest(twin: str) -> str:
+    """What the device keeps of an erased twin: enough to recognise it, not its id."""
+    return hashlib.sha256(b"twinsync/erased/v1\x00" + twin.encode()).hexdigest()[:32]
 
 
 class IngestResult(NamedTuple):
@@ -43,6 +49,9 @@ class TwinBook:
     gate: ConsentGate = field(default_factory=ConsentGate)
     _twin_cache: dict[str, str] = field(default_factory=dict)
     models: ModelRunner | None = None
+    #: digests (:func:`erased_digest`) of twins the hub erased: nothing is stored for
+    #: them again, and not even their id is kept
+    erased: set[str] = field(default_factory=set)
 
     def _twin(self, subject: str) -> str:
         twin = self._twin_cache.get(subject)
@@ -65,6 +74,9 @@ class TwinBook:
             self.rejected[bad.reason] = self.rejected.get(bad.reason, 0) + 1
             return IngestResult(signal.seq, "rejected", bad.reason)
         twin = self._twin(signal.subject)
+        if self.erased and erased_digest(twin) in self.erased:
+            self.rejected["erased"] = self.rejected.get("erased", 0) + 1
+            return IngestResult(signal.seq, "rejected", "erased")
         if not self.gate.allows(twin, spec.purpose):
             self.rejected["no_consent"] = self.rejected.get("no_consent", 0) + 1
             return IngestResult(signal.seq, "rejected", "no_consent")
@@ -92,6 +104,18 @@ class TwinBook:
         self.dirty.add(key)
         self.pending.setdefault(twin, []).append(Op(hlc, field, new))
         self.pending_ops += 1
+
+    def forget(self, twins: set[str]) -> None:
+        """Drop the twins' state and unsealed ops, and refuse their signals from now on."""
+        for key in [k for k in self.values if k[0] in twins]:
+            del self.values[key]
+        self.dirty = {k for k in self.dirty if k[0] not in twins}
+        for twin in twins:
+            self.pending_ops -= len(self.pending.pop(twin, ()))
+            if self.models is not None:
+                self.models.forget(twin)
+        self._twin_cache = {s: t for s, t in self._twin_cache.items() if t not in twins}
+        self.erased |= {erased_digest(t) for t in twins}
 
     def take_pending(self, max_ops: int) -> list[tuple[TwinOps, ...]]:
         """Drain pending ops into delta bodies of at most ``max_ops`` ops each."""

@@ -67,12 +67,22 @@ from ._messages import (
     Rejection,
     SignalIn,
     Status,
+    Tombstones,
     TwinOps,
     decode_body,
 )
 from ._pseudonym import MIN_KEY_BYTES, normalise_subject, pseudonymize
 from ._settings import SettingsError, layer_settings, validate_settings
-from ._topics import BROADCAST, PREFIX, Channel, DeviceTopic, hub_subscriptions, parse_topic, topic
+from ._topics import (
+    BROADCAST,
+    PREFIX,
+    Channel,
+    DeviceTopic,
+    broadcast_topic,
+    hub_subscriptions,
+    parse_topic,
+    topic,
+)
 
 __all__ = [
     "ANOMALY_FEATURES",
@@ -131,12 +141,14 @@ __all__ = [
     "SigningKey",
     "Status",
     "SystemClock",
+    "Tombstones",
     "TopicError",
     "TwinOps",
     "TwinState",
     "TwinSyncError",
     "ValueType",
     "VerifyKey",
+    "broadcast_topic",
     "check_brand",
     "check_device",
     "check_field",

@@ -18,12 +18,15 @@ from ._codec import DEFAULT_LIMITS, Limits, packb, unpackb
 from ._errors import IdentifierError, SchemaError, SignatureError
 from ._ids import check_brand, check_device
 from ._keys import SigningKey, VerifyKey
+from ._topics import BROADCAST
 
 __all__ = ["ENVELOPE_VERSION", "Envelope", "Kind", "SignedEnvelope", "open_envelope", "seal"]
 
 ENVELOPE_VERSION = 1
-Kind = Literal["delta", "status", "ack", "desired", "model"]
-_KINDS: frozenset[str] = frozenset(("delta", "status", "ack", "desired", "model"))
+Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone"]
+_KINDS: frozenset[str] = frozenset(("delta", "status", "ack", "desired", "model", "tombstone"))
+# Kinds the hub sends to every device of a brand: their header names no device.
+_BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone",))
 _HEADER_LIMITS = Limits(max_array=8, max_map=0)
 
 
@@ -133,7 +136,9 @@ def open_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEnvelop
         envelope = Envelope(
             kind=kind,
             brand=check_brand(brand),
-            device=check_device(device),
+            device=BROADCAST
+            if kind in _BROADCAST_KINDS and device == BROADCAST
+            else check_device(device),
             seq=_int(seq, "seq"),
             kid=kid,
             sent_ms=_int(sent_ms, "sent_ms"),

@@ -20,7 +20,7 @@ import math
 from dataclasses import replace
 from typing import Annotated, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
 
 from ._catalog import FIELDS, Scalar
 from ._codec import DEFAULT_LIMITS, Limits, unpackb
@@ -40,6 +40,7 @@ __all__ = [
     "Rejection",
     "SignalIn",
     "Status",
+    "Tombstones",
     "TwinOps",
     "decode_body",
 ]
@@ -254,6 +255,22 @@ class ModelSet(_Body):
     models: tuple[ModelOffer, ...] = Field(default=(), max_length=16)
 
 
+class Tombstones(_Body):
+    """Hub -> every device of a brand (broadcast): these twins were erased. A device drops
+    everything it holds about them (state, unsent ops) and stores nothing for them again."""
+
+    twins: tuple[_Str, ...] = Field(min_length=1, max_length=64)
+    request_id: _Str = Field(min_length=1, max_length=64)
+    erased_ms: _Int = Field(ge=0)
+
+    @field_validator("twins")
+    @classmethod
+    def _twin_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for twin in value:
+            check_twin(twin)
+        return value
+
+
 class SignalIn(BaseModel):
     """One signal from firmware to the local agent (the ingest interface's schema).
 
@@ -278,6 +295,7 @@ _BODIES: dict[str, type[_Body]] = {
     "status": Status,
     "desired": Desired,
     "model": ModelSet,
+    "tombstone": Tombstones,
 }
 
 

@@ -20,6 +20,7 @@ __all__ = [
     "PREFIX",
     "Channel",
     "DeviceTopic",
+    "broadcast_topic",
     "hub_subscriptions",
     "parse_topic",
     "topic",
@@ -51,6 +52,11 @@ class DeviceTopic:
 def topic(brand: str, device: str, channel: Channel) -> str:
     """Build the topic of one device's channel, validating both ids."""
     return f"{PREFIX}/{check_brand(brand)}/{check_device(device)}/{channel.value}"
+
+
+def broadcast_topic(brand: str, channel: str) -> str:
+    """The topic of a message to every device of ``brand`` (e.g. ``tombstone``)."""
+    return f"{PREFIX}/{check_brand(brand)}/{BROADCAST}/{channel}"
 
 
 def parse_topic(value: str) -> DeviceTopic:

@@ -10,15 +10,28 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import paho.mqtt.client as mqtt
 import pytest
 from _fakes import FakeDevice, get_json, now_hlc
+from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
 from cloud_hub._erasure import verify_receipt
 from edge_agent import Agent, load_config
 from firmware_sim.services import free_port
-from protocol import SignalIn, SignatureError
+from protocol import (
+    BROADCAST,
+    Envelope,
+    SignalIn,
+    SignatureError,
+    Tombstones,
+    broadcast_topic,
+    decode_body,
+    open_envelope,
+    packb,
+    seal,
+)
 
 SUBJECT = "Ann.Example@Mail.test"
 
@@ -145,3 +158,110 @@ async def test_an_agent_offline_during_the_erasure_does_not_recreate_the_twin(
     }
     assert _twin_points(hub_env, ann) == set()
     assert any(p[0] == "dev-1" for p in points)  # bob's data did arrive
+
+
+def _tombstone_sniffer(port: int, brand: str) -> tuple[mqtt.Client, list[bytes]]:
+    got: list[bytes] = []
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    client.on_message = lambda _c, _u, m: got.append(bytes(m.payload))
+    client.connect("127.0.0.1", port)
+    client.subscribe(broadcast_topic(brand, "tombstone"), qos=1)
+    client.loop_start()
+    return client, got
+
+
+async def test_the_hub_broadcasts_a_signed_tombstone(
+    hub: Hub, hub_env: HubEnv, device: FakeDevice
+) -> None:
+    client, got = _tombstone_sniffer(hub_env.services.mosquitto.port, hub_env.brand)
+    try:
+        await asyncio.sleep(0.3)
+        status, receipt = await _erase(hub, hub_env, SUBJECT)
+        assert status == 200
+        assert await eventually(lambda: bool(got), within=5)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    env = open_envelope(got[0]).verify(ensure_hub_key(hub_env.config.keys.secrets_dir).public)
+    assert (env.kind, env.brand, env.device) == ("tombstone", hub_env.brand, BROADCAST)
+    body = decode_body("tombstone", env.body)
+    assert isinstance(body, Tombstones)
+    assert list(body.twins) == receipt["twins"] == [device.twin(SUBJECT)]
+
+
+async def test_a_device_forgets_an_erased_twin_and_refuses_it_from_then_on(
+    hub_env: HubEnv, tmp_path: Path
+) -> None:
+    outbox = tmp_path / "outbox.sqlite"
+    config = load_config(
+        hub_env.bundles["dev-2"],
+        {
+            "mqtt": {"port": hub_env.services.mosquitto.port},
+            "outbox": {"path": str(outbox)},
+            "models": {"dir": str(tmp_path / "models")},
+        },
+        environ={},
+    )
+    now = int(time.time() * 1000)
+    key = ensure_hub_key(hub_env.config.keys.secrets_dir)
+    async with Agent(config) as agent:  # no hub runs: everything stays in the outbox
+        for i, (subject, name, value) in enumerate(
+            [
+                (SUBJECT, "coffee.brew", 1),
+                ("bob", "coffee.brew", 2),
+                (SUBJECT, "coffee.strength", 4),
+            ]
+        ):
+            await agent.ingest(
+                SignalIn(seq=i + 1, ts=now - 5000 + i, subject=subject, name=name, value=value)
+            )
+        await agent.flush()
+        assert agent._book is not None
+        ann, bob = agent._book._twin(SUBJECT), agent._book._twin("bob")
+        assert await eventually(
+            lambda: agent._uplink is not None and agent._uplink.connected.is_set(), within=10
+        )
+        raw = await asyncio.to_thread(_files, outbox)
+        assert ann.encode() in raw  # before: the outbox holds ann's ops
+        body = Tombstones(twins=(ann,), request_id="r1", erased_ms=now)
+        envelope = Envelope(
+            kind="tombstone",
+            brand=hub_env.brand,
+            device=BROADCAST,
+            seq=0,
+            kid=key.kid,
+            sent_ms=now,
+            body=packb(body.to_wire()),
+        )
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        client.connect("127.0.0.1", hub_env.services.mosquitto.port)
+        client.loop_start()
+        try:
+            client.publish(
+                broadcast_topic(hub_env.brand, "tombstone"), seal(envelope, key), qos=1
+            ).wait_for_publish(5)
+            assert await eventually(lambda: agent.stats.get("twins_erased") == 1, within=10)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+        raw = await asyncio.to_thread(_files, outbox)
+        assert ann.encode() not in raw  # not in a delta, a state row, a free page or the WAL
+        assert bob.encode() in raw
+        assert agent.twin_value(ann, "coffee.brews_total") is None
+        again = await agent.ingest(
+            SignalIn(seq=9, ts=now, subject=SUBJECT, name="coffee.brew", value=1)
+        )
+        assert (again.status, again.reason) == ("rejected", "erased")
+    async with Agent(config) as agent:  # remembered across a restart
+        again = await agent.ingest(
+            SignalIn(seq=10, ts=now, subject=SUBJECT, name="coffee.brew", value=1)
+        )
+        assert (again.status, again.reason) == ("rejected", "erased")
+        bob_ok = await agent.ingest(
+            SignalIn(seq=11, ts=now, subject="bob", name="coffee.brew", value=1)
+        )
+        assert bob_ok.status == "accepted"
+
+
+def _files(outbox: Path) -> bytes:
+    return b"".join(p.read_bytes() for p in outbox.parent.glob(outbox.name + "*"))

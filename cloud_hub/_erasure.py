@@ -254,6 +254,18 @@ class Erasures:
             )
         self.refresh()
 
+    def record(self, brand: str, kind: str, received: int, summary: dict[str, Any]) -> str:
+        """Record a completed request of another kind (e.g. access) with its deadline."""
+        request_id = uuid.uuid4().hex
+        done = time.time_ns() // 1_000_000
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO privacy_requests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (request_id, brand, kind, received, received + DEADLINE_MS, done,
+                 json.dumps(summary)),
+            )  # fmt: skip
+        return request_id
+
     def _complete(self, request_id: str, done: int, receipt: dict[str, Any]) -> None:
         with self._connect() as db:
             db.execute(

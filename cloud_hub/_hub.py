@@ -33,7 +33,7 @@ from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._mqtt import HubMqtt
 from ._pipeline import Pipeline
-from ._privacy_api import add_privacy_routes
+from ._privacy_api import PrivacyContext, add_privacy_routes
 from ._provision import ensure_hub_key
 from ._publisher import ModelPublisher
 from ._registry import Registry
@@ -110,7 +110,10 @@ class Hub:
                 self.api_keys,
                 url_signer(self._key),
             )
-            add_privacy_routes(app, self.erasures)
+            add_privacy_routes(
+                app,
+                PrivacyContext(self.erasures, self.reader, self.api_keys, self.config.influx),
+            )
             add_rollout_routes(
                 app,
                 RolloutContext(

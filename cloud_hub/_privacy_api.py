@@ -1,5 +1,6 @@
 """serve: data-subject requests (scope ``privacy``); see _erasure.py and docs/privacy.md.
 
+    POST /v1/brands/{brand}/privacy/access    {"subject": "<the brand's customer id>"}
     POST /v1/brands/{brand}/privacy/erasure   {"subject": "<the brand's customer id>"}
     GET  /v1/brands/{brand}/privacy/requests  every request, its deadline and receipt
 
@@ -11,16 +12,35 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from dataclasses import dataclass
 
 from aiohttp import web
 
+from protocol import TwinSyncError
+
+from ._access import PURPOSE_TEXT, twin_export
+from ._auth import ApiKeys
+from ._config import InfluxSettings
 from ._erasure import Erasures
 from ._errors import CloudHubError
 from ._guard import route
+from ._twins import TwinReader
 
-__all__ = ["ERASURES", "add_privacy_routes"]
+__all__ = ["PRIVACY", "PrivacyContext", "add_privacy_routes"]
 
-ERASURES = web.AppKey("erasures", Erasures)
+
+@dataclass(frozen=True)
+class PrivacyContext:
+    """What the data-subject routes need from the hub."""
+
+    erasures: Erasures
+    reader: TwinReader
+    keys: ApiKeys
+    influx: InfluxSettings
+
+
+PRIVACY = web.AppKey("privacy", PrivacyContext)
 _SUBJECT_MAX = 256
 
 
@@ -32,6 +52,65 @@ def _fail(status: int, code: str, message: str) -> web.Response:
 async def erase(request: web.Request) -> web.Response:
     """Erase one customer's twin; answers with the signed receipt."""
     brand = request.match_info["brand"]
+    subject = await _subject(request)
+    if isinstance(subject, web.Response):
+        return subject
+    try:
+        receipt = await request.app[PRIVACY].erasures.erase(brand, subject)
+    except CloudHubError as exc:
+        status = {"unknown_brand": 404, "bad_subject": 400}.get(exc.reason, 503)
+        return _fail(status, exc.reason, str(exc))
+    return web.json_response(receipt)
+
+
+async def access(request: web.Request) -> web.Response:
+    """Everything held about one customer (Art. 15/20): fields, sources, purposes,
+    predictions with their model and an explanation, recipients, retention."""
+    brand = request.match_info["brand"]
+    subject = await _subject(request)
+    if isinstance(subject, web.Response):
+        return subject
+    ctx = request.app[PRIVACY]
+    received = time.time_ns() // 1_000_000
+    try:
+        twins = ctx.erasures.twins_of(brand, subject)
+    except (CloudHubError, TwinSyncError) as exc:
+        return _fail(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
+    exports = []
+    for twin in twins:
+        state = await ctx.reader.state(brand, twin)
+        if state:
+            exports.append(twin_export(twin, state, await ctx.reader.point_count(brand, twin)))
+    keys = await asyncio.to_thread(ctx.keys.list, brand)
+    recipients = sorted(k.name for k in keys if not k.revoked and "read" in k.scopes)
+    settings = ctx.influx
+    kept = await ctx.reader.retention(settings.database, settings.retention_policy)
+    request_id = await asyncio.to_thread(
+        ctx.erasures.record,
+        brand,
+        "access",
+        received,
+        {"twins": len(exports), "fields": sum(len(e["fields"]) for e in exports)},
+    )
+    return web.json_response(
+        {
+            "request_id": request_id,
+            "brand": brand,
+            "generated_ms": time.time_ns() // 1_000_000,
+            "twins": exports,
+            "purposes": PURPOSE_TEXT,
+            "recipients": {
+                "brand_backends": recipients,
+                "note": f"systems of {brand} holding an API key that may read twins",
+            },
+            "retention": {"twin_points": kept, "device_outbox": "until the hub confirms"},
+            "pseudonymization": "your identifier never left your devices; twins are keyed "
+            "by a keyed hash of it (docs/privacy.md)",
+        }
+    )
+
+
+async def _subject(request: web.Request) -> str | web.Response:
     try:
         body = await request.json()
     except ValueError:
@@ -39,24 +118,20 @@ async def erase(request: web.Request) -> web.Response:
     subject = body.get("subject") if isinstance(body, dict) else None
     if not isinstance(subject, str) or not 1 <= len(subject.strip()) <= _SUBJECT_MAX:
         return _fail(400, "bad_subject", f'send {{"subject": "<1-{_SUBJECT_MAX} characters>"}}')
-    try:
-        receipt = await request.app[ERASURES].erase(brand, subject)
-    except CloudHubError as exc:
-        status = {"unknown_brand": 404, "bad_subject": 400}.get(exc.reason, 503)
-        return _fail(status, exc.reason, str(exc))
-    return web.json_response(receipt)
+    return subject
 
 
 async def list_requests(request: web.Request) -> web.Response:
     """Every privacy request of the brand, newest first."""
     brand = request.match_info["brand"]
-    rows = await asyncio.to_thread(request.app[ERASURES].requests, brand)
+    rows = await asyncio.to_thread(request.app[PRIVACY].erasures.requests, brand)
     return web.json_response({"brand": brand, "requests": rows})
 
 
-def add_privacy_routes(app: web.Application, erasures: Erasures) -> None:
+def add_privacy_routes(app: web.Application, ctx: PrivacyContext) -> None:
     """Register the data-subject routes."""
-    app[ERASURES] = erasures
+    app[PRIVACY] = ctx
     base = "/v1/brands/{brand}/privacy"
+    route(app, "POST", f"{base}/access", access, "privacy")
     route(app, "POST", f"{base}/erasure", erase, "privacy")
     route(app, "GET", f"{base}/requests", list_requests, "privacy")

@@ -70,6 +70,31 @@ class TwinReader:
         series = _series(results[0])
         return None if not series else int(series[0]["values"][0][1])
 
+    async def point_count(self, brand: str, twin: str) -> int:
+        """How many field values are stored for the twin."""
+        results = await self._store.query(
+            f'SELECT count(*) FROM "twin" WHERE {self._where(brand, twin)}'
+        )
+        return sum(
+            v
+            for s in _series(results[0])
+            for row in s["values"]
+            for v in row[1:]
+            if isinstance(v, int)
+        )
+
+    async def retention(self, database: str, policy: str) -> str:
+        """How long InfluxDB keeps points ("until erased" for an infinite policy)."""
+        results = await self._store.query(f"SHOW RETENTION POLICIES ON {quote_ident(database)}")
+        for s in _series(results[0]):
+            cols = s["columns"]
+            for row in s["values"]:
+                rp = dict(zip(cols, row, strict=False))
+                if (policy and rp.get("name") == policy) or (not policy and rp.get("default")):
+                    duration = str(rp.get("duration", ""))
+                    return "until erased" if duration in ("0s", "0") else duration
+        return "unknown"
+
     async def list_twins(self, brand: str, limit: int, after: str | None) -> list[str]:
         """Twin ids of ``brand`` in lexical order, paginated by ``after``."""
         results = await self._store.query(

@@ -1,7 +1,9 @@
 """One real ``twinsync edge run`` process per product, fed a simulated stream.
 
 Measures what a device pays: CPU seconds and resident memory of the agent process per
-signal, and the MQTT bytes its twin deltas cost per signal, with a real hub acking.
+signal, and the MQTT bytes its twin deltas cost per signal, with a real hub acking; each
+with the on-device models off and on (``[models] enabled``), since the model runtime is
+most of the agent's memory.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import psutil
 from cloud_hub import Hub, load_hub_config, provision_devices
 from firmware_sim import ExternalFeeder, FaultSpec, Fleet, FleetSpec, SimDevice
 from firmware_sim.services import free_port
-from protocol import Ack, SignalIn, decode_body, open_envelope
+from protocol import Ack, SignalIn, Status, TwinSyncError, decode_body, open_envelope
 
 __all__ = ["AgentResult", "agent_costs"]
 
@@ -30,6 +32,7 @@ _BRAND = "benchedge"
 # the topic length prefix (2 B) and the QoS 1 packet id (2 B); PUBACK is 4 B.
 _PUBLISH_OVERHEAD = 3 + 2 + 2
 _PUBACK = 4
+_DAY_MS = 86_400_000
 
 
 @dataclass
@@ -38,10 +41,18 @@ class AgentResult:
 
     product: str
     mode: str
+    #: ``[models] enabled`` in the agent's config
+    models_enabled: bool
+    #: models the agent reported serving in its last status (``name@version``)
+    models: tuple[str, ...]
     signals: int
     accepted: int
     cpu_s: float
     rss_peak: int
+    #: peak of the private (anonymous) part of the RSS; the rest is shared-library code
+    #: and data mapped from files, which the kernel can drop and re-read
+    anon_peak: int
+    threads: int
     deltas: int
     uplink_bytes: int
     downlink_bytes: int
@@ -56,6 +67,7 @@ class _Wire:
     down: dict[str, int] = field(default_factory=dict)
     deltas: dict[str, int] = field(default_factory=dict)
     acked: dict[str, int] = field(default_factory=dict)
+    models: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -75,6 +87,8 @@ class _Wire:
                 self.up[device] = self.up.get(device, 0) + size
                 if channel == "delta":
                     self.deltas[device] = self.deltas.get(device, 0) + 1
+                else:
+                    self._status(device, bytes(msg.payload))
             else:
                 self.down[device] = self.down.get(device, 0) + size
                 if channel == "ack":
@@ -84,17 +98,37 @@ class _Wire:
                     top = max([*ack.seqs, *(r.seq for r in ack.rejected)], default=0)
                     self.acked[device] = max(self.acked.get(device, 0), top)
 
+    def _status(self, device: str, payload: bytes) -> None:
+        # Keeps the models the device reports serving; a status that does not decode
+        # (e.g. an empty retained message) says nothing about them.
+        try:
+            status = decode_body("status", open_envelope(payload).envelope.body)
+        except TwinSyncError:
+            return
+        if isinstance(status, Status):
+            self.models[device] = tuple(status.models)
+
     def close(self) -> None:
         self._client.loop_stop()
         self._client.disconnect()
 
 
-def _prepare(bundle: Path, tmp: Path) -> tuple[int, IO[bytes]]:
-    """Give the bundle a fixed ingest port; open the agent's log file."""
+def _prepare(bundle: Path, tmp: Path, models: bool, max_age_s: int) -> tuple[int, IO[bytes]]:
+    """Give the bundle a fixed ingest port, the models switch and the oldest signal age it
+    accepts; open the agent's log."""
     port = free_port()
     text = bundle.read_text().replace("[ingest]\nport = 0", f"[ingest]\nport = {port}")
+    text += f"\n[models]\nenabled = {'true' if models else 'false'}\n"
+    text += f"\n[validation]\nmax_signal_age_s = {max_age_s}\n"
     bundle.write_text(text)
     return port, (tmp / f"{bundle.parent.name}.log").open("ab")
+
+
+def _memory(ps: psutil.Process) -> tuple[int, int]:
+    """(RSS, its anonymous part) of a process: statm's "shared" is the rest, the pages
+    mapped from files (shared-library code and read-only data)."""
+    mem = ps.memory_info()
+    return mem.rss, mem.rss - mem.shared
 
 
 async def _one(
@@ -104,9 +138,12 @@ async def _one(
     wire: _Wire,
     tmp: Path,
     pace_s: float = 0.0,
+    *,
+    models: bool,
+    max_age_s: int,
 ) -> AgentResult:
     device = bundle.parent.name
-    port, log = _prepare(bundle, tmp)
+    port, log = _prepare(bundle, tmp, models, max_age_s)
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -123,23 +160,26 @@ async def _one(
         await proc.stdout.readline()  # {"ingest_port": n}: listening
         ps = psutil.Process(proc.pid)
         cpu0 = sum(ps.cpu_times()[:2])
-        peak = ps.memory_info().rss
+        peak, anon_peak = _memory(ps)
         feeder = ExternalFeeder(port, window=256, pace_s=pace_s)
         feed = asyncio.create_task(feeder.feed(signals))
         while not feed.done():
-            peak = max(peak, ps.memory_info().rss)
+            rss, anon = _memory(ps)
+            peak, anon_peak = max(peak, rss), max(anon_peak, anon)
             await asyncio.sleep(0.05)
         await feed
         accepted = sum(1 for s, _ in feeder.results.values() if s == "accepted")
         # Drained: every delta the agent sent has its ack and nothing new is coming.
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() - quiet_since < 1.0:
-            peak = max(peak, ps.memory_info().rss)
+            rss, anon = _memory(ps)
+            peak, anon_peak = max(peak, rss), max(anon_peak, anon)
             sent = wire.deltas.get(device, 0)
             if sent != last or wire.acked.get(device, 0) < sent:
                 last, quiet_since = sent, time.monotonic()
             await asyncio.sleep(0.05)
         cpu = sum(ps.cpu_times()[:2]) - cpu0
+        threads = ps.num_threads()
     finally:
         proc.terminate()
         await proc.wait()
@@ -147,10 +187,14 @@ async def _one(
     return AgentResult(
         product,
         f"live, 1 signal / {pace_s * 1000:.0f} ms" if pace_s else "catch-up, flat out",
+        models,
+        wire.models.get(device, ()),
         len(signals),
         accepted,
         cpu,
         peak,
+        anon_peak,
+        threads,
         wire.deltas.get(device, 0),
         wire.up.get(device, 0),
         wire.down.get(device, 0),
@@ -176,7 +220,8 @@ async def agent_costs(
 ) -> list[AgentResult]:
     """One agent process per product over ``days`` of its device's stream, flat out; then
     a fresh agent per product fed ``live_signals`` at ``live_pace_s`` (each its own delta,
-    as on a device in normal use)."""
+    as on a device in normal use). Every run is made twice, models off and on, each time
+    by a device of its own (a fresh outbox)."""
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     config = load_hub_config(
         None,
@@ -189,15 +234,41 @@ async def agent_costs(
         },
         environ={},
     )
+    # The catch-up stream ends now (a device back after `days` offline): by default a fleet
+    # starts 2 days ago, and the agent refuses signals from the future ("timestamp").
+    now_ms = time.time_ns() // 1_000_000
+    start_ms = (now_ms - int(days * _DAY_MS)) // 60_000 * 60_000 - 60_000
+    # ... and so the agent must accept signals that old (its default is 7 days).
+    max_age_s = int(days * _DAY_MS) // 1000 + 3600
     catch_up = Fleet.generate(
-        FleetSpec(seed=seed, devices=12, days=days, brand=_BRAND, faults=FaultSpec.none())
+        FleetSpec(
+            seed=seed,
+            devices=12,
+            days=days,
+            start_ms=start_ms,
+            brand=_BRAND,
+            faults=FaultSpec.none(),
+        )
     )
     live = Fleet.generate(
         FleetSpec(seed=seed + 1, devices=12, days=1, brand=_BRAND, faults=FaultSpec.none())
     )
     catch_up_devices, live_devices = _one_per_product(catch_up), _one_per_product(live)
-    devices = [(d.device_id, d.product) for d in catch_up_devices]
-    devices += [(f"live-{d.device_id}", d.product) for d in live_devices]
+    # Models switch -> (catch-up, live): bench device id -> the simulated device whose
+    # stream it is fed.
+    runs = {
+        models: (
+            {f"{_prefix(models)}{d.device_id}": d for d in catch_up_devices},
+            {f"live-{_prefix(models)}{d.device_id}": d for d in live_devices},
+        )
+        for models in (False, True)
+    }
+    devices = [
+        (device, d.product)
+        for groups in runs.values()
+        for group in groups
+        for device, d in group.items()
+    ]
     bundles = provision_devices(
         config.registry.path,
         config.keys.secrets_dir,
@@ -208,27 +279,46 @@ async def agent_costs(
         mqtt_port,
     )
     wire = _Wire(mqtt_port)
+    results: list[AgentResult] = []
     try:
         async with Hub(config) as hub:
             await hub.ready.wait()
-            results = []
-            for d in catch_up_devices:  # one at a time: each process gets a quiet machine
-                signals = catch_up.signals(d.device_id)
-                results.append(await _one(bundles[d.device_id], d.product, signals, wire, tmp))
-            # Live agents mostly sleep, so they run side by side.
-            results += await asyncio.gather(
-                *(
-                    _one(
-                        bundles[f"live-{d.device_id}"],
-                        d.product,
-                        live.signals(d.device_id)[:live_signals],
-                        wire,
-                        tmp,
-                        live_pace_s,
+            for models, (catch_up_group, _) in runs.items():
+                # One at a time: each process gets a quiet machine.
+                for device, d in catch_up_group.items():
+                    signals = catch_up.signals(d.device_id)
+                    results.append(
+                        await _one(
+                            bundles[device],
+                            d.product,
+                            signals,
+                            wire,
+                            tmp,
+                            models=models,
+                            max_age_s=max_age_s,
+                        )
                     )
-                    for d in live_devices
+            for models, (_, live_group) in runs.items():
+                # Live agents mostly sleep, so they run side by side.
+                results += await asyncio.gather(
+                    *(
+                        _one(
+                            bundles[device],
+                            d.product,
+                            live.signals(d.device_id)[:live_signals],
+                            wire,
+                            tmp,
+                            live_pace_s,
+                            models=models,
+                            max_age_s=max_age_s,
+                        )
+                        for device, d in live_group.items()
+                    )
                 )
-            )
     finally:
         wire.close()
     return results
+
+
+def _prefix(models: bool) -> str:
+    return "m-" if models else ""

@@ -26,6 +26,9 @@ from ._reference import RawBroker, RawInflux, twin_lines
 
 __all__ = ["main"]
 
+#: the issue's memory budget for an agent with its product's 3 models loaded and running
+_RSS_TARGET_MIB = 80
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -105,7 +108,12 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             tmp / "agents", svc.mosquitto.port, svc.influxd.url, days=args.agent_days
         ):
             figures["agents"].append(a.__dict__)
-            print(f"agent {a.product} ({a.mode}): {a.signals:,} signals", flush=True)
+            on = f"models on: {', '.join(a.models) or 'none serving'}"
+            print(
+                f"agent {a.product} ({a.mode}, {on if a.models_enabled else 'models off'}): "
+                f"{a.signals:,} signals, peak RSS {a.rss_peak / 2**20:.1f} MiB",
+                flush=True,
+            )
     figures["models"] = await asyncio.to_thread(model_costs)
     if args.train:
         figures["training"] = await asyncio.to_thread(_train_time, tmp / "train")
@@ -161,24 +169,31 @@ def _report(f: dict[str, Any]) -> str:
         [
             a["product"],
             a["mode"],
+            _models_cell(a),
             f"{a['signals']:,}",
             f"{a['deltas']:,}",
             f"{a['cpu_s'] / a['signals'] * 1e6:,.0f}",
             f"{a['rss_peak'] / 2**20:.1f}",
+            f"{a['anon_peak'] / 2**20:.1f}",
+            str(a["threads"]),
             f"{a['uplink_bytes'] / max(a['accepted'], 1):.1f}",
             f"{a['downlink_bytes'] / max(a['accepted'], 1):.1f}",
         ]
         for a in f["agents"]
     ]
     agents = _table(
-        "Edge agent process (twinsync edge run) fed over its ingest socket, real hub acking",
+        "Edge agent process (twinsync edge run) fed over its ingest socket, real hub acking; "
+        f"RSS target with models on: {_RSS_TARGET_MIB} MiB",
         [
             "product",
             "feed",
+            "models",
             "signals",
             "deltas",
             "CPU µs/signal",
             "peak RSS MiB",
+            "anon MiB",
+            "threads",
             "up B/signal",
             "down B/signal",
         ],
@@ -195,11 +210,18 @@ def _report(f: dict[str, Any]) -> str:
         ["product", "model", "median µs", "p99 µs"],
         model_rows,
     )
-    models += (
-        f"\nagent-sized process RSS: {m['rss_base'] / 2**20:.1f} MiB with the edge imports, "
-        f"{m['rss_runtime'] / 2**20:.1f} MiB with onnxruntime, "
-        f"{m['rss_one_product'] / 2**20:.1f} MiB with one product's 3 models, "
-        f"{m['rss_all'] / 2**20:.1f} MiB with all 12"
+    models += "\n\n" + _table(
+        "Agent-sized process (edge imports, then ModelStore), RSS and its anonymous part",
+        ["loaded", "RSS MiB", "anon MiB", "threads"],
+        [
+            [label, f"{mem[0] / 2**20:.1f}", f"{mem[1] / 2**20:.1f}", str(mem[2])]
+            for label, mem in (
+                ("edge imports", m["mem_base"]),
+                ("+ onnxruntime, numpy", m["mem_runtime"]),
+                ("+ one product's 3 models", m["mem_one_product"]),
+                ("+ all 12 models", m["mem_all"]),
+            )
+        ],
     )
     if "training" in f:
         t = f["training"]
@@ -208,6 +230,13 @@ def _report(f: dict[str, Any]) -> str:
             f"({t['twins']:.0f} pairs, {t['seconds']:.0f} s, simulation and evaluation included)"
         )
     return f"{hub}\n\n{agents}\n\n{models}"
+
+
+def _models_cell(a: dict[str, Any]) -> str:
+    if not a["models_enabled"]:
+        return "off"
+    # "on" with fewer than 3 serving means a model was refused: the RSS is not comparable.
+    return f"on ({len(a['models'])})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

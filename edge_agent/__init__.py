@@ -16,8 +16,8 @@ from ._twin import IngestResult
 if TYPE_CHECKING:
     from ._models import BUILTIN_MODELS, ModelFailure, ModelStore
 
-# onnxruntime and numpy cost ~30 MB of RSS and ~80 ms at start-up: load them only when
-# the model runtime is actually used.
+# onnxruntime and numpy cost ~40 MiB of RSS and ~130 ms at start-up (docs/benchmarks.md):
+# load them only when the model runtime is actually used.
 _LAZY = {"BUILTIN_MODELS", "ModelFailure", "ModelStore"}
 
 

@@ -40,6 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+# onnxruntime's Linux wheels (1.32) start a telemetry thread when the module loads; it
+# queues usage events in a SQLite file under ~/.cache/Microsoft/DeveloperTools for upload
+# to Microsoft. A device must not phone home or write to its flash behind our back, and
+# the thread and its buffers cost ~1.5 MiB of RSS. The variable is read at import, so it
+# is set first; an operator's own setting wins.
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+
 import numpy as np
 import onnxruntime as ort
 

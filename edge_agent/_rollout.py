@@ -52,7 +52,9 @@ class ModelUpdater:
         self._on_change = on_change
         self._timeout = fetch_timeout_s
         self._retry_max = retry_max_s
-        self._tls = ssl.create_default_context(cafile=ca_file or None)
+        self._ca_file = ca_file
+        # Made on the first https download: loading the CA store costs ~1.5 MiB.
+        self._tls: ssl.SSLContext | None = None
         self._latest: ModelSet | None = None
         self._version = 0
         self._refused: set[tuple[str, str]] = set()  # (ref, sha256) refused for good
@@ -153,6 +155,8 @@ class ModelUpdater:
 
     def _fetch(self, url: str, size: int) -> bytes:
         """GET ``url``: at most ``size`` + 1 bytes, so an oversized answer is caught."""
+        if url.startswith("https:") and self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._ca_file or None)
         request = urllib.request.Request(url, headers={"Accept": "application/octet-stream"})  # noqa: S310 - the URL comes from a hub-signed set and is http(s) by schema
         with urllib.request.urlopen(request, timeout=self._timeout, context=self._tls) as resp:  # noqa: S310
             data: bytes = resp.read(size + 1)

@@ -162,6 +162,7 @@ async def _one(
         cpu0 = sum(ps.cpu_times()[:2])
         peak, anon_peak = _memory(ps)
         feeder = ExternalFeeder(port, window=256, pace_s=pace_s)
+        await feeder.grant(sorted({s.subject for s in signals}))
         feed = asyncio.create_task(feeder.feed(signals))
         while not feed.done():
             rss, anon = _memory(ps)

@@ -35,6 +35,7 @@ from typing import Any
 
 from protocol import (
     BROADCAST,
+    ConsentCommand,
     Envelope,
     SigningKey,
     Tombstones,
@@ -178,6 +179,8 @@ class Erasures:
             left = await self._count(where)
             if left == 0:
                 break
+        # The twin's consent history goes with it (the request record remains).
+        await self._store.query(f'DELETE FROM "consent" WHERE {where}', write=True)
         if left:
             raise CloudHubError(
                 f"{left} points of the erased twins are still in InfluxDB; retry the request",
@@ -199,6 +202,30 @@ class Erasures:
         await asyncio.to_thread(self._complete, request_id, done, receipt)
         log.info("erasure %s of brand %s: %d points deleted", request_id, brand, found)
         return receipt
+
+    def send_consent(
+        self, brand: str, twins: list[str], purposes: dict[str, bool], notice: str
+    ) -> str:
+        """Broadcast a signed consent change for ``twins``; devices that know a twin
+        record it in their ledger (actor ``hub``) and it reaches the twin from there."""
+        request_id = uuid.uuid4().hex
+        now = time.time_ns() // 1_000_000
+        body = ConsentCommand(
+            twins=tuple(twins), purposes=purposes, notice=notice, request_id=request_id, ts_ms=now
+        )
+        envelope = Envelope(
+            kind="consent",
+            brand=brand,
+            device=BROADCAST,
+            seq=0,
+            kid=self._key.kid,
+            sent_ms=now,
+            body=packb(body.to_wire()),
+        )
+        if self._publish is not None:
+            self._publish(broadcast_topic(brand, "consent"), seal(envelope, self._key))
+        self.record(brand, "consent", now, {"twins": len(twins), "purposes": purposes})
+        return request_id
 
     def _tell_devices(self, brand: str, twins: list[str], request_id: str, when: int) -> None:
         """Broadcast a signed tombstone: devices drop the twins' state and unsent ops.

@@ -7,9 +7,9 @@ string *values* are escaped. Floats use ``repr`` so they round-trip exactly.
 
 from __future__ import annotations
 
-from protocol import FIELDS, HLC, TwinOps
+from protocol import FIELDS, HLC, ConsentEntry, TwinOps
 
-__all__ = ["device_line", "format_value", "twin_lines"]
+__all__ = ["consent_line", "device_line", "format_value", "twin_lines"]
 
 _TYPES = {name: spec.type for name, spec in FIELDS.items()}
 
@@ -59,6 +59,17 @@ def device_line(brand: str, device: str, fields: dict[str, bool | int | str], ts
         else:
             parts.append(f"{key}={int(value)}i")
     return f"device,brand={brand},device={device} {','.join(parts)} {ts_ms * 1_000_000}"
+
+
+def consent_line(brand: str, device: str, entry: ConsentEntry) -> str:
+    """A ``consent`` point: one ledger entry of one twin, as the device recorded it."""
+    fields_text = ",".join(f"{k}={'true' if v else 'false'}" for k, v in entry.purposes)
+    actor = entry.actor.replace('"', "")
+    notice = entry.notice.replace("\\", "\\\\").replace('"', '\\"')
+    return (
+        f"consent,brand={brand},device={device},twin={entry.twin} "
+        f'{fields_text},actor="{actor}",notice="{notice}" {entry.ts_ms * 1_000_000}'
+    )
 
 
 assert HLC(1, 2).to_ns() == (((1 << 16) | 2) >> 16) * 1_000_000 + 2  # the inlined formula

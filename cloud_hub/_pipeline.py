@@ -39,7 +39,7 @@ from ._errors import StoreError
 from ._events import segment_ops, segment_topic
 from ._inbox import Inbox
 from ._influx import InfluxStore
-from ._lines import device_line, twin_lines
+from ._lines import consent_line, device_line, twin_lines
 from ._metrics import Metrics
 from ._mqtt import HubMqtt, Incoming
 from ._verify import Accepted, Rejected, Verifier
@@ -180,6 +180,9 @@ class Pipeline:
                 self._metrics.inc("twinsync_hub_erased_ops_dropped_total", dropped)
                 twins = tuple(t for t in twins if t.twin not in erased)
             batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
+            for entry in verdict.body.consent:
+                if entry.twin not in erased:
+                    batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
             segment_ops(verdict.device, twins, batch.segments[verdict.brand])
             batch.deltas += 1
             batch.written[key].append(verdict.seq)

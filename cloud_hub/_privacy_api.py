@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from protocol import TwinSyncError
+from protocol import OPTIONAL_PURPOSES, TwinSyncError, check_notice, check_purposes, check_twin
 
 from ._access import PURPOSE_TEXT, twin_export
 from ._auth import ApiKeys
@@ -121,6 +121,67 @@ async def _subject(request: web.Request) -> str | web.Response:
     return subject
 
 
+async def change_consent(request: web.Request) -> web.Response:
+    """The customer told the brand: change their consent on every device that knows them.
+
+    ``{"subject", "purposes": {"marketing": false}, "notice": "v3"}``; answers 202: the
+    devices apply it within seconds and their ledger entries reach the twin
+    (``GET .../twins/{twin}/consent``)."""
+    brand = request.match_info["brand"]
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    subject = await _subject(request)
+    if isinstance(subject, web.Response):
+        return subject
+    assert isinstance(body, dict)
+    try:
+        purposes = dict(check_purposes(body.get("purposes")))
+        notice = check_notice(body.get("notice"))
+    except TwinSyncError as exc:
+        return _fail(400, "bad_consent", str(exc))
+    erasures = request.app[PRIVACY].erasures
+    try:
+        twins = erasures.twins_of(brand, subject)
+    except (CloudHubError, TwinSyncError) as exc:
+        return _fail(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
+    request_id = await asyncio.to_thread(erasures.send_consent, brand, twins, purposes, notice)
+    return web.json_response(
+        {"request_id": request_id, "twins": twins, "purposes": purposes, "notice": notice},
+        status=202,
+    )
+
+
+async def twin_consent(request: web.Request) -> web.Response:
+    """``GET .../twins/{twin}/consent``: the current choice per purpose and the ledger."""
+    brand, twin = request.match_info["brand"], request.match_info["twin"]
+    try:
+        check_twin(twin)
+    except TwinSyncError as exc:
+        return _fail(400, "bad_twin", str(exc))
+    ledger = await request.app[PRIVACY].reader.consent(brand, twin)
+    current: dict[str, dict[str, object]] = {}
+    for entry in ledger:  # oldest first: later entries win
+        for purpose in OPTIONAL_PURPOSES:
+            if entry.get(purpose) is not None:
+                current[purpose] = {
+                    "granted": entry[purpose],
+                    "since_ms": entry["time_ms"],
+                    "by": entry["actor"],
+                    "notice": entry["notice"],
+                }
+    return web.json_response(
+        {
+            "brand": brand,
+            "twin": twin,
+            "current": current,
+            "default": "optional purposes are off until the customer agrees",
+            "ledger": ledger,
+        }
+    )
+
+
 async def list_requests(request: web.Request) -> web.Response:
     """Every privacy request of the brand, newest first."""
     brand = request.match_info["brand"]
@@ -133,5 +194,7 @@ def add_privacy_routes(app: web.Application, ctx: PrivacyContext) -> None:
     app[PRIVACY] = ctx
     base = "/v1/brands/{brand}/privacy"
     route(app, "POST", f"{base}/access", access, "privacy")
+    route(app, "POST", f"{base}/consent", change_consent, "privacy")
+    route(app, "GET", "/v1/brands/{brand}/twins/{twin}/consent", twin_consent, "read")
     route(app, "POST", f"{base}/erasure", erase, "privacy")
     route(app, "GET", f"{base}/requests", list_requests, "privacy")

@@ -70,6 +70,22 @@ class TwinReader:
         series = _series(results[0])
         return None if not series else int(series[0]["values"][0][1])
 
+    async def consent(self, brand: str, twin: str) -> list[dict[str, Any]]:
+        """The twin's consent ledger as devices reported it, oldest first."""
+        results = await self._store.query(
+            f'SELECT * FROM "consent" WHERE {self._where(brand, twin)} ORDER BY time'
+        )
+        out = []
+        for s in _series(results[0]):
+            cols = s["columns"]
+            for row in s["values"]:
+                entry = dict(zip(cols, row, strict=True))
+                entry["time_ms"] = entry.pop("time") // 1_000_000
+                for tag in ("brand", "twin"):
+                    entry.pop(tag, None)
+                out.append(entry)
+        return out
+
     async def point_count(self, brand: str, twin: str) -> int:
         """How many field values are stored for the twin."""
         results = await self._store.query(

@@ -15,14 +15,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from protocol import Clock, Delta, SignalIn, SystemClock, Tombstones, packb
+from protocol import (
+    OPTIONAL_PURPOSES,
+    Clock,
+    ConsentCommand,
+    ConsentEntry,
+    Delta,
+    SignalIn,
+    SystemClock,
+    Tombstones,
+    TwinSyncError,
+    check_notice,
+    check_purposes,
+    packb,
+)
 
 from ._config import AgentConfig, Keys
+from ._consent import ConsentGate
 from ._infer import ModelRunner
 from ._ingest import IngestServer
 from ._outbox import Outbox
@@ -87,7 +101,11 @@ class Agent:
         cfg = self.config
         self._keys = cfg.keys()
         self._outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s * 1000)
-        self._book = TwinBook(self._keys.brand_key, cfg.pseudonym.epoch)
+        self._book = TwinBook(
+            self._keys.brand_key,
+            cfg.pseudonym.epoch,
+            gate=ConsentGate(cfg.consent.optional_default),
+        )
         # A time-derived first seq: a device whose storage was wiped never reuses old seqs.
         self._next_seq, self.stats["dropped"] = self._outbox.load(
             self._book, self.clock.now_ms() * 1000
@@ -106,6 +124,7 @@ class Agent:
         )
         self._uplink.models = self._models
         self._uplink.on_tombstones = self._forget
+        self._uplink.on_consent = self._consent_from_hub
         if self._models is not None:
             from ._rollout import ModelUpdater
 
@@ -129,6 +148,7 @@ class Agent:
         if cfg.ingest.port or cfg.ingest.unix_socket:
             self._ingest = IngestServer(
                 self.ingest,
+                self._consent_line,
                 cfg.ingest.host,
                 cfg.ingest.port,
                 cfg.ingest.unix_socket,
@@ -225,7 +245,77 @@ class Agent:
         """The device's own persisted view of a twin field (local view, tests)."""
         return self._outbox.state_value(twin, field) if self._outbox else None
 
+    def set_consent(self, subject: str, purposes: Mapping[str, bool], notice: str) -> ConsentEntry:
+        """Record the customer's consent choice made on this device (its app or UI).
+
+        Takes effect for the next signal; the ledger row and the delta that carries it
+        to the hub are durable when this returns. Raises SchemaError for unknown purposes
+        (``service`` needs no consent) or a missing notice version, and ValueError for a
+        customer the hub erased.
+        """
+        assert self._book is not None
+        twin = self._book.twin_of(subject)
+        if self._book.is_erased(twin):
+            raise ValueError("this customer's twin was erased; nothing is recorded for it")
+        entry = ConsentEntry(
+            twin,
+            self.clock.now_ms(),
+            check_purposes(dict(purposes)),
+            "device",
+            check_notice(notice),
+        )
+        self._record_consent([entry])
+        return entry
+
+    def consent_state(self, subject: str) -> dict[str, bool]:
+        """The customer's current choice per optional purpose (defaults filled in)."""
+        assert self._book is not None
+        twin = self._book.twin_of(subject)
+        gate = self._book.gate
+        return {p: gate.allows(twin, p) for p in OPTIONAL_PURPOSES}
+
     # -- internals ---------------------------------------------------------------------
+    def _consent_line(self, request: object) -> IngestResult:
+        """A ``{"consent": {"subject", "purposes", "notice"}}`` line of the local interface."""
+        if not isinstance(request, dict) or set(request) != {"subject", "purposes", "notice"}:
+            return IngestResult(None, "rejected", "malformed")
+        subject = request["subject"]
+        if not isinstance(subject, str) or not 1 <= len(subject) <= 256:
+            return IngestResult(None, "rejected", "malformed")
+        try:
+            self.set_consent(subject, request["purposes"], request["notice"])
+        except TwinSyncError as exc:
+            return IngestResult(None, "rejected", exc.reason)
+        except ValueError:
+            return IngestResult(None, "rejected", "erased")
+        return IngestResult(None, "accepted", "consent")
+
+    def _record_consent(self, entries: list[ConsentEntry]) -> None:
+        assert self._book is not None
+        self._book.gate.apply(entries)
+        if self._book.models is not None:
+            for entry in entries:
+                self._book.models.rescore(entry.twin)
+        self._book.consent_pending.extend(entries)
+        self.stats["consent_changes"] = self.stats.get("consent_changes", 0) + len(entries)
+        # Seal now (commits are synchronous on this loop): durable before we return.
+        self._commit([])
+
+    def _consent_from_hub(self, command: ConsentCommand) -> None:
+        """The brand backend changed a customer's consent: apply it to twins we know."""
+        assert self._book is not None
+        book = self._book
+        known = {t for t, _f in book.values} | {t for t in command.twins if book.gate.knows(t)}
+        purposes = tuple(sorted(command.purposes.items()))
+        entries = [
+            ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice)
+            for t in command.twins
+            if t in known and not book.is_erased(t)
+        ]
+        if entries:
+            self._record_consent(entries)
+            log.info("consent request %s applied to %d twin(s)", command.request_id, len(entries))
+
     def _forget(self, tombstones: Tombstones) -> None:
         """The hub erased these twins: drop all we hold about them, refuse them from now on.
 
@@ -310,11 +400,16 @@ class Agent:
                 self.stats[r.status] += 1
             out.append(results)
         ops = self._book.pending_ops
+        consent, self._book.consent_pending = self._book.consent_pending, []
         bodies, counts = [], []
-        for twins in self._book.take_pending(self.config.sync.max_ops_per_delta):
-            bodies.append(packb(Delta.model_construct(twins=twins).to_wire()))
+        sealed = self._book.take_pending(self.config.sync.max_ops_per_delta)
+        if consent and not sealed:
+            sealed = [()]  # a delta that carries only consent entries
+        for i, twins in enumerate(sealed):
+            delta = Delta.model_construct(twins=twins, consent=tuple(consent) if i == 0 else ())
+            bodies.append(packb(delta.to_wire()))
             counts.append(sum(len(t.ops) for t in twins))
-        self._outbox.commit(self._book, bodies, counts, self._next_seq, now)
+        self._outbox.commit(self._book, bodies, counts, self._next_seq, now, consent)
         self._next_seq += len(bodies)
         self.stats["ops"] += ops
         self.stats["deltas_sealed"] += len(bodies)

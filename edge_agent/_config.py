@@ -150,6 +150,13 @@ class ModelSettings(_Section):
     ca_file: str = ""
 
 
+class ConsentSettings(_Section):
+    """Consent (docs/privacy.md): optional purposes are off until the customer agrees."""
+
+    #: state of analytics/personalization/marketing for a customer with no ledger entry
+    optional_default: bool = False
+
+
 class AgentConfig(_Section):
     """The whole agent configuration (see docs/edge-agent.md)."""
 
@@ -162,6 +169,7 @@ class AgentConfig(_Section):
     sync: SyncSettings = SyncSettings()
     validation: ValidationSettings = ValidationSettings()
     models: ModelSettings = ModelSettings()
+    consent: ConsentSettings = ConsentSettings()
 
     def keys(self) -> Keys:
         """Read and check every key file this config names."""

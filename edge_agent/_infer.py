@@ -70,6 +70,11 @@ class ModelRunner:
             except (SchemaError, KeyError, TypeError, ValueError):
                 continue  # a state from an older agent: start that twin afresh
 
+    def rescore(self, twin: str) -> None:
+        """Score ``twin`` at its next signal (e.g. its consent changed, so outputs that
+        were withheld may now be kept, or the other way round)."""
+        self._scored.pop(twin, None)
+
     def forget(self, twin: str) -> None:
         """Drop everything kept about ``twin`` (it was erased)."""
         self._features.pop(twin, None)

@@ -1,8 +1,10 @@
 """ingest: the local interface firmware talks to (NDJSON over TCP loopback or a Unix socket).
 
-Each request line is a ``protocol.SignalIn`` as JSON; each reply line is
-``{"seq": n, "status": "accepted"|"duplicate"|"rejected", "reason": ...}``, in request
-order, sent once the signal's effect is durable. Clients may pipeline: lines are read
+Each request line is a ``protocol.SignalIn`` as JSON, or a consent choice made on the
+device ``{"consent": {"subject": ..., "purposes": {"analytics": true}, "notice": "v3"}}``;
+each reply line is ``{"seq": n, "status": "accepted"|"duplicate"|"rejected", "reason":
+...}`` (``seq`` null and reason ``consent`` for a recorded consent), in request order,
+sent once the effect is durable. Clients may pipeline: lines are read
 ahead and committed in groups. A malformed or overlong line gets a ``malformed`` reply and
 the connection stays open. Raw subjects arrive here and go no further than the agent.
 """
@@ -25,6 +27,7 @@ __all__ = ["IngestServer"]
 
 log = logging.getLogger("edge_agent.ingest")
 Submit = Callable[[SignalIn], Awaitable[IngestResult]]
+Consent = Callable[[object], IngestResult]
 _PIPELINE = 1024  # replies awaited per connection: bounds memory per client
 
 
@@ -32,9 +35,16 @@ class IngestServer:
     """Serves the ingest protocol; ``async with`` starts listening, exit stops it."""
 
     def __init__(
-        self, submit: Submit, host: str, port: int, unix_socket: str, max_line_bytes: int
+        self,
+        submit: Submit,
+        consent: Consent,
+        host: str,
+        port: int,
+        unix_socket: str,
+        max_line_bytes: int,
     ) -> None:
         self._submit = submit
+        self._consent = consent
         self._host, self._port, self._unix = host, port, unix_socket
         self._limit = max_line_bytes
         self._servers: list[asyncio.Server] = []
@@ -121,6 +131,9 @@ class IngestServer:
         try:
             signal = SignalIn.model_validate_json(line)
         except ValidationError:
+            request = _consent_request(line)
+            if request is not None:
+                return self._done(self._consent(request))
             # The contract replies seq=null: a line that is not a valid SignalIn has no
             # trustworthy seq, and echoing a half-parsed one could confuse firmware.
             self.malformed += 1
@@ -142,3 +155,14 @@ class IngestServer:
             )
             if replies.empty():
                 await writer.drain()
+
+
+def _consent_request(line: bytes) -> object | None:
+    """The inner object of a ``{"consent": {...}}`` line, else None."""
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and set(obj) == {"consent"}:
+        return obj["consent"]
+    return None

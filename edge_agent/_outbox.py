@@ -14,10 +14,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from protocol import HLC, HybridClock, Scalar, packb, unpackb
+from protocol import HLC, ConsentEntry, HybridClock, Scalar, packb, unpackb
 
 from ._errors import OutboxError
 from ._twin import TwinBook, erased_digest
@@ -41,6 +42,10 @@ CREATE TABLE IF NOT EXISTS outbox (
     ops INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS erased (digest TEXT PRIMARY KEY, erased_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS consent_ledger (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, twin TEXT NOT NULL, ts_ms INTEGER NOT NULL,
+    purposes TEXT NOT NULL, actor TEXT NOT NULL, notice TEXT NOT NULL
+);
 """
 
 
@@ -92,6 +97,7 @@ class Outbox:
         for twin, field, value in self._db.execute("SELECT twin, field, value FROM twin_state"):
             book.values[(twin, field)] = json.loads(value)
         book.erased = {r[0] for r in self._db.execute("SELECT digest FROM erased")}
+        book.gate.apply(self.consent_ledger())
         return int(row[2]), int(row[3])
 
     def commit(
@@ -101,8 +107,10 @@ class Outbox:
         ops: list[int],
         next_seq: int,
         now_ms: int,
+        consent: Sequence[ConsentEntry] = (),
     ) -> list[int]:
-        """Persist state and new deltas in one transaction; return the seqs assigned."""
+        """Persist state, new deltas and consent ledger rows in one transaction; return
+        the seqs assigned."""
         seqs = list(range(next_seq, next_seq + len(bodies)))
         state = [(t, f, json.dumps(v)) for t, f, v in book.take_dirty()]
         try:
@@ -113,6 +121,14 @@ class Outbox:
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO twin_state (twin, field, value) VALUES (?, ?, ?)", state
+            )
+            self._db.executemany(
+                "INSERT INTO consent_ledger (twin, ts_ms, purposes, actor, notice) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [
+                    (e.twin, e.ts_ms, json.dumps(dict(e.purposes)), e.actor, e.notice)
+                    for e in consent
+                ],
             )
             self._db.execute(
                 "UPDATE meta SET fw_seq=?, hlc=?, next_seq=?",
@@ -214,6 +230,7 @@ class Outbox:
             self._db.executemany("UPDATE outbox SET body=?, ops=? WHERE seq=?", rewrite)
             self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in delete])
             self._db.execute(f"DELETE FROM twin_state WHERE twin IN ({marks})", sorted(twins))
+            self._db.execute(f"DELETE FROM consent_ledger WHERE twin IN ({marks})", sorted(twins))
             self._db.executemany(
                 "INSERT OR IGNORE INTO erased (digest, erased_ms) VALUES (?, ?)",
                 [(erased_digest(t), erased_ms) for t in sorted(twins)],
@@ -228,6 +245,19 @@ class Outbox:
         )
         self.depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         return len(rewrite), len(delete)
+
+    def consent_ledger(self, twin: str | None = None) -> list[ConsentEntry]:
+        """The consent ledger (oldest first), of one twin or all."""
+        query = "SELECT twin, ts_ms, purposes, actor, notice FROM consent_ledger"
+        rows = (
+            self._db.execute(query + " ORDER BY id")
+            if twin is None
+            else self._db.execute(query + " WHERE twin=? ORDER BY id", (twin,))
+        )
+        return [
+            ConsentEntry(r[0], r[1], tuple(sorted(json.loads(r[2]).items())), r[3], r[4])
+            for r in rows
+        ]
 
     def state_value(self, twin: str, field: str) -> Scalar | None:
         """A persisted twin value (for tests and the local view)."""

@@ -25,6 +25,7 @@ from protocol import (
     Ack,
     Channel,
     Clock,
+    ConsentCommand,
     Desired,
     Envelope,
     ModelSet,
@@ -81,6 +82,9 @@ class Uplink:
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
         self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
+        self._consent_topic = broadcast_topic(dev.brand, "consent")
+        #: called with each hub-signed consent command (the brand backend's changes)
+        self.on_consent: Callable[[ConsentCommand], None] | None = None
         #: called with each hub-signed tombstone (erased twins)
         self.on_tombstones: Callable[[Tombstones], None] | None = None
         #: set to publish the status now instead of at the next heartbeat
@@ -172,6 +176,7 @@ class Uplink:
         if self.updater is not None:
             await client.subscribe(self._model_topic, qos=1)
         await client.subscribe(self._tombstone_topic, qos=1)
+        await client.subscribe(self._consent_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -229,9 +234,13 @@ class Uplink:
                 async with asyncio.timeout(min(1.0, sync.ack_timeout_s)):
                     await self.wake.wait()
 
-    def _kind_of(self, received: aiomqtt.Topic) -> Literal["ack", "desired", "model", "tombstone"]:
+    def _kind_of(
+        self, received: aiomqtt.Topic
+    ) -> Literal["ack", "desired", "model", "tombstone", "consent"]:
         if received.matches(self._tombstone_topic):
             return "tombstone"
+        if received.matches(self._consent_topic):
+            return "consent"
         if received.matches(self._desired_topic):
             return "desired"
         if received.matches(self._model_topic):
@@ -252,7 +261,7 @@ class Uplink:
                     )
                 env = signed.verify(key)
                 kind = self._kind_of(message.topic)
-                to = BROADCAST if kind == "tombstone" else self._config.device.id
+                to = BROADCAST if kind in ("tombstone", "consent") else self._config.device.id
                 if (env.kind, env.brand, env.device) != (kind, self._config.device.brand, to):
                     raise TwinSyncError(
                         f"{env.kind} for {env.brand}/{env.device} on my {kind} topic",
@@ -262,6 +271,10 @@ class Uplink:
             except TwinSyncError as exc:
                 self._stats["bad_acks"] += 1
                 log.warning("ignored message on %s: %s (%s)", message.topic, exc.reason, exc)
+                continue
+            if isinstance(ack, ConsentCommand):
+                if self.on_consent is not None:
+                    self.on_consent(ack)
                 continue
             if isinstance(ack, Tombstones):
                 if self.on_tombstones is not None:

@@ -11,7 +11,17 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
-from protocol import FIELDS, HLC, HybridClock, Op, Scalar, SignalIn, TwinOps, pseudonymize
+from protocol import (
+    FIELDS,
+    HLC,
+    ConsentEntry,
+    HybridClock,
+    Op,
+    Scalar,
+    SignalIn,
+    TwinOps,
+    pseudonymize,
+)
 
 from ._consent import ConsentGate
 from ._infer import STATE_FIELD, ModelRunner
@@ -49,9 +59,19 @@ class TwinBook:
     gate: ConsentGate = field(default_factory=ConsentGate)
     _twin_cache: dict[str, str] = field(default_factory=dict)
     models: ModelRunner | None = None
+    #: consent entries recorded since the last delta was sealed (they ride in the next)
+    consent_pending: list[ConsentEntry] = field(default_factory=list)
     #: digests (:func:`erased_digest`) of twins the hub erased: nothing is stored for
     #: them again, and not even their id is kept
     erased: set[str] = field(default_factory=set)
+
+    def twin_of(self, subject: str) -> str:
+        """The twin id of a raw subject (cached; the subject is not kept beyond that)."""
+        return self._twin(subject)
+
+    def is_erased(self, twin: str) -> bool:
+        """Whether the hub erased ``twin``."""
+        return bool(self.erased) and erased_digest(twin) in self.erased
 
     def _twin(self, subject: str) -> str:
         twin = self._twin_cache.get(subject)
@@ -74,7 +94,7 @@ class TwinBook:
             self.rejected[bad.reason] = self.rejected.get(bad.reason, 0) + 1
             return IngestResult(signal.seq, "rejected", bad.reason)
         twin = self._twin(signal.subject)
-        if self.erased and erased_digest(twin) in self.erased:
+        if self.is_erased(twin):
             self.rejected["erased"] = self.rejected.get("erased", 0) + 1
             return IngestResult(signal.seq, "rejected", "erased")
         if not self.gate.allows(twin, spec.purpose):
@@ -86,7 +106,12 @@ class TwinBook:
         self._set(twin, spec.field, spec.kind == "counter", value, hlc)
         if self.models is not None:
             for field, derived in self.models.observe(twin, signal.name, signal.ts, value):
-                counter = FIELDS[field].merge == "counter"
+                spec_out = FIELDS[field]
+                # Features and predictions have purposes of their own (analytics,
+                # personalization): without consent they are not kept, even if computed.
+                if not self.gate.allows(twin, spec_out.purpose):
+                    continue
+                counter = spec_out.merge == "counter"
                 self._set(twin, field, counter, derived, self.clock.stamp(signal.ts).pack())
         return IngestResult(signal.seq, "accepted")
 
@@ -116,6 +141,8 @@ class TwinBook:
                 self.models.forget(twin)
         self._twin_cache = {s: t for s, t in self._twin_cache.items() if t not in twins}
         self.erased |= {erased_digest(t) for t in twins}
+        self.consent_pending = [e for e in self.consent_pending if e.twin not in twins]
+        self.gate.forget(twins)
 
     def take_pending(self, max_ops: int) -> list[tuple[TwinOps, ...]]:
         """Drain pending ops into delta bodies of at most ``max_ops`` ops each."""

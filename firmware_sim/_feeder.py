@@ -9,7 +9,7 @@ import logging
 import time
 from collections.abc import Sequence
 
-from protocol import SignalIn
+from protocol import OPTIONAL_PURPOSES, SignalIn
 
 from ._errors import SimulationError
 
@@ -18,6 +18,8 @@ __all__ = ["ExternalFeeder"]
 log = logging.getLogger("firmware_sim.feeder")
 
 _NETWORK_ERRORS = (ConnectionError, OSError, asyncio.IncompleteReadError)
+#: every optional purpose granted: the simulated customers accept the whole notice
+ALL_GRANTED = dict.fromkeys(OPTIONAL_PURPOSES, True)
 
 
 class ExternalFeeder:
@@ -48,6 +50,33 @@ class ExternalFeeder:
         #: signals sent again because their reply never came
         self.resent = 0
         self._sent = 0
+
+    async def grant(
+        self, subjects: Sequence[str], notice: str = "sim-1", *, give_up_s: float = 60
+    ) -> None:
+        """Record, through the ingest port, that each subject agreed to every optional
+        purpose (what a device's app does when its user accepts the notice)."""
+        deadline = time.monotonic() + give_up_s
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection(self.host, self.port)
+                break
+            except _NETWORK_ERRORS as exc:
+                if time.monotonic() > deadline:
+                    raise SimulationError(f"agent on port {self.port} unreachable: {exc}") from exc
+                await asyncio.sleep(0.2)
+        try:
+            for subject in subjects:
+                line = {"consent": {"subject": subject, "purposes": ALL_GRANTED, "notice": notice}}
+                writer.write(json.dumps(line).encode() + b"\n")
+                await writer.drain()
+                reply = json.loads(await reader.readline())
+                if reply.get("status") != "accepted":
+                    raise SimulationError(f"consent refused by the agent: {reply}")
+        finally:
+            writer.close()
+            with contextlib.suppress(*_NETWORK_ERRORS):
+                await writer.wait_closed()
 
     async def feed(self, signals: Sequence[SignalIn], *, give_up_s: float = 60) -> None:
         """Send all ``signals`` in order until each has a reply.

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from protocol import SignalIn
 
 from ._errors import SimulationError
+from ._feeder import ALL_GRANTED
 from ._fleet import Fleet
 from ._truth import GroundTruth, Outcome
 
@@ -140,6 +141,11 @@ class FleetRunner:
         results = self.results.setdefault(device_id, [])
         skew = self.fleet.device_map[device_id].skew_ms
         agent = self._agents.get(device_id) or await self._start(device_id)
+        # The simulated customers accept the device's notice before they use it (their
+        # consent is in the agent's ledger, so a reboot keeps it).
+        for subject in sorted({s.subject for s in signals}):
+            if not all(agent.consent_state(subject).values()):
+                agent.set_consent(subject, ALL_GRANTED, "sim-1")
         try:
             for a, b in itertools.pairwise(cuts):
                 if a > 0:  # a reboot: the process stops politely and comes back

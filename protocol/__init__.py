@@ -25,6 +25,13 @@ from ._catalog import (
 )
 from ._clock import Clock, ManualClock, SystemClock
 from ._codec import DEFAULT_LIMITS, Limits, packb, unpackb
+from ._consent import (
+    MAX_CONSENT_ENTRIES,
+    OPTIONAL_PURPOSES,
+    ConsentEntry,
+    check_notice,
+    check_purposes,
+)
 from ._envelope import ENVELOPE_VERSION, Envelope, SignedEnvelope, open_envelope, seal
 from ._errors import (
     ClockError,
@@ -59,6 +66,7 @@ from ._messages import (
     MAX_OPS_PER_DELTA,
     MAX_TWINS_PER_DELTA,
     Ack,
+    ConsentCommand,
     Delta,
     Desired,
     ModelOffer,
@@ -95,12 +103,14 @@ __all__ = [
     "FIELDS",
     "HLC",
     "MANIFEST_VERSION",
+    "MAX_CONSENT_ENTRIES",
     "MAX_COUNTER",
     "MAX_MODEL_BYTES",
     "MAX_OPS_PER_DELTA",
     "MAX_TWINS_PER_DELTA",
     "MIN_KEY_BYTES",
     "MODEL_FIELDS",
+    "OPTIONAL_PURPOSES",
     "PREFIX",
     "PRODUCTS",
     "PURPOSES",
@@ -109,6 +119,8 @@ __all__ = [
     "Channel",
     "Clock",
     "ClockError",
+    "ConsentCommand",
+    "ConsentEntry",
     "DecodeError",
     "Delta",
     "Desired",
@@ -152,6 +164,8 @@ __all__ = [
     "check_brand",
     "check_device",
     "check_field",
+    "check_notice",
+    "check_purposes",
     "check_signal_value",
     "check_twin",
     "decode_body",

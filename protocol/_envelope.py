@@ -23,10 +23,12 @@ from ._topics import BROADCAST
 __all__ = ["ENVELOPE_VERSION", "Envelope", "Kind", "SignedEnvelope", "open_envelope", "seal"]
 
 ENVELOPE_VERSION = 1
-Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone"]
-_KINDS: frozenset[str] = frozenset(("delta", "status", "ack", "desired", "model", "tombstone"))
+Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone", "consent"]
+_KINDS: frozenset[str] = frozenset(
+    ("delta", "status", "ack", "desired", "model", "tombstone", "consent")
+)
 # Kinds the hub sends to every device of a brand: their header names no device.
-_BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone",))
+_BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone", "consent"))
 _HEADER_LIMITS = Limits(max_array=8, max_map=0)
 
 

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, fiel
 
 from ._catalog import FIELDS, Scalar
 from ._codec import DEFAULT_LIMITS, Limits, unpackb
+from ._consent import OPTIONAL_PURPOSES, ConsentEntry, check_purposes, consent_from_wire
 from ._errors import IdentifierError, SchemaError
 from ._hlc import HLC
 from ._ids import check_twin
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_OPS_PER_DELTA",
     "MAX_TWINS_PER_DELTA",
     "Ack",
+    "ConsentCommand",
     "Delta",
     "Desired",
     "ModelOffer",
@@ -108,10 +110,15 @@ class Delta(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     twins: tuple[TwinOps, ...]
+    #: consent ledger entries recorded on the device since the last delta
+    consent: tuple[ConsentEntry, ...] = ()
 
     def to_wire(self) -> dict[str, object]:
-        """The compact msgpack-ready form."""
-        return {"t": [[t.twin, [list(op) for op in t.ops]] for t in self.twins]}
+        """The compact msgpack-ready form (``"c"`` only when there are consent entries)."""
+        wire: dict[str, object] = {"t": [[t.twin, [list(op) for op in t.ops]] for t in self.twins]}
+        if self.consent:
+            wire["c"] = [entry.to_wire() for entry in self.consent]
+        return wire
 
     @property
     def op_count(self) -> int:
@@ -121,11 +128,17 @@ class Delta(BaseModel):
     @classmethod
     def from_wire(cls, obj: object) -> Delta:
         """Validate the wire form; every op's field, type and HLC are checked."""
-        if not isinstance(obj, dict) or set(obj) != {"t"} or not isinstance(obj["t"], list):
-            raise SchemaError("delta must be a map with exactly the key 't'")
+        if (
+            not isinstance(obj, dict)
+            or "t" not in obj
+            or not set(obj) <= {"t", "c"}
+            or not isinstance(obj["t"], list)
+        ):
+            raise SchemaError("delta must be a map with the key 't' (and optionally 'c')")
+        consent = consent_from_wire(obj["c"]) if "c" in obj else ()
         entries = obj["t"]
-        if not entries or len(entries) > MAX_TWINS_PER_DELTA:
-            raise SchemaError(f"delta must name 1..{MAX_TWINS_PER_DELTA} twins")
+        if len(entries) > MAX_TWINS_PER_DELTA or not (entries or consent):
+            raise SchemaError(f"delta must name 1..{MAX_TWINS_PER_DELTA} twins or carry consent")
         twins: list[TwinOps] = []
         seen: set[str] = set()
         total = 0
@@ -156,7 +169,7 @@ class Delta(BaseModel):
                     raise SchemaError("op field must be a string")
                 ops.append(_new_op(Op, (hlc, field, _normalise(field, value))))
             twins.append(TwinOps(twin, tuple(ops)))
-        return cls.model_construct(twins=tuple(twins))
+        return cls.model_construct(twins=tuple(twins), consent=consent)
 
 
 # Scalars are strict (msgpack gives exact types; no "1" -> 1 coercion), while containers
@@ -271,6 +284,30 @@ class Tombstones(_Body):
         return value
 
 
+class ConsentCommand(_Body):
+    """Hub -> every device of a brand (broadcast): the brand backend changed these twins'
+    consent (the customer told the brand, not the device)."""
+
+    twins: tuple[str, ...] = Field(min_length=1, max_length=64)
+    purposes: dict[str, bool] = Field(min_length=1, max_length=len(OPTIONAL_PURPOSES))
+    notice: str = Field(min_length=1, max_length=32)
+    request_id: str = Field(min_length=1, max_length=64)
+    ts_ms: int = Field(ge=0)
+
+    @field_validator("twins")
+    @classmethod
+    def _twin_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for twin in value:
+            check_twin(twin)
+        return value
+
+    @field_validator("purposes")
+    @classmethod
+    def _purposes(cls, value: dict[str, bool]) -> dict[str, bool]:
+        check_purposes(value)
+        return value
+
+
 class SignalIn(BaseModel):
     """One signal from firmware to the local agent (the ingest interface's schema).
 
@@ -296,6 +333,7 @@ _BODIES: dict[str, type[_Body]] = {
     "desired": Desired,
     "model": ModelSet,
     "tombstone": Tombstones,
+    "consent": ConsentCommand,
 }
 
 

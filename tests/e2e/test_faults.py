@@ -145,6 +145,7 @@ async def test_agent_sigkill_restart_with_outbox_intact(
         await agent.stdout.readline()  # {"ingest_port": ...}: listening
         feeder = ExternalFeeder(port, window=64)
         signals = stack.fleet.signals(victim)
+        await feeder.grant(sorted({s.subject for s in signals}))  # the users accept the notice
         feed = asyncio.create_task(feeder.feed(signals, give_up_s=60))
         await asyncio.sleep(0.3)
         agent.kill()  # SIGKILL, mid-stream

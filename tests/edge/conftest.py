@@ -59,7 +59,13 @@ class Bundle:
 
 
 def make_bundle(
-    root: Path, brand: str, device: str, product: str = "coffee", *, models: bool = False
+    root: Path,
+    brand: str,
+    device: str,
+    product: str = "coffee",
+    *,
+    models: bool = False,
+    consented: bool = True,
 ) -> Bundle:
     root.mkdir(parents=True, exist_ok=True)
     device_key, hub_key = SigningKey.generate(), SigningKey.generate()
@@ -73,6 +79,9 @@ def make_bundle(
         '[hub]\npublic_key_files = ["hub.pub"]\n\n[outbox]\npath = "state/outbox.sqlite"\n'
         # These tests pin the ops signals make; model outputs have tests of their own.
         f"\n[models]\nenabled = {'true' if models else 'false'}\n"
+        # Tests of signal rules run as if every customer had said yes to every purpose;
+        # consent has tests of its own (the shipped default is off).
+        f"\n[consent]\noptional_default = {'true' if consented else 'false'}\n"
     )
     return Bundle(root, brand, device, device_key, hub_key, brand_key)
 

@@ -77,6 +77,16 @@ class _FakeAgent:
     async def drained(self, timeout: float) -> bool:  # noqa: ASYNC109 - the Agent API
         return True
 
+    # The runner records each simulated customer's consent before feeding signals.
+    consents: ClassVar[dict[tuple[str, str], dict[str, bool]]] = {}
+
+    def consent_state(self, subject: str) -> dict[str, bool]:
+        return _FakeAgent.consents.get((self.device, subject), {"analytics": False})
+
+    def set_consent(self, subject: str, purposes: dict[str, bool], notice: str) -> None:
+        assert notice
+        _FakeAgent.consents[(self.device, subject)] = dict(purposes)
+
 
 @pytest.fixture
 def fake_edge(monkeypatch: pytest.MonkeyPatch) -> type[_FakeAgent]:
@@ -89,7 +99,7 @@ def fake_edge(monkeypatch: pytest.MonkeyPatch) -> type[_FakeAgent]:
     module.Agent = _FakeAgent  # type: ignore[attr-defined]
     module.load_config = load_config  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "edge_agent", module)
-    for name in ("disk", "oracle", "open_now"):
+    for name in ("disk", "oracle", "open_now", "consents"):
         getattr(_FakeAgent, name).clear()
     _FakeAgent.started.clear()
     _FakeAgent.chunks.clear()
@@ -130,6 +140,10 @@ async def test_runner_feeds_everything_in_order_with_reboots(
     assert config["outbox"]["path"] == str(tmp_path / "agents" / device / "outbox.sqlite")
     assert config["sync"] == {"ack_timeout_s": 2.0}
     assert len(runner.agents) == len(bundles)  # still up for drain
+    # Every simulated customer agreed to every optional purpose before their first signal.
+    pairs = {(d, s.subject) for d in fleet.device_map for s in fleet.signals(d)}
+    assert set(fake_edge.consents) >= pairs
+    assert all(all(c.values()) and len(c) == 3 for c in fake_edge.consents.values())
     assert await runner.drain(1)
     await runner.close()
     assert not fake_edge.open_now

@@ -10,6 +10,7 @@ from protocol import (
     HLC,
     MAX_OPS_PER_DELTA,
     Ack,
+    ConsentEntry,
     DecodeError,
     Delta,
     Desired,
@@ -175,3 +176,32 @@ def test_signal_schema_is_strict() -> None:
     ):
         with pytest.raises(ValueError, match="validation error"):
             SignalIn.model_validate(bad)
+
+
+def test_consent_entries_ride_in_deltas() -> None:
+    entry = ConsentEntry(TWIN, 1_700_000_000_000, (("analytics", True),), "device", "v3")
+    delta = Delta(twins=(), consent=(entry,))
+    back = decode_body("delta", packb(delta.to_wire()))
+    assert isinstance(back, Delta)
+    assert back.consent == (entry,)
+    assert back.twins == ()
+    plain = Delta(twins=(TwinOps(TWIN, (Op(T0, "coffee.brews_total", 1),)),))
+    assert "c" not in plain.to_wire()  # no consent: the old wire form
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        [TWIN, 1, {"service": True}, "device", "v1"],  # service needs no consent
+        [TWIN, 1, {"analytics": 1}, "device", "v1"],
+        [TWIN, 1, {}, "device", "v1"],
+        [TWIN, 1, {"analytics": True}, "someone", "v1"],
+        [TWIN, 1, {"analytics": True}, "device", ""],
+        [TWIN, -1, {"analytics": True}, "device", "v1"],
+        ["ann@example.com", 1, {"analytics": True}, "device", "v1"],  # a raw id, not a twin
+        [TWIN, 1, {"analytics": True}, "device"],
+    ],
+)
+def test_bad_consent_entries_are_schema_errors(entry: list[object]) -> None:
+    with pytest.raises(SchemaError):
+        decode_body("delta", packb({"t": [], "c": [entry]}))

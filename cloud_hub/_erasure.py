@@ -99,9 +99,12 @@ class Erasures:
         key: SigningKey,
         *,
         publish: Callable[[str, bytes], None] | None = None,
+        notify: Callable[[str, str, dict[str, Any]], object] | None = None,
         refresh_s: float = 1.0,
     ) -> None:
         self._publish = publish
+        #: called with (brand, event, data) after an erasure or a consent change (webhooks)
+        self._notify = notify
         self._db_path = Path(db_path)
         self._secrets = Path(secrets_dir)
         self._store = store
@@ -200,6 +203,8 @@ class Erasures:
         }
         receipt = {**body, "signature": self._key.sign(_canonical(body)).hex()}
         await asyncio.to_thread(self._complete, request_id, done, receipt)
+        if self._notify is not None:
+            await asyncio.to_thread(self._notify, brand, "erasure", {"receipt": receipt})
         log.info("erasure %s of brand %s: %d points deleted", request_id, brand, found)
         return receipt
 
@@ -225,6 +230,9 @@ class Erasures:
         if self._publish is not None:
             self._publish(broadcast_topic(brand, "consent"), seal(envelope, self._key))
         self.record(brand, "consent", now, {"twins": len(twins), "purposes": purposes})
+        if self._notify is not None:
+            data = {"request_id": request_id, "twins": twins, "purposes": purposes}
+            self._notify(brand, "consent", {**data, "notice": notice})
         return request_id
 
     def _tell_devices(self, brand: str, twins: list[str], request_id: str, when: int) -> None:

@@ -41,6 +41,7 @@ from ._rollout_api import RolloutContext, add_rollout_routes
 from ._rollouts import RolloutStore
 from ._twins import TwinReader
 from ._verify import ReplayWindows, Verifier
+from ._webhooks import Webhooks, WebhookSender
 
 __all__ = ["Hub"]
 
@@ -62,13 +63,16 @@ class Hub:
         self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
         self.api_keys = ApiKeys(config.registry.path)
+        self.webhooks = Webhooks(config.registry.path)
         self.erasures = Erasures(
             config.registry.path,
             config.keys.secrets_dir,
             self._store,
             self._key,
             publish=lambda topic, payload: self._mqtt.publish(topic, payload, qos=1),
+            notify=self.webhooks.emit,
         )
+        self._webhook_sender = WebhookSender(self.webhooks, self.metrics)
         self.models = ModelRepo(config.registry.path, config.models.dir)
         self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
         self._publisher = ModelPublisher(
@@ -112,7 +116,9 @@ class Hub:
             )
             add_privacy_routes(
                 app,
-                PrivacyContext(self.erasures, self.reader, self.api_keys, self.config.influx),
+                PrivacyContext(
+                    self.erasures, self.reader, self.api_keys, self.config.influx, self.webhooks
+                ),
             )
             add_rollout_routes(
                 app,
@@ -197,6 +203,7 @@ class Hub:
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
             publish = asyncio.ensure_future(self._publisher.run())
             feed = asyncio.ensure_future(self.feed.run())
+            hooks = asyncio.ensure_future(self._webhook_sender.run())
             try:
                 # Ready means subscribed: from then on nothing published is missed.
                 await asyncio.wait([run, subscribed], return_when=asyncio.FIRST_COMPLETED)
@@ -204,12 +211,12 @@ class Hub:
                     self.ready.set()
                 # Either loop ending is fatal for this instance (both run until cancelled).
                 done, _ = await asyncio.wait(
-                    [run, publish, feed], return_when=asyncio.FIRST_COMPLETED
+                    [run, publish, feed, hooks], return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
                     task.result()
             finally:
-                tasks = (run, subscribed, publish, feed)
+                tasks = (run, subscribed, publish, feed, hooks)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)

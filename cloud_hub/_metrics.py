@@ -66,6 +66,7 @@ _DECLARED = (
     ("twinsync_hub_rollout_errors_total", "counter", "Model rollout passes that failed"),
     ("twinsync_hub_stream_dropped_total", "counter", "Live events not delivered to streams"),
     ("twinsync_hub_erased_ops_dropped_total", "counter", "Ops for erased twins dropped"),
+    ("twinsync_hub_webhooks_total", "counter", "Webhook deliveries, by result"),
     ("twinsync_hub_api_refused_total", "counter", "API requests answered 4xx/5xx, by status"),
     ("twinsync_hub_batch_seconds_total", "counter", "Seconds spent writing batches"),
     ("twinsync_hub_queue_depth", "gauge", "Messages waiting between MQTT and the writer"),

@@ -26,6 +26,7 @@ from ._erasure import Erasures
 from ._errors import CloudHubError
 from ._guard import route
 from ._twins import TwinReader
+from ._webhooks import Webhooks
 
 __all__ = ["PRIVACY", "PrivacyContext", "add_privacy_routes"]
 
@@ -38,6 +39,7 @@ class PrivacyContext:
     reader: TwinReader
     keys: ApiKeys
     influx: InfluxSettings
+    webhooks: Webhooks
 
 
 PRIVACY = web.AppKey("privacy", PrivacyContext)
@@ -182,6 +184,33 @@ async def twin_consent(request: web.Request) -> web.Response:
     )
 
 
+async def put_webhook(request: web.Request) -> web.Response:
+    """``PUT .../webhook`` ``{"url"}``: where erasure and consent events go; answers the
+    signing secret (shown once)."""
+    brand = request.match_info["brand"]
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    url = body.get("url") if isinstance(body, dict) else None
+    if not isinstance(url, str):
+        return _fail(400, "bad_url", 'send {"url": "https://..."}')
+    try:
+        secret = await asyncio.to_thread(request.app[PRIVACY].webhooks.register, brand, url)
+    except CloudHubError as exc:
+        return _fail(400, exc.reason, str(exc))
+    return web.json_response({"brand": brand, "url": url, "secret": secret})
+
+
+async def get_webhook(request: web.Request) -> web.Response:
+    """``GET .../webhook``: the endpoint and how many events wait for it."""
+    brand = request.match_info["brand"]
+    endpoint = await asyncio.to_thread(request.app[PRIVACY].webhooks.endpoint, brand)
+    if endpoint is None:
+        return _fail(404, "no_webhook", "no webhook registered for this brand")
+    return web.json_response({"brand": brand, **endpoint})
+
+
 async def list_requests(request: web.Request) -> web.Response:
     """Every privacy request of the brand, newest first."""
     brand = request.match_info["brand"]
@@ -195,6 +224,8 @@ def add_privacy_routes(app: web.Application, ctx: PrivacyContext) -> None:
     base = "/v1/brands/{brand}/privacy"
     route(app, "POST", f"{base}/access", access, "privacy")
     route(app, "POST", f"{base}/consent", change_consent, "privacy")
+    route(app, "PUT", "/v1/brands/{brand}/webhook", put_webhook, "admin")
+    route(app, "GET", "/v1/brands/{brand}/webhook", get_webhook, "admin")
     route(app, "GET", "/v1/brands/{brand}/twins/{twin}/consent", twin_consent, "read")
     route(app, "POST", f"{base}/erasure", erase, "privacy")
     route(app, "GET", f"{base}/requests", list_requests, "privacy")

@@ -1,0 +1,193 @@
+"""Signed webhooks: tell a brand's backend about erasures and consent changes.
+
+A brand registers one endpoint (``PUT /v1/brands/{brand}/webhook``, scope admin) and gets
+a secret, shown once. Each event is queued durably in the shared SQLite file in the same
+step as the action that caused it, then POSTed as JSON by a sender task that retries
+with capped backoff until the endpoint answers 2xx: delivery is at least once and
+survives hub restarts (``event_id`` lets the receiver drop repeats). Every request
+carries ``TwinSync-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``;
+receivers recompute it and reject stale timestamps (see :func:`verify_signature`).
+Events name twins (pseudonyms), never a raw identifier.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import secrets
+import sqlite3
+import time
+import uuid
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from protocol import check_brand
+
+from ._errors import CloudHubError
+from ._metrics import Metrics
+from ._model_repo import connect
+
+__all__ = ["WebhookSender", "Webhooks", "sign", "verify_signature"]
+
+log = logging.getLogger("cloud_hub.webhooks")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS webhooks (
+    brand  TEXT PRIMARY KEY,
+    url    TEXT NOT NULL,
+    secret TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS webhook_queue (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    brand     TEXT NOT NULL,
+    event_id  TEXT NOT NULL,
+    body      TEXT NOT NULL,
+    attempts  INTEGER NOT NULL DEFAULT 0,
+    due_ms    INTEGER NOT NULL
+);
+"""
+_MAX_BACKOFF_S = 300.0
+
+
+def sign(secret: str, body: bytes, at: int) -> str:
+    """The ``TwinSync-Signature`` header value for ``body`` sent at ``at`` (Unix s)."""
+    mac = hmac.new(secret.encode(), f"{at}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={at},v1={mac}"
+
+
+def verify_signature(secret: str, body: bytes, header: str, *, tolerance_s: int = 300) -> bool:
+    """What a receiver does: the signature matches and is at most ``tolerance_s`` old."""
+    try:
+        parts = dict(item.split("=", 1) for item in header.split(","))
+        at = int(parts["t"])
+    except (ValueError, KeyError):
+        return False
+    if abs(time.time() - at) > tolerance_s:
+        return False
+    return hmac.compare_digest(sign(secret, body, at), header)
+
+
+class Webhooks:
+    """Registered endpoints and the durable event queue."""
+
+    def __init__(self, db_path: Path) -> None:
+        self._db_path = Path(db_path)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
+        return connect(self._db_path)
+
+    def register(self, brand: str, url: str) -> str:
+        """Set the brand's endpoint; returns the new signing secret (shown once)."""
+        if not url.startswith(("https://", "http://")) or len(url) > 2048:
+            raise CloudHubError("url must be an http(s) URL", reason="bad_url")
+        secret = secrets.token_urlsafe(32)
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO webhooks VALUES (?, ?, ?) ON CONFLICT (brand) DO UPDATE SET "
+                "url=excluded.url, secret=excluded.secret",
+                (check_brand(brand), url, secret),
+            )
+        return secret
+
+    def endpoint(self, brand: str) -> dict[str, Any] | None:
+        """The brand's endpoint (without the secret) and how many events wait."""
+        with self._connect() as db:
+            row = db.execute("SELECT url FROM webhooks WHERE brand=?", (brand,)).fetchone()
+            waiting = db.execute(
+                "SELECT COUNT(*) FROM webhook_queue WHERE brand=?", (brand,)
+            ).fetchone()[0]
+        return None if row is None else {"url": row[0], "pending_events": waiting}
+
+    def emit(self, brand: str, event: str, data: dict[str, Any]) -> str | None:
+        """Queue an event for the brand's endpoint (none registered: nothing to do)."""
+        event_id = uuid.uuid4().hex
+        body = {"event_id": event_id, "event": event, "brand": brand, **data}
+        body["emitted_ms"] = time.time_ns() // 1_000_000
+        with self._connect() as db:
+            if db.execute("SELECT 1 FROM webhooks WHERE brand=?", (brand,)).fetchone() is None:
+                return None
+            db.execute(
+                "INSERT INTO webhook_queue (brand, event_id, body, due_ms) VALUES (?, ?, ?, ?)",
+                (brand, event_id, json.dumps(body, sort_keys=True), body["emitted_ms"]),
+            )
+        return event_id
+
+    def due(self, now_ms: int, limit: int = 50) -> list[tuple[int, str, str, str, str, int]]:
+        """(id, brand, url, secret, body, attempts) of events due now."""
+        with self._connect() as db:
+            return db.execute(
+                "SELECT q.id, q.brand, w.url, w.secret, q.body, q.attempts FROM webhook_queue q "
+                "JOIN webhooks w ON w.brand = q.brand WHERE q.due_ms <= ? ORDER BY q.id LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+
+    def delivered(self, queue_id: int) -> None:
+        """Drop a delivered event."""
+        with self._connect() as db:
+            db.execute("DELETE FROM webhook_queue WHERE id=?", (queue_id,))
+
+    def retry_later(self, queue_id: int, attempts: int, now_ms: int) -> None:
+        """Back off: 1 s doubling to 5 minutes."""
+        delay = min(2.0**attempts, _MAX_BACKOFF_S)
+        with self._connect() as db:
+            db.execute(
+                "UPDATE webhook_queue SET attempts=?, due_ms=? WHERE id=?",
+                (attempts + 1, now_ms + int(delay * 1000), queue_id),
+            )
+
+
+class WebhookSender:
+    """Delivers queued events; :meth:`run` until cancelled (owned by the hub)."""
+
+    def __init__(self, hooks: Webhooks, metrics: Metrics, *, timeout_s: float = 10.0) -> None:
+        self._hooks = hooks
+        self._metrics = metrics
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def run(self) -> None:
+        """Send what is due, every second (events are queued from any thread or instance,
+        so polling the shared queue is what sees them all)."""
+        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+            while True:
+                now = time.time_ns() // 1_000_000
+                for row in await asyncio.to_thread(self._hooks.due, now):
+                    await self._send(session, *row)
+                await asyncio.sleep(1.0)
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        queue_id: int,
+        brand: str,
+        url: str,
+        secret: str,
+        body: str,
+        attempts: int,
+    ) -> None:
+        data = body.encode()
+        headers = {
+            "Content-Type": "application/json",
+            "TwinSync-Signature": sign(secret, data, int(time.time())),
+        }
+        try:
+            async with session.post(url, data=data, headers=headers) as resp:
+                ok = 200 <= resp.status < 300
+                why = f"HTTP {resp.status}"
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            ok, why = False, repr(exc)
+        now = time.time_ns() // 1_000_000
+        if ok:
+            await asyncio.to_thread(self._hooks.delivered, queue_id)
+            self._metrics.inc("twinsync_hub_webhooks_total", result="delivered")
+        else:
+            await asyncio.to_thread(self._hooks.retry_later, queue_id, attempts, now)
+            self._metrics.inc("twinsync_hub_webhooks_total", result="retry")
+            log.warning("webhook to brand %s failed (%s); retrying", brand, why)

@@ -1,0 +1,95 @@
+"""Signed webhooks to the brand backend: erasures and consent changes, retried until the
+endpoint takes them, each signed so the receiver can check it came from the hub."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+from _fakes import FakeDevice, get_json, now_hlc
+from _poll import eventually
+from aiohttp import web
+from hub_env import HubEnv
+
+from cloud_hub import Hub
+from cloud_hub._webhooks import sign, verify_signature
+from firmware_sim.services import free_port
+
+
+async def _call(
+    hub: Hub, env: HubEnv, method: str, path: str, body: object
+) -> tuple[int, dict[str, Any]]:
+    headers = {"Authorization": f"Bearer {env.token}"}
+    url = f"{hub.api_url}/v1/brands/{env.brand}{path}"
+    async with aiohttp.ClientSession(headers=headers) as s, s.request(method, url, json=body) as r:
+        return r.status, await r.json()
+
+
+async def test_erasure_and_consent_events_reach_the_backend_signed_and_retried(
+    hub: Hub, hub_env: HubEnv, device: FakeDevice
+) -> None:
+    received: list[tuple[bytes, str]] = []
+    failures_left = [2]  # the backend is down for the first two attempts
+
+    async def backend(request: web.Request) -> web.Response:
+        body = await request.read()
+        if failures_left[0] > 0:
+            failures_left[0] -= 1
+            return web.Response(status=503)
+        received.append((body, request.headers["TwinSync-Signature"]))
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks", backend)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        status, reg = await _call(
+            hub, hub_env, "PUT", "/webhook", {"url": f"http://127.0.0.1:{port}/hooks"}
+        )
+        assert status == 200
+        secret = reg["secret"]
+        ann = device.twin("ann@example.test")
+        device.publish(device.delta(1, {ann: [(now_hlc(), "coffee.brews_total", 2)]}))
+        await device.wait_acked({1})
+        status, _ = await _call(
+            hub,
+            hub_env,
+            "POST",
+            "/privacy/consent",
+            {"subject": "ann@example.test", "purposes": {"marketing": False}, "notice": "v2"},
+        )
+        assert status == 202
+        status, receipt = await _call(
+            hub, hub_env, "POST", "/privacy/erasure", {"subject": "ann@example.test"}
+        )
+        assert status == 200
+        assert await eventually(lambda: len(received) == 2, within=15)  # after retries
+        events = {}
+        for body, header in received:
+            assert verify_signature(secret, body, header)
+            assert not verify_signature("another secret", body, header)
+            assert not verify_signature(secret, body + b" ", header)  # altered in transit
+            event = json.loads(body)
+            events[event["event"]] = event
+            assert "ann@example" not in body.decode()  # pseudonyms only
+        assert events["erasure"]["receipt"] == receipt
+        assert events["consent"]["twins"] == [ann]
+        assert events["consent"]["purposes"] == {"marketing": False}
+        assert hub.metrics.get("twinsync_hub_webhooks_total", result="retry") >= 2
+        info = await get_json(
+            f"{hub.api_url}/v1/brands/{hub_env.brand}/webhook", token=hub_env.token
+        )
+        assert info == {"brand": hub_env.brand, "url": reg["url"], "pending_events": 0}
+    finally:
+        await runner.cleanup()
+
+
+def test_signatures_expire() -> None:
+    body = b'{"event": "erasure"}'
+    old = sign("s", body, 1_000_000_000)
+    assert not verify_signature("s", body, old)
+    assert not verify_signature("s", body, "garbage")

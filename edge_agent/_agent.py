@@ -18,20 +18,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from protocol import (
-    OPTIONAL_PURPOSES,
     Clock,
-    ConsentCommand,
     ConsentEntry,
     Delta,
     SignalIn,
     SystemClock,
-    Tombstones,
-    TwinSyncError,
-    check_notice,
-    check_purposes,
     packb,
 )
 
@@ -40,6 +34,7 @@ from ._consent import ConsentGate
 from ._infer import ModelRunner
 from ._ingest import IngestServer
 from ._outbox import Outbox
+from ._privacy import DevicePrivacy
 from ._sync import Uplink
 from ._twin import IngestResult, TwinBook
 
@@ -92,6 +87,7 @@ class Agent:
         self._tasks: list[asyncio.Task[None]] = []
         self._next_seq = 0
         self._models: ModelStore | None = None
+        self._privacy: DevicePrivacy | None = None
         self._updater: ModelUpdater | None = None
         self._idle = asyncio.Event()
         self._idle.set()
@@ -123,8 +119,16 @@ class Agent:
             cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
         )
         self._uplink.models = self._models
-        self._uplink.on_tombstones = self._forget
-        self._uplink.on_consent = self._consent_from_hub
+        self._privacy = DevicePrivacy(
+            self._book,
+            self._outbox,
+            self.clock,
+            self.stats,
+            cfg.device.product,
+            lambda: self._commit([]),
+        )
+        self._uplink.on_tombstones = self._privacy.forget
+        self._uplink.on_consent = self._privacy.consent_from_hub
         if self._models is not None:
             from ._rollout import ModelUpdater
 
@@ -148,7 +152,7 @@ class Agent:
         if cfg.ingest.port or cfg.ingest.unix_socket:
             self._ingest = IngestServer(
                 self.ingest,
-                self._consent_line,
+                self._privacy.local_request,
                 cfg.ingest.host,
                 cfg.ingest.port,
                 cfg.ingest.unix_socket,
@@ -246,95 +250,22 @@ class Agent:
         return self._outbox.state_value(twin, field) if self._outbox else None
 
     def set_consent(self, subject: str, purposes: Mapping[str, bool], notice: str) -> ConsentEntry:
-        """Record the customer's consent choice made on this device (its app or UI).
-
-        Takes effect for the next signal; the ledger row and the delta that carries it
-        to the hub are durable when this returns. Raises SchemaError for unknown purposes
-        (``service`` needs no consent) or a missing notice version, and ValueError for a
-        customer the hub erased.
-        """
-        assert self._book is not None
-        twin = self._book.twin_of(subject)
-        if self._book.is_erased(twin):
-            raise ValueError("this customer's twin was erased; nothing is recorded for it")
-        entry = ConsentEntry(
-            twin,
-            self.clock.now_ms(),
-            check_purposes(dict(purposes)),
-            "device",
-            check_notice(notice),
-        )
-        self._record_consent([entry])
-        return entry
+        """Record a consent choice made on this device (see :class:`DevicePrivacy`)."""
+        return self._privacy_or_fail().set_consent(subject, purposes, notice)
 
     def consent_state(self, subject: str) -> dict[str, bool]:
-        """The customer's current choice per optional purpose (defaults filled in)."""
-        assert self._book is not None
-        twin = self._book.twin_of(subject)
-        gate = self._book.gate
-        return {p: gate.allows(twin, p) for p in OPTIONAL_PURPOSES}
+        """The user's current choice per optional purpose (defaults filled in)."""
+        return self._privacy_or_fail().consent_state(subject)
+
+    def privacy_view(self, subject: str) -> dict[str, Any]:
+        """The device's privacy page for one user (see :class:`DevicePrivacy`)."""
+        return self._privacy_or_fail().view(subject)
 
     # -- internals ---------------------------------------------------------------------
-    def _consent_line(self, request: object) -> IngestResult:
-        """A ``{"consent": {"subject", "purposes", "notice"}}`` line of the local interface."""
-        if not isinstance(request, dict) or set(request) != {"subject", "purposes", "notice"}:
-            return IngestResult(None, "rejected", "malformed")
-        subject = request["subject"]
-        if not isinstance(subject, str) or not 1 <= len(subject) <= 256:
-            return IngestResult(None, "rejected", "malformed")
-        try:
-            self.set_consent(subject, request["purposes"], request["notice"])
-        except TwinSyncError as exc:
-            return IngestResult(None, "rejected", exc.reason)
-        except ValueError:
-            return IngestResult(None, "rejected", "erased")
-        return IngestResult(None, "accepted", "consent")
-
-    def _record_consent(self, entries: list[ConsentEntry]) -> None:
-        assert self._book is not None
-        self._book.gate.apply(entries)
-        if self._book.models is not None:
-            for entry in entries:
-                self._book.models.rescore(entry.twin)
-        self._book.consent_pending.extend(entries)
-        self.stats["consent_changes"] = self.stats.get("consent_changes", 0) + len(entries)
-        # Seal now (commits are synchronous on this loop): durable before we return.
-        self._commit([])
-
-    def _consent_from_hub(self, command: ConsentCommand) -> None:
-        """The brand backend changed a customer's consent: apply it to twins we know."""
-        assert self._book is not None
-        book = self._book
-        known = {t for t, _f in book.values} | {t for t in command.twins if book.gate.knows(t)}
-        purposes = tuple(sorted(command.purposes.items()))
-        entries = [
-            ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice)
-            for t in command.twins
-            if t in known and not book.is_erased(t)
-        ]
-        if entries:
-            self._record_consent(entries)
-            log.info("consent request %s applied to %d twin(s)", command.request_id, len(entries))
-
-    def _forget(self, tombstones: Tombstones) -> None:
-        """The hub erased these twins: drop all we hold about them, refuse them from now on.
-
-        Runs on the event loop between two commits (commits are synchronous), so no
-        half-built delta can slip an erased twin's ops past it.
-        """
-        assert self._book is not None
-        assert self._outbox is not None
-        twins = set(tombstones.twins)
-        self._book.forget(twins)
-        rewritten, deleted = self._outbox.forget(twins, tombstones.erased_ms)
-        self.stats["twins_erased"] = self.stats.get("twins_erased", 0) + len(twins)
-        log.info(
-            "erasure %s: %d twin(s) forgotten, %d unsent deltas rewritten, %d deleted",
-            tombstones.request_id,
-            len(twins),
-            rewritten,
-            deleted,
-        )
+    def _privacy_or_fail(self) -> DevicePrivacy:
+        if self._privacy is None:
+            raise RuntimeError("agent is not running (use 'async with Agent(...)')")
+        return self._privacy
 
     def _status_extra(self) -> dict[str, int]:
         return {

@@ -1,7 +1,9 @@
 """ingest: the local interface firmware talks to (NDJSON over TCP loopback or a Unix socket).
 
-Each request line is a ``protocol.SignalIn`` as JSON, or a consent choice made on the
-device ``{"consent": {"subject": ..., "purposes": {"analytics": true}, "notice": "v3"}}``;
+Each request line is a ``protocol.SignalIn`` as JSON, a consent choice made on the device
+``{"consent": {"subject": ..., "purposes": {"analytics": true}, "notice": "v3"}}``, or a
+request for the device's privacy view of a user ``{"view": {"subject": ...}}`` (answered
+with ``{"view": {...}}``);
 each reply line is ``{"seq": n, "status": "accepted"|"duplicate"|"rejected", "reason":
 ...}`` (``seq`` null and reason ``consent`` for a recorded consent), in request order,
 sent once the effect is durable. Clients may pipeline: lines are read
@@ -16,6 +18,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -27,7 +30,8 @@ __all__ = ["IngestServer"]
 
 log = logging.getLogger("edge_agent.ingest")
 Submit = Callable[[SignalIn], Awaitable[IngestResult]]
-Consent = Callable[[object], IngestResult]
+#: local requests other than signals: (kind, request) -> a reply
+Local = Callable[[str, object], "IngestResult | dict[str, Any]"]
 _PIPELINE = 1024  # replies awaited per connection: bounds memory per client
 
 
@@ -37,14 +41,14 @@ class IngestServer:
     def __init__(
         self,
         submit: Submit,
-        consent: Consent,
+        local: Local,
         host: str,
         port: int,
         unix_socket: str,
         max_line_bytes: int,
     ) -> None:
         self._submit = submit
-        self._consent = consent
+        self._local = local
         self._host, self._port, self._unix = host, port, unix_socket
         self._limit = max_line_bytes
         self._servers: list[asyncio.Server] = []
@@ -87,7 +91,7 @@ class IngestServer:
         task = asyncio.current_task()
         assert task is not None
         self._clients.add(task)
-        replies: asyncio.Queue[asyncio.Future[IngestResult] | None] = asyncio.Queue(_PIPELINE)
+        replies: asyncio.Queue[asyncio.Future[Any] | None] = asyncio.Queue(_PIPELINE)
         sender = asyncio.create_task(self._reply(replies, writer), name="edge_agent.ingest.reply")
         try:
             while True:
@@ -122,18 +126,18 @@ class IngestServer:
             except asyncio.LimitOverrunError as exc:
                 await reader.readexactly(exc.consumed)
 
-    def _done(self, result: IngestResult) -> asyncio.Future[IngestResult]:
-        future: asyncio.Future[IngestResult] = asyncio.get_running_loop().create_future()
+    def _done(self, result: Any) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         future.set_result(result)
         return future
 
-    def _parse_and_submit(self, line: bytes) -> asyncio.Future[IngestResult]:
+    def _parse_and_submit(self, line: bytes) -> asyncio.Future[Any]:
         try:
             signal = SignalIn.model_validate_json(line)
         except ValidationError:
-            request = _consent_request(line)
+            request = _local_request(line)
             if request is not None:
-                return self._done(self._consent(request))
+                return self._done(self._local(*request))
             # The contract replies seq=null: a line that is not a valid SignalIn has no
             # trustworthy seq, and echoing a half-parsed one could confuse firmware.
             self.malformed += 1
@@ -142,27 +146,33 @@ class IngestServer:
 
     async def _reply(
         self,
-        replies: asyncio.Queue[asyncio.Future[IngestResult] | None],
+        replies: asyncio.Queue[asyncio.Future[Any] | None],
         writer: asyncio.StreamWriter,
     ) -> None:
         while (future := await replies.get()) is not None:
             result = await future
-            writer.write(
-                json.dumps(
-                    {"seq": result.seq, "status": result.status, "reason": result.reason}
-                ).encode()
-                + b"\n"
-            )
+            if isinstance(result, IngestResult):
+                reply: dict[str, Any] = {
+                    "seq": result.seq,
+                    "status": result.status,
+                    "reason": result.reason,
+                }
+            else:
+                reply = result
+            writer.write(json.dumps(reply).encode() + b"\n")
             if replies.empty():
                 await writer.drain()
 
 
-def _consent_request(line: bytes) -> object | None:
-    """The inner object of a ``{"consent": {...}}`` line, else None."""
+def _local_request(line: bytes) -> tuple[str, object] | None:
+    """``("consent" | "view", inner)`` of a ``{"consent": {...}}`` or ``{"view": {...}}``
+    line, else None."""
     try:
         obj = json.loads(line)
     except ValueError:
         return None
-    if isinstance(obj, dict) and set(obj) == {"consent"}:
-        return obj["consent"]
+    if isinstance(obj, dict) and len(obj) == 1:
+        ((kind, inner),) = obj.items()
+        if kind in ("consent", "view"):
+            return kind, inner
     return None

@@ -1,0 +1,174 @@
+"""The device's privacy duties: consent choices, erasure, and the user's own view.
+
+Composed into :class:`edge_agent.Agent`, which hands it the twin book, the outbox and a
+way to seal pending changes into a delta now. Everything here runs on the agent's event
+loop between two commits (commits are synchronous), so no half-built delta can miss a
+consent change or keep an erased twin's ops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from protocol import (
+    CATALOG,
+    FIELDS,
+    OPTIONAL_PURPOSES,
+    PRODUCTS,
+    Clock,
+    ConsentCommand,
+    ConsentEntry,
+    Tombstones,
+    TwinSyncError,
+    check_notice,
+    check_purposes,
+)
+
+from ._outbox import Outbox
+from ._twin import IngestResult, TwinBook
+
+__all__ = ["DevicePrivacy"]
+
+log = logging.getLogger("edge_agent.privacy")
+
+
+class DevicePrivacy:
+    """Consent ledger entries, tombstones and the local privacy view of one device."""
+
+    def __init__(
+        self,
+        book: TwinBook,
+        outbox: Outbox,
+        clock: Clock,
+        stats: dict[str, int],
+        product: str,
+        seal: Callable[[], object],
+    ) -> None:
+        self._book = book
+        self._outbox = outbox
+        self._clock = clock
+        self._stats = stats
+        self._product = product
+        self._seal = seal
+
+    def set_consent(self, subject: str, purposes: Mapping[str, bool], notice: str) -> ConsentEntry:
+        """Record the customer's consent choice made on this device (its app or UI).
+
+        Takes effect for the next signal; the ledger row and the delta that carries it
+        to the hub are durable when this returns. Raises SchemaError for unknown purposes
+        (``service`` needs no consent) or a missing notice version, and ValueError for a
+        customer the hub erased.
+        """
+        twin = self._book.twin_of(subject)
+        if self._book.is_erased(twin):
+            raise ValueError("this customer's twin was erased; nothing is recorded for it")
+        entry = ConsentEntry(
+            twin,
+            self._clock.now_ms(),
+            check_purposes(dict(purposes)),
+            "device",
+            check_notice(notice),
+        )
+        self._record_consent([entry])
+        return entry
+
+    def consent_state(self, subject: str) -> dict[str, bool]:
+        """The customer's current choice per optional purpose (defaults filled in)."""
+        twin = self._book.twin_of(subject)
+        gate = self._book.gate
+        return {p: gate.allows(twin, p) for p in OPTIONAL_PURPOSES}
+
+    def view(self, subject: str) -> dict[str, Any]:
+        """What this device collects about a user, for which purpose, whether it may, and
+        what the twin says about them now (the device's own privacy page)."""
+        book = self._book
+        twin = book.twin_of(subject)
+        product = self._product
+        return {
+            "twin": twin,
+            "erased": book.is_erased(twin),
+            "consent": {p: book.gate.allows(twin, p) for p in OPTIONAL_PURPOSES},
+            "consent_ledger": [e.to_wire()[1:] for e in self._outbox.consent_ledger(twin)],
+            "collected": [
+                {
+                    "signal": name,
+                    "purpose": CATALOG[name].purpose,
+                    "allowed": book.gate.allows(twin, CATALOG[name].purpose),
+                    "becomes": CATALOG[name].field,
+                }
+                for name in PRODUCTS[product]
+            ],
+            "twin_says": {
+                field: {"value": value, "purpose": FIELDS[field].purpose}
+                for (t, field), value in sorted(book.values.items())
+                if t == twin and field in FIELDS
+            },
+            "leaves_device": "the twin fields above, keyed by the pseudonym; never your identifier",
+        }
+
+    def local_request(self, kind: str, request: object) -> IngestResult | dict[str, Any]:
+        if kind == "view":
+            subject = request.get("subject") if isinstance(request, dict) else None
+            if not isinstance(subject, str) or not 1 <= len(subject) <= 256:
+                return IngestResult(None, "rejected", "malformed")
+            return {"view": self.view(subject)}
+        return self._consent_line(request)
+
+    def _consent_line(self, request: object) -> IngestResult:
+        """A ``{"consent": {"subject", "purposes", "notice"}}`` line of the local interface."""
+        if not isinstance(request, dict) or set(request) != {"subject", "purposes", "notice"}:
+            return IngestResult(None, "rejected", "malformed")
+        subject = request["subject"]
+        if not isinstance(subject, str) or not 1 <= len(subject) <= 256:
+            return IngestResult(None, "rejected", "malformed")
+        try:
+            self.set_consent(subject, request["purposes"], request["notice"])
+        except TwinSyncError as exc:
+            return IngestResult(None, "rejected", exc.reason)
+        except ValueError:
+            return IngestResult(None, "rejected", "erased")
+        return IngestResult(None, "accepted", "consent")
+
+    def _record_consent(self, entries: list[ConsentEntry]) -> None:
+        self._book.gate.apply(entries)
+        if self._book.models is not None:
+            for entry in entries:
+                self._book.models.rescore(entry.twin)
+        self._book.consent_pending.extend(entries)
+        self._stats["consent_changes"] = self._stats.get("consent_changes", 0) + len(entries)
+        # Seal now (commits are synchronous on this loop): durable before we return.
+        self._seal()
+
+    def consent_from_hub(self, command: ConsentCommand) -> None:
+        """The brand backend changed a customer's consent: apply it to twins we know."""
+        book = self._book
+        known = {t for t, _f in book.values} | {t for t in command.twins if book.gate.knows(t)}
+        purposes = tuple(sorted(command.purposes.items()))
+        entries = [
+            ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice)
+            for t in command.twins
+            if t in known and not book.is_erased(t)
+        ]
+        if entries:
+            self._record_consent(entries)
+            log.info("consent request %s applied to %d twin(s)", command.request_id, len(entries))
+
+    def forget(self, tombstones: Tombstones) -> None:
+        """The hub erased these twins: drop all we hold about them, refuse them from now on.
+
+        Runs on the event loop between two commits (commits are synchronous), so no
+        half-built delta can slip an erased twin's ops past it.
+        """
+        twins = set(tombstones.twins)
+        self._book.forget(twins)
+        rewritten, deleted = self._outbox.forget(twins, tombstones.erased_ms)
+        self._stats["twins_erased"] = self._stats.get("twins_erased", 0) + len(twins)
+        log.info(
+            "erasure %s: %d twin(s) forgotten, %d unsent deltas rewritten, %d deleted",
+            tombstones.request_id,
+            len(twins),
+            rewritten,
+            deleted,
+        )

@@ -36,18 +36,16 @@ from typing import Any
 from protocol import (
     BROADCAST,
     ConsentCommand,
-    Envelope,
     SigningKey,
     Tombstones,
     TwinSyncError,
     VerifyKey,
     broadcast_topic,
     check_brand,
-    packb,
     pseudonymize,
-    seal,
 )
 
+from ._downlink import seal_downlink
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_str
 from ._model_repo import connect
@@ -218,17 +216,9 @@ class Erasures:
         body = ConsentCommand(
             twins=tuple(twins), purposes=purposes, notice=notice, request_id=request_id, ts_ms=now
         )
-        envelope = Envelope(
-            kind="consent",
-            brand=brand,
-            device=BROADCAST,
-            seq=0,
-            kid=self._key.kid,
-            sent_ms=now,
-            body=packb(body.to_wire()),
-        )
         if self._publish is not None:
-            self._publish(broadcast_topic(brand, "consent"), seal(envelope, self._key))
+            message = seal_downlink(self._key, "consent", brand, BROADCAST, body, sent_ms=now)
+            self._publish(broadcast_topic(brand, "consent"), message)
         self.record(brand, "consent", now, {"twins": len(twins), "purposes": purposes})
         if self._notify is not None:
             data = {"request_id": request_id, "twins": twins, "purposes": purposes}
@@ -241,16 +231,8 @@ class Erasures:
         if self._publish is None:
             return
         body = Tombstones(twins=tuple(twins), request_id=request_id, erased_ms=when)
-        envelope = Envelope(
-            kind="tombstone",
-            brand=brand,
-            device=BROADCAST,
-            seq=0,
-            kid=self._key.kid,
-            sent_ms=time.time_ns() // 1_000_000,
-            body=packb(body.to_wire()),
-        )
-        self._publish(broadcast_topic(brand, "tombstone"), seal(envelope, self._key))
+        message = seal_downlink(self._key, "tombstone", brand, BROADCAST, body)
+        self._publish(broadcast_topic(brand, "tombstone"), message)
 
     async def _count(self, where: str) -> int:
         """Field values stored for the twins (each op is one)."""

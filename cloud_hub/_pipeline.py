@@ -24,16 +24,14 @@ from protocol import (
     Channel,
     Clock,
     Delta,
-    Envelope,
     Rejection,
     SigningKey,
     Status,
-    packb,
-    seal,
     topic,
 )
 
 from ._config import InfluxSettings
+from ._downlink import seal_downlink
 from ._erasure import Erasures
 from ._errors import StoreError
 from ._events import segment_ops, segment_topic
@@ -288,14 +286,6 @@ class Pipeline:
                     rejected=tuple(rejected[i : i + _MAX_ACK_SEQS]),
                     hub_ms=now,
                 )
-                envelope = Envelope(
-                    kind="ack",
-                    brand=brand,
-                    device=device,
-                    seq=0,
-                    kid=self._key.kid,
-                    sent_ms=now,
-                    body=packb(body.to_wire()),
-                )
-                self._mqtt.publish(topic(brand, device, Channel.ACK), seal(envelope, self._key))
+                message = seal_downlink(self._key, "ack", brand, device, body, sent_ms=now)
+                self._mqtt.publish(topic(brand, device, Channel.ACK), message)
                 self._metrics.inc("twinsync_hub_acks_sent_total")

@@ -21,16 +21,15 @@ from collections.abc import Callable, Sequence
 from protocol import (
     Channel,
     Clock,
-    Envelope,
     ModelOffer,
     ModelSet,
     SigningKey,
     TwinSyncError,
     packb,
-    seal,
     topic,
 )
 
+from ._downlink import seal_downlink
 from ._guard import model_url_signature, url_signer
 from ._metrics import Metrics
 from ._mqtt import HubMqtt
@@ -125,16 +124,16 @@ class ModelPublisher:
             versions = self._store.set_versions(brand, digests, everything=everything)
             for device, version in sorted(versions.items()):
                 body = ModelSet(version=version, models=sets.get(device, ()))
-                envelope = Envelope(
-                    kind="model",
-                    brand=brand,
-                    device=device,
+                message = seal_downlink(
+                    self._key,
+                    "model",
+                    brand,
+                    device,
+                    body,
                     seq=version,
-                    kid=self._key.kid,
                     sent_ms=self._clock.now_ms(),
-                    body=packb(body.to_wire()),
                 )
-                out.append((topic(brand, device, Channel.MODEL), seal(envelope, self._key)))
+                out.append((topic(brand, device, Channel.MODEL), message))
         return out
 
 

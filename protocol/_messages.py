@@ -20,7 +20,15 @@ import math
 from dataclasses import replace
 from typing import Annotated, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 
 from ._catalog import FIELDS, Scalar
 from ._codec import DEFAULT_LIMITS, Limits, unpackb
@@ -268,38 +276,36 @@ class ModelSet(_Body):
     models: tuple[ModelOffer, ...] = Field(default=(), max_length=16)
 
 
+def _check_twins(value: tuple[str, ...]) -> tuple[str, ...]:
+    for twin in value:
+        check_twin(twin)
+    return value
+
+
+# 1..64 valid twin ids (what one broadcast may name)
+_TwinIds = Annotated[
+    tuple[_Str, ...], Field(min_length=1, max_length=64), AfterValidator(_check_twins)
+]
+
+
 class Tombstones(_Body):
     """Hub -> every device of a brand (broadcast): these twins were erased. A device drops
     everything it holds about them (state, unsent ops) and stores nothing for them again."""
 
-    twins: tuple[_Str, ...] = Field(min_length=1, max_length=64)
+    twins: _TwinIds
     request_id: _Str = Field(min_length=1, max_length=64)
     erased_ms: _Int = Field(ge=0)
-
-    @field_validator("twins")
-    @classmethod
-    def _twin_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for twin in value:
-            check_twin(twin)
-        return value
 
 
 class ConsentCommand(_Body):
     """Hub -> every device of a brand (broadcast): the brand backend changed these twins'
     consent (the customer told the brand, not the device)."""
 
-    twins: tuple[str, ...] = Field(min_length=1, max_length=64)
+    twins: _TwinIds
     purposes: dict[str, bool] = Field(min_length=1, max_length=len(OPTIONAL_PURPOSES))
     notice: str = Field(min_length=1, max_length=32)
     request_id: str = Field(min_length=1, max_length=64)
     ts_ms: int = Field(ge=0)
-
-    @field_validator("twins")
-    @classmethod
-    def _twin_ids(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for twin in value:
-            check_twin(twin)
-        return value
 
     @field_validator("purposes")
     @classmethod

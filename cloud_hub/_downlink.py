@@ -1,0 +1,33 @@
+"""Hub-to-device messages: one place that seals a body under the hub's key."""
+
+from __future__ import annotations
+
+import time
+
+from protocol import Envelope, Kind, SigningKey, packb, seal
+
+__all__ = ["seal_downlink"]
+
+
+def seal_downlink(
+    key: SigningKey,
+    kind: Kind,
+    brand: str,
+    device: str,
+    body: object,
+    *,
+    seq: int = 0,
+    sent_ms: int | None = None,
+) -> bytes:
+    """A signed envelope of ``kind`` from the hub to ``device`` (or ``broadcast``);
+    ``body`` is a protocol body with ``to_wire()``."""
+    envelope = Envelope(
+        kind=kind,
+        brand=brand,
+        device=device,
+        seq=seq,
+        kid=key.kid,
+        sent_ms=time.time_ns() // 1_000_000 if sent_ms is None else sent_ms,
+        body=packb(body.to_wire()),  # type: ignore[attr-defined]
+    )
+    return seal(envelope, key)

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiohttp import web
 
-from protocol import FIELDS, PRODUCTS, TwinSyncError, check_brand, check_twin
+from protocol import FIELDS, MODEL_FIELDS, PRODUCTS, TwinSyncError, check_brand, check_twin
 
 from ._auth import ApiKeys
 from ._errors import StoreError
@@ -152,7 +152,31 @@ async def get_twin(request: web.Request) -> web.Response:
         for name, fv in state.fields().items()
     }
     devices = sorted({fv["device"] for fv in fields.values()})
-    return web.json_response({"brand": brand, "twin": twin, "fields": fields, "devices": devices})
+    body = {"brand": brand, "twin": twin, "fields": fields, "devices": devices}
+    return web.json_response({**body, "scores": twin_scores(fields)})
+
+
+def twin_scores(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Customer-level scores from the products' own: the churn risk of a customer is the
+    highest of their devices' products (one product going quiet is the customer leaving;
+    docs/models.md measures this at the twin level)."""
+    risks = [
+        (fields[f]["value"], product)
+        for (product, output), f in MODEL_FIELDS.items()
+        if output == "churn_risk" and f in fields
+    ]
+    if not risks:
+        return {}
+    value, product = max(risks)
+    model_field = MODEL_FIELDS[(product, "churn_model")]
+    return {
+        "churn_risk": {
+            "value": value,
+            "product": product,
+            "model": fields.get(model_field, {}).get("value"),
+            "updated_ms": fields[MODEL_FIELDS[(product, "churn_risk")]]["updated_ms"],
+        }
+    }
 
 
 def _time_ns(request: web.Request, name: str, default_ms: int) -> int:

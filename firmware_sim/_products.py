@@ -116,17 +116,24 @@ def _thermostat(s: Stream) -> None:
     p = s.persona_of(s.primary)
     temp = p.setpoint_c - 1.0
     setpoint, mode = p.setpoint_c, "heat"
+    planned = (setpoint, mode)  # what the customer's routine asked for last
     for tick in s.ticks(10 * MINUTE_MS, 20_000):
         hour = _hour_of(tick)
         awake = p.activity[hour] > 0.03
         away = p.away_hours is not None and p.away_hours[0] <= hour < p.away_hours[1]
         want = p.setpoint_c - (2.0 if not awake else 3.0 if away else 0.0)
         want_mode = "eco" if p.eco_mode and (away or not awake) else "heat"
-        # A disengaging customer stops adjusting the heating: schedule changes lapse.
-        engaged = s.rng.random() < s.decay(s.primary, tick)
-        if (engaged and (want, want_mode) != (setpoint, mode)) or tick % HOUR_MS < 10 * MINUTE_MS:
-            # schedule changes, plus the hourly state report (deduplicated by the agent)
-            if engaged:
+        # The customer adjusts the heating by hand as their routine asks. A disengaging
+        # one skips changes, and a skipped change stays skipped until the routine's next
+        # one. (Before, a skipped change was retried at the next tick, 10 minutes later,
+        # so a churner's adjustments did not decline at all.) One draw per tick either
+        # way: a loyal customer's stream is unchanged.
+        follows = s.rng.random() < s.decay(s.primary, tick)
+        change = (want, want_mode) != planned and follows
+        planned = (want, want_mode)
+        if (change and planned != (setpoint, mode)) or tick % HOUR_MS < 10 * MINUTE_MS:
+            # adjustments, plus the hourly state report (deduplicated by the agent)
+            if change:
                 setpoint, mode = want, want_mode
             s.emit(tick - 2, "thermostat.setpoint_c", setpoint, s.primary)
             s.emit(tick - 1, "thermostat.mode", mode, s.primary)

@@ -9,10 +9,10 @@ anomalies), which a real fleet does not have: that is what the simulator is for.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from firmware_sim import Fleet
+from firmware_sim import Fleet, SimDevice
 from protocol import (
     FeatureState,
     SchemaError,
@@ -79,33 +79,41 @@ def customer_rows(
     before_churn_days: float | None = None,
     min_history_days: float = 7.0,
     active_only: bool = False,
+    devices: Collection[SimDevice] | None = None,
 ) -> CustomerRows:
     """Vectors of every customer of every ``product`` device at each cut-off time.
 
     With ``before_churn_days``, churners get one extra snapshot that many days before
-    their churn date (the evaluation point of the churn model). ``active_only`` leaves out
-    customers who have started to disengage (segments describe habits they no longer
-    have).
+    their churn date (the evaluation point of the churn model), if that lies inside the
+    simulated window: after its end every device falls silent, which would look like
+    churn. ``active_only`` leaves out customers who have started to disengage (segments
+    describe habits they no longer have). ``devices``: only these of the fleet's devices.
     """
     out = CustomerRows(product)
     base_cutoffs = sorted(cutoffs)
     for dev in fleet.devices:
-        if dev.product != product:
+        if dev.product != product or (devices is not None and dev not in devices):
             continue
         states: dict[str, FeatureState] = {}
         points = [(t, None) for t in base_cutoffs]
         if before_churn_days is not None:
             for subject in dev.users:
                 churn = fleet.customer(subject).churn_ms
-                if churn is not None:
-                    points.append((churn - int(before_churn_days * DAY_MS), subject))
+                if churn is None:
+                    continue
+                at = churn - int(before_churn_days * DAY_MS)
+                if fleet.start_ms <= at < fleet.end_ms:
+                    points.append((at, subject))
         points.sort(key=lambda p: p[0])
         signals = list(_accepted(fleet, dev.device_id))
         i = 0
         for cut, only in points:
             while i < len(signals) and signals[i][1] < cut:
                 name, ts, subject, value, _seq = signals[i]
-                states.setdefault(subject, FeatureState(product)).update(name, ts, value)
+                state = states.get(subject)
+                if state is None:
+                    state = states[subject] = FeatureState(product)
+                state.update(name, ts, value)
                 i += 1
             for subject, fs in states.items():
                 if only is not None and subject != only:
@@ -129,12 +137,18 @@ def customer_rows(
     return out
 
 
-def anomaly_rows(fleet: Fleet, products: Iterable[str] | None = None) -> AnomalyRows:
-    """Every accepted gauge reading of the fleet, with its injected/genuine label."""
+def anomaly_rows(
+    fleet: Fleet,
+    products: Iterable[str] | None = None,
+    devices: Collection[SimDevice] | None = None,
+) -> AnomalyRows:
+    """Every accepted gauge reading of the fleet (or of ``devices``), labelled."""
     wanted = set(products) if products is not None else None
     out = AnomalyRows()
     for dev in fleet.devices:
         if wanted is not None and dev.product not in wanted:
+            continue
+        if devices is not None and dev not in devices:
             continue
         injected = fleet.anomalies(dev.device_id)
         baselines: dict[str, SignalBaseline] = {}

@@ -8,6 +8,7 @@ sliced out in the exported graph).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,20 +18,27 @@ import onnx.numpy_helper
 from onnx import helper
 from skl2onnx import convert_sklearn
 from skl2onnx.common.data_types import FloatTensorType
-from sklearn.calibration import CalibratedClassifierCV
 from sklearn.cluster import KMeans
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import adjusted_rand_score, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from protocol import feature_names
+
 __all__ = [
+    "CHURN_INPUTS",
     "Fitted",
+    "auc_interval",
     "choose_k",
+    "churn_columns",
     "fit_anomaly",
     "fit_churn",
     "fit_segment",
     "precision_recall",
+    "segment_columns",
     "stability",
 ]
 
@@ -104,35 +112,79 @@ def choose_k(per_product: list[dict[int, float]]) -> int:
     return max(k for k, v in mean.items() if v >= best - 0.01)
 
 
-def fit_segment(x: list[list[float]], k: int, *, seed: int = 0) -> Fitted:
-    """Standardise + k-means with ``k`` segments (see :func:`choose_k`)."""
+#: What a churn model reads: the customer's recent use against their own usual use.
+#: (Habits and dayparts describe personas; which personas happen to churn in a training
+#: fleet tells nothing about another fleet.)
+CHURN_INPUTS = ("uses_vs_usual_3d", "uses_vs_usual_7d", "uses_vs_usual_14d", "silence_vs_usual")
+#: Features that describe a moment, not a habit (trends, the hours since the last use,
+#: the comparisons with the customer's usual self): segments leave them out.
+_MOMENT = frozenset(
+    {
+        *CHURN_INPUTS,
+        "usual_days",
+        "usual_uses_per_day",
+        "trend_7_vs_21",
+        "trend_14_vs_14",
+        "recency_h",
+    }
+)
+
+
+def churn_columns(product: str) -> list[int]:
+    """Indices of :data:`CHURN_INPUTS` in ``product``'s feature vector."""
+    names = feature_names(product)
+    return [names.index(name) for name in CHURN_INPUTS]
+
+
+def segment_columns(product: str) -> list[int]:
+    """Indices of the features segments are made of: habits, not moments."""
+    return [i for i, name in enumerate(feature_names(product)) if name not in _MOMENT]
+
+
+def _reads(columns: Sequence[int]) -> ColumnTransformer:
+    """The first step of a model that sees the whole vector and reads ``columns``."""
+    return ColumnTransformer([("read", "passthrough", list(columns))])
+
+
+def fit_segment(x: list[list[float]], k: int, columns: Sequence[int], *, seed: int = 0) -> Fitted:
+    """Standardise + k-means with ``k`` segments (see :func:`choose_k`) on ``columns``.
+
+    The model takes the whole feature vector (every model of a product has the same
+    input schema) and reads :func:`segment_columns`. The comparisons with a customer's
+    usual use are noise around a constant for everyone who is not churning, and k-means
+    weighs noise like signal (with them, coffee's held-out ARI fell to 0.60); with the
+    trends and recency too, k=4 and k=5 were equally stable.
+    """
     xs = np.asarray(x, dtype=np.float32)
     model = Pipeline(
-        [("scale", StandardScaler()), ("kmeans", KMeans(k, n_init=20, random_state=seed))]
+        [
+            ("read", _reads(columns)),
+            ("scale", StandardScaler()),
+            ("kmeans", KMeans(k, n_init=20, random_state=seed)),
+        ]
     ).fit(xs)
     proto = _keep_outputs(_to_onnx(model, xs.shape[1]), {"label"})
     return Fitted(proto.SerializeToString(), {"k": float(k)})
 
 
-def fit_churn(x: list[list[float]], y: list[bool], *, seed: int = 0) -> Fitted:
-    """Gradient-boosted trees, sigmoid-calibrated into a probability of churning.
+def fit_churn(x: list[list[float]], y: list[bool], columns: Sequence[int]) -> Fitted:
+    """Logistic regression on ``columns`` into a probability of churning.
 
-    Trees, because how alarming a drop in use is depends on the customer's habits (a
-    weekend-only user's quiet Tuesday is not a warning); one ONNX tree-ensemble node keeps
-    inference in microseconds.
+    The model takes the whole feature vector and reads :func:`churn_columns`: how the
+    customer's recent use compares with their own usual use. Given the personas' habits
+    too, boosted trees learnt which personas happened to churn in the training fleet,
+    which told nothing about another fleet (coffee on a validation fleet: AUC 0.80
+    against 0.88); a linear model on the few comparisons generalises, and is a
+    three-node ONNX graph.
     """
     xs, ys = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
-    # Shallow, slow-learning and with large leaves: the rows are snapshots of the same
-    # customers day after day, so deep trees would memorise customers, not churn.
-    base = GradientBoostingClassifier(
-        n_estimators=100,
-        max_depth=2,
-        learning_rate=0.05,
-        subsample=0.7,
-        min_samples_leaf=40,
-        random_state=seed,
-    )
-    model = CalibratedClassifierCV(base, method="sigmoid", cv=3).fit(xs, ys)
+    model = Pipeline(
+        [
+            ("read", _reads(columns)),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(max_iter=1000)),
+        ]
+    ).fit(xs, ys)
     proto = _to_onnx(model, xs.shape[1], {id(model): {"zipmap": False}})
     proto = _keep_outputs(proto, {"probabilities"})
     train_auc = _auc(ys, model.predict_proba(xs)[:, 1])
@@ -187,6 +239,34 @@ def precision_recall(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, flo
 
 def _auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
+
+
+def auc_interval(
+    truth: list[bool], scores: np.ndarray, groups: list[str], *, seed: int = 0, rounds: int = 400
+) -> tuple[float, float, float]:
+    """ROC AUC and its 95 % interval, bootstrapping whole groups (customers).
+
+    A customer's snapshots are not independent evidence (the negatives are weekly
+    snapshots of the same customers), so groups are resampled, not rows.
+    """
+    y, p = np.asarray(truth, dtype=bool), np.asarray(scores, dtype=np.float64)
+    auc = _auc(y.astype(np.int64), p)
+    names = sorted(set(groups))
+    index = {g: i for i, g in enumerate(names)}
+    members: list[list[int]] = [[] for _ in names]
+    for row, g in enumerate(groups):
+        members[index[g]].append(row)
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(rounds):
+        picked = rng.integers(0, len(names), len(names))
+        rows = np.concatenate([members[i] for i in picked])
+        if 0 < y[rows].sum() < len(rows):
+            samples.append(roc_auc_score(y[rows], p[rows]))
+    if not samples:
+        return auc, float("nan"), float("nan")
+    low, high = np.percentile(samples, [2.5, 97.5])
+    return auc, float(low), float(high)
 
 
 def ari(labels: list[int], personas: list[str]) -> float:

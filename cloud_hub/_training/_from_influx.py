@@ -24,7 +24,7 @@ from cloud_hub._config import HubConfig
 from cloud_hub._influx import InfluxStore, quote_ident, quote_str
 from protocol import FEATURE_FIELDS, PRODUCTS, SigningKey, feature_names
 
-from ._fit import choose_k, fit_segment, stability
+from ._fit import choose_k, fit_segment, segment_columns, stability
 from ._train import _run, _write, write_report
 
 __all__ = ["fetch_features", "train_segments", "twin_features"]
@@ -98,23 +98,23 @@ def _fit_all(
         cut = int(0.8 * len(x))
         splits[p] = (x[order[:cut]], x[order[cut:]])
     curves = {
-        p: stability(StandardScaler().fit_transform(train), seed=seed)
+        p: stability(StandardScaler().fit_transform(train[:, segment_columns(p)]), seed=seed)
         for p, (train, _) in splits.items()
     }
     k = choose_k(list(curves.values()))
     report["segments"] = {"k": k, "stability": curves}
     for p, (train, held) in splits.items():
-        fitted = fit_segment(train.tolist(), k, seed=seed)
+        columns = segment_columns(p)
+        fitted = fit_segment(train.tolist(), k, columns, seed=seed)
         labels = _run(fitted.onnx, "label", held.tolist())
-        scaler = StandardScaler().fit(np.concatenate([train, held]))
+        every = np.concatenate([train, held])[:, columns]
+        scaler = StandardScaler().fit(every)
         if len(set(labels.tolist())) > 1 and len(held) > k:
-            scaled = scaler.transform(held)
+            scaled = scaler.transform(held[:, columns])
             fitted.metrics["heldout_silhouette"] = float(silhouette_score(scaled, labels))
             # Agreement with a clustering fitted on every row (held-out ones included): a
             # model that generalises puts the held-out customers where that one does.
-            reference = KMeans(k, n_init=10, random_state=seed + 1).fit(
-                scaler.transform(np.concatenate([train, held]))
-            )
+            reference = KMeans(k, n_init=10, random_state=seed + 1).fit(scaler.transform(every))
             own = reference.predict(scaled)
             fitted.metrics["heldout_agreement"] = float(adjusted_rand_score(own, labels))
         fitted.metrics["rows"] = float(len(train) + len(held))

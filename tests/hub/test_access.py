@@ -83,3 +83,36 @@ async def test_access_exports_fields_sources_purposes_and_explained_predictions(
     assert not any("cora@" in r.getMessage() for r in caplog.records)
     status, bad = await _access(hub, hub_env, 42)
     assert (status, bad["error"]["code"]) == (400, "bad_subject")
+
+
+async def test_a_twin_is_scored_as_a_customer_across_its_products(
+    hub: Hub, hub_env: HubEnv, device: FakeDevice
+) -> None:
+    eve = device.twin("eve@example.test")
+    h = now_hlc(-60_000)
+    device.publish(
+        device.delta(
+            1,
+            {
+                eve: [
+                    (h, "coffee.churn_risk", 0.12),
+                    (h + 1, "coffee.churn_model", "churn-coffee@1"),
+                    (h + 2, "tv.churn_risk", 0.61),
+                    (h + 3, "tv.churn_model", "churn-tv@1"),
+                ]
+            },
+        )
+    )
+    await device.wait_acked({1})
+    twin = await get_json(
+        f"{hub.api_url}/v1/brands/{hub_env.brand}/twins/{eve}", token=hub_env.token
+    )
+    score = twin["scores"]["churn_risk"]
+    assert (score["value"], score["product"], score["model"]) == (0.61, "tv", "churn-tv@1")
+    other = device.twin("frank@example.test")
+    device.publish(device.delta(2, {other: [(h, "coffee.brews_total", 1)]}))
+    await device.wait_acked({2})
+    plain = await get_json(
+        f"{hub.api_url}/v1/brands/{hub_env.brand}/twins/{other}", token=hub_env.token
+    )
+    assert plain["scores"] == {}

@@ -446,6 +446,11 @@ async def test_a_model_set_not_signed_by_the_hub_is_ignored(
             body=packb(body.to_wire()),
         )
         before = agent.stats["bad_acks"]
+        # Subscribed before the attacker speaks (the set is not retained: nobody would
+        # deliver it later).
+        uplink = agent._uplink
+        assert uplink is not None
+        assert await eventually(uplink.connected.is_set, within=10)
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         client.connect("127.0.0.1", env.services.mosquitto.port)
         client.loop_start()

@@ -25,6 +25,8 @@ NOW = START + 3 * DAY_MS + 3 * 3_600_000  # after the 3-day fleets, beyond any c
 KEY = bytes(range(32))
 YEAR_2100_MS = 4_102_444_800_000
 USAGE = {"coffee.brew", "tv.watch", "wearable.steps"}
+#: usage that is a change of a re-reported setting
+CHANGES = {"thermostat.setpoint_c"}
 GAUGES = {n for n, s in CATALOG.items() if s.kind == "gauge"}
 #: the smallest jump of an injected anomaly from the recent genuine value
 MIN_JUMP = {
@@ -222,15 +224,26 @@ def test_engagement_declines_for_21_days_then_drops_to_zero() -> None:
         Customer("z", 1, "homebody", True, churn, 30.0, churn + 1)
 
 
-def _usage(fleet: Fleet, subjects: set[str] | None = None) -> dict[str, list[int]]:
+def _usage(
+    fleet: Fleet, subjects: set[str] | None = None, product: str | None = None
+) -> dict[str, list[int]]:
     """Subject -> timestamps (true device time) of the usage signals attributed to them."""
     wanted = {c.subject for c in fleet.customers} if subjects is None else subjects
     out: dict[str, list[int]] = {s: [] for s in wanted}
     for d in fleet.devices:
-        if d.product == "thermostat" or not wanted & set(d.users):
+        if not wanted & set(d.users) or product not in (None, d.product):
             continue
-        for s in fleet.signals(d.device_id):
-            if s.name in USAGE and s.subject in wanted:
+        last: dict[str, object] = {}
+        for s in _unique(fleet.signals(d.device_id)):
+            if not _valid(s):
+                continue
+            if s.name in CHANGES:  # a setting re-reported unchanged is nobody's action
+                if last.get(s.name) == s.value:
+                    continue
+                last[s.name] = s.value
+            elif s.name not in USAGE:
+                continue
+            if s.subject in wanted:
                 out[s.subject].append(s.ts - d.skew_ms)
     return out
 
@@ -260,6 +273,32 @@ def test_churners_use_their_devices_less_and_less_then_stop() -> None:
     assert weeks[-4] > weeks[-3] > weeks[-2] > weeks[-1]  # declining week after week
     assert weeks[-1] < 0.6 * weeks[-4]
     assert after <= 0.01 * weeks[-4]  # ~0 a day after churning
+
+
+def test_every_product_shows_the_decline() -> None:
+    """Each product's usage declines before churn (thermostat adjustments included).
+
+    A skipped heating change used to be retried 10 minutes later, so a churning
+    thermostat customer's adjustments did not decline at all.
+    """
+    fleet = _fleet(seed=12, devices=80, days=40, churn_fraction=1.0, faults=FaultSpec.none())
+    declining = {
+        c.subject
+        for c in fleet.customers
+        if c.disengage_ms is not None
+        and c.disengage_ms - 7 * DAY_MS >= fleet.start_ms
+        and c.disengage_ms + 21 * DAY_MS <= fleet.end_ms
+    }
+    for product in ("coffee", "thermostat", "tv", "wearable"):
+        before = during = 0
+        for subject, stamps in _usage(fleet, declining, product).items():
+            start = fleet.customer(subject).disengage_ms
+            assert start is not None
+            before += sum(1 for t in stamps if start - 7 * DAY_MS <= t < start)
+            # the last week before churning: engagement from 0.5 down to 0.25
+            during += sum(1 for t in stamps if start + 14 * DAY_MS <= t < start + 21 * DAY_MS)
+        assert before > 20, product
+        assert during < 0.6 * before, product
 
 
 def test_non_churners_are_unaffected() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 import pytest
@@ -88,6 +89,11 @@ def test_state_round_trips_and_rejects_garbage() -> None:
     assert again.vector(now) == fs.vector(now)
     with pytest.raises(SchemaError):
         FeatureState.from_state({"product": "thermostat", "days": {"x": 1}})
+    older = fs.to_state()  # an older agent's snapshot: no usual rate, no uses
+    del older["usual"]
+    older["days"] = {d: v[:2] for d, v in older["days"].items()}
+    with pytest.raises(SchemaError):  # the agent starts that customer afresh
+        FeatureState.from_state(older)
 
 
 def test_personas_are_told_apart_by_their_features() -> None:
@@ -106,3 +112,99 @@ def test_personas_are_told_apart_by_their_features() -> None:
             f = _f(fs, fleet.end_ms)
             morning.setdefault(persona, []).append(f["share_morning"])
     assert statistics.mean(morning["early_bird"]) > statistics.mean(morning["night_owl"]) + 0.1
+
+
+def _brews(state: FeatureState, days: range, hours: tuple[int, ...]) -> None:
+    for d in days:
+        for h in hours:
+            state.update("coffee.brew", MONDAY + d * DAY + h * HOUR, 1)
+
+
+def test_recent_use_is_compared_with_the_customers_usual_use() -> None:
+    steady, fading = FeatureState("coffee"), FeatureState("coffee")
+    _brews(steady, range(47), (7, 19))
+    _brews(fading, range(40), (7, 19))
+    _brews(fading, range(40, 47), (7,))  # half the usual brews for a week
+    now = MONDAY + 46 * DAY + 21 * HOUR
+    s, f = _f(steady, now), _f(fading, now)
+    # the usual rate is learnt from the days before the last two weeks
+    assert s["usual_uses_per_day"] == pytest.approx(2.0)
+    assert f["usual_uses_per_day"] == pytest.approx(2.0)
+    assert s["usual_days"] == pytest.approx(f["usual_days"])
+    assert 20 < s["usual_days"] < 33
+    for days in (3, 7, 14):
+        assert abs(s[f"uses_vs_usual_{days}d"]) < 0.3
+    # 7 brews where 14 were due: about 2 standard deviations below
+    assert f["uses_vs_usual_7d"] < -1.5
+    assert f["uses_vs_usual_3d"] < f["uses_vs_usual_7d"] / 2 < 0
+    # at 21:00: the steady customer brewed at 19:00, the fading one skipped it
+    assert s["silence_vs_usual"] < 0.5 < 1.0 < f["silence_vs_usual"]
+
+
+def test_usual_use_follows_the_customers_week_and_day() -> None:
+    """A weekend-only customer's quiet week is no warning; a skipped weekend is."""
+    fs = FeatureState("coffee")
+    weekends = [w * 7 + d for w in range(4) for d in (5, 6)]  # four weekends
+    for d in weekends:
+        _brews(fs, range(d, d + 1), (9, 12, 16))
+    friday_evening = MONDAY + (4 * 7 + 4) * DAY + 20 * HOUR  # 5 quiet days since Sunday
+    f = _f(fs, friday_evening)
+    assert f["usual_uses_per_day"] == pytest.approx(6 / 7, rel=0.2)
+    assert abs(f["uses_vs_usual_3d"]) < 0.5
+    assert f["recency_h"] == pytest.approx(4 * 24 + 28)  # long in hours...
+    assert f["silence_vs_usual"] < 1.5  # ...but the customer does not brew on weekdays
+    monday = MONDAY + 5 * 7 * DAY + 8 * HOUR  # after a weekend without a brew
+    f = _f(fs, monday)
+    assert f["silence_vs_usual"] > 4
+    assert f["uses_vs_usual_3d"] < -1.5
+
+
+def test_a_use_is_the_products_unit_of_engagement() -> None:
+    tv, wearable = FeatureState("tv"), FeatureState("wearable")
+    for d in range(30):
+        for h in (18, 21):  # two sessions a day: switched on, watched, switched off
+            t = MONDAY + d * DAY + h * HOUR
+            tv.update("tv.power", t, True)
+            for m in range(1, 12):
+                tv.update("tv.watch", t + m * 5 * 60_000, 5.0)
+            tv.update("tv.power", t + HOUR, False)
+            tv.update("tv.power", t + HOUR + 10 * 60_000, False)  # a standby heartbeat
+        for m in range(0, 16 * 60, 5):  # worn from 06:00 to 22:00: a reading every 5 min
+            wearable.update("wearable.heart_rate_bpm", MONDAY + d * DAY + 6 * HOUR + m * 60_000, 60)
+    now = MONDAY + 30 * DAY
+    assert _f(tv, now)["usual_uses_per_day"] == pytest.approx(2.0)
+    assert _f(wearable, now)["usual_uses_per_day"] == pytest.approx(16 * 12)
+    # a readings-only wearable (not worn since): the silence is long for this customer
+    later = _f(wearable, now + 2 * DAY)
+    assert later["silence_vs_usual"] > 300
+    assert later["uses_vs_usual_3d"] == -10.0  # clipped
+
+
+def test_no_comparison_without_a_usual_rate_yet() -> None:
+    fs = FeatureState("coffee")
+    _brews(fs, range(10), (7,))
+    f = _f(fs, MONDAY + 10 * DAY)
+    assert f["usual_days"] == 0
+    assert f["uses_vs_usual_3d"] == f["uses_vs_usual_7d"] == f["uses_vs_usual_14d"] == 0
+    assert f["usual_uses_per_day"] == pytest.approx(10 / 11)  # the rate so far stands in
+
+
+def test_the_usual_rate_survives_the_window_and_restarts() -> None:
+    """Days leaving the window are folded into two numbers that persist and decay."""
+    fs = FeatureState("coffee")
+    _brews(fs, range(120), (7, 8, 19))  # three a day for 120 days
+    _brews(fs, range(120, 200), (7,))  # then one a day
+    assert len(fs.to_state()["days"]) <= WINDOW_DAYS
+    restored = FeatureState.from_state(fs.to_state())
+    for state in (fs, restored):
+        state.update("coffee.brew", MONDAY + 200 * DAY + 7 * HOUR, 1)
+    now = MONDAY + 200 * DAY + 12 * HOUR
+    assert restored.vector(now) == fs.vector(now)
+    f = _f(fs, now)
+    # every day up to 14 days ago, weighted exp(-age / 56 days)
+    weights = [math.exp(-(186 - d) / 56) for d in range(187)]
+    brews = [3 if d < 120 else 1 for d in range(187)]
+    expected = sum(w * b for w, b in zip(weights, brews, strict=True)) / sum(weights)
+    assert f["usual_uses_per_day"] == pytest.approx(expected)
+    assert 1.2 < expected < 1.8  # 66 days on, the old habit is fading, not forgotten
+    assert f["usual_days"] == pytest.approx(sum(weights))

@@ -17,6 +17,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from protocol import HLC, ConsentEntry, HybridClock, Scalar, packb, unpackb
 
@@ -216,12 +217,14 @@ class Outbox:
         rewrite: list[tuple[bytes, int, int]] = []
         delete: list[int] = []
         for seq, body in self._db.execute("SELECT seq, body FROM outbox").fetchall():
-            entries = unpackb(bytes(body))["t"]  # type: ignore[index]
-            kept = [e for e in entries if e[0] not in twins]
-            if len(kept) == len(entries):
+            wire: dict[str, list[list[Any]]] = unpackb(bytes(body))  # type: ignore[assignment]
+            ops = [e for e in wire["t"] if e[0] not in twins]
+            consent = [e for e in wire.get("c", []) if e[0] not in twins]
+            if len(ops) == len(wire["t"]) and len(consent) == len(wire.get("c", [])):
                 continue
-            if kept:
-                rewrite.append((packb({"t": kept}), sum(len(e[1]) for e in kept), seq))
+            if ops or consent:
+                kept: dict[str, object] = {"t": ops, **({"c": consent} if consent else {})}
+                rewrite.append((packb(kept), sum(len(e[1]) for e in ops), seq))
             else:
                 delete.append(seq)
         marks = ",".join("?" * len(twins))

@@ -205,6 +205,8 @@ async def test_a_device_forgets_an_erased_twin_and_refuses_it_from_then_on(
     now = int(time.time() * 1000)
     key = ensure_hub_key(hub_env.config.keys.secrets_dir)
     async with Agent(config) as agent:  # no hub runs: everything stays in the outbox
+        # A consent entry too: the ledger row and the delta carrying it must go as well.
+        agent.set_consent(SUBJECT, {"personalization": True}, "v1")
         for i, (subject, name, value) in enumerate(
             [
                 (SUBJECT, "coffee.brew", 1),
@@ -248,6 +250,8 @@ async def test_a_device_forgets_an_erased_twin_and_refuses_it_from_then_on(
         assert ann.encode() not in raw  # not in a delta, a state row, a free page or the WAL
         assert bob.encode() in raw
         assert agent.twin_value(ann, "coffee.brews_total") is None
+        assert agent._outbox is not None
+        assert agent._outbox.consent_ledger(ann) == []
         again = await agent.ingest(
             SignalIn(seq=9, ts=now, subject=SUBJECT, name="coffee.brew", value=1)
         )

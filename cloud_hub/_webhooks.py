@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
 );
 """
 _MAX_BACKOFF_S = 300.0
+_LEASE_MS = 60_000  # longer than one delivery attempt may take (timeout 10 s)
 
 
 def sign(secret: str, body: bytes, at: int) -> str:
@@ -121,13 +122,24 @@ class Webhooks:
         return event_id
 
     def due(self, now_ms: int, limit: int = 50) -> list[tuple[int, str, str, str, str, int]]:
-        """(id, brand, url, secret, body, attempts) of events due now."""
+        """Claim the events due now: (id, brand, url, secret, body, attempts).
+
+        Claiming pushes each event's due time a lease into the future in the same
+        transaction, so several hub instances never send one event at the same time; an
+        instance that dies mid-send leaves the event to be sent again when the lease ends.
+        """
         with self._connect() as db:
-            return db.execute(
+            db.execute("BEGIN IMMEDIATE")
+            rows = db.execute(
                 "SELECT q.id, q.brand, w.url, w.secret, q.body, q.attempts FROM webhook_queue q "
                 "JOIN webhooks w ON w.brand = q.brand WHERE q.due_ms <= ? ORDER BY q.id LIMIT ?",
                 (now_ms, limit),
             ).fetchall()
+            db.executemany(
+                "UPDATE webhook_queue SET due_ms=? WHERE id=?",
+                [(now_ms + _LEASE_MS, r[0]) for r in rows],
+            )
+        return rows
 
     def delivered(self, queue_id: int) -> None:
         """Drop a delivered event."""

@@ -4,6 +4,8 @@ endpoint takes them, each signed so the receiver can check it came from the hub.
 from __future__ import annotations
 
 import json
+import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -13,7 +15,7 @@ from aiohttp import web
 from hub_env import HubEnv
 
 from cloud_hub import Hub
-from cloud_hub._webhooks import sign, verify_signature
+from cloud_hub._webhooks import Webhooks, sign, verify_signature
 from firmware_sim.services import free_port
 
 
@@ -93,3 +95,16 @@ def test_signatures_expire() -> None:
     old = sign("s", body, 1_000_000_000)
     assert not verify_signature("s", body, old)
     assert not verify_signature("s", body, "garbage")
+
+
+def test_an_event_is_claimed_by_one_sender_at_a_time(tmp_path: Path) -> None:
+    hooks = Webhooks(tmp_path / "hub.sqlite")
+    hooks.register("acme", "http://127.0.0.1:9/hooks")
+    event_id = hooks.emit("acme", "erasure", {"receipt": {}})
+    assert event_id is not None
+    now = int(time.time() * 1000) + 1000
+    first = hooks.due(now)
+    assert [json.loads(r[4])["event_id"] for r in first] == [event_id]
+    assert hooks.due(now) == []  # another instance finds it claimed
+    assert len(hooks.due(now + 61_000)) == 1  # the lease ran out: sent again
+    assert hooks.emit("nobody", "erasure", {}) is None  # no endpoint, nothing queued

@@ -41,6 +41,7 @@ __all__ = ["SCOPES", "ApiKey", "ApiKeys"]
 SCOPES: Final = ("read", "write", "privacy", "admin")
 _TOKEN = re.compile(r"^tsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _CACHE_S = 5.0
+_CACHE_MAX = 10_000
 _AUDIT_MAX_ROWS = 1000
 
 _SCHEMA = """
@@ -145,6 +146,9 @@ class ApiKeys:
         key_id, secret = match.groups()
         cached = self._cache.get(key_id)
         if cached is None or time.monotonic() - cached[0] > _CACHE_S:
+            if len(self._cache) >= _CACHE_MAX:
+                # Random key ids from a scanner must not grow this without bound.
+                self._cache.clear()
             cached = (time.monotonic(), *self._load(key_id))
             self._cache[key_id] = cached
         _, key, secret_hash = cached

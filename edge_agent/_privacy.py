@@ -161,8 +161,15 @@ class DevicePrivacy:
         Runs on the event loop between two commits (commits are synchronous), so no
         half-built delta can slip an erased twin's ops past it.
         """
-        twins = set(tombstones.twins)
-        self._book.forget(twins)
+        book = self._book
+        # Only twins this device holds anything about: remembering every erased customer
+        # of the brand would grow without bound on every device (the hub refuses the
+        # others' ops anyway).
+        held = {t for t, _f in book.values} | {e.twin for e in book.consent_pending}
+        twins = {t for t in tombstones.twins if t in held or book.gate.knows(t)}
+        if not twins:
+            return
+        book.forget(twins)
         rewritten, deleted = self._outbox.forget(twins, tombstones.erased_ms)
         self._stats["twins_erased"] = self._stats.get("twins_erased", 0) + len(twins)
         log.info(

@@ -243,6 +243,26 @@ async def test_a_device_forgets_an_erased_twin_and_refuses_it_from_then_on(
                 broadcast_topic(hub_env.brand, "tombstone"), seal(envelope, key), qos=1
             ).wait_for_publish(5)
             assert await eventually(lambda: agent.stats.get("twins_erased") == 1, within=10)
+            # A customer this device never saw: nothing to forget, nothing remembered.
+            stranger = Tombstones(twins=("1-" + "f" * 32,), request_id="r2", erased_ms=now)
+            message = seal(
+                Envelope(
+                    kind="tombstone",
+                    brand=hub_env.brand,
+                    device=BROADCAST,
+                    seq=0,
+                    kid=key.kid,
+                    sent_ms=now,
+                    body=packb(stranger.to_wire()),
+                ),
+                key,
+            )
+            client.publish(
+                broadcast_topic(hub_env.brand, "tombstone"), message, qos=1
+            ).wait_for_publish(5)
+            await asyncio.sleep(1.0)
+            assert agent.stats["twins_erased"] == 1
+            assert len(agent._book.erased) == 1
         finally:
             client.loop_stop()
             client.disconnect()

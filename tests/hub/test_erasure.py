@@ -17,20 +17,18 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
+from cloud_hub._downlink import seal_downlink
 from cloud_hub._erasure import verify_receipt
 from edge_agent import Agent, load_config
 from firmware_sim.services import free_port
 from protocol import (
     BROADCAST,
-    Envelope,
     SignalIn,
     SignatureError,
     Tombstones,
     broadcast_topic,
     decode_body,
     open_envelope,
-    packb,
-    seal,
 )
 
 SUBJECT = "Ann.Example@Mail.test"
@@ -225,41 +223,19 @@ async def test_a_device_forgets_an_erased_twin_and_refuses_it_from_then_on(
         )
         raw = await asyncio.to_thread(_files, outbox)
         assert ann.encode() in raw  # before: the outbox holds ann's ops
-        body = Tombstones(twins=(ann,), request_id="r1", erased_ms=now)
-        envelope = Envelope(
-            kind="tombstone",
-            brand=hub_env.brand,
-            device=BROADCAST,
-            seq=0,
-            kid=key.kid,
-            sent_ms=now,
-            body=packb(body.to_wire()),
-        )
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         client.connect("127.0.0.1", hub_env.services.mosquitto.port)
         client.loop_start()
+        topic_ = broadcast_topic(hub_env.brand, "tombstone")
         try:
-            client.publish(
-                broadcast_topic(hub_env.brand, "tombstone"), seal(envelope, key), qos=1
-            ).wait_for_publish(5)
+            body = Tombstones(twins=(ann,), request_id="r1", erased_ms=now)
+            message = seal_downlink(key, "tombstone", hub_env.brand, BROADCAST, body)
+            client.publish(topic_, message, qos=1).wait_for_publish(5)
             assert await eventually(lambda: agent.stats.get("twins_erased") == 1, within=10)
             # A customer this device never saw: nothing to forget, nothing remembered.
-            stranger = Tombstones(twins=("1-" + "f" * 32,), request_id="r2", erased_ms=now)
-            message = seal(
-                Envelope(
-                    kind="tombstone",
-                    brand=hub_env.brand,
-                    device=BROADCAST,
-                    seq=0,
-                    kid=key.kid,
-                    sent_ms=now,
-                    body=packb(stranger.to_wire()),
-                ),
-                key,
-            )
-            client.publish(
-                broadcast_topic(hub_env.brand, "tombstone"), message, qos=1
-            ).wait_for_publish(5)
+            body = Tombstones(twins=("1-" + "f" * 32,), request_id="r2", erased_ms=now)
+            message = seal_downlink(key, "tombstone", hub_env.brand, BROADCAST, body)
+            client.publish(topic_, message, qos=1).wait_for_publish(5)
             await asyncio.sleep(1.0)
             assert agent.stats["twins_erased"] == 1
             assert len(agent._book.erased) == 1

@@ -181,7 +181,10 @@ class Pipeline:
             for entry in verdict.body.consent:
                 if entry.twin not in erased:
                     batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
-            segment_ops(verdict.device, twins, batch.segments[verdict.brand])
+            # A byte search (C speed) spares the per-op scan for the many deltas that
+            # carry no segment (field names travel as plain msgpack strings).
+            if b".segment" in incoming.payload:
+                segment_ops(verdict.device, twins, batch.segments[verdict.brand])
             batch.deltas += 1
             batch.written[key].append(verdict.seq)
             fields: dict[str, bool | int | str] = {"last_seq": verdict.seq, "skew_ms": skew}

@@ -36,7 +36,7 @@ from ._ingest import IngestServer
 from ._outbox import Outbox
 from ._privacy import DevicePrivacy
 from ._sync import Uplink
-from ._twin import IngestResult, TwinBook
+from ._twin import LOCAL_ONLY, IngestResult, TwinBook
 
 if TYPE_CHECKING:
     from ._models import ModelStore
@@ -101,6 +101,7 @@ class Agent:
             self._keys.brand_key,
             cfg.pseudonym.epoch,
             gate=ConsentGate(cfg.consent.optional_default),
+            local_only=LOCAL_ONLY | frozenset(cfg.minimise.keep_local),
         )
         # A time-derived first seq: a device whose storage was wiped never reuses old seqs.
         self._next_seq, self.stats["dropped"] = self._outbox.load(

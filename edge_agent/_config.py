@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from protocol import (
+    FIELDS,
     MIN_KEY_BYTES,
     PRODUCTS,
     SettingsError,
@@ -157,6 +158,21 @@ class ConsentSettings(_Section):
     optional_default: bool = False
 
 
+class MinimiseSettings(_Section):
+    """Data minimisation: twin fields that never leave this device (docs/privacy.md)."""
+
+    #: in addition to the catalog's own (e.g. ``wearable.heart_rate_bpm``)
+    keep_local: list[str] = Field(default_factory=list)
+
+    @field_validator("keep_local")
+    @classmethod
+    def _known_fields(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(FIELDS))
+        if unknown:
+            raise ValueError(f"unknown twin fields {unknown}; see protocol.FIELDS")
+        return value
+
+
 class AgentConfig(_Section):
     """The whole agent configuration (see docs/edge-agent.md)."""
 
@@ -170,6 +186,7 @@ class AgentConfig(_Section):
     validation: ValidationSettings = ValidationSettings()
     models: ModelSettings = ModelSettings()
     consent: ConsentSettings = ConsentSettings()
+    minimise: MinimiseSettings = MinimiseSettings()
 
     def keys(self) -> Keys:
         """Read and check every key file this config names."""

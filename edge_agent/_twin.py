@@ -27,7 +27,11 @@ from ._consent import ConsentGate
 from ._infer import STATE_FIELD, ModelRunner
 from ._validate import Invalid, validate
 
-__all__ = ["IngestResult", "TwinBook", "erased_digest"]
+__all__ = ["LOCAL_ONLY", "IngestResult", "TwinBook", "erased_digest"]
+
+
+#: fields the catalog keeps on the device (``shared=False``)
+LOCAL_ONLY = frozenset(name for name, spec in FIELDS.items() if not spec.shared)
 
 
 def erased_digest(twin: str) -> str:
@@ -59,6 +63,9 @@ class TwinBook:
     gate: ConsentGate = field(default_factory=ConsentGate)
     _twin_cache: dict[str, str] = field(default_factory=dict)
     models: ModelRunner | None = None
+    #: fields kept on the device only (data minimisation): the catalog's unshared ones
+    #: plus what the deployment adds (``minimise.keep_local``)
+    local_only: frozenset[str] = field(default_factory=lambda: LOCAL_ONLY)
     #: consent entries recorded since the last delta was sealed (they ride in the next)
     consent_pending: list[ConsentEntry] = field(default_factory=list)
     #: digests (:func:`erased_digest`) of twins the hub erased: nothing is stored for
@@ -127,6 +134,8 @@ class TwinBook:
                 return
         self.values[key] = new
         self.dirty.add(key)
+        if field in self.local_only:
+            return  # the device's own view and its models have it; it never leaves
         self.pending.setdefault(twin, []).append(Op(hlc, field, new))
         self.pending_ops += 1
 

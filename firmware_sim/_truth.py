@@ -159,6 +159,8 @@ class GroundTruth:
             else:
                 new = value
             last[key] = new
+            if not spec.shared:
+                continue  # rule 4: kept on the device (data minimisation), never sent
             self.expected_points.add((self.brand, device_id, twin, hlc.to_ns(), spec.field, new))
             self.twins.setdefault(twin, TwinState()).apply(device_id, hlc.pack(), spec.field, new)
 

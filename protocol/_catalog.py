@@ -63,6 +63,9 @@ class SignalSpec:
     maximum: float | None = None
     choices: tuple[str, ...] = ()
     description: str = ""
+    #: whether the value leaves the device as a twin field (data minimisation): raw
+    #: readings no purpose needs on the hub stay local and reach it only as features
+    shared: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +78,8 @@ class FieldSpec:
     merge: Literal["lww", "counter"]
     purpose: Purpose
     unit: str = ""
+    #: on the allowlist of what may leave the device (see SignalSpec.shared)
+    shared: bool = True
 
 
 def _s(
@@ -89,6 +94,7 @@ def _s(
     maximum: float | None = None,
     choices: tuple[str, ...] = (),
     description: str = "",
+    shared: bool = True,
 ) -> SignalSpec:
     return SignalSpec(
         name=name,
@@ -102,6 +108,7 @@ def _s(
         maximum=maximum,
         choices=choices,
         description=description,
+        shared=shared,
     )
 
 
@@ -154,7 +161,18 @@ _SIGNALS: tuple[SignalSpec, ...] = (
         maximum=50,
     ),
     # wearable
-    _s("wearable.heart_rate_bpm", "gauge", "int", "analytics", unit="bpm", minimum=25, maximum=250),
+    # Heart rate readings are health data no hub-side purpose needs one by one: they stay
+    # on the device and leave only as the wearable's features (resting rate, trends).
+    _s(
+        "wearable.heart_rate_bpm",
+        "gauge",
+        "int",
+        "analytics",
+        unit="bpm",
+        minimum=25,
+        maximum=250,
+        shared=False,
+    ),
     _s(
         "wearable.steps",
         "counter",
@@ -209,6 +227,7 @@ FIELDS: dict[str, FieldSpec] = {
         merge="counter" if s.kind == "counter" else "lww",
         purpose=s.purpose,
         unit=s.unit,
+        shared=s.shared,
     )
     for s in _SIGNALS
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -129,3 +130,28 @@ async def test_raw_subject_never_stored_logged_or_sent(
     for payload in acker.payloads:
         assert raw not in payload
         assert lowered not in payload
+
+
+async def test_unshared_fields_stay_on_the_device(
+    bundle: Bundle, services: LocalServices, acker_factory: Callable[..., Acker]
+) -> None:
+    """Data minimisation: heart-rate readings are kept for the device's own view and its
+    models but never sent; a deployment can keep more fields local."""
+    ack = acker_factory(bundle, services.mosquitto.port)
+    cfg = bundle.config(services.mosquitto.port, minimise={"keep_local": ["wearable.steps_total"]})
+    async with Agent(cfg) as agent:
+        results = await agent.ingest_many(
+            [
+                sig(1, "wearable.heart_rate_bpm", 61),
+                sig(2, "wearable.steps", 500),
+                sig(3, "wearable.sleep", 420),
+            ]
+        )
+        assert [r.status for r in results] == ["accepted"] * 3
+        assert await agent.drained(10)
+        assert agent._book is not None
+        twin = agent._book.twin_of(SUBJECT)
+        assert agent.twin_value(twin, "wearable.heart_rate_bpm") == 61  # kept locally
+        assert agent.twin_value(twin, "wearable.steps_total") == 500
+    sent = {op.field for _twin, op in ack.ops}
+    assert sent == {"wearable.sleep_minutes_total"}

@@ -253,3 +253,10 @@ def test_subset_of_devices_and_bad_directory(tmp_path: Path) -> None:
     assert {p[1] for p in t.expected_points} <= set(some)
     with pytest.raises(SimulationError):
         GroundTruth.load(tmp_path / "nothing-here")
+
+
+def test_unshared_fields_are_accepted_but_never_expected_on_the_hub() -> None:
+    t = truth(sig(1, "wearable.heart_rate_bpm", 60), sig(2, "wearable.steps", 10, ts=T + 1))
+    assert [o[1] for o in t.outcomes["dev-1"]] == ["accepted", "accepted"]
+    # The heart rate still moved the clock: steps got the second stamp.
+    assert t.expected_points == {("acme", "dev-1", twin(), ns(T + 1), "wearable.steps_total", 10)}

@@ -23,6 +23,7 @@ from ._auth import ApiKeys
 from ._errors import StoreError
 from ._events import SegmentFeed, Subscriber
 from ._guard import add_key_routes, guard, route, setup
+from ._http_errors import error_body, error_response
 from ._metrics import Metrics
 from ._segments import MAX_CHANGES
 from ._twins import TwinReader, parse_duration_ms
@@ -39,10 +40,6 @@ ReadyProbe = Callable[[], Awaitable[dict[str, bool]]]
 READY: web.AppKey[ReadyProbe] = web.AppKey("ready")
 
 
-def _error(status: int, code: str, message: str) -> web.Response:
-    return web.json_response({"error": {"code": code, "message": message}}, status=status)
-
-
 @web.middleware
 async def _errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -55,12 +52,12 @@ async def _errors(
             raise
         _refused(request, exc.status, exc.reason)
         if exc.content_type != "application/json":
-            return _error(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
+            return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except StoreError as exc:
         log.warning("store unavailable for %s: %s", request.path, exc)
         _refused(request, 503, "store_unavailable")
-        return _error(503, "store_unavailable", f"InfluxDB unavailable: {exc}")
+        return error_response(503, "store_unavailable", f"InfluxDB unavailable: {exc}")
     if response.status >= 400:
         _refused(request, response.status, response.reason)
     return response
@@ -79,7 +76,7 @@ def _brand(request: web.Request) -> str:
         return check_brand(request.match_info["brand"])
     except TwinSyncError as exc:
         raise web.HTTPBadRequest(
-            text=_json_error("bad_brand", str(exc)), content_type="application/json"
+            text=error_body("bad_brand", str(exc)), content_type="application/json"
         ) from None
 
 
@@ -88,16 +85,12 @@ def _twin(request: web.Request) -> str:
         return check_twin(request.match_info["twin"])
     except TwinSyncError as exc:
         raise web.HTTPBadRequest(
-            text=_json_error("bad_twin", str(exc)), content_type="application/json"
+            text=error_body("bad_twin", str(exc)), content_type="application/json"
         ) from None
 
 
-def _json_error(code: str, message: str) -> str:
-    return json.dumps({"error": {"code": code, "message": message}})
-
-
 def _bad(code: str, message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=_json_error(code, message), content_type="application/json")
+    return web.HTTPBadRequest(text=error_body(code, message), content_type="application/json")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -146,7 +139,7 @@ async def get_twin(request: web.Request) -> web.Response:
     brand, twin = _brand(request), _twin(request)
     state = await request.app[READER].state(brand, twin)
     if not state:
-        return _error(404, "twin_not_found", f"no twin {twin} for brand {brand}")
+        return error_response(404, "twin_not_found", f"no twin {twin} for brand {brand}")
     fields = {
         name: {"value": fv.value, "updated_ms": fv.updated_ms, "device": fv.device}
         for name, fv in state.fields().items()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
-import json
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -32,6 +31,7 @@ from protocol import SigningKey
 
 from ._auth import ApiKey, ApiKeys
 from ._errors import AuthError
+from ._http_errors import error_body, error_response
 
 __all__ = [
     "KEYS",
@@ -83,11 +83,8 @@ def route_scopes(app: web.Application) -> dict[tuple[str, str], str]:
 
 
 def _deny(error: AuthError) -> web.Response:
-    body = json.dumps({"error": {"code": error.reason, "message": str(error)}})
     headers = {"WWW-Authenticate": 'Bearer realm="twinsync"'} if error.status == 401 else {}
-    return web.Response(
-        status=error.status, text=body, content_type="application/json", headers=headers
-    )
+    return error_response(error.status, error.reason, str(error), headers=headers)
 
 
 @web.middleware
@@ -169,8 +166,7 @@ async def _json_object(request: web.Request) -> dict[str, object]:
         body = None
     if not isinstance(body, dict):
         raise web.HTTPBadRequest(
-            text=json.dumps({"error": {"code": "bad_json", "message": "send a JSON object"}}),
-            content_type="application/json",
+            text=error_body("bad_json", "send a JSON object"), content_type="application/json"
         )
     return body
 

@@ -11,9 +11,9 @@ to recompute the twin ids and is then forgotten: it is not stored, logged or aud
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -25,6 +25,7 @@ from ._config import InfluxSettings
 from ._erasure import Erasures
 from ._errors import CloudHubError
 from ._guard import route
+from ._http_errors import error_response
 from ._twins import TwinReader
 from ._webhooks import Webhooks
 
@@ -46,22 +47,18 @@ PRIVACY = web.AppKey("privacy", PrivacyContext)
 _SUBJECT_MAX = 256
 
 
-def _fail(status: int, code: str, message: str) -> web.Response:
-    body = json.dumps({"error": {"code": code, "message": message}})
-    return web.Response(status=status, text=body, content_type="application/json")
-
-
 async def erase(request: web.Request) -> web.Response:
     """Erase one customer's twin; answers with the signed receipt."""
     brand = request.match_info["brand"]
-    subject = await _subject(request)
-    if isinstance(subject, web.Response):
-        return subject
+    checked = await _request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    _body, subject = checked
     try:
         receipt = await request.app[PRIVACY].erasures.erase(brand, subject)
     except CloudHubError as exc:
         status = {"unknown_brand": 404, "bad_subject": 400}.get(exc.reason, 503)
-        return _fail(status, exc.reason, str(exc))
+        return error_response(status, exc.reason, str(exc))
     return web.json_response(receipt)
 
 
@@ -69,15 +66,15 @@ async def access(request: web.Request) -> web.Response:
     """Everything held about one customer (Art. 15/20): fields, sources, purposes,
     predictions with their model and an explanation, recipients, retention."""
     brand = request.match_info["brand"]
-    subject = await _subject(request)
-    if isinstance(subject, web.Response):
-        return subject
+    checked = await _request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    _body, subject = checked
     ctx = request.app[PRIVACY]
     received = time.time_ns() // 1_000_000
-    try:
-        twins = ctx.erasures.twins_of(brand, subject)
-    except (CloudHubError, TwinSyncError) as exc:
-        return _fail(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
+    twins = _twins_of(request, brand, subject)
+    if isinstance(twins, web.Response):
+        return twins
     exports = []
     for twin in twins:
         state = await ctx.reader.state(brand, twin)
@@ -112,15 +109,30 @@ async def access(request: web.Request) -> web.Response:
     )
 
 
-async def _subject(request: web.Request) -> str | web.Response:
+async def _request(request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
+    """The JSON body and its checked ``subject``, or the answer refusing them."""
     try:
         body = await request.json()
     except ValueError:
         body = None
     subject = body.get("subject") if isinstance(body, dict) else None
-    if not isinstance(subject, str) or not 1 <= len(subject.strip()) <= _SUBJECT_MAX:
-        return _fail(400, "bad_subject", f'send {{"subject": "<1-{_SUBJECT_MAX} characters>"}}')
-    return subject
+    if (
+        not isinstance(body, dict)
+        or not isinstance(subject, str)
+        or not 1 <= len(subject.strip()) <= _SUBJECT_MAX
+    ):
+        return error_response(
+            400, "bad_subject", f'send {{"subject": "<1-{_SUBJECT_MAX} characters>"}}'
+        )
+    return body, subject
+
+
+def _twins_of(request: web.Request, brand: str, subject: str) -> list[str] | web.Response:
+    """The subject's twin ids under every key epoch, or the answer refusing the request."""
+    try:
+        return request.app[PRIVACY].erasures.twins_of(brand, subject)
+    except (CloudHubError, TwinSyncError) as exc:
+        return error_response(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
 
 
 async def change_consent(request: web.Request) -> web.Response:
@@ -130,24 +142,19 @@ async def change_consent(request: web.Request) -> web.Response:
     devices apply it within seconds and their ledger entries reach the twin
     (``GET .../twins/{twin}/consent``)."""
     brand = request.match_info["brand"]
-    try:
-        body = await request.json()
-    except ValueError:
-        body = None
-    subject = await _subject(request)
-    if isinstance(subject, web.Response):
-        return subject
-    assert isinstance(body, dict)
+    checked = await _request(request)
+    if isinstance(checked, web.Response):
+        return checked
+    body, subject = checked
     try:
         purposes = dict(check_purposes(body.get("purposes")))
         notice = check_notice(body.get("notice"))
     except TwinSyncError as exc:
-        return _fail(400, "bad_consent", str(exc))
+        return error_response(400, "bad_consent", str(exc))
+    twins = _twins_of(request, brand, subject)
+    if isinstance(twins, web.Response):
+        return twins
     erasures = request.app[PRIVACY].erasures
-    try:
-        twins = erasures.twins_of(brand, subject)
-    except (CloudHubError, TwinSyncError) as exc:
-        return _fail(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
     request_id = await asyncio.to_thread(erasures.send_consent, brand, twins, purposes, notice)
     return web.json_response(
         {"request_id": request_id, "twins": twins, "purposes": purposes, "notice": notice},
@@ -161,7 +168,7 @@ async def twin_consent(request: web.Request) -> web.Response:
     try:
         check_twin(twin)
     except TwinSyncError as exc:
-        return _fail(400, "bad_twin", str(exc))
+        return error_response(400, "bad_twin", str(exc))
     ledger = await request.app[PRIVACY].reader.consent(brand, twin)
     current: dict[str, dict[str, object]] = {}
     for entry in ledger:  # oldest first: later entries win
@@ -194,11 +201,11 @@ async def put_webhook(request: web.Request) -> web.Response:
         body = None
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str):
-        return _fail(400, "bad_url", 'send {"url": "https://..."}')
+        return error_response(400, "bad_url", 'send {"url": "https://..."}')
     try:
         secret = await asyncio.to_thread(request.app[PRIVACY].webhooks.register, brand, url)
     except CloudHubError as exc:
-        return _fail(400, exc.reason, str(exc))
+        return error_response(400, exc.reason, str(exc))
     return web.json_response({"brand": brand, "url": url, "secret": secret})
 
 
@@ -207,7 +214,7 @@ async def get_webhook(request: web.Request) -> web.Response:
     brand = request.match_info["brand"]
     endpoint = await asyncio.to_thread(request.app[PRIVACY].webhooks.endpoint, brand)
     if endpoint is None:
-        return _fail(404, "no_webhook", "no webhook registered for this brand")
+        return error_response(404, "no_webhook", "no webhook registered for this brand")
     return web.json_response({"brand": brand, **endpoint})
 
 

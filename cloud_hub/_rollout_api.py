@@ -17,7 +17,6 @@ names the version (with the device's reason), and is *pending* otherwise.
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +27,7 @@ from protocol import MAX_MODEL_BYTES, TwinSyncError, VerifyKey, check_brand
 
 from ._errors import RolloutError
 from ._guard import route
+from ._http_errors import error_body
 from ._model_repo import ModelRepo
 from ._publisher import ModelPublisher
 from ._rollouts import Rollout, RolloutStore, Target
@@ -62,7 +62,7 @@ def _ctx(request: web.Request) -> tuple[RolloutContext, str]:
 
 
 def _http(exc: RolloutError) -> web.HTTPException:
-    body = json.dumps({"error": {"code": exc.reason, "message": str(exc)}})
+    body = error_body(exc.reason, str(exc))
     cls = {
         400: web.HTTPBadRequest,
         404: web.HTTPNotFound,

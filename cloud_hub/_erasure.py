@@ -49,6 +49,7 @@ from ._downlink import seal_downlink
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_str
 from ._model_repo import connect
+from ._twins import count_values
 
 __all__ = ["DEADLINE_MS", "Erasures", "verify_receipt"]
 
@@ -172,12 +173,12 @@ class Erasures:
             + " OR ".join(f'"twin" = {quote_str(t)}' for t in twins)
             + ")"
         )
-        found = await self._count(where)
+        found = await count_values(self._store, where)
         left = found
         for attempt in range(5):
             await self._store.query(f'DELETE FROM "twin" WHERE {where}', write=True)
             await asyncio.sleep(0.2 * (attempt + 1))  # a write already on the wire lands
-            left = await self._count(where)
+            left = await count_values(self._store, where)
             if left == 0:
                 break
         # The twin's consent history goes with it (the request record remains).
@@ -233,17 +234,6 @@ class Erasures:
         body = Tombstones(twins=tuple(twins), request_id=request_id, erased_ms=when)
         message = seal_downlink(self._key, "tombstone", brand, BROADCAST, body)
         self._publish(broadcast_topic(brand, "tombstone"), message)
-
-    async def _count(self, where: str) -> int:
-        """Field values stored for the twins (each op is one)."""
-        results = await self._store.query(f'SELECT count(*) FROM "twin" WHERE {where}')
-        return sum(
-            v
-            for s in results[0].get("series") or []
-            for row in s["values"]
-            for v in row[1:]
-            if isinstance(v, int)
-        )
 
     def without_erased(self, lines: list[str]) -> list[str]:
         """``lines`` minus the twin points of tombstoned twins (line protocol as

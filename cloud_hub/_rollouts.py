@@ -35,6 +35,11 @@ __all__ = ["Rollout", "RolloutStore", "Target"]
 
 TargetKind = Literal["all", "percent", "cohort"]
 _COHORT_MAX = 100_000
+# Rollouts of one brand with the model each names (for its product and manifest).
+_OF_BRAND = (
+    "FROM rollouts r JOIN models m "
+    "ON m.brand=r.brand AND m.name=r.name AND m.version=r.version WHERE r.brand=?"
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cohorts (
@@ -217,22 +222,15 @@ class RolloutStore:
         """Every rollout of ``brand``, oldest first, with its current members."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT r.id, r.target, r.value, r.created_ms, m.manifest FROM rollouts r "
-                "JOIN models m ON m.brand=r.brand AND m.name=r.name AND m.version=r.version "
-                "WHERE r.brand=? ORDER BY r.id",
+                "SELECT r.id, r.target, r.value, r.created_ms, m.manifest "
+                f"{_OF_BRAND} ORDER BY r.id",
                 (brand,),
             ).fetchall()
-        members = self._members(brand, [r[0] for r in rows])
+        specs = [(r[0], Target(r[1], r[2]), ModelManifest.from_json(r[4]), r[3]) for r in rows]
+        members = self._members(brand, [(i, t, m.product) for i, t, m, _ in specs])
         return [
-            Rollout(
-                r[0],
-                brand,
-                ModelManifest.from_json(r[4]),
-                Target(r[1], r[2]),
-                r[3],
-                members.get(r[0], ()),
-            )
-            for r in rows
+            Rollout(i, brand, manifest, target, created, members[i])
+            for i, target, manifest, created in specs
         ]
 
     def rollout(self, brand: str, rollout_id: int) -> Rollout | None:
@@ -243,9 +241,7 @@ class RolloutStore:
         """Top percentage rollouts up to their share of the devices that exist now."""
         with self._connect() as db:
             rows = db.execute(
-                "SELECT r.id, r.name, r.value, m.product FROM rollouts r JOIN models m "
-                "ON m.brand=r.brand AND m.name=r.name AND m.version=r.version "
-                "WHERE r.brand=? AND r.target='percent'",
+                f"SELECT r.id, r.name, r.value, m.product {_OF_BRAND} AND r.target='percent'",
                 (brand,),
             ).fetchall()
             if not rows:
@@ -276,22 +272,20 @@ class RolloutStore:
                 out.setdefault(record.product, []).append(record.device)
         return out
 
-    def _members(self, brand: str, rollout_ids: list[int]) -> dict[int, tuple[str, ...]]:
-        if not rollout_ids:
+    def _members(
+        self, brand: str, specs: list[tuple[int, Target, str]]
+    ) -> dict[int, tuple[str, ...]]:
+        """rollout id -> the devices it addresses now, for (id, target, product) specs."""
+        if not specs:
             return {}
         eligible = self._eligible_by_product(brand)
         out: dict[int, tuple[str, ...]] = {}
         with self._connect() as db:
-            rows = db.execute(
-                "SELECT r.id, r.target, r.value, m.product FROM rollouts r JOIN models m "
-                "ON m.brand=r.brand AND m.name=r.name AND m.version=r.version WHERE r.brand=?",
-                (brand,),
-            ).fetchall()
-            for rollout_id, target, value, product in rows:
+            for rollout_id, target, product in specs:
                 devices = set(_devices_for(eligible, product))
-                if target == "all":
+                if target.kind == "all":
                     chosen = devices
-                elif target == "percent":
+                elif target.kind == "percent":
                     chosen = devices & {
                         r[0]
                         for r in db.execute(
@@ -303,7 +297,7 @@ class RolloutStore:
                         r[0]
                         for r in db.execute(
                             "SELECT device FROM cohorts WHERE brand=? AND cohort=?",
-                            (brand, value),
+                            (brand, target.value),
                         )
                     }
                 out[rollout_id] = tuple(sorted(chosen))

@@ -38,6 +38,14 @@ def _typed(field: str, value: Any) -> Scalar:
     return value  # type: ignore[no-any-return]
 
 
+async def count_values(store: InfluxStore, where: str) -> int:
+    """Field values of the ``twin`` measurement matching ``where`` (each op is one)."""
+    results = await store.query(f'SELECT count(*) FROM "twin" WHERE {where}')
+    return sum(
+        v for s in _series(results[0]) for row in s["values"] for v in row[1:] if isinstance(v, int)
+    )
+
+
 def _series(result: dict[str, Any]) -> list[dict[str, Any]]:
     return result.get("series", []) or []
 
@@ -88,16 +96,7 @@ class TwinReader:
 
     async def point_count(self, brand: str, twin: str) -> int:
         """How many field values are stored for the twin."""
-        results = await self._store.query(
-            f'SELECT count(*) FROM "twin" WHERE {self._where(brand, twin)}'
-        )
-        return sum(
-            v
-            for s in _series(results[0])
-            for row in s["values"]
-            for v in row[1:]
-            if isinstance(v, int)
-        )
+        return await count_values(self._store, self._where(brand, twin))
 
     async def retention(self, database: str, policy: str) -> str:
         """How long InfluxDB keeps points ("until erased" for an infinite policy)."""

@@ -39,10 +39,6 @@ class ConsentGate:
         """Whether the ledger has any entry for ``twin``."""
         return twin in self._state
 
-    def state(self, twin: str) -> dict[str, bool]:
-        """The twin's explicit choices (purposes without one follow the default)."""
-        return dict(self._state.get(twin, {}))
-
     def forget(self, twins: Iterable[str]) -> None:
         """Drop the state of erased twins."""
         for twin in twins:

@@ -130,6 +130,18 @@ async def get_json(url: str, status: int = 200, token: str | None = None) -> Any
         return body
 
 
+async def send_json(
+    method: str, url: str, body: object, token: str | None = None
+) -> tuple[int, Any]:
+    """``method`` ``url`` with a JSON body (and ``token`` as the API key): (status, JSON)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, url, json=body, headers=headers) as resp,
+    ):
+        return resp.status, await resp.json()
+
+
 def now_hlc(offset_ms: int = 0, counter: int = 0) -> int:
     """A packed HLC near now (ms precision)."""
     return HLC(time.time_ns() // 1_000_000 + offset_ms, counter).pack()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import aiohttp
+from typing import Any
+
 import pytest
-from _fakes import FakeDevice, get_json, now_hlc
+from _fakes import FakeDevice, get_json, now_hlc, send_json
 from hub_env import HubEnv
 
 from cloud_hub import Hub
@@ -12,14 +13,9 @@ from cloud_hub import Hub
 SUBJECT = "cora@example.test"
 
 
-async def _access(hub: Hub, env: HubEnv, subject: object) -> tuple[int, dict]:
+async def _access(hub: Hub, env: HubEnv, subject: object) -> tuple[int, Any]:
     url = f"{hub.api_url}/v1/brands/{env.brand}/privacy/access"
-    headers = {"Authorization": f"Bearer {env.token}"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as s,
-        s.post(url, json={"subject": subject}) as r,
-    ):
-        return r.status, await r.json()
+    return await send_json("POST", url, {"subject": subject}, env.token)
 
 
 async def test_access_exports_fields_sources_purposes_and_explained_predictions(

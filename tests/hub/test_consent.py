@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import paho.mqtt.client as mqtt
-from _fakes import get_json
+from _fakes import get_json, send_json
 from _poll import eventually
 from hub_env import HubEnv
 
@@ -60,10 +59,7 @@ class _Sniffer:
 
 
 async def _post(hub: Hub, env: HubEnv, path: str, body: object) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {env.token}"}
-    url = f"{hub.api_url}/v1/brands/{env.brand}{path}"
-    async with aiohttp.ClientSession(headers=headers) as s, s.post(url, json=body) as r:
-        return r.status, await r.json()
+    return await send_json("POST", f"{hub.api_url}/v1/brands/{env.brand}{path}", body, env.token)
 
 
 def _signal(seq: int, name: str, value: object) -> SignalIn:

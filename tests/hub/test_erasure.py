@@ -12,7 +12,7 @@ from typing import Any
 import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
-from _fakes import FakeDevice, get_json, now_hlc
+from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
 from hub_env import HubEnv
 
@@ -36,12 +36,7 @@ SUBJECT = "Ann.Example@Mail.test"
 
 async def _erase(hub: Hub, env: HubEnv, subject: str) -> tuple[int, dict[str, Any]]:
     url = f"{hub.api_url}/v1/brands/{env.brand}/privacy/erasure"
-    headers = {"Authorization": f"Bearer {env.token}"}
-    async with (
-        aiohttp.ClientSession(headers=headers) as s,
-        s.post(url, json={"subject": subject}) as r,
-    ):
-        return r.status, await r.json()
+    return await send_json("POST", url, {"subject": subject}, env.token)
 
 
 def _twin_points(env: HubEnv, twin: str) -> set[Any]:

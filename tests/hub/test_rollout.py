@@ -19,7 +19,7 @@ from typing import Any
 import aiohttp
 import paho.mqtt.client as mqtt
 import pytest
-from _fakes import get_json
+from _fakes import get_json, send_json
 from _poll import eventually
 from hub_env import HubEnv, make_config
 
@@ -114,12 +114,8 @@ class _Api:
             assert r.status == 201, body
             return body
 
-    async def send(self, method: str, path: str, body: object) -> tuple[int, dict[str, Any]]:
-        async with (
-            aiohttp.ClientSession(headers=self.headers) as s,
-            s.request(method, self.base + path, json=body) as r,
-        ):
-            return r.status, await r.json()
+    async def send(self, method: str, path: str, body: object) -> tuple[int, Any]:
+        return await send_json(method, self.base + path, body, self.token)
 
     async def rollout(self, model: str, target: dict[str, Any]) -> dict[str, Any]:
         status, body = await self.send("POST", "/rollouts", {"model": model, "target": target})

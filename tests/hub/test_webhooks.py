@@ -8,8 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
-from _fakes import FakeDevice, get_json, now_hlc
+from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
 from aiohttp import web
 from hub_env import HubEnv
@@ -22,10 +21,7 @@ from firmware_sim.services import free_port
 async def _call(
     hub: Hub, env: HubEnv, method: str, path: str, body: object
 ) -> tuple[int, dict[str, Any]]:
-    headers = {"Authorization": f"Bearer {env.token}"}
-    url = f"{hub.api_url}/v1/brands/{env.brand}{path}"
-    async with aiohttp.ClientSession(headers=headers) as s, s.request(method, url, json=body) as r:
-        return r.status, await r.json()
+    return await send_json(method, f"{hub.api_url}/v1/brands/{env.brand}{path}", body, env.token)
 
 
 async def test_erasure_and_consent_events_reach_the_backend_signed_and_retried(

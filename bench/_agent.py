@@ -3,7 +3,7 @@
 Measures what a device pays: CPU seconds and resident memory of the agent process per
 signal, and the MQTT bytes its twin deltas cost per signal, with a real hub acking; each
 with the on-device models off and on (``[models] enabled``), since the model runtime is
-most of the agent's memory.
+a large share of the agent's memory.
 """
 
 from __future__ import annotations
@@ -52,6 +52,9 @@ class AgentResult:
     #: peak of the private (anonymous) part of the RSS; the rest is shared-library code
     #: and data mapped from files, which the kernel can drop and re-read
     anon_peak: int
+    #: the kernel's high-water mark of the RSS (VmHWM), start-up included: loading the
+    #: models needs the runtime's start-up code resident until the store releases it
+    rss_hwm: int
     threads: int
     deltas: int
     uplink_bytes: int
@@ -131,6 +134,15 @@ def _memory(ps: psutil.Process) -> tuple[int, int]:
     return mem.rss, mem.rss - mem.shared
 
 
+def _high_water_mark(pid: int) -> int:
+    """The process's peak RSS since it started (VmHWM), in bytes."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 async def _one(
     bundle: Path,
     product: str,
@@ -181,6 +193,7 @@ async def _one(
             await asyncio.sleep(0.05)
         cpu = sum(ps.cpu_times()[:2]) - cpu0
         threads = ps.num_threads()
+        hwm = _high_water_mark(proc.pid)
     finally:
         proc.terminate()
         await proc.wait()
@@ -195,6 +208,7 @@ async def _one(
         cpu,
         peak,
         anon_peak,
+        hwm,
         threads,
         wire.deltas.get(device, 0),
         wire.up.get(device, 0),
@@ -300,10 +314,12 @@ async def agent_costs(
                         )
                     )
             for models, (_, live_group) in runs.items():
-                # Live agents mostly sleep, so they run side by side.
-                results += await asyncio.gather(
-                    *(
-                        _one(
+                # One at a time as well, although live agents mostly sleep: a device runs
+                # one agent, and agents side by side share the model runtime's pages,
+                # which the kernel then cannot reclaim from any of them (edge_agent._pages).
+                for device, d in live_group.items():
+                    results.append(
+                        await _one(
                             bundles[device],
                             d.product,
                             live.signals(d.device_id)[:live_signals],
@@ -313,9 +329,7 @@ async def agent_costs(
                             models=models,
                             max_age_s=max_age_s,
                         )
-                        for device, d in live_group.items()
                     )
-                )
     finally:
         wire.close()
     return results

@@ -3,7 +3,9 @@
 Runs in a child process so that the RSS it reports is an agent-sized interpreter with the
 edge imports and the shipped default models, not this benchmark's own heap. Each RSS
 comes with its anonymous part (the rest is mapped from files: shared-library code and
-read-only data) and the process's thread count.
+read-only data) and the process's thread count. The models run as the agent runs them:
+onnxruntime's C library through edge_agent._ort (ctypes), without numpy or onnxruntime's
+Python binding; the child reports whether either got imported anyway.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ def mem():
 import edge_agent  # the agent's own imports, as a device runs them
 from protocol import ANOMALY_FEATURES, feature_names
 base = mem()
-from edge_agent import BUILTIN_MODELS, ModelStore  # onnxruntime + numpy
+from edge_agent import BUILTIN_MODELS, ModelStore
+from edge_agent import _ort
+_ort.runtime()  # libonnxruntime and its OrtEnv: what the first model load starts with
 out = {"mem_base": base, "mem_runtime": mem(), "products": {}}
 calls = int(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:
@@ -56,14 +60,19 @@ with tempfile.TemporaryDirectory() as tmp:
         if product == "coffee":
             out["mem_one_product"] = mem()
     out["mem_all"] = mem()
+out["python_modules"] = sorted(
+    m for m in sys.modules if m.split(".")[0] in ("numpy", "onnxruntime")
+)
 print(json.dumps(out))
 """
 
 
 def model_costs(calls: int = 10_000) -> dict[str, Any]:
     """Median and p99 latency (µs) per model and prediction; ``mem_*``: [RSS, anonymous
-    RSS, threads] with the edge imports (``base``), with onnxruntime (``runtime``), with
-    one product's 3 models (``one_product``) and with all 12 (``all``)."""
+    RSS, threads] with the edge imports (``base``), with onnxruntime's C library and env
+    loaded (``runtime``), with one product's 3 models (``one_product``) and with all 12
+    (``all``); ``python_modules``: numpy or onnxruntime Python modules loaded (none
+    expected)."""
     done = subprocess.run(
         [sys.executable, "-c", _CHILD, str(calls)],
         capture_output=True,

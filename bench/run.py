@@ -175,6 +175,7 @@ def _report(f: dict[str, Any]) -> str:
             f"{a['cpu_s'] / a['signals'] * 1e6:,.0f}",
             f"{a['rss_peak'] / 2**20:.1f}",
             f"{a['anon_peak'] / 2**20:.1f}",
+            f"{a['rss_hwm'] / 2**20:.1f}",
             str(a["threads"]),
             f"{a['uplink_bytes'] / max(a['accepted'], 1):.1f}",
             f"{a['downlink_bytes'] / max(a['accepted'], 1):.1f}",
@@ -193,6 +194,7 @@ def _report(f: dict[str, Any]) -> str:
             "CPU µs/signal",
             "peak RSS MiB",
             "anon MiB",
+            "start-up peak MiB",
             "threads",
             "up B/signal",
             "down B/signal",
@@ -206,7 +208,8 @@ def _report(f: dict[str, Any]) -> str:
         for kind, t in kinds.items()
     ]
     models = _table(
-        "Default models in one process (onnxruntime, 1 thread), single-row predictions",
+        "Default models in one process (onnxruntime's C API via ctypes, 1 thread), "
+        "single-row predictions",
         ["product", "model", "median µs", "p99 µs"],
         model_rows,
     )
@@ -217,12 +220,14 @@ def _report(f: dict[str, Any]) -> str:
             [label, f"{mem[0] / 2**20:.1f}", f"{mem[1] / 2**20:.1f}", str(mem[2])]
             for label, mem in (
                 ("edge imports", m["mem_base"]),
-                ("+ onnxruntime, numpy", m["mem_runtime"]),
+                ("+ libonnxruntime, OrtEnv", m["mem_runtime"]),
                 ("+ one product's 3 models", m["mem_one_product"]),
                 ("+ all 12 models", m["mem_all"]),
             )
         ],
     )
+    if m.get("python_modules"):
+        models += f"\nloaded despite the C API: {', '.join(m['python_modules'])}"
     if "training" in f:
         t = f["training"]
         models += (

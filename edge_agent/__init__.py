@@ -16,8 +16,9 @@ from ._twin import IngestResult
 if TYPE_CHECKING:
     from ._models import BUILTIN_MODELS, ModelFailure, ModelStore
 
-# onnxruntime and numpy cost ~40 MiB of RSS and ~130 ms at start-up (docs/benchmarks.md):
-# load them only when the model runtime is actually used.
+# The model store loads onnxruntime's C library (through ctypes, without numpy or the
+# Python binding), which costs ~16 MiB of RSS with its env and ~11 MiB more with the first
+# sessions (docs/benchmarks.md): import it only when the model runtime is actually used.
 _LAZY = {"BUILTIN_MODELS", "ModelFailure", "ModelStore"}
 
 

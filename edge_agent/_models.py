@@ -22,33 +22,22 @@ model or the new one, never a mix.
 Models on disk are checked again at start-up (signature with the *current* hub keys, hash,
 schema, smoke run): a file damaged on disk, or signed by a key the device no longer
 trusts, falls back to the previous version, then to the built-in default.
+
+This module is the store; a loaded model and its checks are edge_agent._model_runner,
+the files edge_agent._model_files, and onnxruntime (its C API, without numpy)
+edge_agent._ort and edge_agent._ort_session.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
-import os
-import re
-import shutil
 import threading
-import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
-
-# onnxruntime's Linux wheels (1.32) start a telemetry thread when the module loads; it
-# queues usage events in a SQLite file under ~/.cache/Microsoft/DeveloperTools for upload
-# to Microsoft. A device must not phone home or write to its flash behind our back, and
-# the thread and its buffers cost ~1.5 MiB of RSS. The variable is read at import, so it
-# is set first; an operator's own setting wins.
-os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-
-import numpy as np
-import onnxruntime as ort
+from typing import Final
 
 from protocol import (
     ANOMALY_FEATURES,
@@ -61,6 +50,19 @@ from protocol import (
 )
 
 from ._errors import ModelError, ModelRejected
+from ._model_files import (
+    POINTER,
+    Pointer,
+    clean_tmp,
+    commit,
+    is_name,
+    read_pointer,
+    remove,
+    write_pointer,
+)
+from ._model_runner import Runner, load, reject
+from ._ort import runtime
+from ._pages import release_code_pages
 
 __all__ = ["BUILTIN_MODELS", "MAX_MODEL_BYTES", "ModelFailure", "ModelStore"]
 
@@ -71,20 +73,6 @@ BUILTIN_MODELS: Final = Path(__file__).resolve().parent / "models"
 #: Larger model files are refused before anything else is done with them.
 MAX_MODEL_BYTES: Final = 64 * 1024 * 1024
 
-_INPUT: Final = "features"
-_OUTPUT: Final[dict[str, str]] = {"segment": "label", "churn": "probabilities", "anomaly": "scores"}
-_OUTPUT_TYPE: Final[dict[str, str]] = {
-    "segment": "tensor(int64)",
-    "churn": "tensor(float)",
-    "anomaly": "tensor(float)",
-}
-_POINTER: Final = "current.json"
-# Model names as protocol.ModelManifest accepts them; anything else in root is not ours.
-_NAME: Final = re.compile(r"[a-z][a-z0-9_-]{0,63}")
-_TMP_PREFIX: Final = ".tmp-"
-# Calibrated probabilities are float32: allow rounding, not mass outside [0, 1].
-_PROB_TOLERANCE: Final = 1e-3
-
 
 @dataclass(frozen=True, slots=True)
 class ModelFailure:
@@ -93,81 +81,6 @@ class ModelFailure:
     reason: str
     ref: str
     message: str
-
-
-class _Runner:
-    """One loaded, verified model: its session and pre-allocated single-row input."""
-
-    __slots__ = (
-        "_buf",
-        "_feed",
-        "_lock",
-        "_outs",
-        "builtin",
-        "kind",
-        "manifest",
-        "ref",
-        "session",
-        "threshold",
-        "width",
-    )
-
-    def __init__(self, manifest: ModelManifest, session: ort.InferenceSession, builtin: bool):
-        self.manifest = manifest
-        self.kind: ModelKind = manifest.kind
-        self.ref = manifest.ref
-        self.builtin = builtin
-        self.session = session
-        self.threshold = float(manifest.threshold)
-        self.width = len(manifest.inputs)
-        # Built once: the per-call cost is filling one row and onnxruntime's own work.
-        self._buf = np.zeros((1, self.width), dtype=np.float32)
-        self._feed = {_INPUT: self._buf}
-        self._outs = [_OUTPUT[manifest.kind]]
-        # The shared input row makes a call a critical section; uncontended it costs
-        # far less than the inference, and it keeps callers from other threads safe.
-        self._lock = threading.Lock()
-
-    def run1(self, vector: Sequence[float]) -> Any:
-        """The model's output for one row (shape ``[1, ...]``)."""
-        if len(vector) != self.width:
-            # Checked explicitly: numpy would silently broadcast a 1-element vector.
-            raise ModelError(
-                f"{self.ref} takes {self.width} features, got {len(vector)}",
-                reason="bad_features",
-            )
-        with self._lock:
-            try:
-                self._buf[0] = vector
-            except (TypeError, ValueError) as exc:
-                raise ModelError(
-                    f"{self.ref}: bad feature vector: {exc}", reason="bad_features"
-                ) from exc
-            return self.session.run(self._outs, self._feed)[0]
-
-    def run_many(self, rows: Sequence[Sequence[float]]) -> Any:
-        """The model's output for a batch of rows."""
-        if not len(rows):
-            batch = np.zeros((0, self.width), dtype=np.float32)
-        else:
-            try:
-                batch = np.asarray(rows, dtype=np.float32).reshape(len(rows), -1)
-            except (TypeError, ValueError) as exc:
-                raise ModelError(
-                    f"{self.ref}: bad feature rows: {exc}", reason="bad_features"
-                ) from exc
-            if batch.shape[1] != self.width:
-                raise ModelError(
-                    f"{self.ref} takes {self.width} features, got {batch.shape[1]}",
-                    reason="bad_features",
-                )
-        return self.session.run(self._outs, {_INPUT: batch})[0]
-
-
-@dataclass(frozen=True, slots=True)
-class _Pointer:
-    version: int
-    previous: int | None
 
 
 class ModelStore:
@@ -200,7 +113,7 @@ class ModelStore:
         self.builtin = builtin
         self._keys = dict(hub_keys)
         self._lock = threading.RLock()
-        self._serving: dict[str, _Runner] = {}
+        self._serving: dict[str, Runner] = {}
         self._failures: dict[str, ModelFailure] = {}
         self._kinds: dict[str, str] = {}  # installed name -> kind (to retire replaced names)
         try:
@@ -225,14 +138,14 @@ class ModelStore:
         runner = self._serving.get("churn")
         if runner is None:
             return None
-        return float(runner.run1(vector)[0, 1]), runner.ref
+        return float(runner.run1(vector)[1]), runner.ref
 
     def anomaly(self, features: Sequence[float]) -> tuple[float, bool, str] | None:
         """(score, flagged = score >= threshold, model ref) of one reading, or None."""
         runner = self._serving.get("anomaly")
         if runner is None:
             return None
-        score = float(runner.run1(features)[0, 0])
+        score = float(runner.run1(features)[0])
         return score, score >= runner.threshold, runner.ref
 
     def segment_many(self, rows: Sequence[Sequence[float]]) -> tuple[list[int], str] | None:
@@ -240,14 +153,14 @@ class ModelStore:
         runner = self._serving.get("segment")
         if runner is None:
             return None
-        return [int(v) for v in runner.run_many(rows)], runner.ref
+        return [int(v) for v in runner.run_many(rows).values], runner.ref
 
     def churn_many(self, rows: Sequence[Sequence[float]]) -> tuple[list[float], str] | None:
         """Batch :meth:`churn`: (probabilities, model ref), or None."""
         runner = self._serving.get("churn")
         if runner is None:
             return None
-        return [float(v) for v in runner.run_many(rows)[:, 1]], runner.ref
+        return [float(v) for v in runner.run_many(rows).values[1::2]], runner.ref
 
     def anomaly_many(
         self, rows: Sequence[Sequence[float]]
@@ -256,7 +169,7 @@ class ModelStore:
         runner = self._serving.get("anomaly")
         if runner is None:
             return None
-        scores = [float(v) for v in runner.run_many(rows)[:, 0]]
+        scores = [float(v) for v in runner.run_many(rows).values]
         return scores, [s >= runner.threshold for s in scores], runner.ref
 
     # -- status ------------------------------------------------------------------------
@@ -297,11 +210,11 @@ class ModelStore:
             if _same(current, manifest):
                 return manifest  # a redelivery of what already serves
             self._check_upgrade(manifest, current)
-            runner = _load(manifest, onnx_bytes, builtin=False)
+            runner = load(manifest, onnx_bytes, builtin=False)
             # Only an installed version can be rolled back to; a builtin stays the
             # fallback anyway.
             previous = None if current is None or current.builtin else current.manifest.version
-            self._commit(manifest, onnx_bytes, previous)
+            commit(self.root, manifest, onnx_bytes, previous)
             self._failures.pop(manifest.name, None)
             self._activate(runner)
             self._retire_others(manifest)
@@ -316,7 +229,7 @@ class ModelStore:
         """
         with self._lock:
             name_dir = self.root / name
-            pointer = _read_pointer(name_dir) if _is_name(name) else None
+            pointer = read_pointer(name_dir) if is_name(name) else None
             if pointer is None:
                 raise ModelError(f"no installed model named {name!r}", reason="unknown_model")
             current = self._serving_named(name)
@@ -331,7 +244,7 @@ class ModelStore:
                 )
             try:
                 runner = self._load_version(name, pointer.previous)
-                self._write_pointer(name_dir, _Pointer(pointer.previous, None))
+                write_pointer(name_dir, Pointer(pointer.previous, None))
             except ModelRejected as exc:
                 self._failures[name] = ModelFailure(
                     exc.reason, f"{name}@{pointer.previous}", str(exc)
@@ -340,7 +253,7 @@ class ModelStore:
                 raise
             self._failures.pop(name, None)
             self._activate(runner)
-            _remove(name_dir / str(pointer.version))
+            remove(name_dir / str(pointer.version))
             log.info("model %s rolled back to %s", current.ref, runner.ref)
             return runner.manifest
 
@@ -363,7 +276,7 @@ class ModelStore:
         """The installed version :meth:`rollback` would return ``name`` to, if any."""
         with self._lock:
             current = self._serving_named(name)
-            pointer = _read_pointer(self.root / name) if _is_name(name) else None
+            pointer = read_pointer(self.root / name) if is_name(name) else None
             if current is None or current.builtin or pointer is None:
                 return None
             return pointer.previous if pointer.version == current.manifest.version else None
@@ -384,29 +297,33 @@ class ModelStore:
             log.warning("model %s refused (%s): %s", manifest.ref, exc.reason, exc)
             raise
 
-    def _check_upgrade(self, manifest: ModelManifest, current: _Runner | None) -> None:
+    def _check_upgrade(self, manifest: ModelManifest, current: Runner | None) -> None:
         known_kind = self._kinds.get(manifest.name) or (current.kind if current else None)
         if known_kind is not None and known_kind != manifest.kind:
-            raise _reject(
+            raise reject(
                 "kind_changed",
                 manifest,
                 f"{manifest.name} is a {known_kind} model, not {manifest.kind}",
             )
         if current is not None and manifest.version <= current.manifest.version:
-            raise _reject(
+            raise reject(
                 "downgrade",
                 manifest,
                 f"{manifest.ref} is not newer than the running {current.ref} "
                 "(use rollback to go back)",
             )
 
-    def _serving_named(self, name: str) -> _Runner | None:
+    def _serving_named(self, name: str) -> Runner | None:
         for runner in self._serving.values():
             if runner.manifest.name == name:
                 return runner
         return None
 
-    def _activate(self, runner: _Runner) -> None:
+    def _activate(self, runner: Runner) -> None:
+        # Loading ran the runtime's registration code, which inference hardly needs: the
+        # kernel may have those pages back (edge_agent._pages), after each model so that
+        # they are never all resident at once.
+        release_code_pages(runtime().library)
         # Copy-on-write: readers do one dict lookup on whichever dict they got.
         serving = dict(self._serving)
         serving[runner.kind] = runner
@@ -428,7 +345,7 @@ class ModelStore:
         try:
             manifest.check_file(data)
         except SignatureError as exc:
-            raise _reject("hash_mismatch", manifest, str(exc)) from exc
+            raise reject("hash_mismatch", manifest, str(exc)) from exc
 
     def _check_claims(self, manifest: ModelManifest, *, signed: bool) -> None:
         """What the manifest says, checked without its file."""
@@ -436,9 +353,9 @@ class ModelStore:
             try:
                 manifest.verify(self._keys)
             except SignatureError as exc:
-                raise _reject(exc.reason, manifest, str(exc)) from exc
+                raise reject(exc.reason, manifest, str(exc)) from exc
         if not self._product_ok(manifest):
-            raise _reject(
+            raise reject(
                 "wrong_product",
                 manifest,
                 f"{manifest.ref} is for product {manifest.product!r}, this device is "
@@ -446,16 +363,16 @@ class ModelStore:
             )
         expected = self._expected_inputs(manifest.kind)
         if manifest.inputs != expected:
-            raise _reject(
+            raise reject(
                 "incompatible_inputs",
                 manifest,
                 f"{manifest.ref} expects inputs {list(manifest.inputs)}, this agent computes "
                 f"{list(expected)}",
             )
         if not math.isfinite(manifest.threshold):
-            raise _reject("malformed", manifest, f"{manifest.ref} threshold is not finite")
+            raise reject("malformed", manifest, f"{manifest.ref} threshold is not finite")
 
-    def _load_version(self, name: str, version: int) -> _Runner:
+    def _load_version(self, name: str, version: int) -> Runner:
         """Load and fully re-verify an installed version (its files may have rotted)."""
         directory = self.root / name / str(version)
         ref = f"{name}@{version}"
@@ -469,23 +386,23 @@ class ModelStore:
         except SchemaError as exc:
             raise ModelRejected(f"{ref}: {exc}", reason="malformed", ref=ref) from exc
         if manifest.name != name or manifest.version != version:
-            raise _reject("malformed", manifest, f"{directory} holds {manifest.ref}, not {ref}")
+            raise reject("malformed", manifest, f"{directory} holds {manifest.ref}, not {ref}")
         # Known even if the model fails below: a later install of this kind retires it.
         self._kinds[name] = manifest.kind
         self._check_manifest(manifest, data, signed=True)
-        return _load(manifest, data, builtin=False)
+        return load(manifest, data, builtin=False)
 
     def _load_all(self) -> None:
         # Every installed name first; per kind the most recently committed one serves
         # (there are two only after a crash between a replacement and the retirement).
-        found: dict[str, list[tuple[int, str, _Runner]]] = {}
+        found: dict[str, list[tuple[int, str, Runner]]] = {}
         for name_dir in sorted(self.root.iterdir()) if self.root.is_dir() else []:
-            if not (name_dir.is_dir() and _is_name(name_dir.name)):
+            if not (name_dir.is_dir() and is_name(name_dir.name)):
                 continue
-            _clean_tmp(name_dir)
+            clean_tmp(name_dir)
             runner = self._load_name(name_dir)
             if runner is not None:
-                mtime = (name_dir / _POINTER).stat().st_mtime_ns
+                mtime = (name_dir / POINTER).stat().st_mtime_ns
                 found.setdefault(runner.kind, []).append((mtime, name_dir.name, runner))
         for candidates in found.values():
             self._activate(max(candidates, key=lambda c: (c[0], c[1]))[2])
@@ -493,10 +410,10 @@ class ModelStore:
             self._load_builtins(self.builtin)
         log.info("models serving: %s", self.running() or "none")
 
-    def _load_name(self, name_dir: Path) -> _Runner | None:
+    def _load_name(self, name_dir: Path) -> Runner | None:
         name = name_dir.name
         try:
-            pointer = _read_pointer(name_dir)
+            pointer = read_pointer(name_dir)
         except ModelRejected as exc:
             self._failures[name] = ModelFailure(exc.reason, name, str(exc))
             log.error("model %s: %s", name, exc)
@@ -544,56 +461,12 @@ class ModelStore:
                 # Shipped with the code, so trusted like the code: no signature check;
                 # the hash still catches a damaged install.
                 self._check_manifest(manifest, data, signed=False)
-                runner = _load(manifest, data, builtin=True)
+                runner = load(manifest, data, builtin=True)
             except ModelRejected as exc:
                 self._failures[manifest.name] = ModelFailure(exc.reason, manifest.ref, str(exc))
                 log.error("built-in model %s refused (%s): %s", manifest.ref, exc.reason, exc)
                 continue
             self._activate(runner)
-
-    def _commit(self, manifest: ModelManifest, data: bytes, previous: int | None) -> None:
-        """Write the version directory, then flip the pointer: durable and atomic."""
-        name_dir = self.root / manifest.name
-        tmp = name_dir / f"{_TMP_PREFIX}{manifest.version}-{uuid.uuid4().hex[:8]}"
-        final = name_dir / str(manifest.version)
-        try:
-            if not name_dir.exists():
-                name_dir.mkdir()
-                _fsync_dir(self.root)
-            tmp.mkdir()
-            _write_synced(tmp / "model.onnx", data)
-            _write_synced(tmp / "manifest.json", (manifest.to_json() + "\n").encode())
-            _fsync_dir(tmp)
-            # A directory of this version can only be a leftover nothing points at (or a
-            # current version that failed to load and is being replaced): never what
-            # serves, never the previous one (both are older).
-            if final.exists():
-                shutil.rmtree(final)
-            tmp.rename(final)
-            _fsync_dir(name_dir)
-            self._write_pointer(name_dir, _Pointer(manifest.version, previous))
-        except OSError as exc:
-            _remove(tmp)
-            raise _reject("io", manifest, f"cannot write {manifest.ref}: {exc}") from exc
-        keep = {str(manifest.version), str(previous), _POINTER}
-        for entry in name_dir.iterdir():
-            if entry.name not in keep:
-                _remove(entry)
-
-    def _write_pointer(self, name_dir: Path, pointer: _Pointer) -> None:
-        body = json.dumps({"version": pointer.version, "previous": pointer.previous})
-        tmp = name_dir / f"{_TMP_PREFIX}{_POINTER}-{uuid.uuid4().hex[:8]}"
-        try:
-            _write_synced(tmp, body.encode())
-            os.replace(tmp, name_dir / _POINTER)
-            _fsync_dir(name_dir)
-        except OSError as exc:
-            _remove(tmp)
-            raise ModelRejected(
-                f"cannot write {name_dir / _POINTER}: {exc}",
-                reason="io",
-                ref=f"{name_dir.name}@{pointer.version}",
-            ) from exc
 
     def _retire_others(self, manifest: ModelManifest) -> None:
         # One installed model per kind: a new name for a kind replaces the old name.
@@ -602,7 +475,7 @@ class ModelStore:
                 log.info("model %s retired (replaced by %s)", name, manifest.ref)
                 del self._kinds[name]
                 self._failures.pop(name, None)
-                _remove(self.root / name)
+                remove(self.root / name)
 
 
 def _parse(manifest_json: bytes) -> ModelManifest:
@@ -614,156 +487,12 @@ def _parse(manifest_json: bytes) -> ModelManifest:
 
 def _check_size(manifest: ModelManifest, size: int) -> None:
     if size > MAX_MODEL_BYTES:
-        raise _reject("too_large", manifest, f"model file is {size} bytes, limit {MAX_MODEL_BYTES}")
+        raise reject("too_large", manifest, f"model file is {size} bytes, limit {MAX_MODEL_BYTES}")
 
 
-def _same(current: _Runner | None, manifest: ModelManifest) -> bool:
+def _same(current: Runner | None, manifest: ModelManifest) -> bool:
     return (
         current is not None
         and current.manifest.version == manifest.version
         and current.manifest.sha256 == manifest.sha256
     )
-
-
-def _reject(reason: str, manifest: ModelManifest, message: str) -> ModelRejected:
-    return ModelRejected(
-        f"model {manifest.ref} refused: {message}", reason=reason, ref=manifest.ref
-    )
-
-
-def _is_name(name: str) -> bool:
-    return _NAME.fullmatch(name) is not None
-
-
-def _session(data: bytes) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    # One thread: predictions are one row at a time on a small CPU shared with the
-    # agent; thread pools would only add wake-up latency and memory.
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.log_severity_level = 3
-    return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-
-
-def _load(manifest: ModelManifest, data: bytes, *, builtin: bool) -> _Runner:
-    """A fresh session for ``data``, checked against the I/O conventions and smoke-run."""
-    try:
-        session = _session(data)
-    except Exception as exc:
-        raise _reject("load_failed", manifest, f"onnxruntime cannot load it: {exc}") from exc
-    _check_io(manifest, session)
-    runner = _Runner(manifest, session, builtin)
-    _smoke(runner)
-    return runner
-
-
-def _check_io(manifest: ModelManifest, session: ort.InferenceSession) -> None:
-    inputs = session.get_inputs()
-    width = len(manifest.inputs)
-    if len(inputs) != 1 or inputs[0].name != _INPUT:
-        names = [i.name for i in inputs]
-        raise _reject("bad_io", manifest, f"inputs are {names}, expected exactly [{_INPUT!r}]")
-    shape = list(inputs[0].shape)
-    batch_ok = len(shape) == 2 and not isinstance(shape[0], int)
-    if inputs[0].type != "tensor(float)" or not batch_ok or shape[1] != width:
-        raise _reject(
-            "bad_io",
-            manifest,
-            f"input {_INPUT!r} is {inputs[0].type} {shape}, expected tensor(float) [N, {width}]",
-        )
-    wanted, wanted_type = _OUTPUT[manifest.kind], _OUTPUT_TYPE[manifest.kind]
-    outputs = {o.name: o.type for o in session.get_outputs()}
-    if outputs.get(wanted) != wanted_type:
-        raise _reject(
-            "bad_io",
-            manifest,
-            f"a {manifest.kind} model needs output {wanted!r} ({wanted_type}), has {outputs}",
-        )
-
-
-def _smoke(runner: _Runner) -> None:
-    """Run a row of zeros and a row of ones, as a batch and one by one; check the outputs."""
-    manifest = runner.manifest
-    rows = [[0.0] * runner.width, [1.0] * runner.width]
-    try:
-        outputs = [runner.run_many(rows), runner.run1(rows[0]), runner.run1(rows[1])]
-    except Exception as exc:
-        raise _reject("smoke_failed", manifest, f"smoke inference failed: {exc}") from exc
-    for out, n in zip(outputs, (2, 1, 1), strict=True):
-        problem = _output_problem(manifest.kind, np.asarray(out), n)
-        if problem:
-            raise _reject("smoke_failed", manifest, f"smoke inference: {problem}")
-
-
-def _output_problem(kind: str, out: Any, n: int) -> str:
-    if kind == "segment":
-        if out.shape != (n,) or out.dtype != np.int64:
-            return f"label is {out.dtype} {out.shape}, expected int64 ({n},)"
-        return ""
-    expected = (n, 2) if kind == "churn" else (n, 1)
-    if out.shape != expected or out.dtype != np.float32:
-        return f"{_OUTPUT[kind]} is {out.dtype} {out.shape}, expected float32 {expected}"
-    if not np.all(np.isfinite(out)):
-        return f"{_OUTPUT[kind]} is not finite: {out.tolist()}"
-    if kind == "churn":
-        low, high = -_PROB_TOLERANCE, 1 + _PROB_TOLERANCE
-        if np.any(out < low) or np.any(out > high):
-            return f"probabilities outside [0, 1]: {out.tolist()}"
-        if not np.allclose(out.sum(axis=1), 1.0, atol=_PROB_TOLERANCE):
-            return f"probabilities do not sum to 1: {out.tolist()}"
-    return ""
-
-
-def _read_pointer(name_dir: Path) -> _Pointer | None:
-    """The committed pointer of a name, None if there is none; ModelRejected if corrupt."""
-    path = name_dir / _POINTER
-    try:
-        raw = json.loads(path.read_bytes())
-        version, previous = raw["version"], raw["previous"]
-        if not isinstance(version, int) or not (previous is None or isinstance(previous, int)):
-            raise TypeError("version and previous must be integers")
-        return _Pointer(version, previous)
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ModelRejected(
-            f"{path} is unreadable: {exc}", reason="corrupt_pointer", ref=name_dir.name
-        ) from exc
-
-
-def _write_synced(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    # A rename or a new entry is durable only once the directory itself is synced.
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _clean_tmp(name_dir: Path) -> None:
-    for entry in name_dir.iterdir():
-        if entry.name.startswith(_TMP_PREFIX):
-            _remove(entry)
-
-
-def _remove(path: Path) -> None:
-    """Best-effort removal of garbage: a leftover costs disk, never correctness."""
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
-    except OSError as exc:
-        log.warning("cannot remove %s: %s", path, exc)

@@ -7,6 +7,9 @@ and must survive a restart (feature state is persisted with the ops it led to).
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -128,3 +131,44 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
         assert features == [round(v, 4) for v in vector]  # the features travel too
     assert values[0] == values[1]  # a restart changes nothing the models computed
     assert abs(flagged - len(injected)) <= 0.1 * len(injected)  # the detector works here
+
+
+_NO_NUMPY_CHILD = r"""
+import asyncio, json, sys, time
+from edge_agent import Agent, load_config
+from firmware_sim import FaultSpec, Fleet, FleetSpec
+
+async def main(toml, port):
+    now = time.time_ns() // 1_000_000
+    fleet = Fleet.generate(FleetSpec(seed=4, devices=1, days=1, start_ms=now - 2 * 86_400_000,
+                                     faults=FaultSpec.none()))
+    signals = fleet.signals(fleet.devices[0].device_id)[:300]
+    cfg = load_config(toml, {"mqtt": {"port": port}}, environ={})
+    async with Agent(cfg) as agent:
+        await agent.ingest_many(signals)
+        running = sorted(agent._models.running().values())
+    loaded = [m for m in sys.modules if m == "numpy" or m.startswith(("numpy.", "onnxruntime"))]
+    print(json.dumps({"running": running, "loaded": loaded}))
+
+asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+"""
+
+
+def test_agent_with_models_never_imports_numpy_or_the_python_binding(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    """The models run through onnxruntime's C library: an agent serving them has neither
+    numpy nor the ``onnxruntime`` Python package (its 36 MB pybind module) loaded."""
+    bundle = make_bundle(tmp_path, f"b{unique}", f"coffee-{unique}", models=True)
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_NUMPY_CHILD, str(bundle.toml), str(services.mosquitto.port)],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["running"] == ["anomaly-coffee@1", "churn-coffee@1", "segment-coffee@1"]
+    assert report["loaded"] == []

@@ -4,7 +4,9 @@ The deltas are published while no hub is connected (its persistent shared-subscr
 session queues them in mosquitto), then a hub starts and the clock runs until every delta
 is durable in InfluxDB (the hub counts a delta as written only after the write returned).
 So the figure is pure hub work: receive, size/schema/signature/registry/replay checks,
-line building, batched writes, signed acks and PUBACKs.
+line building, batched writes, signed acks and PUBACKs. With ``sealed=True`` every delta
+body is sealed to the hub's box key (one device box key per device, as an agent's outbox
+holds), so the hub also opens each body: the sealed vs unsealed rows show that cost.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from protocol import (
     FIELDS,
     HLC,
     PRODUCTS,
+    BodySealer,
+    BoxPrivateKey,
+    BoxPublicKey,
     Channel,
     Delta,
     Envelope,
@@ -49,6 +54,7 @@ class HubIngestResult:
     lines: int
     seconds: float
     payload_bytes: float
+    sealed: bool = False
 
     @property
     def values_per_s(self) -> float:
@@ -75,7 +81,7 @@ def _value(field: str, rnd: random.Random) -> object:
 
 
 def _messages(
-    bundles: dict[str, Path], deltas: int, ops_per_delta: int, seed: int
+    bundles: dict[str, Path], deltas: int, ops_per_delta: int, seed: int, sealed: bool = False
 ) -> list[tuple[str, bytes]]:
     """Real sealed delta envelopes, round-robin over the devices, HLCs in the recent past."""
     rnd = random.Random(seed)
@@ -84,6 +90,8 @@ def _messages(
         d: SigningKey.from_bytes((bundles[d].parent / "device.key").read_bytes()) for d in devices
     }
     brand_key = (bundles[devices[0]].parent / "brand.key").read_bytes()
+    hub_box = BoxPublicKey.from_hex((bundles[devices[0]].parent / "hub-box.pub").read_text())
+    sealers = {d: BodySealer(BoxPrivateKey.generate(), hub_box) for d in devices}
     now_ms = time.time_ns() // 1_000_000
     start_ms = now_ms - 3_600_000
     out = []
@@ -108,6 +116,8 @@ def _messages(
             sent_ms=now_ms,
             body=body,
         )
+        if sealed:
+            env = sealers[device].seal(env)
         out.append((topic(_BRAND, device, Channel.DELTA), seal(env, keys[device])))
     return out
 
@@ -150,9 +160,11 @@ async def hub_ingest(
     deltas: int,
     ops_per_delta: int,
     seed: int = 1,
+    sealed: bool = False,
 ) -> HubIngestResult:
-    """Queue ``deltas`` signed deltas in the broker, then time one hub draining them."""
-    name = f"bench_ingest_{ops_per_delta}"
+    """Queue ``deltas`` signed (and, if ``sealed``, sealed) deltas in the broker, then time
+    one hub draining them."""
+    name = f"bench_ingest_{ops_per_delta}{'_sealed' if sealed else ''}"
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     config = _config(tmp, mqtt_port, influx_url, name)
     products = list(PRODUCTS)
@@ -168,7 +180,7 @@ async def hub_ingest(
         "127.0.0.1",
         mqtt_port,
     )
-    messages = await asyncio.to_thread(_messages, bundles, deltas, ops_per_delta, seed)
+    messages = await asyncio.to_thread(_messages, bundles, deltas, ops_per_delta, seed, sealed)
     # First connection creates the persistent session and shared subscription.
     async with Hub(config) as hub:
         await hub.ready.wait()
@@ -184,4 +196,4 @@ async def hub_ingest(
         lines = int(hub.metrics.get("twinsync_hub_lines_written_total"))
         ops = int(hub.metrics.get("twinsync_hub_ops_written_total"))
     size = sum(len(p) for _, p in messages) / len(messages)
-    return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size)
+    return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size, sealed)

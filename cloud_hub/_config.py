@@ -28,6 +28,15 @@ __all__ = ["HubConfig", "load_hub_config"]
 _ENV_PREFIX = "TWINSYNC_HUB__"
 
 
+def _check_brands(value: list[str]) -> list[str]:
+    for brand in value:
+        try:
+            check_brand(brand)
+        except TwinSyncError as exc:
+            raise ValueError(str(exc)) from None
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -51,12 +60,7 @@ class MqttSettings(_Section):
     @field_validator("brands")
     @classmethod
     def _valid_brands(cls, value: list[str]) -> list[str]:
-        for brand in value:
-            try:
-                check_brand(brand)
-            except TwinSyncError as exc:
-                raise ValueError(str(exc)) from None
-        return value
+        return _check_brands(value)
 
     keepalive_s: int = Field(30, ge=5)
     queue_size: int = Field(20000, ge=100)
@@ -105,6 +109,9 @@ class KeySettings(_Section):
     """Where the hub's signing key and the brands' pseudonymization keys live."""
 
     secrets_dir: Path = Path("secrets")
+    #: key rotation: how long a twin link may wait for the linking device's older data
+    #: to arrive before it is refused (see cloud_hub/_rekey.py)
+    link_grace_s: float = Field(600.0, gt=0, le=30 * 86_400)
 
 
 class LimitSettings(_Section):
@@ -114,6 +121,20 @@ class LimitSettings(_Section):
     max_future_ms: int = Field(86_400_000, ge=0)
     max_age_ms: int = Field(90 * 86_400_000, ge=0)
     replay_window: int = Field(4096, ge=64, le=1 << 20)
+    #: refuse deltas whose body is not sealed to the hub (docs/privacy.md, "Sealed
+    #: deltas"), from every brand ...
+    require_sealed: bool = False
+    #: ... or from these brands only
+    require_sealed_brands: list[str] = Field(default_factory=list)
+
+    @field_validator("require_sealed_brands")
+    @classmethod
+    def _sealed_brands(cls, value: list[str]) -> list[str]:
+        return _check_brands(value)
+
+    def requires_sealed(self, brand: str) -> bool:
+        """Whether an unsealed delta from ``brand`` must be refused."""
+        return self.require_sealed or brand in self.require_sealed_brands
 
 
 class ModelRolloutSettings(_Section):
@@ -127,6 +148,67 @@ class ModelRolloutSettings(_Section):
     reconcile_s: float = Field(10.0, gt=0, le=3600)
 
 
+_DURATION_UNITS = {"h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
+
+
+def duration_ms(text: str) -> int | None:
+    """A retention duration (``"12h"``, ``"90d"``, ``"52w"``) in ms; ``""`` is no limit.
+
+    Raises ValueError on anything else: hours are the finest unit because InfluxDB
+    refuses retention policies shorter than one hour and sweeps run at most that often.
+    """
+    if text == "":
+        return None
+    number, unit = text[:-1], text[-1:]
+    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f'invalid duration {text!r}: use e.g. 12h, 90d, 52w, or "" for none')
+    return int(number) * _DURATION_UNITS[unit]
+
+
+class RetentionSettings(_Section):
+    """How long each field class is kept (docs/privacy.md, data inventory)."""
+
+    #: signal-fed twin fields (measurement ``twin``); "" = until erased
+    usage: str = ""
+    #: features and predictions (measurement ``twin_profile``); "" = until erased
+    profile: str = ""
+    #: database-wide ceiling: the InfluxDB retention policy ``influx.retention_policy``
+    #: is created or altered to this duration at start-up; "" = leave policies alone
+    ceiling: str = ""
+    #: how often a class is swept (shared by every instance through the registry file)
+    sweep_s: float = Field(3600.0, gt=0, le=86_400)
+
+    @field_validator("usage", "profile", "ceiling")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        duration_ms(value)
+        return value
+
+    @model_validator(mode="after")
+    def _ceiling_covers_classes(self) -> RetentionSettings:
+        ceiling = duration_ms(self.ceiling)
+        if ceiling is None:
+            return self
+        for name in ("usage", "profile"):
+            limit = duration_ms(getattr(self, name))
+            # InfluxDB would drop points before the hub's own limit says so.
+            if limit is None or limit > ceiling:
+                raise ValueError(
+                    f"retention.{name} ({getattr(self, name) or 'no limit'}) is longer than "
+                    f"retention.ceiling ({self.ceiling})"
+                )
+        return self
+
+    def limits_ms(self) -> dict[str, int]:
+        """Field class -> retention in ms, for the classes that have a limit."""
+        out = {}
+        for name in ("usage", "profile"):
+            limit = duration_ms(getattr(self, name))
+            if limit is not None:
+                out[name] = limit
+        return out
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -137,6 +219,15 @@ class HubConfig(_Section):
     keys: KeySettings = KeySettings()
     limits: LimitSettings = LimitSettings()
     models: ModelRolloutSettings = ModelRolloutSettings()
+    retention: RetentionSettings = RetentionSettings()
+
+    @model_validator(mode="after")
+    def _ceiling_needs_policy(self) -> HubConfig:
+        if self.retention.ceiling and not self.influx.retention_policy:
+            # The hub manages only a policy it is told the name of, never the default one
+            # another tool may own.
+            raise ValueError("retention.ceiling needs influx.retention_policy (its name)")
+        return self
 
     def resolved(self, base: Path) -> HubConfig:
         """Copy with relative paths made absolute against ``base``."""

@@ -48,12 +48,15 @@ from protocol import (
 from ._downlink import seal_downlink
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_str
+from ._lines import TWIN_MEASUREMENTS
 from ._model_repo import connect
+from ._objection import FieldBlocks
 from ._twins import count_values
 
 __all__ = ["DEADLINE_MS", "Erasures", "verify_receipt"]
 
 log = logging.getLogger("cloud_hub.erasure")
+_TWIN_LINE = tuple(f"{m}," for m in TWIN_MEASUREMENTS)
 #: a data-subject request must be answered within one month (Art. 12(3)); we use 30 days
 DEADLINE_MS = 30 * 86_400_000
 
@@ -111,12 +114,18 @@ class Erasures:
         self.refresh_s = refresh_s
         self._erased: dict[str, frozenset[str]] = {}
         self._loaded_at = -1.0
-        #: bumped whenever the set of tombstones grows (batches built before re-check)
+        #: bumped whenever the tombstones or the field blocks change (batches built
+        #: before are re-checked, see :meth:`without_erased`)
         self.generation = 0
         self._db_path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(_SCHEMA)
+        #: per-twin blocked fields (objection, suppression): see cloud_hub._objection
+        self.blocks = FieldBlocks(self._db_path, refresh_s, on_change=self._bump)
         self.refresh()
+
+    def _bump(self) -> None:
+        self.generation += 1
 
     def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
         return connect(self._db_path)
@@ -176,7 +185,11 @@ class Erasures:
         found = await count_values(self._store, where)
         left = found
         for attempt in range(5):
-            await self._store.query(f'DELETE FROM "twin" WHERE {where}', write=True)
+            # Every field class's measurement (InfluxQL's DELETE takes one at a time).
+            await self._store.query(
+                ";".join(f'DELETE FROM "{m}" WHERE {where}' for m in TWIN_MEASUREMENTS),
+                write=True,
+            )
             await asyncio.sleep(0.2 * (attempt + 1))  # a write already on the wire lands
             left = await count_values(self._store, where)
             if left == 0:
@@ -207,6 +220,27 @@ class Erasures:
         log.info("erasure %s of brand %s: %d points deleted", request_id, brand, found)
         return receipt
 
+    def broadcast_consent(
+        self,
+        brand: str,
+        twins: list[str],
+        purposes: dict[str, bool],
+        notice: str,
+        request_id: str,
+        now: int,
+    ) -> None:
+        """Publish a hub-signed :class:`ConsentCommand` to every device of ``brand``."""
+        body = ConsentCommand(
+            twins=tuple(twins), purposes=purposes, notice=notice, request_id=request_id, ts_ms=now
+        )
+        self.broadcast(brand, "consent", body, now)
+
+    def broadcast(self, brand: str, kind: str, body: Any, now: int) -> None:
+        """Publish a hub-signed ``kind`` message to every device of ``brand`` (QoS 1)."""
+        if self._publish is not None:
+            message = seal_downlink(self._key, kind, brand, BROADCAST, body, sent_ms=now)
+            self._publish(broadcast_topic(brand, kind), message)
+
     def send_consent(
         self, brand: str, twins: list[str], purposes: dict[str, bool], notice: str
     ) -> str:
@@ -214,12 +248,7 @@ class Erasures:
         record it in their ledger (actor ``hub``) and it reaches the twin from there."""
         request_id = uuid.uuid4().hex
         now = time.time_ns() // 1_000_000
-        body = ConsentCommand(
-            twins=tuple(twins), purposes=purposes, notice=notice, request_id=request_id, ts_ms=now
-        )
-        if self._publish is not None:
-            message = seal_downlink(self._key, "consent", brand, BROADCAST, body, sent_ms=now)
-            self._publish(broadcast_topic(brand, "consent"), message)
+        self.broadcast_consent(brand, twins, purposes, notice, request_id, now)
         self.record(brand, "consent", now, {"twins": len(twins), "purposes": purposes})
         if self._notify is not None:
             data = {"request_id": request_id, "twins": twins, "purposes": purposes}
@@ -237,13 +266,16 @@ class Erasures:
 
     def without_erased(self, lines: list[str]) -> list[str]:
         """``lines`` minus the twin points of tombstoned twins (line protocol as
-        ``cloud_hub._lines`` writes it: ``twin,brand=..,device=..,twin=.. ...``)."""
+        ``cloud_hub._lines`` writes it: ``twin,brand=..,device=..,twin=.. ...``, and
+        ``twin_profile,...`` alike).
+
+        Blocked fields of a twin (cloud_hub._objection) are left out the same way."""
         kept = []
         for line in lines:
-            if line.startswith("twin,"):
+            if line.startswith(_TWIN_LINE):
                 tags = line.split(" ", 1)[0].split(",")
                 brand, twin = tags[1][len("brand=") :], tags[3][len("twin=") :]
-                if twin in self._erased.get(brand, ()):
+                if twin in self._erased.get(brand, ()) or self.blocks.drops_line(brand, twin, line):
                     continue
             kept.append(line)
         return kept
@@ -254,12 +286,37 @@ class Erasures:
                 "INSERT OR IGNORE INTO tombstones VALUES (?, ?, ?, ?)",
                 [(brand, t, received, request_id) for t in twins],
             )
+            # An erased twin needs no field blocks: nothing of it is stored again anyway.
+            db.executemany(
+                "DELETE FROM field_blocks WHERE brand=? AND twin=?", [(brand, t) for t in twins]
+            )
             db.execute(
                 "INSERT INTO privacy_requests (id, brand, kind, received_ms, deadline_ms) "
                 "VALUES (?, ?, 'erasure', ?, ?)",
                 (request_id, brand, received, received + DEADLINE_MS),
             )
         self.refresh()
+
+    def open_request(self, brand: str, kind: str, received: int) -> str:
+        """Record a request being worked on (state ``open`` until :meth:`finish_request`)."""
+        request_id = uuid.uuid4().hex
+        with self._connect() as db:
+            db.execute(
+                "INSERT INTO privacy_requests (id, brand, kind, received_ms, deadline_ms) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (request_id, brand, kind, received, received + DEADLINE_MS),
+            )
+        return request_id
+
+    def finish_request(self, body: dict[str, Any], event: str | None = None) -> dict[str, Any]:
+        """Sign ``body`` (with ``request_id``, ``completed_ms``) as a receipt, complete the
+        request with it, queue webhook ``event`` carrying it; return the receipt."""
+        body = {**body, "kid": self._key.kid}
+        receipt = {**body, "signature": self._key.sign(_canonical(body)).hex()}
+        self._complete(body["request_id"], body["completed_ms"], receipt)
+        if event is not None and self._notify is not None:
+            self._notify(body["brand"], event, {"receipt": receipt})
+        return receipt
 
     def record(self, brand: str, kind: str, received: int, summary: dict[str, Any]) -> str:
         """Record a completed request of another kind (e.g. access) with its deadline."""

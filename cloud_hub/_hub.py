@@ -19,7 +19,7 @@ from types import TracebackType
 
 from aiohttp import web
 
-from protocol import Clock, SystemClock
+from protocol import Clock, SystemClock, hub_box_key
 
 from ._api import build_app
 from ._auth import ApiKeys
@@ -32,11 +32,15 @@ from ._influx import InfluxStore
 from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._mqtt import HubMqtt
+from ._objection import Objections
 from ._pipeline import Pipeline
 from ._privacy_api import PrivacyContext, add_privacy_routes
 from ._provision import ensure_hub_key
 from ._publisher import ModelPublisher
+from ._rectify import Rectifier
 from ._registry import Registry
+from ._rekey import Relinks
+from ._retention import RetentionSweeper, ensure_ceiling
 from ._rollout_api import RolloutContext, add_rollout_routes
 from ._rollouts import RolloutStore
 from ._twins import TwinReader
@@ -60,7 +64,15 @@ class Hub:
         self._store = InfluxStore(config.influx)
         self.reader = TwinReader(self._store, self.registry)
         self.windows = ReplayWindows(config.limits.replay_window)
-        self._verifier = Verifier(self.registry, config.limits, self.clock, self.windows)
+        # The hub's box key is derived from its signing key (docs/privacy.md, "Sealed
+        # deltas"): whoever holds the one can open what devices seal to the other.
+        self._verifier = Verifier(
+            self.registry,
+            config.limits,
+            self.clock,
+            self.windows,
+            box_keys=[hub_box_key(self._key)],
+        )
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
         self.api_keys = ApiKeys(config.registry.path)
         self.webhooks = Webhooks(config.registry.path)
@@ -72,6 +84,18 @@ class Hub:
             publish=lambda topic, payload: self._mqtt.publish(topic, payload, qos=1),
             notify=self.webhooks.emit,
         )
+        self.relinks = Relinks(
+            config.registry.path,
+            config.keys.secrets_dir,
+            self._store,
+            self.metrics,
+            is_erased=lambda brand, twin: twin in self.erasures.erased(brand),
+            notify=self.webhooks.emit,
+            grace_s=config.keys.link_grace_s,
+        )
+        self.reader.hidden = self.erasures.blocks.hidden
+        self.objections = Objections(self.erasures, self._store)
+        self.rectifier = Rectifier(config.registry.path, self._store, self.erasures)
         self._webhook_sender = WebhookSender(self.webhooks, self.metrics)
         self.models = ModelRepo(config.registry.path, config.models.dir)
         self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
@@ -87,6 +111,16 @@ class Hub:
         )
         self.feed = SegmentFeed(self.reader.segment_before, self.metrics)
         self._mqtt.on_event = self.feed.deliver
+        self.retention = RetentionSweeper(
+            config.retention,
+            self._store,
+            config.registry.path,
+            self.clock,
+            self.metrics,
+            config.mqtt.brands,
+        )
+        #: set once the database (and its retention ceiling) is prepared
+        self._store_ready = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -117,7 +151,14 @@ class Hub:
             add_privacy_routes(
                 app,
                 PrivacyContext(
-                    self.erasures, self.reader, self.api_keys, self.config.influx, self.webhooks
+                    self.erasures,
+                    self.reader,
+                    self.api_keys,
+                    self.config.influx,
+                    self.webhooks,
+                    self.objections,
+                    self.config.retention,
+                    self.rectifier,
                 ),
             )
             add_rollout_routes(
@@ -147,9 +188,10 @@ class Hub:
             self.api_port = sockets[0].getsockname()[1] if sockets else self.config.api.port
             self._tg = asyncio.TaskGroup()
             await self._tg.__aenter__()
-            task = self._tg.create_task(self._ingest(), name="cloud_hub.ingest")
-            task.add_done_callback(self._task_done)
-            self._tasks.append(task)
+            for work, name in ((self._ingest(), "ingest"), (self._maintain(), "maintenance")):
+                task = self._tg.create_task(work, name=f"cloud_hub.{name}")
+                task.add_done_callback(self._task_done)
+                self._tasks.append(task)
         except BaseException:
             await self._close_io()
             raise
@@ -178,8 +220,15 @@ class Hub:
             try:
                 if self.config.influx.create_database:
                     await self._store.ensure_database()
+                if self.config.retention.ceiling:
+                    await ensure_ceiling(
+                        self._store,
+                        self.config.influx.retention_policy,
+                        self.config.retention.ceiling,
+                    )
                 for brand, device, seq in await self.reader.last_seqs():
                     self.windows.seed(brand, device, seq)
+                self._store_ready.set()
                 return
             except StoreError as exc:
                 log.warning("InfluxDB not ready (%s); retrying in %.1fs", exc, delay)
@@ -198,8 +247,10 @@ class Hub:
                 self.metrics,
                 self.clock,
                 self.erasures,
+                self.relinks,
             )
             run = asyncio.ensure_future(pipeline.run())
+            relink = asyncio.ensure_future(self.relinks.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
             publish = asyncio.ensure_future(self._publisher.run())
             feed = asyncio.ensure_future(self.feed.run())
@@ -211,15 +262,23 @@ class Hub:
                     self.ready.set()
                 # Either loop ending is fatal for this instance (both run until cancelled).
                 done, _ = await asyncio.wait(
-                    [run, publish, feed, hooks], return_when=asyncio.FIRST_COMPLETED
+                    [run, publish, feed, hooks, relink], return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in done:
                     task.result()
             finally:
-                tasks = (run, subscribed, publish, feed, hooks)
+                tasks = (run, subscribed, publish, feed, hooks, relink)
                 for task in tasks:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _maintain(self) -> None:
+        """Once the database is prepared: finish the field removals a stopped instance
+        left (cloud_hub._rectify) and run the retention sweeps (cloud_hub._retention)."""
+        await self._store_ready.wait()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self.rectifier.keep_resuming(), name="cloud_hub.removals")
+            tg.create_task(self.retention.run(), name="cloud_hub.retention")
 
     async def wait(self) -> None:
         """Block until a background task fails (its exception is raised) or forever."""

@@ -3,15 +3,38 @@
 Identifiers reaching here are validated by ``protocol`` (brand, device, twin, field names
 match small alphabets that need no escaping), so tags and field keys are written as is;
 string *values* are escaped. Floats use ``repr`` so they round-trip exactly.
+
+Each field class (``protocol.FieldSpec.field_class``) has its own measurement, because
+InfluxDB 1.x deletes points, never single fields: model-derived ``profile`` fields live
+in ``twin_profile`` so that an objection to profiling and the profile retention limit
+can delete them without touching the usage history in ``twin``.
 """
 
 from __future__ import annotations
 
-from protocol import FIELDS, HLC, ConsentEntry, TwinOps
+from protocol import FIELD_CLASSES, FIELDS, HLC, ConsentEntry, FieldClass, TwinOps
 
-__all__ = ["consent_line", "device_line", "format_value", "twin_lines"]
+__all__ = [
+    "CLASS_MEASUREMENT",
+    "MEASUREMENT_OF",
+    "TWIN_MEASUREMENTS",
+    "consent_line",
+    "device_line",
+    "format_value",
+    "twin_lines",
+]
 
 _TYPES = {name: spec.type for name, spec in FIELDS.items()}
+#: the InfluxDB measurement of each field class
+CLASS_MEASUREMENT: dict[FieldClass, str] = {"usage": "twin", "profile": "twin_profile"}
+assert set(CLASS_MEASUREMENT) == set(FIELD_CLASSES)
+#: every measurement holding twin fields (reads and erasure cover them all)
+TWIN_MEASUREMENTS: tuple[str, ...] = tuple(CLASS_MEASUREMENT[c] for c in FIELD_CLASSES)
+#: the measurement of each twin field
+MEASUREMENT_OF: dict[str, str] = {n: CLASS_MEASUREMENT[s.field_class] for n, s in FIELDS.items()}
+# field -> (value type, index of its measurement's line prefix): one dict lookup per op
+# serves both, which keeps the split as fast as the single measurement was (bench/).
+_INFO = {n: (s.type, 1 if s.field_class == "profile" else 0) for n, s in FIELDS.items()}
 
 
 def format_value(field: str, value: object) -> str:
@@ -30,11 +53,12 @@ def format_value(field: str, value: object) -> str:
 def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[str]) -> int:
     """Append one line per op to ``out``; return how many were appended."""
     n = 0
-    types = _TYPES
+    info = _INFO
     for twin_ops in twins:
-        prefix = f"twin,brand={brand},device={device},twin={twin_ops.twin} "
+        tags = f",brand={brand},device={device},twin={twin_ops.twin} "
+        prefixes = ("twin" + tags, "twin_profile" + tags)
         for hlc, field, value in twin_ops.ops:
-            kind = types[field]
+            kind, measurement = info[field]
             # Inlined format_value for the common kinds (this loop runs once per op).
             if kind == "float":
                 text = repr(value)
@@ -42,7 +66,9 @@ def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[st
                 text = f"{value}i"
             else:
                 text = format_value(field, value)
-            out.append(f"{prefix}{field}={text} {(hlc >> 16) * 1_000_000 + (hlc & 0xFFFF)}")
+            out.append(
+                f"{prefixes[measurement]}{field}={text} {(hlc >> 16) * 1_000_000 + (hlc & 0xFFFF)}"
+            )
         n += len(twin_ops.ops)
     return n
 

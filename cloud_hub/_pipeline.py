@@ -40,6 +40,7 @@ from ._influx import InfluxStore
 from ._lines import consent_line, device_line, twin_lines
 from ._metrics import Metrics
 from ._mqtt import HubMqtt, Incoming
+from ._rekey import Relinks
 from ._verify import Accepted, Rejected, Verifier
 
 __all__ = ["Pipeline"]
@@ -68,6 +69,8 @@ class _Batch:
     deltas: int = 0
     #: tombstones known when the batch was built (re-checked before writing)
     generation: int = 0
+    #: twin aliases (key rotation) known when the batch was built (likewise)
+    alias_generation: int = 0
 
 
 class Pipeline:
@@ -83,8 +86,10 @@ class Pipeline:
         metrics: Metrics,
         clock: Clock,
         erasures: Erasures,
+        relinks: Relinks | None = None,
     ) -> None:
         self._erasures = erasures
+        self._relinks = relinks
         self._mqtt = mqtt
         self._store = store
         self._verifier = verifier
@@ -125,7 +130,10 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.batch_max_wait_ms / 1000
         max_lines = self._settings.batch_max_lines
-        batch = _Batch(generation=self._erasures.generation)
+        batch = _Batch(
+            generation=self._erasures.generation,
+            alias_generation=self._relinks.generation if self._relinks else 0,
+        )
         pending: asyncio.Future[list[Verdict]] | None = None
         while True:
             room = max_lines - len(batch.lines)
@@ -177,13 +185,42 @@ class Pipeline:
                 dropped = sum(len(t.ops) for t in twins if t.twin in erased)
                 self._metrics.inc("twinsync_hub_erased_ops_dropped_total", dropped)
                 twins = tuple(t for t in twins if t.twin not in erased)
+            consent = verdict.body.consent
+            if self._relinks is not None:
+                if verdict.body.links:
+                    self._relinks.propose(verdict.brand, verdict.device, verdict.body.links)
+                retired = self._relinks.retired(verdict.brand)
+                if retired:
+                    kept = tuple(t for t in twins if int(t.twin.split("-", 1)[0]) not in retired)
+                    if len(kept) != len(twins):
+                        # A device still on a retired key: its pseudonyms can no longer be
+                        # erased by subject, so they are not stored (acked, counted).
+                        self._metrics.inc(
+                            "twinsync_hub_retired_epoch_ops_dropped_total",
+                            sum(len(t.ops) for t in twins) - sum(len(t.ops) for t in kept),
+                        )
+                        twins = kept
+                alias = self._relinks.alias(verdict.brand)
+                if alias and any(t.twin in alias for t in twins):
+                    # Key rotation: the twin lives on under its new id (see _rekey).
+                    self._metrics.inc(
+                        "twinsync_hub_aliased_ops_total",
+                        sum(len(t.ops) for t in twins if t.twin in alias),
+                    )
+                    twins = tuple(t._replace(twin=alias.get(t.twin, t.twin)) for t in twins)
+                if alias:
+                    consent = tuple(e._replace(twin=alias.get(e.twin, e.twin)) for e in consent)
+            twins, blocked = self._erasures.blocks.keep(verdict.brand, twins)
+            if blocked:
+                # Fields the customer objected to or suppressed (cloud_hub._objection).
+                self._metrics.inc("twinsync_hub_blocked_ops_dropped_total", blocked)
             batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
-            for entry in verdict.body.consent:
+            for entry in consent:
                 if entry.twin not in erased:
                     batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
             # A byte search (C speed) spares the per-op scan for the many deltas that
-            # carry no segment (field names travel as plain msgpack strings).
-            if b".segment" in incoming.payload:
+            # carry no segment (field names are plain msgpack strings in the opened body).
+            if b".segment" in verdict.body_bytes:
                 segment_ops(verdict.device, twins, batch.segments[verdict.brand])
             batch.deltas += 1
             batch.written[key].append(verdict.seq)
@@ -225,7 +262,7 @@ class Pipeline:
     async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
         t0 = time.perf_counter()
         try:
-            await self._write_until_durable(batch.lines, batch.generation)
+            await self._write_until_durable(batch.lines, batch.generation, batch.alias_generation)
         finally:
             writers.release()
         elapsed = time.perf_counter() - t0
@@ -245,9 +282,16 @@ class Pipeline:
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 
-    async def _write_until_durable(self, lines: list[str], generation: int) -> None:
+    async def _write_until_durable(
+        self, lines: list[str], generation: int, alias_generation: int = 0
+    ) -> None:
         delay = 0.2
         while True:
+            relinks = self._relinks
+            if relinks is not None and alias_generation != relinks.generation:
+                # Twins moved to a new key epoch since these lines were built: their old
+                # ids are being emptied, so the points go under the new ids.
+                lines, alias_generation = relinks.realias(lines), relinks.generation
             if generation != self._erasures.generation:
                 # Twins were erased since these lines were built: leave theirs out.
                 lines, generation = self._erasures.without_erased(lines), self._erasures.generation
@@ -265,8 +309,8 @@ class Pipeline:
                     # over the server's limit): halve it until the refused lines are
                     # isolated, so one bad point cannot block the rest.
                     half = len(lines) // 2
-                    await self._write_until_durable(lines[:half], generation)
-                    await self._write_until_durable(lines[half:], generation)
+                    await self._write_until_durable(lines[:half], generation, alias_generation)
+                    await self._write_until_durable(lines[half:], generation, alias_generation)
                     return
                 if not exc.retryable:
                     log.error("InfluxDB refused a point for good, dropping it: %s", exc)

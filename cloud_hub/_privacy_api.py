@@ -2,6 +2,9 @@
 
     POST /v1/brands/{brand}/privacy/access    {"subject": "<the brand's customer id>"}
     POST /v1/brands/{brand}/privacy/erasure   {"subject": "<the brand's customer id>"}
+    POST /v1/brands/{brand}/privacy/objection {"subject": ...}: no more profiling
+    POST /v1/brands/{brand}/privacy/rectification
+         {"subject", "set": {field: value}, "suppress": [field, ...]}: edit the twin
     GET  /v1/brands/{brand}/privacy/requests  every request, its deadline and receipt
 
 The subject identifier travels in the body (never in a URL, which proxies log), is used
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +25,13 @@ from protocol import OPTIONAL_PURPOSES, TwinSyncError, check_notice, check_purpo
 
 from ._access import PURPOSE_TEXT, twin_export
 from ._auth import ApiKeys
-from ._config import InfluxSettings
+from ._config import InfluxSettings, RetentionSettings
 from ._erasure import Erasures
 from ._errors import CloudHubError
 from ._guard import route
 from ._http_errors import error_response
+from ._objection import Objections
+from ._rectify import Rectifier, parse_rectification
 from ._twins import TwinReader
 from ._webhooks import Webhooks
 
@@ -41,25 +47,76 @@ class PrivacyContext:
     keys: ApiKeys
     influx: InfluxSettings
     webhooks: Webhooks
+    objections: Objections
+    retention: RetentionSettings
+    rectifier: Rectifier
 
 
 PRIVACY = web.AppKey("privacy", PrivacyContext)
 _SUBJECT_MAX = 256
 
 
-async def erase(request: web.Request) -> web.Response:
-    """Erase one customer's twin; answers with the signed receipt."""
-    brand = request.match_info["brand"]
+#: what a subject request's refusals answer (anything else: 503, the store was unavailable)
+_STATUS = {"unknown_brand": 404, "bad_subject": 400, "bad_rectification": 400}
+
+
+async def _subject_request(
+    request: web.Request,
+    act: Callable[[PrivacyContext, str, str, dict[str, Any]], Awaitable[dict[str, Any]]],
+    statuses: Mapping[str, int] = _STATUS,
+) -> web.Response:
+    """Check a request about one subject, run ``act(ctx, brand, subject, body)`` and
+    answer its signed receipt, or the refusal as a JSON error."""
     checked = await _request(request)
     if isinstance(checked, web.Response):
         return checked
-    _body, subject = checked
+    body, subject = checked
     try:
-        receipt = await request.app[PRIVACY].erasures.erase(brand, subject)
+        receipt = await act(request.app[PRIVACY], request.match_info["brand"], subject, body)
     except CloudHubError as exc:
-        status = {"unknown_brand": 404, "bad_subject": 400}.get(exc.reason, 503)
-        return error_response(status, exc.reason, str(exc))
+        return error_response(statuses.get(exc.reason, 503), exc.reason, str(exc))
     return web.json_response(receipt)
+
+
+async def erase(request: web.Request) -> web.Response:
+    """Erase one customer's twin; answers with the signed receipt."""
+    return await _subject_request(
+        request, lambda ctx, brand, subject, _body: ctx.erasures.erase(brand, subject)
+    )
+
+
+async def objection(request: web.Request) -> web.Response:
+    """Objection to profiling (Art. 21): features and predictions of the customer's twins
+    stop being computed on their devices, are removed and no longer stored, until they
+    consent again; answers with the signed receipt (see cloud_hub._objection)."""
+    return await _subject_request(
+        request, lambda ctx, brand, subject, _body: ctx.objections.object(brand, subject)
+    )
+
+
+async def rectification(request: web.Request) -> web.Response:
+    """Rectification / "edit my twin" (Art. 16, 18): customer-asserted values (``set``),
+    fields no longer collected (``suppress``) or collected again (``restore``); answers
+    with the signed receipt (see cloud_hub._rectify). A bad field or value is refused
+    before anything changes."""
+    return await _subject_request(
+        request,
+        lambda ctx, brand, subject, body: ctx.rectifier.rectify(
+            brand, subject, parse_rectification(body)
+        ),
+        {**_STATUS, "field_suppressed": 409},
+    )
+
+
+def _retention(ctx: PrivacyContext, database_policy: str) -> dict[str, str]:
+    """How long each field class is kept, as the access export states it."""
+    settings = ctx.retention
+    out = {}
+    for cls in ("usage", "profile"):
+        limit = getattr(settings, cls)
+        out[f"twin_{cls}_fields"] = f"{limit}, or until erased" if limit else "until erased"
+    out["twin_points"] = database_policy  # InfluxDB's policy: the ceiling for all
+    return out
 
 
 async def access(request: web.Request) -> web.Response:
@@ -102,7 +159,9 @@ async def access(request: web.Request) -> web.Response:
                 "brand_backends": recipients,
                 "note": f"systems of {brand} holding an API key that may read twins",
             },
-            "retention": {"twin_points": kept, "device_outbox": "until the hub confirms"},
+            "retention": {**_retention(ctx, kept), "device_outbox": "until the hub confirms"},
+            # objections and suppressions in force (the fields they cover are not stored)
+            "restrictions": await asyncio.to_thread(ctx.erasures.blocks.of_twins, brand, twins),
             "pseudonymization": "your identifier never left your devices; twins are keyed "
             "by a keyed hash of it (docs/privacy.md)",
         }
@@ -156,6 +215,8 @@ async def change_consent(request: web.Request) -> web.Response:
         return twins
     erasures = request.app[PRIVACY].erasures
     request_id = await asyncio.to_thread(erasures.send_consent, brand, twins, purposes, notice)
+    # Consent to profiling given again ends an objection (cloud_hub._objection).
+    await request.app[PRIVACY].objections.lift(brand, twins, purposes)
     return web.json_response(
         {"request_id": request_id, "twins": twins, "purposes": purposes, "notice": notice},
         status=202,
@@ -235,4 +296,6 @@ def add_privacy_routes(app: web.Application, ctx: PrivacyContext) -> None:
     route(app, "GET", "/v1/brands/{brand}/webhook", get_webhook, "admin")
     route(app, "GET", "/v1/brands/{brand}/twins/{twin}/consent", twin_consent, "read")
     route(app, "POST", f"{base}/erasure", erase, "privacy")
+    route(app, "POST", f"{base}/objection", objection, "privacy")
+    route(app, "POST", f"{base}/rectification", rectification, "privacy")
     route(app, "GET", f"{base}/requests", list_requests, "privacy")

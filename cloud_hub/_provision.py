@@ -5,8 +5,10 @@ Secrets layout (``[keys] secrets_dir``, every file mode 0600)::
     hub.key                       the hub's Ed25519 signing key (PEM)
     brands/<brand>/<epoch>.key    a brand's pseudonymization key (32 random bytes)
 
-A bundle (one directory per device) holds ``agent.toml``, ``device.key``, ``brand.key``
-and ``hub.pub``: everything ``twinsync edge run --config agent.toml`` needs.
+A bundle (one directory per device) holds ``agent.toml``, ``device.key``, ``brand.key``,
+``hub.pub`` and ``hub-box.pub``: everything ``twinsync edge run --config agent.toml``
+needs. ``hub-box.pub`` is the public half of the hub's box key, derived from ``hub.key``
+(``protocol.hub_box_key``); with it the agent seals delta bodies to the hub.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from protocol import PRODUCTS, SigningKey, check_brand, check_device
+from protocol import PRODUCTS, SigningKey, check_brand, check_device, hub_box_key
 
 from ._broker_auth import device_username, mosquitto_hash
 from ._errors import ConfigError
@@ -75,6 +77,12 @@ epoch = {epoch}
 [hub]
 public_key_files = ["hub.pub"]
 
+[security]
+# Delta bodies are encrypted to the hub: the broker sees no twin id, field or value
+# (docs/privacy.md, "Sealed deltas").
+seal_deltas = true
+hub_box_key_file = "hub-box.pub"
+
 [mqtt]
 host = "{mqtt_host}"
 port = {mqtt_port}
@@ -105,6 +113,7 @@ def provision_devices(
     """
     hub_key = ensure_hub_key(secrets_dir)
     brand_key = ensure_brand_key(secrets_dir, brand, epoch)
+    box_public = hub_box_key(hub_key).public.hex()
     records = []
     hashes: dict[tuple[str, str], str] = {}
     out: dict[str, Path] = {}
@@ -118,6 +127,7 @@ def provision_devices(
         _write_secret(bundle / "device.key", key.to_pem())
         _write_secret(bundle / "brand.key", brand_key)
         (bundle / "hub.pub").write_text(hub_key.public.hex() + "\n")
+        (bundle / "hub-box.pub").write_text(box_public + "\n")
         password = secrets.token_urlsafe(24)
         _write_secret(bundle / "mqtt.password", password.encode() + b"\n")
         hashes[(brand, device)] = mosquitto_hash(password)

@@ -15,6 +15,7 @@ from typing import Any
 from protocol import HLC, MODEL_FIELDS, PRODUCTS
 
 from ._influx import InfluxStore, quote_ident, quote_str
+from ._lines import MEASUREMENT_OF
 
 __all__ = ["MAX_CHANGES", "segment_changes"]
 
@@ -34,10 +35,13 @@ async def segment_changes(
     seg, ref = MODEL_FIELDS[(product, "segment")], MODEL_FIELDS[(product, "segment_model")]
     # The segment before the range starts, so the first change in range has its "from".
     where = f'"brand" = {quote_str(brand)}'
+    # A segment and its model ref are of one class, so one measurement holds both.
+    assert MEASUREMENT_OF[seg] == MEASUREMENT_OF[ref]
+    measurement = quote_ident(MEASUREMENT_OF[seg])
     results = await store.query(
-        f'SELECT last({quote_ident(seg)}) FROM "twin" WHERE {where} AND time < {start_ns} '
-        'GROUP BY "twin";'
-        f'SELECT {quote_ident(seg)}, {quote_ident(ref)} FROM "twin" WHERE {where} '
+        f"SELECT last({quote_ident(seg)}) FROM {measurement} WHERE {where} "
+        f'AND time < {start_ns} GROUP BY "twin";'
+        f"SELECT {quote_ident(seg)}, {quote_ident(ref)} FROM {measurement} WHERE {where} "
         f'AND time >= {start_ns} AND time < {end_ns} GROUP BY "twin", "device"'
     )
     before = {s["tags"]["twin"]: s["values"][0][1] for s in results[0].get("series", []) or []}

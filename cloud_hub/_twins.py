@@ -2,20 +2,26 @@
 
 Nothing here is cached across requests: InfluxDB is the single source of truth, so any
 hub instance answers the same. The twin's current value is ``protocol.TwinState`` folded
-over each device's latest point per field.
+over each device's latest point per field. Twin fields live in one measurement per field
+class (``cloud_hub._lines``): a field is read from its own, counts and lists span all.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from protocol import FIELDS, HLC, MODEL_FIELDS, Scalar, TwinState
 
 from ._influx import InfluxStore, quote_ident, quote_str
+from ._lines import MEASUREMENT_OF, TWIN_MEASUREMENTS
 from ._registry import Registry
 from ._segments import segment_changes
 
-__all__ = ["TwinReader", "parse_duration_ms"]
+__all__ = ["ALL_TWIN_MEASUREMENTS", "TwinReader", "count_values", "parse_duration_ms"]
+
+#: ``FROM`` list naming every twin measurement (InfluxQL answers one series per measurement)
+ALL_TWIN_MEASUREMENTS = ",".join(quote_ident(m) for m in TWIN_MEASUREMENTS)
 
 _UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 MAX_RAW_POINTS = 10_000
@@ -38,9 +44,13 @@ def _typed(field: str, value: Any) -> Scalar:
     return value  # type: ignore[no-any-return]
 
 
-async def count_values(store: InfluxStore, where: str) -> int:
-    """Field values of the ``twin`` measurement matching ``where`` (each op is one)."""
-    results = await store.query(f'SELECT count(*) FROM "twin" WHERE {where}')
+async def count_values(
+    store: InfluxStore, where: str, measurements: tuple[str, ...] = TWIN_MEASUREMENTS
+) -> int:
+    """Field values of ``measurements`` (all twin ones by default) matching ``where``
+    (each op is one)."""
+    names = ",".join(quote_ident(m) for m in measurements)
+    results = await store.query(f"SELECT count(*) FROM {names} WHERE {where}")
     return sum(
         v for s in _series(results[0]) for row in s["values"] for v in row[1:] if isinstance(v, int)
     )
@@ -56,6 +66,9 @@ class TwinReader:
     def __init__(self, store: InfluxStore, registry: Registry) -> None:
         self._store = store
         self._registry = registry
+        #: (brand, twin) -> fields reads leave out (the customer suppressed them or
+        #: objected to profiling; see cloud_hub._objection); the hub sets it
+        self.hidden: Callable[[str, str], frozenset[str]] = lambda _brand, _twin: frozenset()
 
     def _where(self, brand: str, twin: str) -> str:
         return f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
@@ -70,9 +83,10 @@ class TwinReader:
         self, brand: str, product: str, twin: str, before_ns: int
     ) -> int | None:
         """The twin's ``product`` segment just before ``before_ns`` (None if it had none)."""
-        seg = quote_ident(MODEL_FIELDS[(product, "segment")])
+        name = MODEL_FIELDS[(product, "segment")]
+        seg, measurement = quote_ident(name), quote_ident(MEASUREMENT_OF[name])
         results = await self._store.query(
-            f'SELECT last({seg}) FROM "twin" WHERE {self._where(brand, twin)} '
+            f"SELECT last({seg}) FROM {measurement} WHERE {self._where(brand, twin)} "
             f"AND time < {before_ns}"
         )
         series = _series(results[0])
@@ -113,9 +127,11 @@ class TwinReader:
     async def list_twins(self, brand: str, limit: int, after: str | None) -> list[str]:
         """Twin ids of ``brand`` in lexical order, paginated by ``after``."""
         results = await self._store.query(
-            f'SHOW TAG VALUES FROM "twin" WITH KEY = "twin" WHERE "brand" = {quote_str(brand)}'
+            f'SHOW TAG VALUES FROM {ALL_TWIN_MEASUREMENTS} WITH KEY = "twin" '
+            f'WHERE "brand" = {quote_str(brand)}'
         )
-        twins = sorted(v[1] for s in _series(results[0]) for v in s.get("values", []))
+        # A twin with fields of both classes appears once per measurement.
+        twins = sorted({v[1] for s in _series(results[0]) for v in s.get("values", [])})
         if after:
             twins = [t for t in twins if t > after]
         return twins[:limit]
@@ -123,9 +139,11 @@ class TwinReader:
     async def state(self, brand: str, twin: str) -> TwinState:
         """The merged state of one twin (empty if it has no points)."""
         where = self._where(brand, twin)
-        names = sorted(FIELDS)
+        hidden = self.hidden(brand, twin)
+        names = sorted(set(FIELDS) - hidden)
         q = ";".join(
-            f'SELECT last({quote_ident(f)}) FROM "twin" WHERE {where} GROUP BY "device"'
+            f"SELECT last({quote_ident(f)}) FROM {quote_ident(MEASUREMENT_OF[f])} WHERE {where} "
+            'GROUP BY "device"'
             for f in names
         )
         state = TwinState()
@@ -141,12 +159,14 @@ class TwinReader:
         self, brand: str, twin: str, field: str, start_ns: int, end_ns: int, every_ms: int | None
     ) -> list[dict[str, Any]]:
         """Points of ``field`` in [start, end): raw (per device) or one per ``every`` bucket."""
+        if field in self.hidden(brand, twin):
+            return []  # suppressed or objected to: as if never stored
         where = f"{self._where(brand, twin)} AND time >= {start_ns} AND time < {end_ns}"
-        col = quote_ident(field)
+        col, measurement = quote_ident(field), quote_ident(MEASUREMENT_OF[field])
         if every_ms is None:
             limit = MAX_RAW_POINTS + 1
             results = await self._store.query(
-                f'SELECT {col} FROM "twin" WHERE {where} GROUP BY "device" LIMIT {limit}'
+                f'SELECT {col} FROM {measurement} WHERE {where} GROUP BY "device" LIMIT {limit}'
             )
             points = [
                 {
@@ -170,13 +190,13 @@ class TwinReader:
         # the LWW winner. Counters: each device's last cumulative value, carried forward.
         fill, by_device = ("previous", ', "device"') if counter else ("none", "")
         q = (
-            f'SELECT last({col}) FROM "twin" WHERE {where} '
+            f"SELECT last({col}) FROM {measurement} WHERE {where} "
             f"GROUP BY time({every_ms}ms){by_device} fill({fill})"
         )
         if counter:
             # Each device's component before the range starts, so sums are right from bucket 1.
             q += (
-                f';SELECT last({col}) FROM "twin" WHERE {self._where(brand, twin)} '
+                f";SELECT last({col}) FROM {measurement} WHERE {self._where(brand, twin)} "
                 f'AND time < {start_ns} GROUP BY "device"'
             )
         results = await self._store.query(q)

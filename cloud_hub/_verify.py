@@ -1,19 +1,24 @@
 """verify: everything a device message must pass before it may touch InfluxDB.
 
 Order matters: cheap checks first (size, topic, envelope structure), then the registry and
-the signature (so an attacker's payload never reaches the body decoder), then the body's
-schema, timestamps and the replay window. The result is either :class:`Accepted` or
-:class:`Rejected`, which says whether the device should be told (``ack_rejected``: only a
-correctly signed message from a known device earns a reply).
+the signature (so an attacker's payload never reaches the decryption or the body decoder),
+then the seal (a sealed body is opened with the hub's box key; an unsealed delta is refused
+where ``limits.require_sealed`` says so), then the body's schema, timestamps and the replay
+window. The result is either :class:`Accepted` or :class:`Rejected`, which says whether the
+device should be told (``ack_rejected``: only a correctly signed message from a known
+device earns a reply).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from protocol import (
     HLC,
+    BodyOpener,
+    BoxPrivateKey,
     Channel,
     Clock,
     Delta,
@@ -41,6 +46,8 @@ class Accepted:
     seq: int
     sent_ms: int
     body: Delta | Status
+    #: the body's msgpack bytes, opened if it travelled sealed (the payload is ciphertext)
+    body_bytes: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +113,29 @@ class Verifier:
     """Stateless checks plus the replay windows; one per hub instance."""
 
     def __init__(
-        self, registry: Registry, limits: LimitSettings, clock: Clock, windows: ReplayWindows
+        self,
+        registry: Registry,
+        limits: LimitSettings,
+        clock: Clock,
+        windows: ReplayWindows,
+        *,
+        box_keys: Iterable[BoxPrivateKey] = (),
     ) -> None:
         self._registry = registry
         self._limits = limits
         self._clock = clock
         self.windows = windows
+        self._box_keys: dict[str, BoxPrivateKey] = {}
+        self._opener: BodyOpener | None = None
+        for key in box_keys:
+            self.add_box_key(key)
+
+    def add_box_key(self, key: BoxPrivateKey) -> None:
+        """Accept bodies sealed to ``key`` too (a hub holds its current box key, and its
+        previous one while devices move over)."""
+        if key.kid not in self._box_keys:
+            self._box_keys[key.kid] = key
+            self._opener = BodyOpener(self._box_keys.values())
 
     def verify(self, incoming: Incoming) -> Accepted | Rejected:
         """Run every check on one MQTT message."""
@@ -150,8 +174,32 @@ class Verifier:
             return Rejected(incoming, exc.reason, str(exc), **ident)
         # From here on the sender is authentic: permanent errors are worth telling it.
         tell = env.kind == "delta"
+        body_bytes = env.body
+        if env.sealed:
+            # Seal failures are not acked as rejected: a missing or rotated hub box key is
+            # the hub's to fix, and the device must keep the delta until then.
+            if self._opener is None:
+                return Rejected(
+                    incoming,
+                    "no_box_key",
+                    "body is sealed but this hub holds no box key to open it",
+                    **ident,
+                )
+            try:
+                body_bytes = self._opener.open(env)
+            except TwinSyncError as exc:
+                return Rejected(incoming, exc.reason, str(exc), **ident)
+        elif tell and self._limits.requires_sealed(env.brand):
+            # Not acked either: once the device seals, it resends these from its outbox.
+            return Rejected(
+                incoming,
+                "unsealed",
+                f"brand {env.brand} requires sealed deltas (limits.require_sealed); set "
+                "[security] seal_deltas = true on the device, with hub-box.pub in its bundle",
+                **ident,
+            )
         try:
-            body = decode_body(env.kind, env.body)
+            body = decode_body(env.kind, body_bytes)
         except TwinSyncError as exc:
             return Rejected(incoming, exc.reason, str(exc), ack_rejected=tell, **ident)
         if isinstance(body, Delta):
@@ -172,4 +220,4 @@ class Verifier:
                 return Rejected(incoming, "replay", "seq already written", replay=True, **ident)
         elif not isinstance(body, Status):
             return Rejected(incoming, "wrong_kind", f"unexpected {env.kind}", **ident)
-        return Accepted(incoming, env.brand, env.device, env.seq, env.sent_ms, body)
+        return Accepted(incoming, env.brand, env.device, env.seq, env.sent_ms, body, body_bytes)

@@ -19,8 +19,11 @@ from protocol import PRODUCTS, TwinSyncError
 from ._auth import SCOPES, ApiKeys
 from ._broker_auth import HUB_USER, write_broker_files
 from ._config import HubConfig, load_hub_config
-from ._errors import RolloutError
+from ._epochs import retire_in_bundles, rotate_brand_key
+from ._errors import ConfigError, RolloutError
 from ._hub import Hub
+from ._influx import InfluxStore
+from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._provision import (
     ensure_hub_key,
@@ -29,6 +32,7 @@ from ._provision import (
     provision_devices,
 )
 from ._registry import Registry
+from ._rekey import Relinks
 from ._rollouts import RolloutStore, Target
 
 __all__ = ["main"]
@@ -128,6 +132,24 @@ def _parser() -> argparse.ArgumentParser:
     config_arg(broker)
     broker.add_argument("--out", type=Path, required=True, help="directory for the two files")
 
+    bkey = sub.add_parser(
+        "brand-key",
+        help="rotate a brand's pseudonymization key, or retire an old epoch",
+        description="status: epochs held and twin links per state. rotate: create the next "
+        "epoch and move the given device bundles to it (they keep the old key to carry "
+        "twins over). retire: stop storing the epoch's twins, delete its links and key "
+        "(and, with --delete-unlinked, twins no device carried over), and drop it from "
+        "the bundles.",
+    )
+    config_arg(bkey)
+    bkey.add_argument("action", choices=("status", "rotate", "retire"))
+    bkey.add_argument("--brand", required=True)
+    bkey.add_argument("--epoch", type=int, help="retire: the epoch")
+    bkey.add_argument("--delete-unlinked", action="store_true")
+    bkey.add_argument(
+        "--bundles", nargs="+", type=Path, default=[], help="device bundle directories"
+    )
+
     apikey = sub.add_parser("apikey", help="create, list or revoke a brand's API keys")
     config_arg(apikey)
     apikey.add_argument("action", choices=("create", "list", "revoke"))
@@ -154,6 +176,38 @@ def _apikey(args: argparse.Namespace, config: HubConfig) -> int:
             print(f"{key.key_id}  {state:7}  {','.join(sorted(key.scopes)):28}  {key.name}")
     else:
         print(json.dumps(keys.revoke(args.brand, args.key_id).summary()))
+    return 0
+
+
+def _brand_key(args: argparse.Namespace, config: HubConfig) -> int:
+    secrets_dir = config.keys.secrets_dir
+    if args.action == "rotate":
+        epoch = rotate_brand_key(secrets_dir, args.brand, args.bundles)
+        print(f"brand {args.brand}: key epoch {epoch}; {len(args.bundles)} bundles moved to it")
+        return 0
+
+    async def with_relinks() -> Any:
+        async with InfluxStore(config.influx) as store:
+            relinks = Relinks(config.registry.path, secrets_dir, store, Metrics())
+            if args.action == "status":
+                return relinks.status(args.brand)
+            if args.epoch is None:
+                raise ConfigError("retire needs --epoch")
+            if config.influx.create_database:
+                await store.ensure_database()  # a brand no hub has stored anything for yet
+            return await relinks.retire(
+                args.brand, args.epoch, delete_unlinked=args.delete_unlinked
+            )
+
+    result = asyncio.run(with_relinks())
+    if args.action == "status":
+        print(json.dumps(result))
+        return 0
+    bundles = retire_in_bundles(args.bundles, args.epoch)
+    print(
+        f"brand {args.brand}: key epoch {args.epoch} retired; {result} unlinked twins deleted; "
+        f"{bundles} bundles updated"
+    )
     return 0
 
 
@@ -280,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _rollout(args, config)
         if args.command == "apikey":
             return _apikey(args, config)
+        if args.command == "brand-key":
+            return _brand_key(args, config)
         if args.command == "broker-auth":
             secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
             passwd, acl = write_broker_files(config.registry.path, secret, args.out)

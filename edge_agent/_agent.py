@@ -100,6 +100,7 @@ class Agent:
         self._book = TwinBook(
             self._keys.brand_key,
             cfg.pseudonym.epoch,
+            previous=self._keys.previous,
             gate=ConsentGate(cfg.consent.optional_default),
             local_only=LOCAL_ONLY | frozenset(cfg.minimise.keep_local),
         )
@@ -333,15 +334,24 @@ class Agent:
             out.append(results)
         ops = self._book.pending_ops
         consent, self._book.consent_pending = self._book.consent_pending, []
+        links, self._book.links_pending = self._book.links_pending, []
         bodies, counts = [], []
         sealed = self._book.take_pending(self.config.sync.max_ops_per_delta)
-        if consent and not sealed:
-            sealed = [()]  # a delta that carries only consent entries
+        if (consent or links) and not sealed:
+            sealed = [()]  # a delta that carries only consent entries or twin links
         for i, twins in enumerate(sealed):
-            delta = Delta.model_construct(twins=twins, consent=tuple(consent) if i == 0 else ())
+            delta = Delta.model_construct(
+                twins=twins,
+                consent=tuple(consent) if i == 0 else (),
+                links=tuple(links) if i == 0 else (),
+            )
             bodies.append(packb(delta.to_wire()))
             counts.append(sum(len(t.ops) for t in twins))
-        self._outbox.commit(self._book, bodies, counts, self._next_seq, now, consent)
+        self._outbox.commit(self._book, bodies, counts, self._next_seq, now, consent, links)
+        if links:
+            log.info(
+                "key rotation: %d twins carried over to epoch %d", len(links), self._book.epoch
+            )
         self._next_seq += len(bodies)
         self.stats["ops"] += ops
         self.stats["deltas_sealed"] += len(bodies)

@@ -13,12 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from protocol import (
     FIELDS,
     MIN_KEY_BYTES,
     PRODUCTS,
+    BoxPublicKey,
     SettingsError,
     SigningKey,
     TwinSyncError,
@@ -75,11 +76,34 @@ class DeviceSettings(_Section):
         return v
 
 
+class PreviousKey(_Section):
+    """A brand key of an earlier epoch, held only while a key rotation carries twins over."""
+
+    epoch: int = Field(ge=0, le=999_999)
+    key_file: Path
+
+
 class PseudonymSettings(_Section):
-    """The brand's pseudonymization key and its epoch."""
+    """The brand's pseudonymization key and its epoch.
+
+    During a key rotation the bundle also holds the previous key(s): a customer the device
+    knows under an old twin id continues under the new one, and the device tells the hub
+    (a twin link) so the history moves with it. Remove ``previous`` to retire an epoch.
+    """
 
     key_file: Path = Path("brand.key")
     epoch: int = Field(1, ge=0, le=999_999)
+    previous: list[PreviousKey] = Field(default_factory=list, max_length=4)
+
+    @model_validator(mode="after")
+    def _older(self) -> PseudonymSettings:
+        epochs = [p.epoch for p in self.previous]
+        if any(e >= self.epoch for e in epochs) or len(set(epochs)) != len(epochs):
+            raise ValueError(
+                f"pseudonym.previous epochs {epochs} must be distinct and older than "
+                f"epoch {self.epoch}"
+            )
+        return self
 
 
 class HubSettings(_Section):
@@ -173,6 +197,37 @@ class MinimiseSettings(_Section):
         return value
 
 
+class SecuritySettings(_Section):
+    """Sealed deltas (docs/privacy.md, "Sealed deltas"): bodies encrypted to the hub."""
+
+    #: true: seal every delta (the hub box key file must exist); false: signed only, in
+    #: the clear; unset: seal exactly when the bundle has the hub box key file (bundles
+    #: made by 'twinsync hub provision' do, so new installs are private by default)
+    seal_deltas: bool | None = None
+    #: the hub's box (X25519) public key, 64 hex chars; written by provisioning
+    hub_box_key_file: Path = Path("hub-box.pub")
+
+    def hub_box_key(self) -> BoxPublicKey | None:
+        """The key deltas are sealed to, or None when they go unsealed.
+
+        Read at start-up, so a bad or missing key file fails the agent early with a
+        message naming the file, instead of at the first delta.
+        """
+        path = self.hub_box_key_file
+        if self.seal_deltas is False or (self.seal_deltas is None and not path.exists()):
+            return None
+        try:
+            return BoxPublicKey.from_hex(path.read_text())
+        except OSError as exc:
+            raise ConfigError(
+                f"security.seal_deltas is on but the hub box key {path} cannot be read "
+                f"({exc.strerror}); copy hub-box.pub from the device bundle "
+                "('twinsync hub provision' writes it) or set security.seal_deltas = false"
+            ) from exc
+        except TwinSyncError as exc:
+            raise ConfigError(f"bad hub box key file {path}: {exc}") from exc
+
+
 class AgentConfig(_Section):
     """The whole agent configuration (see docs/edge-agent.md)."""
 
@@ -187,6 +242,7 @@ class AgentConfig(_Section):
     models: ModelSettings = ModelSettings()
     consent: ConsentSettings = ConsentSettings()
     minimise: MinimiseSettings = MinimiseSettings()
+    security: SecuritySettings = SecuritySettings()
 
     def keys(self) -> Keys:
         """Read and check every key file this config names."""
@@ -202,9 +258,12 @@ class Keys:
         brand_key: bytes,
         hub: list[VerifyKey],
         mqtt_password: str = "",
+        previous: tuple[tuple[int, bytes], ...] = (),
     ) -> None:
         self.device = device
         self.brand_key = brand_key
+        #: (epoch, key) of earlier brand keys held during a rotation
+        self.previous = previous
         self.hub = {k.kid: k for k in hub}
         #: the broker password (from ``mqtt.password_file``, else ``mqtt.password``)
         self.mqtt_password = mqtt_password
@@ -228,14 +287,21 @@ class Keys:
         except TwinSyncError as exc:
             raise ConfigError(f"bad key file: {exc}") from exc
         brand_key = read(config.pseudonym.key_file, "brand key")
-        if len(brand_key) < MIN_KEY_BYTES:
-            raise ConfigError(
-                f"brand key {config.pseudonym.key_file} is shorter than {MIN_KEY_BYTES} bytes"
-            )
+        previous = tuple(
+            (p.epoch, read(p.key_file, f"brand key of epoch {p.epoch}"))
+            for p in config.pseudonym.previous
+        )
+        for path, key in [(config.pseudonym.key_file, brand_key)] + [
+            (p.key_file, k) for p, (_e, k) in zip(config.pseudonym.previous, previous, strict=True)
+        ]:
+            if len(key) < MIN_KEY_BYTES:
+                raise ConfigError(f"brand key {path} is shorter than {MIN_KEY_BYTES} bytes")
+        if any(key == brand_key for _e, key in previous):
+            raise ConfigError("a previous brand key equals the current one; rotate to a new key")
         password = config.mqtt.password
         if config.mqtt.password_file is not None:
             password = read(config.mqtt.password_file, "mqtt password file").decode().strip()
-        return cls(device, brand_key, hub, password)
+        return cls(device, brand_key, hub, password, previous)
 
     def __repr__(self) -> str:
         return f"Keys(device={self.device.kid}, hub={sorted(self.hub)})"
@@ -272,7 +338,13 @@ def load_config(
         update={
             "device": config.device.model_copy(update={"key_file": base / config.device.key_file}),
             "pseudonym": config.pseudonym.model_copy(
-                update={"key_file": base / config.pseudonym.key_file}
+                update={
+                    "key_file": base / config.pseudonym.key_file,
+                    "previous": [
+                        p.model_copy(update={"key_file": base / p.key_file})
+                        for p in config.pseudonym.previous
+                    ],
+                }
             ),
             "hub": config.hub.model_copy(
                 update={"public_key_files": [base / p for p in config.hub.public_key_files]}
@@ -285,6 +357,9 @@ def load_config(
                     if config.mqtt.password_file is None
                     else base / config.mqtt.password_file
                 }
+            ),
+            "security": config.security.model_copy(
+                update={"hub_box_key_file": base / config.security.hub_box_key_file}
             ),
         }
     )

@@ -23,6 +23,29 @@ class ConsentGate:
     def __init__(self, optional_default: bool = False) -> None:
         self.optional_default = optional_default
         self._state: dict[str, dict[str, bool]] = {}
+        #: twin -> fields the customer suppressed through the brand (rectification)
+        self._suppressed: dict[str, frozenset[str]] = {}
+
+    def suppress(self, twin: str, fields: Iterable[str]) -> None:
+        """Stop collecting ``fields`` for ``twin`` (the customer suppressed them)."""
+        self._suppressed[twin] = self._suppressed.get(twin, frozenset()) | frozenset(fields)
+
+    def restore(self, twin: str, fields: Iterable[str]) -> None:
+        """Collect ``fields`` for ``twin`` again (the customer lifted the suppression)."""
+        kept = self._suppressed.get(twin, frozenset()) - frozenset(fields)
+        if kept:
+            self._suppressed[twin] = kept
+        else:
+            self._suppressed.pop(twin, None)
+
+    def suppressed(self, twin: str) -> frozenset[str]:
+        """The fields of ``twin`` the customer suppressed."""
+        return self._suppressed.get(twin, frozenset())
+
+    def allows_field(self, twin: str, field: str, purpose: Purpose | str) -> bool:
+        """True when ``field`` (of ``purpose``) may be kept for ``twin``: its purpose is
+        allowed and the customer did not suppress it."""
+        return self.allows(twin, purpose) and field not in self._suppressed.get(twin, ())
 
     def allows(self, twin: str, purpose: Purpose | str) -> bool:
         """True when ``purpose`` may be processed for ``twin`` now."""
@@ -39,7 +62,15 @@ class ConsentGate:
         """Whether the ledger has any entry for ``twin``."""
         return twin in self._state
 
+    def rename(self, old: str, new: str) -> None:
+        """Carry ``old``'s choices over to ``new`` (key rotation: same customer)."""
+        if old in self._state:
+            self._state[new] = {**self._state.pop(old), **self._state.get(new, {})}
+        if old in self._suppressed:
+            self._suppressed[new] = self._suppressed.pop(old) | self.suppressed(new)
+
     def forget(self, twins: Iterable[str]) -> None:
         """Drop the state of erased twins."""
         for twin in twins:
             self._state.pop(twin, None)
+            self._suppressed.pop(twin, None)

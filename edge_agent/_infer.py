@@ -75,6 +75,18 @@ class ModelRunner:
         were withheld may now be kept, or the other way round)."""
         self._scored.pop(twin, None)
 
+    def knows(self, twin: str) -> bool:
+        """Whether feature state is kept for ``twin``."""
+        return twin in self._features
+
+    def rename(self, old: str, new: str) -> None:
+        """Carry ``old``'s feature state over to ``new`` (key rotation: same customer)."""
+        if old in self._features:
+            self._features[new] = self._features.pop(old)
+            self._scored[new] = self._scored.pop(old)
+            self._dirty.discard(old)
+            self._dirty.add(new)
+
     def forget(self, twin: str) -> None:
         """Drop everything kept about ``twin`` (it was erased)."""
         self._features.pop(twin, None)

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protocol import HLC, ConsentEntry, HybridClock, Scalar, packb, unpackb
+from protocol import (
+    HLC,
+    BoxPrivateKey,
+    ConsentEntry,
+    HybridClock,
+    Scalar,
+    TwinLink,
+    packb,
+    unpackb,
+)
 
 from ._errors import OutboxError
 from ._twin import TwinBook, erased_digest
@@ -43,6 +52,12 @@ CREATE TABLE IF NOT EXISTS outbox (
     ops INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS erased (digest TEXT PRIMARY KEY, erased_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS box_key (
+    id INTEGER PRIMARY KEY CHECK (id = 1), private BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS suppressed (
+    twin TEXT NOT NULL, field TEXT NOT NULL, PRIMARY KEY (twin, field)
+);
 CREATE TABLE IF NOT EXISTS consent_ledger (
     id INTEGER PRIMARY KEY AUTOINCREMENT, twin TEXT NOT NULL, ts_ms INTEGER NOT NULL,
     purposes TEXT NOT NULL, actor TEXT NOT NULL, notice TEXT NOT NULL
@@ -99,7 +114,33 @@ class Outbox:
             book.values[(twin, field)] = json.loads(value)
         book.erased = {r[0] for r in self._db.execute("SELECT digest FROM erased")}
         book.gate.apply(self.consent_ledger())
+        for twin, field in self._db.execute("SELECT twin, field FROM suppressed"):
+            book.gate.suppress(twin, (field,))
         return int(row[2]), int(row[3])
+
+    def box_key(self) -> BoxPrivateKey:
+        """The device box key sealed deltas are encrypted with, made on first use.
+
+        It lives in this file beside ``next_seq`` on purpose: sealing derives its nonces
+        from seqs, so key and counter must survive (or vanish) together. A wiped outbox
+        restarts seqs from the clock, which may be wrong, but it also gets a new key, so
+        a (key, nonce) pair can never come back (docs/privacy.md, "Sealed deltas").
+        """
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT private FROM box_key").fetchone()
+            if row is None:
+                key = BoxPrivateKey.generate()
+                self._db.execute(
+                    "INSERT INTO box_key (id, private) VALUES (1, ?)", (key.to_bytes(),)
+                )
+            else:
+                key = BoxPrivateKey.from_bytes(bytes(row[0]))
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._db.execute("ROLLBACK")
+            raise OutboxError(f"cannot read or store the device box key: {exc}") from exc
+        return key
 
     def commit(
         self,
@@ -109,13 +150,19 @@ class Outbox:
         next_seq: int,
         now_ms: int,
         consent: Sequence[ConsentEntry] = (),
+        links: Sequence[TwinLink] = (),
     ) -> list[int]:
         """Persist state, new deltas and consent ledger rows in one transaction; return
-        the seqs assigned."""
+        the seqs assigned. ``links`` (key rotation) rename a twin's state and ledger rows
+        in the same transaction as the delta that tells the hub."""
         seqs = list(range(next_seq, next_seq + len(bodies)))
         state = [(t, f, json.dumps(v)) for t, f, v in book.take_dirty()]
         try:
             self._db.execute("BEGIN IMMEDIATE")
+            for old, new in links:
+                self._db.execute("UPDATE OR REPLACE twin_state SET twin=? WHERE twin=?", (new, old))
+                self._db.execute("UPDATE consent_ledger SET twin=? WHERE twin=?", (new, old))
+                self._db.execute("UPDATE OR REPLACE suppressed SET twin=? WHERE twin=?", (new, old))
             self._db.executemany(
                 "INSERT INTO outbox (seq, created_ms, body, ops) VALUES (?, ?, ?, ?)",
                 [(s, now_ms, b, n) for s, b, n in zip(seqs, bodies, ops, strict=True)],
@@ -220,10 +267,19 @@ class Outbox:
             wire: dict[str, list[list[Any]]] = unpackb(bytes(body))  # type: ignore[assignment]
             ops = [e for e in wire["t"] if e[0] not in twins]
             consent = [e for e in wire.get("c", []) if e[0] not in twins]
-            if len(ops) == len(wire["t"]) and len(consent) == len(wire.get("c", [])):
+            links = [e for e in wire.get("l", []) if e[0] not in twins and e[1] not in twins]
+            if (
+                len(ops) == len(wire["t"])
+                and len(consent) == len(wire.get("c", []))
+                and len(links) == len(wire.get("l", []))
+            ):
                 continue
-            if ops or consent:
-                kept: dict[str, object] = {"t": ops, **({"c": consent} if consent else {})}
+            if ops or consent or links:
+                kept: dict[str, object] = {
+                    "t": ops,
+                    **({"c": consent} if consent else {}),
+                    **({"l": links} if links else {}),
+                }
                 rewrite.append((packb(kept), sum(len(e[1]) for e in ops), seq))
             else:
                 delete.append(seq)
@@ -234,6 +290,7 @@ class Outbox:
             self._db.executemany("DELETE FROM outbox WHERE seq=?", [(s,) for s in delete])
             self._db.execute(f"DELETE FROM twin_state WHERE twin IN ({marks})", sorted(twins))
             self._db.execute(f"DELETE FROM consent_ledger WHERE twin IN ({marks})", sorted(twins))
+            self._db.execute(f"DELETE FROM suppressed WHERE twin IN ({marks})", sorted(twins))
             self._db.executemany(
                 "INSERT OR IGNORE INTO erased (digest, erased_ms) VALUES (?, ?)",
                 [(erased_digest(t), erased_ms) for t in sorted(twins)],
@@ -248,6 +305,19 @@ class Outbox:
         )
         self.depth = int(self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0])
         return len(rewrite), len(delete)
+
+    def suppress(self, twins: Sequence[str], fields: Sequence[str], *, lift: bool = False) -> None:
+        """Persist that the customer suppressed ``fields`` of ``twins`` (or, with
+        ``lift``, lifted that suppression); survives restarts."""
+        sql = (
+            "DELETE FROM suppressed WHERE twin=? AND field=?"
+            if lift
+            else "INSERT OR IGNORE INTO suppressed (twin, field) VALUES (?, ?)"
+        )
+        try:
+            self._db.executemany(sql, [(t, f) for t in twins for f in fields])
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox cannot record a suppression change: {exc}") from exc
 
     def consent_ledger(self, twin: str | None = None) -> list[ConsentEntry]:
         """The consent ledger (oldest first), of one twin or all."""

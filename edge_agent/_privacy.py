@@ -142,18 +142,42 @@ class DevicePrivacy:
         self._seal()
 
     def consent_from_hub(self, command: ConsentCommand) -> None:
-        """The brand backend changed a customer's consent: apply it to twins we know."""
+        """The brand backend changed a customer's consent (or suppressed fields of their
+        twin, or lifted a suppression): apply it to twins we know."""
         book = self._book
         known = {t for t, _f in book.values} | {t for t in command.twins if book.gate.knows(t)}
+        twins = [t for t in command.twins if t in known and not book.is_erased(t)]
+        if command.suppress:
+            self._suppress(twins, command.suppress)
+        if command.restore and twins:
+            self._outbox.suppress(twins, command.restore, lift=True)
+            for twin in twins:
+                book.gate.restore(twin, command.restore)
+            log.info("restored %d field(s) of %d twin(s)", len(command.restore), len(twins))
         purposes = tuple(sorted(command.purposes.items()))
-        entries = [
-            ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice)
-            for t in command.twins
-            if t in known and not book.is_erased(t)
-        ]
-        if entries:
+        entries = [ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice) for t in twins]
+        if entries and purposes:
             self._record_consent(entries)
             log.info("consent request %s applied to %d twin(s)", command.request_id, len(entries))
+
+    def _suppress(self, twins: list[str], fields: tuple[str, ...]) -> None:
+        """The customer suppressed ``fields`` of ``twins``: the gate refuses them from now
+        on and ops of them not yet sealed into a delta are dropped (the hub drops any
+        that were already sent)."""
+        book = self._book
+        self._outbox.suppress(twins, fields)  # durable first: a restart keeps refusing
+        for twin in twins:
+            book.gate.suppress(twin, fields)
+            ops = book.pending.get(twin)
+            if ops:
+                kept = [op for op in ops if op.field not in fields]
+                book.pending_ops -= len(ops) - len(kept)
+                book.pending[twin] = kept
+        if twins:
+            self._stats["fields_suppressed"] = self._stats.get("fields_suppressed", 0) + len(
+                twins
+            ) * len(fields)
+            log.info("suppressed %d field(s) of %d twin(s)", len(fields), len(twins))
 
     def forget(self, tombstones: Tombstones) -> None:
         """The hub erased these twins: drop all we hold about them, refuse them from now on.

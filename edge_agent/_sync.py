@@ -4,8 +4,11 @@ The oldest ``inflight`` unacked deltas are on the wire at any time; each is rese
 ``ack_timeout_s`` (doubling per attempt, capped), and all of them again after a reconnect,
 oldest first. Only a hub-signed ack (or a hub-signed permanent rejection) removes a delta
 from the outbox. Each delta is sealed (signed, ``sent_ms`` = now) when it is sent, so the
-hub measures clock skew on every attempt. The retained status topic says online/offline;
-the last will is a pre-signed offline status.
+hub measures clock skew on every attempt. With ``security.seal_deltas`` on, each delta
+body is first encrypted to the hub (``protocol.BodySealer``, nonce from the seq), so the
+broker sees no twin id, field or value; status messages stay signed-only (they carry no
+customer data). The retained status topic says online/offline; the last will is a
+pre-signed offline status.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import aiomqtt
 from protocol import (
     BROADCAST,
     Ack,
+    BodySealer,
     Channel,
     Clock,
     ConsentCommand,
@@ -96,6 +100,22 @@ class Uplink:
         #: installs the models the hub's rollouts assign (None: models off)
         self.updater: ModelUpdater | None = None
         self._attempts: dict[int, int] = {}
+        hub_box = config.security.hub_box_key()
+        #: seals delta bodies to the hub (None: deltas are signed only, in the clear)
+        self.sealer = None if hub_box is None else BodySealer(outbox.box_key(), hub_box)
+        if self.sealer is None:
+            # An explicit 'seal_deltas = false' is the operator's choice; a bundle without
+            # the hub box key (made before sealing existed) deserves a louder note.
+            (log.info if config.security.seal_deltas is False else log.warning)(
+                "delta bodies are sent unsealed: the broker can read twin ids, fields and "
+                "values (docs/privacy.md, 'Sealed deltas')"
+            )
+        else:
+            log.info(
+                "sealing deltas to hub box key %s with device box key %s",
+                self.sealer.hub_kid,
+                self.sealer.device_kid,
+            )
 
     def _seal(self, kind: Literal["delta", "status"], seq: int, body: bytes) -> bytes:
         dev = self._config.device
@@ -108,6 +128,9 @@ class Uplink:
             sent_ms=self._clock.now_ms(),
             body=body,
         )
+        if kind == "delta" and self.sealer is not None:
+            # Encrypt, then sign: the hub checks the signature before it decrypts anything.
+            env = self.sealer.seal(env)
         return seal(env, self._keys.device)
 
     def _status(self, online: bool) -> bytes:

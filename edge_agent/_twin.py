@@ -19,6 +19,7 @@ from protocol import (
     Op,
     Scalar,
     SignalIn,
+    TwinLink,
     TwinOps,
     pseudonymize,
 )
@@ -71,6 +72,11 @@ class TwinBook:
     #: digests (:func:`erased_digest`) of twins the hub erased: nothing is stored for
     #: them again, and not even their id is kept
     erased: set[str] = field(default_factory=set)
+    #: (epoch, key) of earlier brand keys, held while a key rotation carries twins over
+    previous: tuple[tuple[int, bytes], ...] = ()
+    #: twins carried over to the new epoch since the last commit: the outbox renames
+    #: their rows and the next delta tells the hub (same transaction)
+    links_pending: list[TwinLink] = field(default_factory=list)
 
     def twin_of(self, subject: str) -> str:
         """The twin id of a raw subject (cached; the subject is not kept beyond that)."""
@@ -85,8 +91,42 @@ class TwinBook:
         if twin is None:
             if len(self._twin_cache) > 10_000:  # bounded: a device has few users
                 self._twin_cache.clear()
-            twin = self._twin_cache[subject] = pseudonymize(self.brand_key, self.epoch, subject)
+            twin = pseudonymize(self.brand_key, self.epoch, subject)
+            if self.previous and not self._knows(twin):
+                self._carry_over(subject, twin)
+            self._twin_cache[subject] = twin
         return twin
+
+    def _knows(self, twin: str) -> bool:
+        if self.models is not None and self.models.knows(twin):
+            return True
+        return self.gate.knows(twin) or any(k[0] == twin for k in self.values)
+
+    def _carry_over(self, subject: str, twin: str) -> None:
+        """Key rotation: a customer this device knows under an earlier epoch's id keeps
+        its state (values, model state, consent) under the new id, and a link tells the
+        hub to move the twin's history. An erased old twin is not carried over."""
+        for epoch, key in self.previous:
+            old = pseudonymize(key, epoch, subject)
+            if self.is_erased(old) or not self._knows(old):
+                continue
+            for key_ in [k for k in self.values if k[0] == old]:
+                self.values[(twin, key_[1])] = self.values.pop(key_)
+                if key_ in self.dirty:
+                    self.dirty.discard(key_)
+                    self.dirty.add((twin, key_[1]))
+            if old in self.pending:
+                ops = self.pending.pop(old)
+                self.pending.setdefault(twin, []).extend(ops)
+            self.consent_pending = [
+                e._replace(twin=twin) if e.twin == old else e for e in self.consent_pending
+            ]
+            self.gate.rename(old, twin)
+            if self.models is not None:
+                self.models.rename(old, twin)
+            self._twin_cache = {s: t for s, t in self._twin_cache.items() if t != old}
+            self.links_pending.append(TwinLink(old, twin))
+            return
 
     def apply(
         self, signal: SignalIn, now_ms: int, max_age_ms: int, max_ahead_ms: int
@@ -107,6 +147,9 @@ class TwinBook:
         if not self.gate.allows(twin, spec.purpose):
             self.rejected["no_consent"] = self.rejected.get("no_consent", 0) + 1
             return IngestResult(signal.seq, "rejected", "no_consent")
+        if spec.field in self.gate.suppressed(twin):
+            self.rejected["suppressed"] = self.rejected.get("suppressed", 0) + 1
+            return IngestResult(signal.seq, "rejected", "suppressed")
         # Every accepted signal advances the clock, whether or not it changes the twin
         # (docs/architecture.md; firmware_sim's ground truth relies on it).
         hlc = self.clock.stamp(signal.ts).pack()
@@ -116,7 +159,7 @@ class TwinBook:
                 spec_out = FIELDS[field]
                 # Features and predictions have purposes of their own (analytics,
                 # personalization): without consent they are not kept, even if computed.
-                if not self.gate.allows(twin, spec_out.purpose):
+                if not self.gate.allows_field(twin, field, spec_out.purpose):
                     continue
                 counter = spec_out.merge == "counter"
                 self._set(twin, field, counter, derived, self.clock.stamp(signal.ts).pack())
@@ -151,6 +194,9 @@ class TwinBook:
         self._twin_cache = {s: t for s, t in self._twin_cache.items() if t not in twins}
         self.erased |= {erased_digest(t) for t in twins}
         self.consent_pending = [e for e in self.consent_pending if e.twin not in twins]
+        self.links_pending = [
+            link for link in self.links_pending if link.old not in twins and link.new not in twins
+        ]
         self.gate.forget(twins)
 
     def take_pending(self, max_ops: int) -> list[tuple[TwinOps, ...]]:

@@ -24,9 +24,11 @@ from ._errors import SchemaError
 __all__ = [
     "CATALOG",
     "FIELDS",
+    "FIELD_CLASSES",
     "MODEL_FIELDS",
     "PRODUCTS",
     "PURPOSES",
+    "FieldClass",
     "FieldSpec",
     "Kind",
     "Purpose",
@@ -42,6 +44,12 @@ Scalar = bool | int | float | str
 Kind = Literal["gauge", "state", "counter"]
 ValueType = Literal["float", "int", "str", "bool"]
 Purpose = Literal["service", "analytics", "personalization", "marketing"]
+#: Storage class of a twin field: ``usage`` (fed by the product's signals, and the
+#: service-purpose anomaly flags, which describe the device, not the person) or
+#: ``profile`` (features and predictions about the person). Each class has its own
+#: InfluxDB measurement, retention limit, and is what an objection to profiling removes.
+FieldClass = Literal["usage", "profile"]
+FIELD_CLASSES: tuple[FieldClass, ...] = ("usage", "profile")
 
 #: Processing purposes, in the order a consent notice lists them. ``service`` is the
 #: product working at all; the others are optional and off by default (issue 4).
@@ -80,6 +88,19 @@ class FieldSpec:
     unit: str = ""
     #: on the allowlist of what may leave the device (see SignalSpec.shared)
     shared: bool = True
+
+    @property
+    def field_class(self) -> FieldClass:
+        """``usage`` or ``profile`` (see :data:`FieldClass`).
+
+        Derived rather than stored, so that fields other modules register (the features
+        of ``protocol._features``) get their class by the same rule: a field no signal
+        feeds is model-derived, and it profiles the person unless its purpose is the
+        service itself.
+        """
+        if self.name in _SIGNAL_FIELDS or self.purpose == "service":
+            return "usage"
+        return "profile"
 
 
 def _s(
@@ -217,6 +238,7 @@ _SIGNALS: tuple[SignalSpec, ...] = (
 
 #: Every known signal by name.
 CATALOG: dict[str, SignalSpec] = {s.name: s for s in _SIGNALS}
+_SIGNAL_FIELDS = frozenset(s.field for s in _SIGNALS)
 
 #: Every twin field by name (one per signal).
 FIELDS: dict[str, FieldSpec] = {

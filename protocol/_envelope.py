@@ -3,6 +3,12 @@
 Wire form (msgpack): ``[signed: bin, signature: bin(64)]`` where ``signed`` is itself the
 msgpack array ``[version, kind, brand, device, seq, kid, sent_ms, body: bin]``.
 
+``version`` says how to read the body: :data:`ENVELOPE_VERSION` (1) is a plain msgpack
+body, :data:`SEALED_VERSION` (2) a body encrypted to the hub (``protocol/_seal.py``). The
+marker is in the signed header, so nobody guesses by trying to decrypt, and a hub that
+predates sealing refuses the envelope before its signature check: it neither acks nor
+rejects for good, so the device keeps the delta until a hub that can open it is there.
+
 The signature covers the exact ``signed`` bytes, so verification needs no
 canonicalisation; the header names the sender and key id, so the verifier picks the key
 before touching the body; the body stays opaque bytes until the signature has been
@@ -20,15 +26,28 @@ from ._ids import check_brand, check_device
 from ._keys import SigningKey, VerifyKey
 from ._topics import BROADCAST
 
-__all__ = ["ENVELOPE_VERSION", "Envelope", "Kind", "SignedEnvelope", "open_envelope", "seal"]
+__all__ = [
+    "ENVELOPE_VERSION",
+    "SEALED_VERSION",
+    "Envelope",
+    "Kind",
+    "SignedEnvelope",
+    "open_envelope",
+    "seal",
+]
 
 ENVELOPE_VERSION = 1
+#: the envelope version whose body is sealed to the hub (device -> hub kinds only)
+SEALED_VERSION = 2
 Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone", "consent"]
 _KINDS: frozenset[str] = frozenset(
     ("delta", "status", "ack", "desired", "model", "tombstone", "consent")
 )
 # Kinds the hub sends to every device of a brand: their header names no device.
 _BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone", "consent"))
+_SEALABLE_KINDS: frozenset[str] = frozenset(("delta", "status"))
+# The smallest sealed body: [hub_box_kid: str(16), device_box_pub: bin(32), tag: bin(16)].
+_MIN_SEALED_BODY = len(packb(["k" * 16, bytes(32), bytes(16)]))
 _HEADER_LIMITS = Limits(max_array=8, max_map=0)
 
 
@@ -49,6 +68,11 @@ class Envelope:
     sent_ms: int
     body: bytes
     version: int = ENVELOPE_VERSION
+
+    @property
+    def sealed(self) -> bool:
+        """Whether ``body`` is sealed to the hub (open it with ``protocol.BodyOpener``)."""
+        return self.version == SEALED_VERSION
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,14 +150,21 @@ def open_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEnvelop
     if not isinstance(header, list) or len(header) != 8:
         raise SchemaError("envelope header must be an array of 8 elements")
     version, kind, brand, device, seq, kid, sent_ms, body = header
-    if version != ENVELOPE_VERSION:
+    if type(version) is not int or version not in (ENVELOPE_VERSION, SEALED_VERSION):
         raise SchemaError(f"unsupported envelope version {version!r}", reason="version")
     if kind not in _KINDS:
         raise SchemaError(f"unknown message kind {kind!r}")
+    if version == SEALED_VERSION and kind not in _SEALABLE_KINDS:
+        raise SchemaError(f"a {kind!r} envelope cannot be sealed", reason="bad_seal")
     if not isinstance(kid, str) or len(kid) != 16:
         raise SchemaError("envelope kid must be a 16-char key id")
     if not isinstance(body, bytes):
         raise SchemaError("envelope body must be bin")
+    if version == SEALED_VERSION and len(body) < _MIN_SEALED_BODY:
+        raise SchemaError(
+            f"a sealed body is at least {_MIN_SEALED_BODY} bytes, got {len(body)}",
+            reason="bad_seal",
+        )
     try:
         envelope = Envelope(
             kind=kind,
@@ -145,6 +176,7 @@ def open_envelope(data: bytes, limits: Limits = DEFAULT_LIMITS) -> SignedEnvelop
             kid=kid,
             sent_ms=_int(sent_ms, "sent_ms"),
             body=body,
+            version=version,
         )
     except IdentifierError as exc:
         raise SchemaError(f"envelope header: {exc}") from exc

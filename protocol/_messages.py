@@ -28,6 +28,7 @@ from pydantic import (
     Strict,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from ._catalog import FIELDS, Scalar
@@ -36,6 +37,7 @@ from ._consent import OPTIONAL_PURPOSES, ConsentEntry, check_purposes, consent_f
 from ._errors import IdentifierError, SchemaError
 from ._hlc import HLC
 from ._ids import check_twin
+from ._pseudonym import TwinLink, links_from_wire
 
 __all__ = [
     "MAX_OPS_PER_DELTA",
@@ -120,12 +122,17 @@ class Delta(BaseModel):
     twins: tuple[TwinOps, ...]
     #: consent ledger entries recorded on the device since the last delta
     consent: tuple[ConsentEntry, ...] = ()
+    #: twins that continue under a new key epoch (key rotation), old -> new
+    links: tuple[TwinLink, ...] = ()
 
     def to_wire(self) -> dict[str, object]:
-        """The compact msgpack-ready form (``"c"`` only when there are consent entries)."""
+        """The compact msgpack-ready form (``"c"``/``"l"`` only when there are consent
+        entries/twin links)."""
         wire: dict[str, object] = {"t": [[t.twin, [list(op) for op in t.ops]] for t in self.twins]}
         if self.consent:
             wire["c"] = [entry.to_wire() for entry in self.consent]
+        if self.links:
+            wire["l"] = [link.to_wire() for link in self.links]
         return wire
 
     @property
@@ -139,14 +146,17 @@ class Delta(BaseModel):
         if (
             not isinstance(obj, dict)
             or "t" not in obj
-            or not set(obj) <= {"t", "c"}
+            or not set(obj) <= {"t", "c", "l"}
             or not isinstance(obj["t"], list)
         ):
-            raise SchemaError("delta must be a map with the key 't' (and optionally 'c')")
+            raise SchemaError("delta must be a map with the key 't' (and optionally 'c', 'l')")
         consent = consent_from_wire(obj["c"]) if "c" in obj else ()
+        links = links_from_wire(obj["l"]) if "l" in obj else ()
         entries = obj["t"]
-        if len(entries) > MAX_TWINS_PER_DELTA or not (entries or consent):
-            raise SchemaError(f"delta must name 1..{MAX_TWINS_PER_DELTA} twins or carry consent")
+        if len(entries) > MAX_TWINS_PER_DELTA or not (entries or consent or links):
+            raise SchemaError(
+                f"delta must name 1..{MAX_TWINS_PER_DELTA} twins or carry consent or links"
+            )
         twins: list[TwinOps] = []
         seen: set[str] = set()
         total = 0
@@ -177,7 +187,7 @@ class Delta(BaseModel):
                     raise SchemaError("op field must be a string")
                 ops.append(_new_op(Op, (hlc, field, _normalise(field, value))))
             twins.append(TwinOps(twin, tuple(ops)))
-        return cls.model_construct(twins=tuple(twins), consent=consent)
+        return cls.model_construct(twins=tuple(twins), consent=consent, links=links)
 
 
 # Scalars are strict (msgpack gives exact types; no "1" -> 1 coercion), while containers
@@ -302,16 +312,49 @@ class ConsentCommand(_Body):
     consent (the customer told the brand, not the device)."""
 
     twins: _TwinIds
-    purposes: dict[str, bool] = Field(min_length=1, max_length=len(OPTIONAL_PURPOSES))
+    #: may be empty only when the command suppresses fields
+    purposes: dict[str, bool] = Field(max_length=len(OPTIONAL_PURPOSES))
     notice: str = Field(min_length=1, max_length=32)
     request_id: str = Field(min_length=1, max_length=64)
     ts_ms: int = Field(ge=0)
+    #: twin fields the customer suppressed ("edit my twin"): devices stop collecting and
+    #: sending them for these twins. Left off the wire when empty, so a plain consent
+    #: change reads the same to agents that predate it.
+    suppress: tuple[str, ...] = Field(default=(), max_length=64)
+    #: suppressions the customer lifted: devices collect these fields again (likewise
+    #: left off the wire when empty)
+    restore: tuple[str, ...] = Field(default=(), max_length=64)
 
     @field_validator("purposes")
     @classmethod
     def _purposes(cls, value: dict[str, bool]) -> dict[str, bool]:
-        check_purposes(value)
+        if value:
+            check_purposes(value)
         return value
+
+    @field_validator("suppress", "restore")
+    @classmethod
+    def _fields(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name not in FIELDS:
+                raise ValueError(f"unknown twin field {name!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ConsentCommand:
+        if not self.purposes and not self.suppress and not self.restore:
+            raise ValueError("a consent command changes purposes or suppresses fields")
+        if set(self.suppress) & set(self.restore):
+            raise ValueError("a field cannot be suppressed and restored at once")
+        return self
+
+    def to_wire(self) -> dict[str, object]:
+        """The msgpack-ready form (``suppress``/``restore`` only when not empty)."""
+        wire = super().to_wire()
+        for key in ("suppress", "restore"):
+            if not wire[key]:
+                del wire[key]
+        return wire
 
 
 class SignalIn(BaseModel):

@@ -22,6 +22,7 @@ from sklearn.preprocessing import StandardScaler
 
 from cloud_hub._config import HubConfig
 from cloud_hub._influx import InfluxStore, quote_ident, quote_str
+from cloud_hub._lines import MEASUREMENT_OF
 from protocol import FEATURE_FIELDS, PRODUCTS, SigningKey, feature_names
 
 from ._fit import choose_k, fit_segment, segment_columns, stability
@@ -37,8 +38,11 @@ async def twin_features(store: InfluxStore, brand: str, product: str) -> list[li
     """The latest complete feature vector of every (twin, device) of ``product``."""
     fields = [FEATURE_FIELDS[(product, n)] for n in feature_names(product)]
     select = ", ".join(f"last({quote_ident(f)}) AS {quote_ident(f)}" for f in fields)
+    # Features are profile-class fields: they live in that class's measurement.
+    measurement = quote_ident(MEASUREMENT_OF[fields[0]])
     results = await store.query(
-        f'SELECT {select} FROM "twin" WHERE "brand" = {quote_str(brand)} GROUP BY "twin", "device"'
+        f'SELECT {select} FROM {measurement} WHERE "brand" = {quote_str(brand)} '
+        'GROUP BY "twin", "device"'
     )
     rows = []
     for series in results[0].get("series", []) or []:

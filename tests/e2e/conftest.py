@@ -53,9 +53,12 @@ class Stack:
             return json.loads(resp.read())["results"]
 
     def points(self) -> set[Point]:
-        """Every point of measurement twin, as ground-truth tuples."""
+        """Every point of the twin measurements (one per field class), as ground-truth
+        tuples."""
         out: set[Point] = set()
-        res = self.influx(f'SELECT * FROM "twin" WHERE "brand" = \'{self.brand}\' GROUP BY *')
+        res = self.influx(
+            f'SELECT * FROM "twin","twin_profile" WHERE "brand" = \'{self.brand}\' GROUP BY *'
+        )
         for s in res[0].get("series", []):
             tags = s["tags"]
             cols = s["columns"]

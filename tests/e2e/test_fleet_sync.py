@@ -71,9 +71,13 @@ async def test_fleet_day_matches_ground_truth_point_by_point(
     # Privacy: no raw subject on the wire, in InfluxDB, in the logs or the outboxes.
     assert len(sniffer.seen) > 100
     influx_dump = repr(
-        stack.influx(f'SELECT * FROM "twin" WHERE "brand" = \'{stack.brand}\' GROUP BY *')
+        stack.influx(
+            f'SELECT * FROM "twin","twin_profile" WHERE "brand" = \'{stack.brand}\' GROUP BY *'
+        )
     ).encode()
-    tag_dump = repr(stack.influx('SHOW TAG VALUES FROM "twin" WITH KEY IN ("twin", "device")'))
+    tag_dump = repr(
+        stack.influx('SHOW TAG VALUES FROM "twin","twin_profile" WITH KEY IN ("twin", "device")')
+    )
     logs = "\n".join(r.getMessage() for r in caplog.records).encode()
     outboxes = b"".join(p.read_bytes() for p in (tmp_path / "agents").rglob("*.sqlite*"))
     leaks = []

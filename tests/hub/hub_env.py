@@ -30,10 +30,25 @@ class HubEnv:
             results: list[dict[str, Any]] = json.loads(resp.read())["results"]
             return results
 
+    def write(self, lines: list[str]) -> None:
+        """Write line-protocol ``lines`` (ns precision) straight into the test database
+        (created first if need be, as the hub would)."""
+        create = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.config.influx.database}"'})
+        with urllib.request.urlopen(f"{self.services.influxd.url}/query", create.encode()):
+            pass
+        url = f"{self.services.influxd.url}/write?" + urllib.parse.urlencode(
+            {"db": self.config.influx.database, "precision": "ns"}
+        )
+        request = urllib.request.Request(url, data="\n".join(lines).encode(), method="POST")
+        with urllib.request.urlopen(request) as resp:
+            assert resp.status == 204
+
     def points(self) -> set[tuple[Any, ...]]:
-        """Every twin point as (device, twin, ts_ns, field, value)."""
+        """Every twin point of every field class's measurement as (device, twin, ts_ns,
+        field, value)."""
         out = set()
-        for s in self.influx('SELECT * FROM "twin" GROUP BY *')[0].get("series", []):
+        query = 'SELECT * FROM "twin","twin_profile" GROUP BY *'
+        for s in self.influx(query)[0].get("series", []):
             cols = s["columns"]
             for row in s["values"]:
                 for col, value in zip(cols[1:], row[1:], strict=True):

@@ -19,20 +19,32 @@ from hub_env import HubEnv
 from cloud_hub import Hub, ensure_hub_key
 from edge_agent import Agent, load_config
 from firmware_sim.services import free_port
+from protocol import (
+    BodyOpener,
+    Delta,
+    SignalIn,
+    SigningKey,
+    decode_body,
+    hub_box_key,
+    open_envelope,
+    topic,
+)
 from protocol import Channel as Ch
-from protocol import Delta, SignalIn, decode_body, open_envelope, topic
 
 SUBJECT = "dora@example.test"
 
 
 class _Sniffer:
-    """Every delta op (twin, field, hlc ms) the device puts on the broker."""
+    """Every delta op (twin, field, hlc ms) the device puts on the broker. Deltas are
+    sealed to the hub (the default), so the sniffer opens them with the hub's box key:
+    what is checked is what the hub would receive."""
 
-    def __init__(self, port: int, brand: str, device: str, hub_key: Any) -> None:
+    def __init__(self, port: int, brand: str, device: str, hub_key: SigningKey) -> None:
         self.ops: list[tuple[str, str, int, float]] = []
         self.consent: list[Any] = []
+        self.sealed = 0
         self._lock = threading.Lock()
-        self._key = hub_key
+        self._opener = BodyOpener([hub_box_key(hub_key)])
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.on_message = self._on
         self.client.connect("127.0.0.1", port)
@@ -41,7 +53,8 @@ class _Sniffer:
 
     def _on(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         env = open_envelope(bytes(msg.payload)).envelope
-        delta = decode_body("delta", env.body)
+        self.sealed += env.sealed
+        delta = decode_body("delta", self._opener.open(env) if env.sealed else env.body)
         assert isinstance(delta, Delta)
         now = time.monotonic()
         with self._lock:
@@ -80,7 +93,7 @@ async def test_consent_is_off_by_default_given_withdrawn_and_given_again(
         },
         environ={},
     )
-    hub_key = ensure_hub_key(hub_env.config.keys.secrets_dir).public
+    hub_key = ensure_hub_key(hub_env.config.keys.secrets_dir)
     sniffer = _Sniffer(hub_env.services.mosquitto.port, hub_env.brand, "dev-0", hub_key)
     try:
         async with Agent(config) as agent:
@@ -186,6 +199,7 @@ async def test_consent_is_off_by_default_given_withdrawn_and_given_again(
                 "personalization": True,
                 "marketing": False,
             }
+        assert sniffer.sealed > 0  # the default: what the broker carried was sealed
     finally:
         sniffer.close()
 

@@ -5,7 +5,9 @@ reject is counted.
 Payloads come from seeded generators (so a failure replays) and from hypothesis:
 random bytes, mutations of valid signed envelopes (bit flips, cuts, splices), and
 envelopes *correctly signed by a provisioned device* around generated bodies (a buggy or
-compromised device), which is what reaches the schema checks behind the signature.
+compromised device), which is what reaches the schema checks behind the signature. Sealed
+envelopes get the same treatment: mutated on the wire (the signature stops them), and
+mutated *then re-signed* by an authentic device, which is what reaches the decryption.
 """
 
 from __future__ import annotations
@@ -31,11 +33,23 @@ from cloud_hub._config import LimitSettings
 from cloud_hub._guard import route_scopes
 from cloud_hub._mqtt import Incoming
 from cloud_hub._verify import Accepted, Rejected, ReplayWindows, Verifier
-from protocol import Envelope, SigningKey, SystemClock, packb, pseudonymize, seal
+from protocol import (
+    BodySealer,
+    BoxPrivateKey,
+    Envelope,
+    SigningKey,
+    SystemClock,
+    open_envelope,
+    packb,
+    pseudonymize,
+    seal,
+)
 
 BRAND, DEVICE = "fuzz", "dev-0"
 TOPIC = f"ts/v1/{BRAND}/{DEVICE}/delta"
 TWIN = pseudonymize(b"k" * 32, 1, "someone")
+HUB_BOX = BoxPrivateKey.generate()
+SEALER = BodySealer(BoxPrivateKey.generate(), HUB_BOX.public)
 
 
 def _setup(tmp: Path) -> tuple[Verifier, SigningKey]:
@@ -43,7 +57,8 @@ def _setup(tmp: Path) -> tuple[Verifier, SigningKey]:
     registry = Registry(tmp / "registry.sqlite")
     registry.add_many([(BRAND, DEVICE, "coffee", key.public)])
     windows = ReplayWindows(4096)
-    return Verifier(registry, LimitSettings(), SystemClock(), windows), key
+    verifier = Verifier(registry, LimitSettings(), SystemClock(), windows, box_keys=[HUB_BOX])
+    return verifier, key
 
 
 @functools.cache
@@ -51,7 +66,14 @@ def _shared_verifier() -> tuple[Verifier, SigningKey]:
     return _setup(Path(tempfile.mkdtemp(prefix="twinsync-fuzz-")))
 
 
-def _signed(key: SigningKey, body: bytes, *, kind: str = "delta", seq: int = 1) -> bytes:
+def _signed(
+    key: SigningKey,
+    body: bytes,
+    *,
+    kind: str = "delta",
+    seq: int = 1,
+    sealer: BodySealer | None = None,
+) -> bytes:
     env = Envelope(
         kind=kind,  # type: ignore[arg-type]
         brand=BRAND,
@@ -61,7 +83,16 @@ def _signed(key: SigningKey, body: bytes, *, kind: str = "delta", seq: int = 1) 
         sent_ms=now_hlc() >> 16,
         body=body,
     )
-    return seal(env, key)
+    return seal(env if sealer is None else sealer.seal(env), key)
+
+
+def _resigned(key: SigningKey, data: bytes, body: bytes) -> bytes:
+    """``data``'s envelope with ``body`` swapped in, signed again by the authentic key."""
+    env = open_envelope(data).envelope
+    return seal(Envelope(**{**{f: getattr(env, f) for f in _FIELDS}, "body": body}), key)
+
+
+_FIELDS = ("kind", "brand", "device", "seq", "kid", "sent_ms", "body", "version")
 
 
 def _valid_delta(rng: random.Random) -> bytes:
@@ -145,6 +176,39 @@ def test_100k_payloads_through_the_decoder_and_verifier(tmp_path: Path) -> None:
     assert verifier.windows.high(BRAND, DEVICE) is None
 
 
+def test_sealed_payloads_through_the_verifier(tmp_path: Path) -> None:
+    """30,000 sealed envelopes: untouched ones open, every other one is refused with a
+    reason, none crashes, none is marked as written."""
+    verifier, key = _setup(tmp_path)
+    rng = random.Random(20261124)
+    seen: Counter[str] = Counter()
+    valid = [_signed(key, _valid_delta(rng), seq=i + 1, sealer=SEALER) for i in range(50)]
+    for data in valid:
+        _check(verifier, seen, TOPIC, data)
+    assert seen == Counter(accepted=50)
+    stranger = BodySealer(BoxPrivateKey.generate(), BoxPrivateKey.generate().public)
+    # A new device box key (what a wiped outbox makes) is as good as the old one.
+    rewiped = BodySealer(BoxPrivateKey.generate(), HUB_BOX.public)
+    for _ in range(8_000):  # mutated on the wire: the signature stops them
+        _check(verifier, seen, TOPIC, _mutate(rng, rng.choice(valid)))
+    for _ in range(10_000):  # sealed body mutated, re-signed by the device: reaches the AEAD
+        data = rng.choice(valid)
+        body = open_envelope(data).envelope.body
+        _check(verifier, seen, TOPIC, _resigned(key, data, _mutate(rng, body)))
+    for i in range(8_000):  # authentic device seals junk: reaches the schema checks
+        body = packb(_junk(rng)) if i % 3 else _mutate(rng, _valid_delta(rng))
+        sealer = SEALER if i % 7 else rng.choice([stranger, rewiped])
+        kind = "delta" if i % 5 else "status"
+        seq = rng.randrange(10**6)
+        _check(verifier, seen, TOPIC, _signed(key, body, kind=kind, seq=seq, sealer=sealer))
+    for _ in range(3_950):  # valid sealed payloads on the wrong topics
+        _check(verifier, seen, rng.choice([f"ts/v1/{BRAND}/dev-1/delta", "x/y", ""]), valid[0])
+    assert sum(seen.values()) == 30_000
+    for reason in ("seal_tag", "bad_seal", "unknown_box_key", "signature", "schema"):
+        assert seen[reason], (reason, seen)
+    assert verifier.windows.high(BRAND, DEVICE) is None
+
+
 @settings(
     max_examples=3000,
     deadline=None,
@@ -170,6 +234,7 @@ def test_hypothesis_bodies_from_an_authentic_device(body: Any) -> None:
     _check(verifier, seen, TOPIC, _signed(key, packb(body)))
     _check(verifier, seen, TOPIC, _signed(key, packb({"t": [[TWIN, [body]]]})))
     _check(verifier, seen, TOPIC, _signed(key, packb(body), kind="status"))
+    _check(verifier, seen, TOPIC, _signed(key, packb(body), sealer=SEALER))
 
 
 _JUNK = ["", "x", "..", "%00", "%2e%2e%2f", "a" * 300, "1-" + "0" * 32, "segment-coffee",

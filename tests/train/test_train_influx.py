@@ -16,6 +16,7 @@ import onnxruntime as ort
 from sklearn.metrics import adjusted_rand_score
 
 from cloud_hub import load_hub_config
+from cloud_hub._lines import MEASUREMENT_OF
 from cloud_hub.cli import main as hub_main
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from firmware_sim.services import LocalServices
@@ -49,7 +50,7 @@ def _write_twin_features(url: str, db: str, brand: str) -> dict[str, list[tuple[
             for i, (name, value) in enumerate(zip(feature_names(dev.product), vector, strict=True)):
                 field = FEATURE_FIELDS[(dev.product, name)]
                 tags = f"brand={brand},device={dev.device_id},twin={twin}"
-                lines.append(f"twin,{tags} {field}={value!r} {ts + i}")
+                lines.append(f"{MEASUREMENT_OF[field]},{tags} {field}={value!r} {ts + i}")
     urllib.request.urlopen(
         urllib.request.Request(f"{url}/query", data=f"q=CREATE DATABASE {db}".encode())
     )

@@ -81,7 +81,7 @@ def test_seal_refuses_mismatched_kid(key: SigningKey) -> None:
         (packb([b"x"]), SchemaError),
         (packb([b"x", b"s" * 10]), SchemaError),  # short signature
         (packb([packb([1, 2, 3]), b"s" * 64]), SchemaError),
-        (packb([packb([2, "delta", "acme", "d", 1, "k" * 16, 1, b""]), b"s" * 64]), SchemaError),
+        (packb([packb([3, "delta", "acme", "d", 1, "k" * 16, 1, b""]), b"s" * 64]), SchemaError),
         (packb([packb([1, "nope", "acme", "d", 1, "k" * 16, 1, b""]), b"s" * 64]), SchemaError),
         (packb([packb([1, "delta", "ACME", "d", 1, "k" * 16, 1, b""]), b"s" * 64]), SchemaError),
         (packb([packb([1, "delta", "acme", "d", -1, "k" * 16, 1, b""]), b"s" * 64]), SchemaError),

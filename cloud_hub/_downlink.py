@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import time
 
-from protocol import Envelope, Kind, SigningKey, packb, seal
+from protocol import Envelope, MessageKind, SigningKey, packb, seal
 
 __all__ = ["seal_downlink"]
 
 
 def seal_downlink(
     key: SigningKey,
-    kind: Kind,
+    kind: MessageKind,
     brand: str,
     device: str,
     body: object,

@@ -29,13 +29,13 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 from protocol import (
     BROADCAST,
     ConsentCommand,
+    MessageKind,
     SigningKey,
     Tombstones,
     TwinSyncError,
@@ -49,8 +49,8 @@ from ._downlink import seal_downlink
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_str
 from ._lines import TWIN_MEASUREMENTS
-from ._model_repo import connect
 from ._objection import FieldBlocks
+from ._shared import SharedView
 from ._twins import count_values
 
 __all__ = ["DEADLINE_MS", "Erasures", "verify_receipt"]
@@ -90,8 +90,10 @@ def verify_receipt(receipt: dict[str, Any], hub_key: VerifyKey) -> None:
     hub_key.verify(bytes.fromhex(str(receipt.get("signature", ""))), _canonical(body))
 
 
-class Erasures:
+class Erasures(SharedView[dict[str, frozenset[str]]]):
     """Tombstones and erasure requests (shared SQLite file) plus the erasure procedure."""
+
+    SCHEMA = _SCHEMA
 
     def __init__(
         self,
@@ -107,49 +109,29 @@ class Erasures:
         self._publish = publish
         #: called with (brand, event, data) after an erasure or a consent change (webhooks)
         self._notify = notify
-        self._db_path = Path(db_path)
         self._secrets = Path(secrets_dir)
         self._store = store
         self._key = key
-        self.refresh_s = refresh_s
-        self._erased: dict[str, frozenset[str]] = {}
-        self._loaded_at = -1.0
-        #: bumped whenever the tombstones or the field blocks change (batches built
-        #: before are re-checked, see :meth:`without_erased`)
-        self.generation = 0
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        # generation: bumped whenever the tombstones or the field blocks change (batches
+        # built before are re-checked, see :meth:`without_erased`)
+        super().__init__(db_path, refresh_s)
         #: per-twin blocked fields (objection, suppression): see cloud_hub._objection
         self.blocks = FieldBlocks(self._db_path, refresh_s, on_change=self._bump)
-        self.refresh()
 
     def _bump(self) -> None:
         self.generation += 1
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
+    def _load(self, db: sqlite3.Connection) -> dict[str, frozenset[str]]:
+        by_brand: dict[str, set[str]] = {}
+        for brand, twin in db.execute("SELECT brand, twin FROM tombstones"):
+            by_brand.setdefault(brand, set()).add(twin)
+        return {b: frozenset(t) for b, t in by_brand.items()}
 
     # -- what ingestion asks ------------------------------------------------------------
     def erased(self, brand: str) -> frozenset[str]:
         """Tombstoned twin ids of ``brand`` (refreshed from the shared file at most every
         ``refresh_s``, so other instances' erasures count too)."""
-        if time.monotonic() - self._loaded_at > self.refresh_s:
-            self.refresh()
-        return self._erased.get(brand, frozenset())
-
-    def refresh(self) -> None:
-        """Re-read the tombstones now."""
-        with self._connect() as db:
-            rows = db.execute("SELECT brand, twin FROM tombstones").fetchall()
-        by_brand: dict[str, set[str]] = {}
-        for brand, twin in rows:
-            by_brand.setdefault(brand, set()).add(twin)
-        erased = {b: frozenset(t) for b, t in by_brand.items()}
-        if erased != self._erased:
-            self._erased = erased
-            self.generation += 1
-        self._loaded_at = time.monotonic()
+        return self.view.get(brand, frozenset())
 
     # -- the procedure -----------------------------------------------------------------
     def twins_of(self, brand: str, subject: str) -> list[str]:
@@ -235,7 +217,7 @@ class Erasures:
         )
         self.broadcast(brand, "consent", body, now)
 
-    def broadcast(self, brand: str, kind: str, body: Any, now: int) -> None:
+    def broadcast(self, brand: str, kind: MessageKind, body: Any, now: int) -> None:
         """Publish a hub-signed ``kind`` message to every device of ``brand`` (QoS 1)."""
         if self._publish is not None:
             message = seal_downlink(self._key, kind, brand, BROADCAST, body, sent_ms=now)
@@ -275,7 +257,7 @@ class Erasures:
             if line.startswith(_TWIN_LINE):
                 tags = line.split(" ", 1)[0].split(",")
                 brand, twin = tags[1][len("brand=") :], tags[3][len("twin=") :]
-                if twin in self._erased.get(brand, ()) or self.blocks.drops_line(brand, twin, line):
+                if twin in self._view.get(brand, ()) or self.blocks.drops_line(brand, twin, line):
                     continue
             kept.append(line)
         return kept

@@ -27,7 +27,6 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +35,7 @@ from protocol import FIELDS, TwinOps, TwinSyncError
 from ._errors import CloudHubError
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._lines import CLASS_MEASUREMENT, TWIN_MEASUREMENTS
-from ._model_repo import connect
+from ._shared import SharedView
 from ._twins import count_values
 
 if TYPE_CHECKING:
@@ -69,46 +68,32 @@ CREATE TABLE IF NOT EXISTS field_blocks (
 Blocked = dict[str, frozenset[str]]
 
 
-class FieldBlocks:
+class FieldBlocks(SharedView[dict[str, Blocked]]):
     """Per-twin blocked fields (shared SQLite file), as ingestion and reads ask them."""
+
+    SCHEMA = _SCHEMA
 
     def __init__(
         self, db_path: Path, refresh_s: float = 1.0, on_change: Callable[[], None] | None = None
     ) -> None:
-        self._db_path = Path(db_path)
-        self.refresh_s = refresh_s
         #: called when the set of blocks changed (batches built before must be re-checked)
         self.on_change = on_change
-        self._blocked: dict[str, Blocked] = {}
-        self._loaded_at = -1.0
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-        self.refresh()
+        super().__init__(db_path, refresh_s)
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
-
-    def refresh(self) -> None:
-        """Re-read the blocks now."""
-        with self._connect() as db:
-            rows = db.execute("SELECT brand, twin, target FROM field_blocks").fetchall()
+    def _load(self, db: sqlite3.Connection) -> dict[str, Blocked]:
         fields: dict[str, dict[str, set[str]]] = {}
-        for brand, twin, target in rows:
+        for brand, twin, target in db.execute("SELECT brand, twin, target FROM field_blocks"):
             names = _PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
             fields.setdefault(brand, {}).setdefault(twin, set()).update(names)
-        blocked = {b: {t: frozenset(f) for t, f in tw.items()} for b, tw in fields.items()}
-        changed = blocked != self._blocked
-        self._blocked = blocked
-        self._loaded_at = time.monotonic()
-        if changed and self.on_change is not None:
+        return {b: {t: frozenset(f) for t, f in tw.items()} for b, tw in fields.items()}
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
             self.on_change()
 
     def blocked(self, brand: str) -> Blocked:
         """Twin -> blocked field names of ``brand`` (re-read at most every refresh_s)."""
-        if time.monotonic() - self._loaded_at > self.refresh_s:
-            self.refresh()
-        return self._blocked.get(brand, {})
+        return self.view.get(brand, {})
 
     def hidden(self, brand: str, twin: str) -> frozenset[str]:
         """The twin's blocked fields (what reads leave out)."""
@@ -132,7 +117,7 @@ class FieldBlocks:
 
     def drops_line(self, brand: str, twin: str, line: str) -> bool:
         """Whether a twin point ``line`` (as ``cloud_hub._lines`` writes it) is blocked."""
-        fields = self._blocked.get(brand, {}).get(twin)
+        fields = self._view.get(brand, {}).get(twin)
         if not fields:
             return False
         # ``measurement,tags field=value ts``: one field per line (cloud_hub._lines)

@@ -29,16 +29,15 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from protocol import TwinLink, check_brand, twin_epoch
 
 from ._errors import CloudHubError, StoreError
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._metrics import Metrics
-from ._model_repo import connect
+from ._shared import SharedView
 
 __all__ = ["Relinks"]
 
@@ -64,8 +63,17 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Relinks:
+class _Links(NamedTuple):
+    #: brand -> old -> new twin id, for links whose ops are stored under the new id
+    alias: dict[str, dict[str, str]]
+    #: brand -> retired key epochs
+    retired: dict[str, frozenset[int]]
+
+
+class Relinks(SharedView[_Links]):
     """Twin links from devices: checked, aliased at ingest, and history moved."""
+
+    SCHEMA = _SCHEMA
 
     def __init__(
         self,
@@ -79,58 +87,34 @@ class Relinks:
         refresh_s: float = 1.0,
         grace_s: float = 600.0,
     ) -> None:
-        self._db_path = Path(db_path)
         self._secrets = Path(secrets_dir)
         self._store = store
         self._metrics = metrics
         self._is_erased = is_erased
         self._notify = notify
-        self.refresh_s = refresh_s
         self.grace_s = grace_s
-        self._alias: dict[str, dict[str, str]] = {}
-        self._retired: dict[str, frozenset[int]] = {}
-        self._loaded_at = -1.0
-        #: bumped whenever the alias set changes (batches built before re-check)
-        self.generation = 0
         self._types: dict[str, dict[str, str]] = {}
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-        self.refresh()
+        super().__init__(db_path, refresh_s)
 
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
+    def _load(self, db: sqlite3.Connection) -> _Links:
+        alias: dict[str, dict[str, str]] = {}
+        for brand, old, new in db.execute(
+            "SELECT brand, old, new FROM twin_links WHERE state IN ('aliased', 'done')"
+        ):
+            alias.setdefault(brand, {})[old] = new
+        retired: dict[str, set[int]] = {}
+        for brand, epoch in db.execute("SELECT brand, epoch FROM retired_epochs"):
+            retired.setdefault(brand, set()).add(epoch)
+        return _Links(alias, {b: frozenset(e) for b, e in retired.items()})
 
     # -- what ingestion asks ------------------------------------------------------------
     def alias(self, brand: str) -> dict[str, str]:
         """old -> new twin ids of ``brand`` whose ops are stored under the new id."""
-        if time.monotonic() - self._loaded_at > self.refresh_s:
-            self.refresh()
-        return self._alias.get(brand, {})
+        return self.view.alias.get(brand, {})
 
     def retired(self, brand: str) -> frozenset[int]:
         """Retired key epochs of ``brand``: ops of their twins are no longer stored."""
-        if time.monotonic() - self._loaded_at > self.refresh_s:
-            self.refresh()
-        return self._retired.get(brand, frozenset())
-
-    def refresh(self) -> None:
-        """Re-read the aliases now (other instances' links count too)."""
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT brand, old, new FROM twin_links WHERE state IN ('aliased', 'done')"
-            ).fetchall()
-            retired: dict[str, set[int]] = {}
-            for brand, epoch in db.execute("SELECT brand, epoch FROM retired_epochs"):
-                retired.setdefault(brand, set()).add(epoch)
-        self._retired = {b: frozenset(e) for b, e in retired.items()}
-        alias: dict[str, dict[str, str]] = {}
-        for brand, old, new in rows:
-            alias.setdefault(brand, {})[old] = new
-        if alias != self._alias:
-            self._alias = alias
-            self.generation += 1
-        self._loaded_at = time.monotonic()
+        return self.view.retired.get(brand, frozenset())
 
     def realias(self, lines: list[str]) -> list[str]:
         """Rewrite already built points of aliased twins to the new id (line protocol)."""
@@ -140,7 +124,7 @@ class Relinks:
                 head, sep, rest = line.partition(",twin=")
                 twin, space, tail = rest.partition(" ")
                 brand = head.partition(",brand=")[2].partition(",")[0]
-                new = self._alias.get(brand, {}).get(twin)
+                new = self._view.alias.get(brand, {}).get(twin)
                 if new is not None:
                     out.append(f"{head}{sep}{new}{space}{tail}")
                     continue

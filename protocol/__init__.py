@@ -42,6 +42,7 @@ from ._envelope import (
     open_envelope,
     seal,
 )
+from ._envelope import Kind as MessageKind
 from ._errors import (
     ClockError,
     DecodeError,
@@ -169,6 +170,7 @@ __all__ = [
     "LimitError",
     "Limits",
     "ManualClock",
+    "MessageKind",
     "ModelKind",
     "ModelManifest",
     "ModelOffer",

@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     prov.add_argument(
         "--count", type=int, default=0, help="provision N devices <device>-0001.. into <out>/<id>/"
     )
+    prov.add_argument(
+        "--broker-dir",
+        type=Path,
+        default=None,
+        help="also rewrite the broker's password and ACL files there (as 'broker-auth')",
+    )
     prov.add_argument("--mqtt-host", default=None, help="broker host written into agent.toml")
     prov.add_argument("--mqtt-port", type=int, default=None)
 
@@ -177,6 +183,16 @@ def _apikey(args: argparse.Namespace, config: HubConfig) -> int:
     else:
         print(json.dumps(keys.revoke(args.brand, args.key_id).summary()))
     return 0
+
+
+def _broker_files(config: HubConfig, out: Path) -> None:
+    secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
+    passwd, acl = write_broker_files(config.registry.path, secret, out)
+    print(f"password_file {passwd}\nacl_file {acl}")
+    print(
+        f"hub config: mqtt.username = {HUB_USER!r}, mqtt.password_file = '{secret}'",
+        file=sys.stderr,
+    )
 
 
 def _brand_key(args: argparse.Namespace, config: HubConfig) -> int:
@@ -337,13 +353,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "brand-key":
             return _brand_key(args, config)
         if args.command == "broker-auth":
-            secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
-            passwd, acl = write_broker_files(config.registry.path, secret, args.out)
-            print(f"password_file {passwd}\nacl_file {acl}")
-            print(
-                f"hub config: mqtt.username = {HUB_USER!r}, mqtt.password_file = '{secret}'",
-                file=sys.stderr,
-            )
+            _broker_files(config, args.out)
             return 0
         if args.command == "keys":
             print(ensure_hub_key(config.keys.secrets_dir).public.hex())
@@ -377,6 +387,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     port,
                 )
             )
+        if args.broker_dir is not None:
+            _broker_files(config, args.broker_dir)
         return 0
     except TwinSyncError as exc:
         print(f"twinsync hub: {exc}", file=sys.stderr)

@@ -255,6 +255,13 @@ class Agent:
         """Record a consent choice made on this device (see :class:`DevicePrivacy`)."""
         return self._privacy_or_fail().set_consent(subject, purposes, notice)
 
+    def set_fields(
+        self, subject: str, suppress: Sequence[str] = (), restore: Sequence[str] = ()
+    ) -> None:
+        """The user's own suppression of twin fields on this device (see
+        :class:`DevicePrivacy`)."""
+        self._privacy_or_fail().set_fields(subject, suppress, restore)
+
     def consent_state(self, subject: str) -> dict[str, bool]:
         """The user's current choice per optional purpose (defaults filled in)."""
         return self._privacy_or_fail().consent_state(subject)

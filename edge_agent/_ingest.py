@@ -3,7 +3,8 @@
 Each request line is a ``protocol.SignalIn`` as JSON, a consent choice made on the device
 ``{"consent": {"subject": ..., "purposes": {"analytics": true}, "notice": "v3"}}``, or a
 request for the device's privacy view of a user ``{"view": {"subject": ...}}`` (answered
-with ``{"view": {...}}``);
+with ``{"view": {...}}``), or the user's own suppression of fields on this device
+``{"fields": {"subject": ..., "suppress": [...], "restore": [...]}}``;
 each reply line is ``{"seq": n, "status": "accepted"|"duplicate"|"rejected", "reason":
 ...}`` (``seq`` null and reason ``consent`` for a recorded consent), in request order,
 sent once the effect is durable. Clients may pipeline: lines are read
@@ -165,14 +166,14 @@ class IngestServer:
 
 
 def _local_request(line: bytes) -> tuple[str, object] | None:
-    """``("consent" | "view", inner)`` of a ``{"consent": {...}}`` or ``{"view": {...}}``
-    line, else None."""
+    """``(kind, inner)`` of a one-key ``{"consent" | "view" | "fields": {...}}`` line,
+    else None."""
     try:
         obj = json.loads(line)
     except ValueError:
         return None
     if isinstance(obj, dict) and len(obj) == 1:
         ((kind, inner),) = obj.items()
-        if kind in ("consent", "view"):
+        if kind in ("consent", "view", "fields"):
             return kind, inner
     return None

@@ -9,7 +9,7 @@ consent change or keep an erased twin's ops.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from protocol import (
@@ -20,6 +20,7 @@ from protocol import (
     Clock,
     ConsentCommand,
     ConsentEntry,
+    SchemaError,
     Tombstones,
     TwinSyncError,
     check_notice,
@@ -95,11 +96,14 @@ class DevicePrivacy:
                 {
                     "signal": name,
                     "purpose": CATALOG[name].purpose,
-                    "allowed": book.gate.allows(twin, CATALOG[name].purpose),
+                    "allowed": book.gate.allows_field(
+                        twin, CATALOG[name].field, CATALOG[name].purpose
+                    ),
                     "becomes": CATALOG[name].field,
                 }
                 for name in PRODUCTS[product]
             ],
+            "suppressed": sorted(book.gate.suppressed(twin)),
             "twin_says": {
                 field: {"value": value, "purpose": FIELDS[field].purpose}
                 for (t, field), value in sorted(book.values.items())
@@ -114,7 +118,63 @@ class DevicePrivacy:
             if not isinstance(subject, str) or not 1 <= len(subject) <= 256:
                 return IngestResult(None, "rejected", "malformed")
             return {"view": self.view(subject)}
+        if kind == "fields":
+            return self._fields_line(request)
         return self._consent_line(request)
+
+    def set_fields(
+        self, subject: str, suppress: Sequence[str] = (), restore: Sequence[str] = ()
+    ) -> None:
+        """The user's own choice on this device (its app or UI): stop collecting
+        ``suppress`` fields of their twin here, or collect ``restore`` fields again.
+
+        Durable when this returns. It concerns this device: the brand's rectification
+        request (through the hub) is what stops every device and removes stored points.
+        Raises SchemaError (reason ``unknown_field``) for a field this product does not
+        collect, and ValueError for a customer the hub erased.
+        """
+        for name in (*suppress, *restore):
+            spec = FIELDS.get(name)
+            if spec is None or spec.product != self._product:
+                raise SchemaError(
+                    f"{name!r} is not a twin field of a {self._product}", reason="unknown_field"
+                )
+        if set(suppress) & set(restore):
+            raise SchemaError("a field cannot be suppressed and restored at once")
+        twin = self._book.twin_of(subject)
+        if self._book.is_erased(twin):
+            raise ValueError("this customer's twin was erased; nothing is recorded for it")
+        if suppress:
+            self._suppress([twin], tuple(suppress))
+        if restore:
+            self._restore([twin], tuple(restore))
+
+    def _fields_line(self, request: object) -> IngestResult:
+        """A ``{"fields": {"subject", "suppress"?, "restore"?}}`` line."""
+        if (
+            not isinstance(request, dict)
+            or "subject" not in request
+            or not set(request) <= {"subject", "suppress", "restore"}
+        ):
+            return IngestResult(None, "rejected", "malformed")
+        subject = request["subject"]
+        suppress, restore = request.get("suppress", []), request.get("restore", [])
+        if (
+            not isinstance(subject, str)
+            or not 1 <= len(subject) <= 256
+            or not isinstance(suppress, list)
+            or not isinstance(restore, list)
+            or not all(isinstance(f, str) for f in (*suppress, *restore))
+            or not 0 < len(suppress) + len(restore) <= 64
+        ):
+            return IngestResult(None, "rejected", "malformed")
+        try:
+            self.set_fields(subject, suppress, restore)
+        except TwinSyncError as exc:
+            return IngestResult(None, "rejected", exc.reason)
+        except ValueError:
+            return IngestResult(None, "rejected", "erased")
+        return IngestResult(None, "accepted", "fields")
 
     def _consent_line(self, request: object) -> IngestResult:
         """A ``{"consent": {"subject", "purposes", "notice"}}`` line of the local interface."""
@@ -150,10 +210,7 @@ class DevicePrivacy:
         if command.suppress:
             self._suppress(twins, command.suppress)
         if command.restore and twins:
-            self._outbox.suppress(twins, command.restore, lift=True)
-            for twin in twins:
-                book.gate.restore(twin, command.restore)
-            log.info("restored %d field(s) of %d twin(s)", len(command.restore), len(twins))
+            self._restore(twins, command.restore)
         purposes = tuple(sorted(command.purposes.items()))
         entries = [ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice) for t in twins]
         if entries and purposes:
@@ -178,6 +235,13 @@ class DevicePrivacy:
                 twins
             ) * len(fields)
             log.info("suppressed %d field(s) of %d twin(s)", len(fields), len(twins))
+
+    def _restore(self, twins: list[str], fields: tuple[str, ...]) -> None:
+        """The customer lifted a suppression: collect ``fields`` of ``twins`` again."""
+        self._outbox.suppress(twins, fields, lift=True)
+        for twin in twins:
+            self._book.gate.restore(twin, fields)
+        log.info("restored %d field(s) of %d twin(s)", len(fields), len(twins))
 
     def forget(self, tombstones: Tombstones) -> None:
         """The hub erased these twins: drop all we hold about them, refuse them from now on.

@@ -201,3 +201,17 @@ async def test_an_agent_syncs_through_the_confined_broker(
             return len((await get_json(url, token=token))["twins"]) == 1
 
         assert await eventually(listed, within=10)
+
+
+def test_provisioning_can_write_the_broker_files_at_once(tmp_path: Path) -> None:
+    toml = tmp_path / "hub.toml"
+    toml.write_text('[registry]\npath = "registry.sqlite"\n[keys]\nsecrets_dir = "secrets"\n')
+    broker = tmp_path / "broker"
+    argv = ["provision", "--config", str(toml), "--brand", "acme", "--device", "m-1"]
+    argv += ["--product", "coffee", "--out", str(tmp_path / "m-1"), "--broker-dir", str(broker)]
+    assert hub_cli(argv) == 0
+    assert (tmp_path / "m-1" / "agent.toml").exists()
+    assert "acme.m-1:" in (broker / "twinsync.passwd").read_text()
+    acl = (broker / "twinsync.acl").read_text()
+    assert "user acme.m-1" in acl
+    assert "ts/v1/acme/m-1/delta" in acl

@@ -19,6 +19,7 @@ path, which may hold a twin id), status. No raw identifier can reach it.
 from __future__ import annotations
 
 import base64
+import builtins
 import hashlib
 import hmac
 import re
@@ -207,7 +208,7 @@ class ApiKeys:
                 (time.time_ns() // 1_000_000, brand, key_id, method, route, status),
             )
 
-    def audit_log(self, brand: str, limit: int = _AUDIT_MAX_ROWS) -> list[dict[str, Any]]:
+    def audit_log(self, brand: str, limit: int = _AUDIT_MAX_ROWS) -> builtins.list[dict[str, Any]]:
         """The newest ``limit`` audit rows of ``brand``, newest first."""
         with self._connect() as db:
             rows = db.execute(

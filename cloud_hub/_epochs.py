@@ -54,10 +54,9 @@ def retire_in_bundles(bundles: Iterable[Path], epoch: int) -> int:
     """Remove epoch ``epoch``'s key from ``bundles``; return how many held it."""
     changed = 0
     for bundle in map(Path, bundles):
-        config = _pseudonym(bundle)
-        previous = [int(p["epoch"]) for p in config.get("previous", [])]
+        current, previous = _epochs_of(bundle)
         if epoch in previous:
-            _write_pseudonym(bundle, int(config["epoch"]), [e for e in previous if e != epoch])
+            _write_pseudonym(bundle, current, [e for e in previous if e != epoch])
             changed += 1
         (bundle / f"brand.{epoch}.key").unlink(missing_ok=True)
     return changed
@@ -74,15 +73,26 @@ def _pseudonym(bundle: Path) -> dict[str, object]:
     return section
 
 
-def _plan(bundle: Path, epoch: int) -> tuple[Path, int, list[int]]:
+def _epochs_of(bundle: Path) -> tuple[int, list[int]]:
+    """The bundle's current key epoch and the previous ones it holds."""
     config = _pseudonym(bundle)
-    current = int(config.get("epoch", 1))  # type: ignore[call-overload]
-    if config.get("key_file", "brand.key") != "brand.key" or current >= epoch:
+    try:
+        current = int(config.get("epoch", 1))  # type: ignore[call-overload]
+        entries: list[dict[str, object]] = config.get("previous", [])  # type: ignore[assignment]
+        previous = [int(p["epoch"]) for p in entries]  # type: ignore[call-overload]
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ConfigError(f"bundle {bundle}: [pseudonym] epochs are malformed: {exc}") from exc
+    return current, previous
+
+
+def _plan(bundle: Path, epoch: int) -> tuple[Path, int, list[int]]:
+    current, previous = _epochs_of(bundle)
+    key_file = _pseudonym(bundle).get("key_file", "brand.key")
+    if key_file != "brand.key" or current >= epoch:
         raise ConfigError(
             f"bundle {bundle} was not made by 'twinsync hub provision' for this brand "
-            f"(key_file {config.get('key_file')!r}, epoch {current})"
+            f"(key_file {key_file!r}, epoch {current})"
         )
-    previous = [int(p["epoch"]) for p in config.get("previous", [])]  # type: ignore[attr-defined]
     return bundle, current, previous
 
 

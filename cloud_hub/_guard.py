@@ -79,7 +79,8 @@ def route(app: web.Application, method: str, path: str, handler: Handler, scope:
 
 def route_scopes(app: web.Application) -> dict[tuple[str, str], str]:
     """(method, route template) -> scope, of every guarded route of ``app``."""
-    return dict(app[_SCOPES])
+    scopes: dict[tuple[str, str], str] = app[_SCOPES]
+    return dict(scopes)
 
 
 def _deny(error: AuthError) -> web.Response:

@@ -16,6 +16,7 @@ import logging
 import random
 import ssl
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -267,9 +268,9 @@ class Hub:
                 for task in done:
                     task.result()
             finally:
-                tasks = (run, subscribed, publish, feed, hooks, relink)
-                for task in tasks:
-                    task.cancel()
+                tasks: list[asyncio.Future[Any]] = [run, subscribed, publish, feed, hooks, relink]
+                for pending in tasks:
+                    pending.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _maintain(self) -> None:

@@ -63,13 +63,14 @@ def _ctx(request: web.Request) -> tuple[RolloutContext, str]:
 
 def _http(exc: RolloutError) -> web.HTTPException:
     body = error_body(exc.reason, str(exc))
-    cls = {
+    classes: dict[int, type[web.HTTPException]] = {
         400: web.HTTPBadRequest,
         404: web.HTTPNotFound,
         409: web.HTTPConflict,
         413: web.HTTPRequestEntityTooLarge,
         422: web.HTTPUnprocessableEntity,
-    }.get(exc.status, web.HTTPBadRequest)
+    }
+    cls = classes.get(exc.status, web.HTTPBadRequest)
     if cls is web.HTTPRequestEntityTooLarge:
         return web.HTTPRequestEntityTooLarge(
             max_size=MAX_MODEL_BYTES, actual_size=0, text=body, content_type="application/json"

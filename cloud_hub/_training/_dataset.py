@@ -95,7 +95,7 @@ def customer_rows(
         if dev.product != product or (devices is not None and dev not in devices):
             continue
         states: dict[str, FeatureState] = {}
-        points = [(t, None) for t in base_cutoffs]
+        points: list[tuple[int, str | None]] = [(t, None) for t in base_cutoffs]
         if before_churn_days is not None:
             for subject in dev.users:
                 churn = fleet.customer(subject).churn_ms

@@ -23,16 +23,16 @@ Models on disk are checked again at start-up (signature with the *current* hub k
 schema, smoke run): a file damaged on disk, or signed by a key the device no longer
 trusts, falls back to the previous version, then to the built-in default.
 
-This module is the store; a loaded model and its checks are edge_agent._model_runner,
-the files edge_agent._model_files, and onnxruntime (its C API, without numpy)
-edge_agent._ort and edge_agent._ort_session.
+This module is the store; the checks made before a model is loaded are
+edge_agent._model_admission, a loaded model and its run-time checks
+edge_agent._model_runner, the files edge_agent._model_files, and onnxruntime (its C API,
+without numpy) edge_agent._ort and edge_agent._ort_session.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -40,16 +40,15 @@ from pathlib import Path
 from typing import Final
 
 from protocol import (
-    ANOMALY_FEATURES,
     ModelKind,
     ModelManifest,
     SchemaError,
-    SignatureError,
     VerifyKey,
     feature_names,
 )
 
 from ._errors import ModelError, ModelRejected
+from ._model_admission import Admission, check_size, parse_manifest, same_model
 from ._model_files import (
     POINTER,
     Pointer,
@@ -64,14 +63,12 @@ from ._model_runner import Runner, load, reject
 from ._ort import runtime
 from ._pages import release_code_pages
 
-__all__ = ["BUILTIN_MODELS", "MAX_MODEL_BYTES", "ModelFailure", "ModelStore"]
+__all__ = ["BUILTIN_MODELS", "ModelFailure", "ModelStore"]
 
 log = logging.getLogger("edge_agent.models")
 
 #: Where the package's default models live (``<name>.onnx`` + ``<name>.manifest.json``).
 BUILTIN_MODELS: Final = Path(__file__).resolve().parent / "models"
-#: Larger model files are refused before anything else is done with them.
-MAX_MODEL_BYTES: Final = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,7 @@ class ModelStore:
         self.root = Path(root)
         self.product = product
         self.builtin = builtin
-        self._keys = dict(hub_keys)
+        self._admission = Admission(product, self._features, hub_keys)
         self._lock = threading.RLock()
         self._serving: dict[str, Runner] = {}
         self._failures: dict[str, ModelFailure] = {}
@@ -202,12 +199,12 @@ class ModelStore:
         ``bad_io``, ``smoke_failed``, ``io``) and leaves the running model untouched.
         Re-installing the version that already serves (same hash) is a no-op.
         """
-        manifest = _parse(manifest_json)
+        manifest = parse_manifest(manifest_json)
         with self._lock, self._recording(manifest):
             current = self._serving_named(manifest.name)
-            _check_size(manifest, len(onnx_bytes))
-            self._check_manifest(manifest, onnx_bytes, signed=True)
-            if _same(current, manifest):
+            check_size(manifest, len(onnx_bytes))
+            self._admission.check_manifest(manifest, onnx_bytes, signed=True)
+            if same_model(current, manifest):
                 return manifest  # a redelivery of what already serves
             self._check_upgrade(manifest, current)
             runner = load(manifest, onnx_bytes, builtin=False)
@@ -263,12 +260,12 @@ class ModelStore:
 
         Raises :class:`ModelRejected` and records the refusal like :meth:`install`.
         """
-        manifest = _parse(manifest_json)
+        manifest = parse_manifest(manifest_json)
         with self._lock, self._recording(manifest):
             current = self._serving_named(manifest.name)
-            _check_size(manifest, manifest.size)
-            self._check_claims(manifest, signed=True)
-            if not _same(current, manifest):
+            check_size(manifest, manifest.size)
+            self._admission.check_claims(manifest, signed=True)
+            if not same_model(current, manifest):
                 self._check_upgrade(manifest, current)
         return manifest
 
@@ -331,47 +328,6 @@ class ModelStore:
         if not runner.builtin:
             self._kinds[runner.manifest.name] = runner.kind
 
-    def _expected_inputs(self, kind: str) -> tuple[str, ...]:
-        return ANOMALY_FEATURES if kind == "anomaly" else self._features
-
-    def _product_ok(self, manifest: ModelManifest) -> bool:
-        return manifest.product == self.product or (
-            manifest.kind == "anomaly" and manifest.product == "any"
-        )
-
-    def _check_manifest(self, manifest: ModelManifest, data: bytes, *, signed: bool) -> None:
-        """Everything checkable without running the model."""
-        self._check_claims(manifest, signed=signed)
-        try:
-            manifest.check_file(data)
-        except SignatureError as exc:
-            raise reject("hash_mismatch", manifest, str(exc)) from exc
-
-    def _check_claims(self, manifest: ModelManifest, *, signed: bool) -> None:
-        """What the manifest says, checked without its file."""
-        if signed:
-            try:
-                manifest.verify(self._keys)
-            except SignatureError as exc:
-                raise reject(exc.reason, manifest, str(exc)) from exc
-        if not self._product_ok(manifest):
-            raise reject(
-                "wrong_product",
-                manifest,
-                f"{manifest.ref} is for product {manifest.product!r}, this device is "
-                f"{self.product!r}",
-            )
-        expected = self._expected_inputs(manifest.kind)
-        if manifest.inputs != expected:
-            raise reject(
-                "incompatible_inputs",
-                manifest,
-                f"{manifest.ref} expects inputs {list(manifest.inputs)}, this agent computes "
-                f"{list(expected)}",
-            )
-        if not math.isfinite(manifest.threshold):
-            raise reject("malformed", manifest, f"{manifest.ref} threshold is not finite")
-
     def _load_version(self, name: str, version: int) -> Runner:
         """Load and fully re-verify an installed version (its files may have rotted)."""
         directory = self.root / name / str(version)
@@ -389,7 +345,7 @@ class ModelStore:
             raise reject("malformed", manifest, f"{directory} holds {manifest.ref}, not {ref}")
         # Known even if the model fails below: a later install of this kind retires it.
         self._kinds[name] = manifest.kind
-        self._check_manifest(manifest, data, signed=True)
+        self._admission.check_manifest(manifest, data, signed=True)
         return load(manifest, data, builtin=False)
 
     def _load_all(self) -> None:
@@ -449,7 +405,7 @@ class ModelStore:
                 self._failures[name] = ModelFailure("malformed", name, str(exc))
                 log.error("built-in model %s unreadable: %s", path, exc)
                 continue
-            if not self._product_ok(manifest) or manifest.kind in self._serving:
+            if not self._admission.product_ok(manifest) or manifest.kind in self._serving:
                 continue
             try:
                 data = (directory / f"{name}.onnx").read_bytes()
@@ -460,7 +416,7 @@ class ModelStore:
             try:
                 # Shipped with the code, so trusted like the code: no signature check;
                 # the hash still catches a damaged install.
-                self._check_manifest(manifest, data, signed=False)
+                self._admission.check_manifest(manifest, data, signed=False)
                 runner = load(manifest, data, builtin=True)
             except ModelRejected as exc:
                 self._failures[manifest.name] = ModelFailure(exc.reason, manifest.ref, str(exc))
@@ -476,23 +432,3 @@ class ModelStore:
                 del self._kinds[name]
                 self._failures.pop(name, None)
                 remove(self.root / name)
-
-
-def _parse(manifest_json: bytes) -> ModelManifest:
-    try:
-        return ModelManifest.from_json(manifest_json)
-    except SchemaError as exc:
-        raise ModelRejected(f"model manifest refused: {exc}", reason="malformed") from exc
-
-
-def _check_size(manifest: ModelManifest, size: int) -> None:
-    if size > MAX_MODEL_BYTES:
-        raise reject("too_large", manifest, f"model file is {size} bytes, limit {MAX_MODEL_BYTES}")
-
-
-def _same(current: Runner | None, manifest: ModelManifest) -> bool:
-    return (
-        current is not None
-        and current.manifest.version == manifest.version
-        and current.manifest.sha256 == manifest.sha256
-    )

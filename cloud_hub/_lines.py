@@ -12,7 +12,7 @@ can delete them without touching the usage history in ``twin``.
 
 from __future__ import annotations
 
-from protocol import FIELD_CLASSES, FIELDS, HLC, ConsentEntry, FieldClass, TwinOps
+from protocol import FIELD_CLASSES, FIELDS, HLC, ConsentEntry, FieldClass, TwinOps, ValueType
 
 __all__ = [
     "CLASS_MEASUREMENT",
@@ -22,6 +22,7 @@ __all__ = [
     "device_line",
     "format_value",
     "twin_lines",
+    "typed_value",
 ]
 
 _TYPES = {name: spec.type for name, spec in FIELDS.items()}
@@ -37,17 +38,21 @@ MEASUREMENT_OF: dict[str, str] = {n: CLASS_MEASUREMENT[s.field_class] for n, s i
 _INFO = {n: (s.type, 1 if s.field_class == "profile" else 0) for n, s in FIELDS.items()}
 
 
-def format_value(field: str, value: object) -> str:
-    """A field value in line protocol, typed by the catalog."""
-    kind = _TYPES[field]
+def typed_value(kind: ValueType, value: object) -> str:
+    """A field value of value type ``kind`` in line protocol (strings escaped)."""
     if kind == "float":
         return repr(float(value))  # type: ignore[arg-type]
     if kind == "int":
-        return f"{value}i"
+        return f"{int(value)}i"  # type: ignore[call-overload]
     if kind == "bool":
         return "true" if value else "false"
     text = str(value).replace("\\", "\\\\").replace('"', '\\"')
     return f'"{text}"'
+
+
+def format_value(field: str, value: object) -> str:
+    """A field value in line protocol, typed by the catalog."""
+    return typed_value(_TYPES[field], value)
 
 
 def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[str]) -> int:
@@ -77,13 +82,10 @@ def device_line(brand: str, device: str, fields: dict[str, bool | int | str], ts
     """A ``device`` measurement point (liveness, last seq, skew, outbox health, models)."""
     parts = []
     for key, value in fields.items():
-        if isinstance(value, bool):
-            parts.append(f"{key}={'true' if value else 'false'}")
-        elif isinstance(value, str):
-            text = value.replace("\\", "\\\\").replace('"', '\\"')
-            parts.append(f'{key}="{text}"')
-        else:
-            parts.append(f"{key}={int(value)}i")
+        kind: ValueType = (
+            "bool" if isinstance(value, bool) else "str" if isinstance(value, str) else "int"
+        )
+        parts.append(f"{key}={typed_value(kind, value)}")
     return f"device,brand={brand},device={device} {','.join(parts)} {ts_ms * 1_000_000}"
 
 
@@ -91,10 +93,10 @@ def consent_line(brand: str, device: str, entry: ConsentEntry) -> str:
     """A ``consent`` point: one ledger entry of one twin, as the device recorded it."""
     fields_text = ",".join(f"{k}={'true' if v else 'false'}" for k, v in entry.purposes)
     actor = entry.actor.replace('"', "")
-    notice = entry.notice.replace("\\", "\\\\").replace('"', '\\"')
+    notice = typed_value("str", entry.notice)
     return (
         f"consent,brand={brand},device={device},twin={entry.twin} "
-        f'{fields_text},actor="{actor}",notice="{notice}" {entry.ts_ms * 1_000_000}'
+        f'{fields_text},actor="{actor}",notice={notice} {entry.ts_ms * 1_000_000}'
     )
 
 

@@ -44,12 +44,13 @@ from protocol import (
     Scalar,
     SchemaError,
     TwinSyncError,
+    ValueType,
     check_signal_value,
 )
 
 from ._errors import CloudHubError, StoreError
 from ._influx import InfluxStore, quote_ident, quote_str
-from ._lines import MEASUREMENT_OF, format_value
+from ._lines import MEASUREMENT_OF, format_value, typed_value
 from ._model_repo import connect
 from ._objection import twin_points_where
 
@@ -365,11 +366,10 @@ def _format(name: str, value: object) -> str:
     """A field value read back from InfluxDB, in line protocol (typed by the catalog)."""
     if name in FIELDS:
         return format_value(name, value)
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return repr(float(value))  # type: ignore[arg-type]
+    kind: ValueType = (
+        "bool" if isinstance(value, bool) else "str" if isinstance(value, str) else "float"
+    )
+    return typed_value(kind, value)
 
 
 def _customer_lines(brand: str, twin: str, values: dict[str, Scalar], now_ms: int) -> list[str]:

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from protocol import TwinLink, check_brand, twin_epoch
+from protocol import TwinLink, ValueType, check_brand, twin_epoch
 
 from ._errors import CloudHubError, StoreError
 from ._influx import InfluxStore, quote_ident, quote_str
+from ._lines import typed_value
 from ._metrics import Metrics
 from ._shared import SharedView
 
@@ -57,6 +58,13 @@ CREATE TABLE IF NOT EXISTS retired_epochs (
 );
 """
 _CHUNK = 5000
+#: InfluxDB's field types (SHOW FIELD KEYS) as the catalog's value types
+_INFLUX_TYPES: dict[str, ValueType] = {
+    "float": "float",
+    "integer": "int",
+    "boolean": "bool",
+    "string": "str",
+}
 
 
 def _now_ms() -> int:
@@ -351,18 +359,8 @@ def _rewrite(series: dict[str, Any], types: dict[str, str], new: str) -> list[st
         for name, value in zip(columns[1:], row[1:], strict=True):
             if value is None or name in tags:
                 continue
-            fields.append(f"{name}={_value(types.get(name, 'float'), value)}")
+            kind = _INFLUX_TYPES.get(types.get(name, "float"), "float")
+            fields.append(f"{name}={typed_value(kind, value)}")
         if fields:
             lines.append(f"{head} {','.join(fields)} {row[0]}")
     return lines
-
-
-def _value(kind: str, value: object) -> str:
-    if kind == "integer":
-        return f"{int(value)}i"  # type: ignore[call-overload]
-    if kind == "boolean":
-        return "true" if value else "false"
-    if kind == "string":
-        text = str(value).replace("\\", "\\\\").replace('"', '\\"')
-        return f'"{text}"'
-    return repr(float(value))  # type: ignore[arg-type]

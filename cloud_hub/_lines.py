@@ -18,6 +18,7 @@ __all__ = [
     "CLASS_MEASUREMENT",
     "MEASUREMENT_OF",
     "TWIN_MEASUREMENTS",
+    "TWIN_TAGGED",
     "consent_line",
     "device_line",
     "format_value",
@@ -31,6 +32,9 @@ CLASS_MEASUREMENT: dict[FieldClass, str] = {"usage": "twin", "profile": "twin_pr
 assert set(CLASS_MEASUREMENT) == set(FIELD_CLASSES)
 #: every measurement holding twin fields (reads and erasure cover them all)
 TWIN_MEASUREMENTS: tuple[str, ...] = tuple(CLASS_MEASUREMENT[c] for c in FIELD_CLASSES)
+#: every measurement whose points carry a ``twin`` tag: the twin fields and the consent
+#: ledger (what a twin's move to a new key epoch takes along)
+TWIN_TAGGED: tuple[str, ...] = (*TWIN_MEASUREMENTS, "consent")
 #: the measurement of each twin field
 MEASUREMENT_OF: dict[str, str] = {n: CLASS_MEASUREMENT[s.field_class] for n, s in FIELDS.items()}
 # field -> (value type, index of its measurement's line prefix): one dict lookup per op

@@ -12,10 +12,10 @@ a device that holds both keys and knows the customer under the old id sends a
    customer's history onto a twin) and the old twin is not erased. Every instance then
    stores ops of the old id under the new one (within ``refresh_s``), also in batches
    built before it learnt of the alias.
-3. ``done``: after ``refresh_s`` more, every point of the old id (all measurements with a
-   twin tag) is rewritten under the new id, the copy is checked, and only then the old
-   series are deleted. A crash anywhere resumes from the row's state (the copy is
-   idempotent: the same points land on the same keys).
+3. ``done``: after ``refresh_s`` more, every point of the old id (every measurement with
+   a twin tag, ``_lines.TWIN_TAGGED``) is rewritten under the new id, the copy is checked,
+   and only then the old series are deleted. A crash anywhere resumes from the row's
+   state (the copy is idempotent: the same points land on the same keys).
 
 A link that cannot be checked within ``grace_s`` is ``refused``. The rows map old to new
 ids, so they live only until the old epoch is retired (``brand-key retire``): from then on
@@ -34,11 +34,14 @@ from typing import Any, NamedTuple
 
 from protocol import TwinLink, ValueType, check_brand, twin_epoch
 
+from ._epochs import held_epochs
 from ._errors import CloudHubError, StoreError
 from ._influx import InfluxStore, quote_ident, quote_str
-from ._lines import typed_value
+from ._lines import TWIN_TAGGED, typed_value
 from ._metrics import Metrics
+from ._objection import twin_points_where
 from ._shared import SharedView
+from ._twins import count_values
 
 __all__ = ["Relinks"]
 
@@ -58,6 +61,7 @@ CREATE TABLE IF NOT EXISTS retired_epochs (
 );
 """
 _CHUNK = 5000
+_FROM = ",".join(quote_ident(m) for m in TWIN_TAGGED)
 #: InfluxDB's field types (SHOW FIELD KEYS) as the catalog's value types
 _INFLUX_TYPES: dict[str, ValueType] = {
     "float": "float",
@@ -141,8 +145,7 @@ class Relinks(SharedView[_Links]):
 
     def held_epochs(self, brand: str) -> set[int]:
         """Key epochs the hub holds for ``brand`` (its secrets)."""
-        folder = self._secrets / "brands" / check_brand(brand)
-        return {int(p.stem) for p in folder.glob("*.key") if p.stem.isdigit()}
+        return set(held_epochs(self._secrets, brand))
 
     def propose(self, brand: str, device: str, links: Iterable[TwinLink]) -> None:
         """Record links a device sent (called at ingest; the check comes later)."""
@@ -218,15 +221,10 @@ class Relinks(SharedView[_Links]):
         return 1
 
     async def _count(self, brand: str, twin: str, device: str | None = None) -> int:
-        where = f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
+        where = twin_points_where(brand, [twin])
         if device is not None:
             where += f' AND "device" = {quote_str(device)}'
-        total = 0
-        for result in await self._store.query(f"SELECT count(*) FROM /.*/ WHERE {where}"):
-            for series in result.get("series", []):
-                for row in series["values"]:
-                    total += sum(v for v in row[1:] if isinstance(v, int))
-        return total
+        return await count_values(self._store, where, TWIN_TAGGED)
 
     async def _field_types(self, measurement: str) -> dict[str, str]:
         types = self._types.get(measurement)
@@ -242,13 +240,11 @@ class Relinks(SharedView[_Links]):
         return types
 
     async def _move(self, brand: str, old: str, new: str) -> None:
-        where = f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(old)}'
-        results = await self._store.query(f"SELECT * FROM /.*/ WHERE {where} GROUP BY *")
+        where = twin_points_where(brand, [old])
+        results = await self._store.query(f"SELECT * FROM {_FROM} WHERE {where} GROUP BY *")
         lines: list[str] = []
-        measurements: set[str] = set()
         for result in results:
             for series in result.get("series", []):
-                measurements.add(series["name"])
                 types = await self._field_types(series["name"])
                 lines += _rewrite(series, types, new)
         for i in range(0, len(lines), _CHUNK):
@@ -257,8 +253,7 @@ class Relinks(SharedView[_Links]):
         copied = await self._count(brand, new)
         if copied < moved:
             raise StoreError(f"twin link {old}: only {copied} of {moved} values copied")
-        for name in sorted(measurements):
-            await self._store.query(f"DELETE FROM {quote_ident(name)} WHERE {where}", write=True)
+        await self._delete(where)
         left = await self._count(brand, old)
         if left:
             raise StoreError(f"twin link {old}: {left} values still under the old id; retrying")
@@ -310,7 +305,7 @@ class Relinks(SharedView[_Links]):
         self.refresh()
         await asyncio.sleep(self.refresh_s + 0.2)  # every instance stops storing them
         results = await self._store.query(
-            f'SHOW TAG VALUES FROM /.*/ WITH KEY = "twin" WHERE "brand" = {quote_str(brand)}'
+            f'SHOW TAG VALUES FROM {_FROM} WITH KEY = "twin" WHERE "brand" = {quote_str(brand)}'
         )
         left = sorted(
             {
@@ -329,11 +324,7 @@ class Relinks(SharedView[_Links]):
                 reason="epoch_in_use",
             )
         for twin in left:
-            where = f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
-            for name in await self._measurements(where):
-                await self._store.query(
-                    f"DELETE FROM {quote_ident(name)} WHERE {where}", write=True
-                )
+            await self._delete(twin_points_where(brand, [twin]))
         with self._connect() as db:
             db.execute("DELETE FROM twin_links WHERE brand=? AND old LIKE ?", (brand, f"{epoch}-%"))
         (folder / f"{epoch}.key").unlink()
@@ -343,9 +334,9 @@ class Relinks(SharedView[_Links]):
         )
         return len(left)
 
-    async def _measurements(self, where: str) -> set[str]:
-        results = await self._store.query(f"SELECT count(*) FROM /.*/ WHERE {where}")
-        return {s["name"] for r in results for s in r.get("series", [])}
+    async def _delete(self, where: str) -> None:
+        for name in TWIN_TAGGED:
+            await self._store.query(f"DELETE FROM {quote_ident(name)} WHERE {where}", write=True)
 
 
 def _rewrite(series: dict[str, Any], types: dict[str, str], new: str) -> list[str]:

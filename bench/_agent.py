@@ -12,7 +12,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -226,7 +226,7 @@ def _one_per_product(fleet: Fleet) -> list[SimDevice]:
 async def agent_costs(
     tmp: Path,
     mqtt_port: int,
-    influx_url: str,
+    influx: Mapping[str, str],
     *,
     days: float,
     live_signals: int = 60,
@@ -242,7 +242,7 @@ async def agent_costs(
         None,
         {
             "mqtt": {"port": mqtt_port, "client_id": "hub-bench-edge", "shared_group": "bedge"},
-            "influx": {"url": influx_url, "database": "bench_edge"},
+            "influx": {**influx, "database": "bench_edge"},
             "api": {"port": 0},
             "registry": {"path": str(tmp / "registry.sqlite")},
             "keys": {"secrets_dir": str(tmp / "secrets")},

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,12 +138,12 @@ def _publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
         client.disconnect()
 
 
-def _config(tmp: Path, mqtt_port: int, influx_url: str, name: str) -> HubConfig:
+def _config(tmp: Path, mqtt_port: int, influx: Mapping[str, str], name: str) -> HubConfig:
     return load_hub_config(
         None,
         {
             "mqtt": {"port": mqtt_port, "client_id": f"hub-{name}", "shared_group": name},
-            "influx": {"url": influx_url, "database": name},
+            "influx": {**influx, "database": name},
             "api": {"port": 0},
             "registry": {"path": str(tmp / "registry.sqlite")},
             "keys": {"secrets_dir": str(tmp / "secrets")},
@@ -154,7 +155,7 @@ def _config(tmp: Path, mqtt_port: int, influx_url: str, name: str) -> HubConfig:
 async def hub_ingest(
     tmp: Path,
     mqtt_port: int,
-    influx_url: str,
+    influx: Mapping[str, str],
     *,
     devices: int,
     deltas: int,
@@ -163,10 +164,11 @@ async def hub_ingest(
     sealed: bool = False,
 ) -> HubIngestResult:
     """Queue ``deltas`` signed (and, if ``sealed``, sealed) deltas in the broker, then time
-    one hub draining them."""
+    one hub draining them. ``influx`` is the hub's ``[influx]`` section (url,
+    credentials); the database is chosen here."""
     name = f"bench_ingest_{ops_per_delta}{'_sealed' if sealed else ''}"
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
-    config = _config(tmp, mqtt_port, influx_url, name)
+    config = _config(tmp, mqtt_port, influx, name)
     products = list(PRODUCTS)
     bundles = provision_devices(
         config.registry.path,

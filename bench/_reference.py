@@ -46,12 +46,18 @@ class RawInflux:
 
     url: str
     database: str
+    #: InfluxDB credentials (the launcher's influxd refuses anonymous requests)
+    username: str = ""
+    password: str = ""
     batch: int = 5000
     concurrency: int = 2
 
     async def run(self, lines: list[str]) -> float:
         """Write all ``lines``; return lines per second."""
-        async with aiohttp.ClientSession() as session:
+        headers = {}
+        if self.username:
+            headers["Authorization"] = aiohttp.encode_basic_auth(self.username, self.password)
+        async with aiohttp.ClientSession(headers=headers) as session:
             await session.post(
                 f"{self.url}/query", data={"q": f'CREATE DATABASE "{self.database}"'}
             )

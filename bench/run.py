@@ -74,7 +74,10 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     with LocalServices(tmp / "services") as svc:
         print(f"services: mosquitto :{svc.mosquitto.port}, influxd {svc.influxd.url}", flush=True)
         raw_lines = twin_lines(args.raw_lines)
-        raw_influx = await RawInflux(svc.influxd.url, "bench_raw").run(raw_lines)
+        influx = svc.influxd.hub_settings("bench")  # url and credentials; runs pick databases
+        raw_influx = await RawInflux(
+            svc.influxd.url, "bench_raw", svc.influxd.username, svc.influxd.password
+        ).run(raw_lines)
         figures["raw_influx_lines_per_s"] = raw_influx
         print(f"raw InfluxDB: {raw_influx:,.0f} lines/s (1 field per line)", flush=True)
         broker = RawBroker("127.0.0.1", svc.mosquitto.port)
@@ -82,7 +85,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
             r = await hub_ingest(
                 tmp / f"hub{ops}",
                 svc.mosquitto.port,
-                svc.influxd.url,
+                influx,
                 devices=args.devices,
                 deltas=max(args.devices, min(args.deltas, args.values // ops)),
                 ops_per_delta=ops,
@@ -105,7 +108,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
                 flush=True,
             )
         for a in await agent_costs(
-            tmp / "agents", svc.mosquitto.port, svc.influxd.url, days=args.agent_days
+            tmp / "agents", svc.mosquitto.port, influx, days=args.agent_days
         ):
             figures["agents"].append(a.__dict__)
             on = f"models on: {', '.join(a.models) or 'none serving'}"

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,10 +24,21 @@ from ._auth import ApiKeys
 from ._errors import StoreError
 from ._events import SegmentFeed, Subscriber
 from ._guard import add_key_routes, guard, route, setup
-from ._http_errors import error_body, error_response
+from ._history import (
+    DEFAULT_PAGE,
+    MAX_BUCKETS,
+    MAX_PAGE,
+    Cursor,
+    bucket_advice,
+    bucket_count,
+    parse_duration_ms,
+)
+from ._http_errors import bad_request, error_body, error_response
+from ._listener import connection_limits
 from ._metrics import Metrics
+from ._params import query_int, query_text, query_time_ns
 from ._segments import MAX_CHANGES
-from ._twins import TwinReader, parse_duration_ms
+from ._twins import TwinReader
 
 __all__ = ["READER", "build_app"]
 
@@ -55,20 +67,60 @@ async def _errors(
             return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.reason)
         raise
     except StoreError as exc:
-        log.warning("store unavailable for %s: %s", request.path, exc)
-        _refused(request, 503, "store_unavailable")
-        return error_response(503, "store_unavailable", f"InfluxDB unavailable: {exc}")
+        return _store_error(request, exc)
+    except ConnectionResetError:
+        raise  # the client went away: nobody to answer
+    except Exception:
+        # A bug: logged with its traceback; the client gets the one error shape, not
+        # aiohttp's text page with the exception's text.
+        log.exception("api %s failed", _route(request))
+        _refused(request, 500, "internal_error")
+        return error_response(500, "internal_error", "the hub failed to answer; it logged why")
     if response.status >= 400:
         _refused(request, response.status, response.reason)
     return response
 
 
-def _refused(request: web.Request, status: int, why: str) -> None:
-    request.app[METRICS].inc("twinsync_hub_api_refused_total", status=str(status))
+def _store_error(request: web.Request, exc: StoreError) -> web.Response:
+    """InfluxDB's failure as an answer. Its own text (a parser message, a query) is only
+    logged: it says nothing a client can act on and shows how queries are built."""
+    where = _route(request)
+    if exc.retryable:  # unreachable, timed out, 5xx: it may answer on a retry
+        log.warning("api %s: InfluxDB unavailable: %s", where, exc)
+        _refused(request, 503, "store_unavailable")
+        return error_response(
+            503,
+            "store_unavailable",
+            "the database is unavailable; retry later",
+            headers={"Retry-After": "5"},
+        )
+    if "max-select-" in str(exc):  # InfluxDB's own read limits (points, series, buckets)
+        log.warning("api %s: InfluxDB refused a read this large: %s", where, exc)
+        _refused(request, 400, "query_too_large")
+        return error_response(
+            400,
+            "query_too_large",
+            "the database refused to read this much for one request: narrow the range "
+            "(start, end) or ask for fewer points",
+        )
+    # Every parameter is checked before a query is built, so a refused query is a bug.
+    log.error("api %s: InfluxDB refused the query: %s", where, exc)
+    _refused(request, 500, "query_refused")
+    return error_response(
+        500, "query_refused", "the database refused this query; the hub logged why"
+    )
+
+
+def _route(request: web.Request) -> str:
     # The route template, not the path: a path can hold a twin id.
     resource = request.match_info.route.resource
     where = resource.canonical if resource is not None else "(no route)"
-    log.info("api %s %s refused: %d %s", request.method, where, status, why)
+    return f"{request.method} {where}"
+
+
+def _refused(request: web.Request, status: int, why: str) -> None:
+    request.app[METRICS].inc("twinsync_hub_api_refused_total", status=str(status))
+    log.info("api %s refused: %d %s", _route(request), status, why)
 
 
 def _brand(request: web.Request) -> str:
@@ -87,10 +139,6 @@ def _twin(request: web.Request) -> str:
         raise web.HTTPBadRequest(
             text=error_body("bad_twin", str(exc)), content_type="application/json"
         ) from None
-
-
-def _bad(code: str, message: str) -> web.HTTPBadRequest:
-    return web.HTTPBadRequest(text=error_body(code, message), content_type="application/json")
 
 
 async def healthz(_request: web.Request) -> web.Response:
@@ -120,13 +168,13 @@ async def metrics(request: web.Request) -> web.Response:
 async def list_twins(request: web.Request) -> web.Response:
     """``GET /v1/brands/{brand}/twins?limit=100&after=<twin>``."""
     brand = _brand(request)
-    try:
-        limit = int(request.query.get("limit", "100"))
-    except ValueError:
-        raise _bad("bad_limit", "limit must be an integer in [1, 10000]") from None
-    if not 1 <= limit <= 10_000:
-        raise _bad("bad_limit", "limit must be an integer in [1, 10000]")
+    limit = query_int(request, "limit", 100, 1, 10_000)
     after = request.query.get("after")
+    if after is not None:
+        try:
+            check_twin(after)
+        except TwinSyncError:
+            raise bad_request("bad_after", "after must be a twin id (the last of a page)") from None
     twins = await request.app[READER].list_twins(brand, limit, after)
     body: dict[str, Any] = {"brand": brand, "twins": twins}
     if len(twins) == limit:
@@ -172,62 +220,78 @@ def twin_scores(fields: dict[str, dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _time_ns(request: web.Request, name: str, default_ms: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default_ms * 1_000_000
-    try:
-        return int(raw) * 1_000_000
-    except ValueError:
-        raise _bad(f"bad_{name}", f"{name} must be Unix milliseconds") from None
+def _range_ns(request: web.Request) -> tuple[int, int]:
+    """``start`` and ``end`` (Unix ms; default the last 7 days) in ns, start < end."""
+    now_ms = time.time_ns() // 1_000_000
+    end = query_time_ns(request, "end", now_ms + 1)
+    start = query_time_ns(request, "start", max(0, now_ms - 7 * 86_400_000))
+    if start >= end:
+        raise bad_request("bad_range", "start must be before end")
+    return start, end
 
 
 async def twin_history(request: web.Request) -> web.Response:
-    """``GET .../twins/{twin}/history?field=&start=&end=&every=``."""
+    """``GET .../twins/{twin}/history?field=&start=&end=`` with ``every=`` (buckets) or
+    ``limit=&after=`` (pages of raw points); see cloud_hub._history."""
     brand, twin = _brand(request), _twin(request)
     field = request.query.get("field", "")
     if field not in FIELDS:
-        raise _bad("bad_field", f"field must be one of: {', '.join(sorted(FIELDS))}")
-    now_ms = time.time_ns() // 1_000_000
-    end = _time_ns(request, "end", now_ms + 1)
-    start = _time_ns(request, "start", now_ms - 7 * 86_400_000)
-    if start >= end:
-        raise _bad("bad_range", "start must be before end")
+        raise bad_request("bad_field", f"field must be one of: {', '.join(sorted(FIELDS))}")
+    start, end = _range_ns(request)
+    reader = request.app[READER]
+    body: dict[str, Any] = {"brand": brand, "twin": twin, "field": field}
     every = request.query.get("every")
+    if every is not None:
+        try:
+            every_ms = parse_duration_ms(every)
+        except ValueError as exc:
+            raise bad_request("bad_every", str(exc)) from None
+        if "limit" in request.query or "after" in request.query:
+            raise bad_request(
+                "bad_limit", "limit and after page raw points: leave them out with every="
+            )
+        if bucket_count(start, end, every_ms) > MAX_BUCKETS:
+            raise bad_request("too_many_buckets", bucket_advice(start, end, every_ms))
+        try:
+            points = await reader.history(brand, twin, field, start, end, every_ms)
+        except OverflowError as exc:
+            raise bad_request("too_many_points", str(exc)) from None
+        return web.json_response({**body, "every": every, "points": points})
+    limit = query_int(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    after_raw = query_text(request, "after", 100)
     try:
-        every_ms = parse_duration_ms(every) if every else None
+        after = None if after_raw is None else Cursor.parse(after_raw)
     except ValueError as exc:
-        raise _bad("bad_every", str(exc)) from None
+        raise bad_request("bad_after", str(exc)) from None
     try:
-        points = await request.app[READER].history(brand, twin, field, start, end, every_ms)
+        points, cursor = await reader.history_page(brand, twin, field, start, end, limit, after)
     except OverflowError as exc:
-        raise _bad("too_many_points", str(exc)) from None
-    return web.json_response(
-        {"brand": brand, "twin": twin, "field": field, "every": every, "points": points}
-    )
+        raise bad_request("too_many_points", str(exc)) from None
+    body.update(every=None, points=points)
+    if cursor is not None:
+        query = {
+            "field": field,
+            "start": start // 1_000_000,
+            "end": end // 1_000_000,
+            "limit": limit,
+            "after": cursor.encode(),
+        }
+        body["next"] = f"{request.path}?{urllib.parse.urlencode(query)}"
+    return web.json_response(body)
 
 
 async def segment_change_events(request: web.Request) -> web.Response:
     """``GET /v1/brands/{brand}/segments/changes?product=&start=&end=&limit=``."""
     brand = _brand(request)
     product = request.query.get("product", "")
-    now_ms = time.time_ns() // 1_000_000
-    end = _time_ns(request, "end", now_ms + 1)
-    start = _time_ns(request, "start", now_ms - 7 * 86_400_000)
-    if start >= end:
-        raise _bad("bad_range", "start must be before end")
-    try:
-        limit = int(request.query.get("limit", str(MAX_CHANGES)))
-    except ValueError:
-        raise _bad("bad_limit", f"limit must be an integer in [1, {MAX_CHANGES}]") from None
-    if not 1 <= limit <= MAX_CHANGES:
-        raise _bad("bad_limit", f"limit must be an integer in [1, {MAX_CHANGES}]")
+    start, end = _range_ns(request)
+    limit = query_int(request, "limit", MAX_CHANGES, 1, MAX_CHANGES)
     try:
         events = await request.app[READER].segment_changes(brand, product, start, end, limit)
     except ValueError as exc:
-        raise _bad("bad_product", str(exc)) from None
+        raise bad_request("bad_product", str(exc)) from None
     except OverflowError as exc:
-        raise _bad("too_many_changes", str(exc)) from None
+        raise bad_request("too_many_changes", str(exc)) from None
     return web.json_response({"brand": brand, "product": product, "changes": events})
 
 
@@ -242,23 +306,21 @@ async def stream_segment_changes(request: web.Request) -> web.StreamResponse:
     brand = _brand(request)
     product = request.query.get("product", "")
     if product not in PRODUCTS:
-        raise _bad("bad_product", f"product must be one of: {', '.join(sorted(PRODUCTS))}")
+        raise bad_request("bad_product", f"product must be one of: {', '.join(sorted(PRODUCTS))}")
     since_raw = request.headers.get("Last-Event-ID") or request.query.get("since")
+    # Checked before subscribing: a refused request leaves nothing behind.
+    since_ns = None if since_raw is None else query_time_ns(request, "since", 0, raw=since_raw)
     feed = request.app[FEED]
     async with feed.subscribe(brand, product) as sub:  # before the replay: no gap
         replay: list[dict[str, Any]] = []
-        if since_raw is not None:
-            try:
-                since_ns = int(since_raw) * 1_000_000
-            except ValueError:
-                raise _bad("bad_since", "since / Last-Event-ID must be Unix ms") from None
+        if since_ns is not None:
             end_ns = time.time_ns() + 1
             try:
                 replay = await request.app[READER].segment_changes(
                     brand, product, since_ns, end_ns, MAX_CHANGES
                 )
             except OverflowError as exc:
-                raise _bad("too_many_changes", str(exc)) from None
+                raise bad_request("too_many_changes", str(exc)) from None
         response = web.StreamResponse(
             headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
         )
@@ -320,7 +382,8 @@ def build_app(
     url_signer: bytes,
 ) -> web.Application:
     """The aiohttp application with every route (each ``/v1`` route with its scope)."""
-    app = web.Application(middlewares=[_errors, guard])
+    # The limits before the guard: a probe connection past the cap gets health only.
+    app = web.Application(middlewares=[_errors, connection_limits, guard])
     setup(app, keys, url_signer)
     app[READER] = reader
     app[FEED] = feed

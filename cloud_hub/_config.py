@@ -21,6 +21,7 @@ from protocol import (
     validate_settings,
 )
 
+from ._egress import parse_allow
 from ._errors import ConfigError
 
 __all__ = ["HubConfig", "load_hub_config"]
@@ -91,6 +92,20 @@ class ApiSettings(_Section):
     #: serve HTTPS with this certificate chain and key (PEM); both or neither
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: a connection that has not sent a whole request head this many seconds after it
+    #: opened, or after its last answer, is closed (idle keep-alive and slow headers)
+    idle_timeout_s: float = Field(15.0, gt=0, le=3600)
+    #: a request's body must have arrived this many seconds after its head, or the
+    #: connection is closed (a 64 MiB model upload needs about 5 Mbit/s at 120 s)
+    body_timeout_s: float = Field(120.0, gt=0, le=3600)
+    #: open API connections at most; a new one beyond it is closed at once and counted.
+    #: 0 = sized at start-up from the file-descriptor limit (cloud_hub/_listener.py)
+    max_connections: int = Field(0, ge=0, le=1_000_000)
+    #: connections beyond max_connections that may still ask /healthz, /readyz and
+    #: /metrics (each closed after one answer or a few seconds), so probes get through
+    probe_connections: int = Field(8, ge=0, le=1024)
+    #: raise the soft file-descriptor limit (RLIMIT_NOFILE) to the hard one at start-up
+    raise_fd_limit: bool = True
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ApiSettings:
@@ -148,6 +163,26 @@ class ModelRolloutSettings(_Section):
     reconcile_s: float = Field(10.0, gt=0, le=3600)
 
 
+class WebhookSettings(_Section):
+    """Where the hub may POST a brand's webhook events (docs/hub.md, "Webhooks")."""
+
+    #: destinations permitted although they are not public addresses (an internal
+    #: receiver): host names, IP addresses or CIDR networks, each optionally ":port"
+    #: ("[IPv6]:port"). The hub's own InfluxDB, broker and API stay refused regardless.
+    allow: list[str] = Field(default_factory=list)
+    #: refuse plain http:// endpoints
+    require_https: bool = True
+    #: per delivery attempt
+    timeout_s: float = Field(10.0, gt=0, le=30)
+
+    @field_validator("allow")
+    @classmethod
+    def _allow_entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allow(entry)  # ValueError naming the entry and the forms it may take
+        return value
+
+
 _DURATION_UNITS = {"h": 3_600_000, "d": 86_400_000, "w": 7 * 86_400_000}
 
 
@@ -160,7 +195,10 @@ def duration_ms(text: str) -> int | None:
     if text == "":
         return None
     number, unit = text[:-1], text[-1:]
-    if unit not in _DURATION_UNITS or not number.isdigit() or int(number) == 0:
+    # ASCII digits only, and at most 6 of them (999999h is 114 years): int() would also
+    # take "１２", "1_0" and " 12", and str.isdigit() takes "²", which int() refuses.
+    digits = number.isascii() and number.isdigit() and len(number) <= 6
+    if unit not in _DURATION_UNITS or not digits or int(number) == 0:
         raise ValueError(f'invalid duration {text!r}: use e.g. 12h, 90d, 52w, or "" for none')
     return int(number) * _DURATION_UNITS[unit]
 
@@ -220,6 +258,7 @@ class HubConfig(_Section):
     limits: LimitSettings = LimitSettings()
     models: ModelRolloutSettings = ModelRolloutSettings()
     retention: RetentionSettings = RetentionSettings()
+    webhooks: WebhookSettings = WebhookSettings()
 
     @model_validator(mode="after")
     def _ceiling_needs_policy(self) -> HubConfig:

@@ -168,6 +168,9 @@ class Erasures(SharedView[dict[str, frozenset[str]]]):
         left = found
         for attempt in range(5):
             # Every field class's measurement (InfluxQL's DELETE takes one at a time).
+            # DELETE also drops the twin's series from the index; InfluxDB 1.x keeps
+            # their tag values until an offline index rebuild (DROP SERIES does not
+            # change that): docs/privacy.md, "Erasure"; tests/hub/test_influx_index.py.
             await self._store.query(
                 ";".join(f'DELETE FROM "{m}" WHERE {where}' for m in TWIN_MEASUREMENTS),
                 write=True,

@@ -3,6 +3,7 @@
 protocol.TwinSyncError
 └── CloudHubError          root of everything the hub raises
     ├── AuthError          API request without a valid key, brand or scope
+    ├── BrokerAdminError   the broker cannot be reached or administered ('broker-auth --apply')
     ├── ConfigError        hub.toml / environment invalid: fix the named setting
     ├── RegistryError      device registry unreadable, device unknown or revoked
     ├── RolloutError       a model upload or rollout request that cannot be done
@@ -15,6 +16,7 @@ from protocol import TwinSyncError
 
 __all__ = [
     "AuthError",
+    "BrokerAdminError",
     "CloudHubError",
     "ConfigError",
     "RegistryError",
@@ -31,6 +33,12 @@ class ConfigError(CloudHubError):
     """The configuration is invalid; the message names the setting."""
 
     reason = "config"
+
+
+class BrokerAdminError(CloudHubError):
+    """The broker cannot be reached or administered; the message says what to fix."""
+
+    reason = "broker_admin"
 
 
 class RegistryError(CloudHubError):

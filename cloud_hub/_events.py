@@ -2,10 +2,15 @@
 
 Devices write ``<product>.segment`` when their model's answer changes. The instance that
 stores such an op (after the write is durable) announces it on the broker, on
-``ts/v1/_hub/{brand}/segment-changes`` (QoS 1, JSON): with shared subscriptions every hub
+``ts/v1/_hub/{brand}/segment-changes`` (QoS 1): with shared subscriptions every hub
 instance stores a share of the deltas, so the broker is also how a stream served by one
-instance hears about ops another stored. Devices cannot publish there (the broker ACL
-confines them to their own subtree; ``_hub`` is no valid brand).
+instance hears about ops another stored. The broker ACL keeps devices off that topic
+(``_hub`` is no valid brand), but the broker is not trusted with content: announcements
+are sealed and signed with the key every hub instance shares (``protocol.HubSealer``), so
+the broker sees no twin id, device or segment, and every instance refuses, counts
+(``twinsync_hub_rejected_total{reason="event_..."}``) and logs an announcement that is
+not the hub's (forged, tampered, moved to another brand), older than
+:data:`EVENT_WINDOW_MS` by its own clock, or one it has already taken (a replay).
 
 Each instance with open streams turns announcements into change events
 ``{twin, product, time_ms, device, from, to, model}`` with the query API's semantics: the
@@ -20,21 +25,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from protocol import MODEL_FIELDS, PREFIX, PRODUCTS, TwinOps
+from protocol import (
+    MODEL_FIELDS,
+    PREFIX,
+    PRODUCTS,
+    HubSealer,
+    Limits,
+    SigningKey,
+    TwinOps,
+    TwinSyncError,
+    packb,
+    unpackb,
+)
 
 from ._metrics import Metrics
 
 __all__ = [
+    "EVENT_WINDOW_MS",
+    "MAX_ROWS_PER_EVENT",
     "SEGMENT_EVENTS_FILTER",
     "SegmentFeed",
     "Subscriber",
+    "announcements",
     "is_event_topic",
     "segment_ops",
     "segment_topic",
@@ -50,6 +69,16 @@ _SEGMENT = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS}
 _REF = {MODEL_FIELDS[(p, "segment_model")] for p in PRODUCTS}
 _CACHE_TWINS = 100_000
 _BUS_QUEUE = 1024
+#: an announcement further than this from the receiving instance's clock is refused (they
+#: are live news: a reconnecting stream gets what it missed from the query path)
+EVENT_WINDOW_MS = 5 * 60_000
+#: rows per announcement (a large batch is announced in several)
+MAX_ROWS_PER_EVENT = 1000
+_MAX_EVENT_BYTES = 1 << 20
+_ROW_LIMITS = Limits(max_bytes=_MAX_EVENT_BYTES, max_array=MAX_ROWS_PER_EVENT, max_map=0)
+# Nonces of announcements taken within the window (replays are refused); beyond this many
+# the oldest are forgotten and everything up to their time is refused instead.
+_SEEN_MAX = 100_000
 
 # (brand, product, twin, before_ns) -> the twin's segment before that time, or None
 PreviousSegment = Callable[[str, str, str, int], Awaitable[int | None]]
@@ -63,6 +92,20 @@ def segment_topic(brand: str) -> str:
 def is_event_topic(topic: str) -> bool:
     """Whether ``topic`` is a hub-to-hub announcement (not device traffic)."""
     return topic.startswith(_HUB + "/")
+
+
+def announcements(
+    sealer: HubSealer, brand: str, rows: list[list[Any]], sent_ms: int
+) -> list[tuple[str, bytes]]:
+    """(topic, sealed payload) pairs announcing ``rows`` of ``brand`` to every instance."""
+    where = segment_topic(brand)
+    return [
+        (
+            where,
+            sealer.seal(brand, _CHANNEL, packb(rows[i : i + MAX_ROWS_PER_EVENT]), sent_ms=sent_ms),
+        )
+        for i in range(0, len(rows), MAX_ROWS_PER_EVENT)
+    ]
 
 
 def segment_ops(device: str, twins: tuple[TwinOps, ...], out: list[list[Any]]) -> None:
@@ -105,9 +148,20 @@ class SegmentFeed:
     called with each announcement's payload; :meth:`subscribe` opens a stream.
     """
 
-    def __init__(self, previous: PreviousSegment, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        previous: PreviousSegment,
+        metrics: Metrics,
+        key: SigningKey,
+        now_ms: Callable[[], int] | None = None,
+    ) -> None:
         self._previous = previous
         self._metrics = metrics
+        self._sealer = HubSealer(key)
+        self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
+        #: nonce -> sent_ms of announcements taken within the window
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
+        self._seen_floor = 0
         self._subs: dict[str, set[Subscriber]] = {}
         self._last: OrderedDict[tuple[str, str, str], tuple[int, int]] = OrderedDict()
         self._bus: asyncio.Queue[tuple[str, list[list[Any]]]] = asyncio.Queue(_BUS_QUEUE)
@@ -116,15 +170,55 @@ class SegmentFeed:
     def deliver(self, topic: str, payload: bytes) -> None:
         """One announcement from the broker (on the event loop)."""
         brand = topic.split("/")[3]
+        rows = self._open(topic, brand, payload)
+        if rows is None:
+            return
         if brand not in self._subs:
             # Nobody listens here; what we cached about these twins may now be stale.
-            for row in _rows(payload):
+            for row in rows:
                 self._last.pop((brand, row[0], row[1]), None)
             return
         try:
-            self._bus.put_nowait((brand, _rows(payload)))
+            self._bus.put_nowait((brand, rows))
         except asyncio.QueueFull:
-            self._metrics.inc("twinsync_hub_stream_dropped_total", len(_rows(payload)))
+            self._metrics.inc("twinsync_hub_stream_dropped_total", len(rows))
+
+    def _open(self, topic: str, brand: str, payload: bytes) -> list[list[Any]] | None:
+        """The rows of an authentic, fresh, first-seen announcement; else None (counted)."""
+        try:
+            message = self._sealer.open(
+                payload, brand=brand, channel=_CHANNEL, max_bytes=_MAX_EVENT_BYTES
+            )
+            rows = _rows(unpackb(message.body, _ROW_LIMITS))
+        except TwinSyncError as exc:
+            self._refuse(topic, exc.reason, str(exc))
+            return None
+        now = self._now_ms()
+        if abs(message.sent_ms - now) > EVENT_WINDOW_MS or message.sent_ms <= self._seen_floor:
+            self._refuse(
+                topic, "stale", f"sent at {message.sent_ms}, now {now} (window {EVENT_WINDOW_MS})"
+            )
+            return None
+        if message.nonce in self._seen:
+            self._refuse(topic, "replay", "this announcement was taken already")
+            return None
+        self._remember(message.nonce, message.sent_ms, now)
+        return rows
+
+    def _remember(self, nonce: bytes, sent_ms: int, now: int) -> None:
+        seen = self._seen
+        seen[nonce] = sent_ms
+        # Insertion order is close to time order: forget from the front what the window
+        # refuses anyway.
+        while seen and next(iter(seen.values())) < now - EVENT_WINDOW_MS:
+            seen.popitem(last=False)
+        while len(seen) > _SEEN_MAX:
+            _nonce, old = seen.popitem(last=False)
+            self._seen_floor = max(self._seen_floor, old)
+
+    def _refuse(self, topic: str, reason: str, detail: str) -> None:
+        self._metrics.inc("twinsync_hub_rejected_total", reason=f"event_{reason}")
+        log.warning("refused hub announcement on %s: %s (%s)", topic, reason, detail)
 
     async def run(self) -> None:
         """Turn announcements into events for the streams; until cancelled."""
@@ -202,11 +296,7 @@ class SegmentFeed:
         return self._closed
 
 
-def _rows(payload: bytes) -> list[list[Any]]:
-    try:
-        rows = json.loads(payload)
-    except ValueError:
-        return []
+def _rows(rows: object) -> list[list[Any]]:
     if not isinstance(rows, list):
         return []
     return [r for r in rows if isinstance(r, list) and len(r) == 6]

@@ -32,6 +32,7 @@ from protocol import SigningKey
 from ._auth import ApiKey, ApiKeys
 from ._errors import AuthError
 from ._http_errors import error_body, error_response
+from ._params import ascii_int, query_int
 
 __all__ = [
     "KEYS",
@@ -150,12 +151,10 @@ def _capability_ok(request: web.Request, brand: str) -> bool:
     if not sig or not sha:
         return False
     info = request.match_info
-    version = info.get("version", "")
-    if not version.isdigit():
+    version = ascii_int(info.get("version", ""), 0, 10**12)
+    if version is None:
         return False
-    expected = model_url_signature(
-        request.app[_SIGNER], brand, info.get("name", ""), int(version), sha
-    )
+    expected = model_url_signature(request.app[_SIGNER], brand, info.get("name", ""), version, sha)
     # The handler serves the file only if its hash is this sha256 (see model_file).
     return hmac.compare_digest(expected, sig)
 
@@ -214,10 +213,7 @@ async def revoke_key(request: web.Request) -> web.Response:
 async def audit_log(request: web.Request) -> web.Response:
     """``GET /v1/brands/{brand}/audit?limit=``: newest first."""
     brand = request.match_info["brand"]
-    try:
-        limit = max(1, min(int(request.query.get("limit", "100")), 1000))
-    except ValueError:
-        limit = 100
+    limit = query_int(request, "limit", 100, 1, 1000)
     rows = await asyncio.to_thread(request.app[KEYS].audit_log, brand, limit)
     return web.json_response({"brand": brand, "audit": rows})
 

@@ -6,7 +6,7 @@ import json
 
 from aiohttp import web
 
-__all__ = ["error_body", "error_response"]
+__all__ = ["bad_request", "error_body", "error_response"]
 
 
 def error_body(code: str, message: str) -> str:
@@ -24,3 +24,8 @@ def error_response(
         content_type="application/json",
         headers=headers,
     )
+
+
+def bad_request(code: str, message: str) -> web.HTTPBadRequest:
+    """A 400 to raise from a handler; the API's error middleware counts and logs it."""
+    return web.HTTPBadRequest(text=error_body(code, message), content_type="application/json")

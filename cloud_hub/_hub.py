@@ -15,8 +15,8 @@ import asyncio
 import logging
 import random
 import ssl
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any
 
 from aiohttp import web
 
@@ -25,11 +25,13 @@ from protocol import Clock, SystemClock, hub_box_key
 from ._api import build_app
 from ._auth import ApiKeys
 from ._config import HubConfig
+from ._egress import EgressPolicy
 from ._erasure import Erasures
 from ._errors import ConfigError, StoreError
 from ._events import SegmentFeed
 from ._guard import url_signer
 from ._influx import InfluxStore
+from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._mqtt import HubMqtt
@@ -44,6 +46,7 @@ from ._rekey import Relinks
 from ._retention import RetentionSweeper, ensure_ceiling
 from ._rollout_api import RolloutContext, add_rollout_routes
 from ._rollouts import RolloutStore
+from ._supervise import supervise
 from ._twins import TwinReader
 from ._verify import ReplayWindows, Verifier
 from ._webhooks import Webhooks, WebhookSender
@@ -76,7 +79,8 @@ class Hub:
         )
         self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
         self.api_keys = ApiKeys(config.registry.path)
-        self.webhooks = Webhooks(config.registry.path)
+        egress = EgressPolicy.for_hub(config, lambda: self.api_port)  # webhooks' targets
+        self.webhooks = Webhooks(config.registry.path, egress)
         self.erasures = Erasures(
             config.registry.path,
             config.keys.secrets_dir,
@@ -110,7 +114,9 @@ class Hub:
             interval_s=config.models.reconcile_s,
             brands=config.mqtt.brands,
         )
-        self.feed = SegmentFeed(self.reader.segment_before, self.metrics)
+        self.feed = SegmentFeed(
+            self.reader.segment_before, self.metrics, self._key, self.clock.now_ms
+        )
         self._mqtt.on_event = self.feed.deliver
         self.retention = RetentionSweeper(
             config.retention,
@@ -120,8 +126,9 @@ class Hub:
             self.metrics,
             config.mqtt.brands,
         )
-        #: set once the database (and its retention ceiling) is prepared
-        self._store_ready = asyncio.Event()
+        #: set once the database (and its retention ceiling) is prepared and the first
+        #: broker session began: the loops beside ingest start then
+        self._session_started = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
@@ -172,9 +179,18 @@ class Hub:
                     {self._key.kid: self._key.public},
                 ),
             )
-            self._runner = web.AppRunner(app, access_log=None)
-            await self._runner.setup()
             api = self.config.api
+            gate = ConnectionGate(
+                connection_cap(api),
+                api.probe_connections,
+                min(PROBE_LIFETIME_S, api.idle_timeout_s),
+                self.metrics,
+            )
+            install(app, gate, api.body_timeout_s)
+            # aiohttp's keep-alive timer starts when a connection opens and is re-armed
+            # after each answer: it closes idle connections and slow request heads alike.
+            self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=api.idle_timeout_s)
+            await self._runner.setup()
             tls = None
             if api.tls_cert_file is not None and api.tls_key_file is not None:
                 tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -182,14 +198,20 @@ class Hub:
                     tls.load_cert_chain(api.tls_cert_file, api.tls_key_file)
                 except (OSError, ssl.SSLError) as exc:
                     raise ConfigError(f"cannot load the API's TLS certificate: {exc}") from exc
-            site = web.TCPSite(self._runner, api.host, api.port, ssl_context=tls)
+            site = GatedSite(
+                self._runner,
+                api.host,
+                api.port,
+                gate,
+                ssl_context=tls,
+                handshake_timeout_s=api.idle_timeout_s,
+            )
             await site.start()
-            server = site._server  # aiohttp exposes the bound port only here
-            sockets = getattr(server, "sockets", None) or []
-            self.api_port = sockets[0].getsockname()[1] if sockets else self.config.api.port
+            self.api_port = site.bound_port
             self._tg = asyncio.TaskGroup()
             await self._tg.__aenter__()
-            for work, name in ((self._ingest(), "ingest"), (self._maintain(), "maintenance")):
+            for name, run in self._loops():
+                work = supervise(name, run, self.metrics)
                 task = self._tg.create_task(work, name=f"cloud_hub.{name}")
                 task.add_done_callback(self._task_done)
                 self._tasks.append(task)
@@ -229,16 +251,42 @@ class Hub:
                     )
                 for brand, device, seq in await self.reader.last_seqs():
                     self.windows.seed(brand, device, seq)
-                self._store_ready.set()
                 return
             except StoreError as exc:
                 log.warning("InfluxDB not ready (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, 5.0)
 
+    def _loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
+        """The background loops, each supervised on its own (cloud_hub._supervise)."""
+        return [
+            ("ingest", self._ingest),
+            ("publisher", self._after_start(self._publisher.run)),
+            ("feed", self._after_start(self.feed.run)),
+            ("webhooks", self._after_start(self._webhook_sender.run)),
+            ("relinks", self._after_start(self.relinks.run)),
+            # finish the field removals a stopped instance left (cloud_hub._rectify)
+            ("removals", self._after_start(self.rectifier.keep_resuming)),
+            ("retention", self._after_start(self.retention.run)),
+        ]
+
+    def _after_start(self, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """``run`` once the database is prepared and the broker session has begun (as it
+        began before ingest was supervised; a restart of ingest does not restart it)."""
+
+        async def started() -> None:
+            await self._session_started.wait()
+            await run()
+
+        return started
+
     async def _ingest(self) -> None:
+        """Prepare the database, then the MQTT session and the pipeline. A failure ends
+        the session: what the pipeline held un-PUBACKed is redelivered when the
+        supervisor starts the next one (persistent session)."""
         await self._prepare_store()
         async with self._mqtt:
+            self._session_started.set()
             pipeline = Pipeline(
                 self._mqtt,
                 self._store,
@@ -251,38 +299,21 @@ class Hub:
                 self.relinks,
             )
             run = asyncio.ensure_future(pipeline.run())
-            relink = asyncio.ensure_future(self.relinks.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
-            publish = asyncio.ensure_future(self._publisher.run())
-            feed = asyncio.ensure_future(self.feed.run())
-            hooks = asyncio.ensure_future(self._webhook_sender.run())
             try:
                 # Ready means subscribed: from then on nothing published is missed.
                 await asyncio.wait([run, subscribed], return_when=asyncio.FIRST_COMPLETED)
                 if subscribed.done():
                     self.ready.set()
-                # Either loop ending is fatal for this instance (both run until cancelled).
-                done, _ = await asyncio.wait(
-                    [run, publish, feed, hooks, relink], return_when=asyncio.FIRST_COMPLETED
-                )
-                for task in done:
-                    task.result()
+                await run  # runs until cancelled; its error goes to the supervisor
             finally:
-                tasks: list[asyncio.Future[Any]] = [run, subscribed, publish, feed, hooks, relink]
-                for pending in tasks:
+                for pending in (run, subscribed):
                     pending.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def _maintain(self) -> None:
-        """Once the database is prepared: finish the field removals a stopped instance
-        left (cloud_hub._rectify) and run the retention sweeps (cloud_hub._retention)."""
-        await self._store_ready.wait()
-        async with asyncio.TaskGroup() as tg:
-            tg.create_task(self.rectifier.keep_resuming(), name="cloud_hub.removals")
-            tg.create_task(self.retention.run(), name="cloud_hub.retention")
+                await asyncio.gather(run, subscribed, return_exceptions=True)
 
     async def wait(self) -> None:
-        """Block until a background task fails (its exception is raised) or forever."""
+        """Block until a background task fails for good (its exception is raised: only a
+        configuration error does, see cloud_hub._supervise) or forever."""
         await asyncio.gather(*self._tasks)
 
     async def _close_io(self) -> None:

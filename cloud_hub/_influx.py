@@ -45,11 +45,18 @@ class InfluxStore:
         self._params: dict[str, str] = {"db": settings.database}
         if settings.retention_policy:
             self._params["rp"] = settings.retention_policy
-        if settings.username and not settings.token:
-            self._params.update(u=settings.username, p=settings.password)
 
     async def __aenter__(self) -> InfluxStore:
-        headers = {"Authorization": f"Token {self.settings.token}"} if self.settings.token else {}
+        # Credentials go in a header on every request. Not as u=/p= parameters: InfluxDB
+        # 1.x reads those only from the URL (a POST /query carrying them in its form body
+        # is anonymous, so DELETE and CREATE were refused with 401), and URLs get logged.
+        headers = {}
+        if self.settings.token:
+            headers["Authorization"] = f"Token {self.settings.token}"
+        elif self.settings.username:
+            headers["Authorization"] = aiohttp.encode_basic_auth(
+                self.settings.username, self.settings.password
+            )
         self._session = aiohttp.ClientSession(
             base_url=self.settings.url.rstrip("/") + "/",
             headers=headers,

@@ -81,6 +81,23 @@ _DECLARED = (
     ),
     ("twinsync_hub_webhooks_total", "counter", "Webhook deliveries, by result"),
     ("twinsync_hub_api_refused_total", "counter", "API requests answered 4xx/5xx, by status"),
+    ("twinsync_hub_api_connections", "gauge", "Open API connections (probe ones included)"),
+    ("twinsync_hub_api_max_connections", "gauge", "The API's connection cap in force"),
+    (
+        "twinsync_hub_api_connections_refused_total",
+        "counter",
+        "API connections closed at once because the cap was reached",
+    ),
+    (
+        "twinsync_hub_api_connections_cut_total",
+        "counter",
+        "API connections closed by the hub, by reason (body_timeout, probe_lifetime)",
+    ),
+    (
+        "twinsync_hub_task_restarts_total",
+        "counter",
+        "Background loops restarted after an unexpected error, by task",
+    ),
     ("twinsync_hub_batch_seconds_total", "counter", "Seconds spent writing batches"),
     ("twinsync_hub_queue_depth", "gauge", "Messages waiting between MQTT and the writer"),
     ("twinsync_hub_mqtt_connected", "gauge", "1 when connected to the broker"),

@@ -86,7 +86,15 @@ class HubMqtt:
         self, client: mqtt.Client, _u: object, _f: object, rc: object, _p: object
     ) -> None:
         if getattr(rc, "is_failure", False):
-            log.warning("broker refused connection: %s", rc)
+            m = self._settings
+            hint = (
+                f"the hub's broker account must be named like its client id "
+                f"(mqtt.username {m.username!r}, mqtt.client_id {m.client_id!r}) and "
+                "exist on the broker: run 'twinsync hub broker-auth --hub-ids ... --apply'"
+                if m.username
+                else "set mqtt.username and mqtt.password_file (twinsync hub broker-auth)"
+            )
+            log.warning("broker refused connection: %s; %s", rc, hint)
             return
         # Subscribing on every connect is idempotent and survives a broker that lost state.
         # Ready only once the broker confirmed it: before that, messages would be missed.

@@ -11,7 +11,6 @@ own point (see docs/architecture.md), so at-least-once delivery is exactly-once 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
@@ -24,6 +23,7 @@ from protocol import (
     Channel,
     Clock,
     Delta,
+    HubSealer,
     Rejection,
     SigningKey,
     Status,
@@ -34,7 +34,7 @@ from ._config import InfluxSettings
 from ._downlink import seal_downlink
 from ._erasure import Erasures
 from ._errors import StoreError
-from ._events import segment_ops, segment_topic
+from ._events import announcements, segment_ops
 from ._inbox import Inbox
 from ._influx import InfluxStore
 from ._lines import consent_line, device_line, twin_lines
@@ -94,6 +94,7 @@ class Pipeline:
         self._store = store
         self._verifier = verifier
         self._key = hub_key
+        self._sealer = HubSealer(hub_key)
         self._settings = settings
         self._metrics = metrics
         self._clock = clock
@@ -277,8 +278,9 @@ class Pipeline:
         self._metrics.inc("twinsync_hub_deltas_written_total", batch.deltas)
         self._send_acks(batch)
         for brand, rows in batch.segments.items():
-            if rows:
-                self._mqtt.publish(segment_topic(brand), json.dumps(rows).encode(), qos=1)
+            # Sealed and signed for the other instances: the broker sees no twin or device.
+            for where, payload in announcements(self._sealer, brand, rows, self._clock.now_ms()):
+                self._mqtt.publish(where, payload, qos=1)
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 

@@ -27,7 +27,7 @@ from ._access import PURPOSE_TEXT, twin_export
 from ._auth import ApiKeys
 from ._config import InfluxSettings, RetentionSettings
 from ._erasure import Erasures
-from ._errors import CloudHubError
+from ._errors import CloudHubError, StoreError
 from ._guard import route
 from ._http_errors import error_response
 from ._objection import Objections
@@ -56,7 +56,8 @@ PRIVACY = web.AppKey("privacy", PrivacyContext)
 _SUBJECT_MAX = 256
 
 
-#: what a subject request's refusals answer (anything else: 503, the store was unavailable)
+#: what a subject request's refusals answer (anything else: 503; a StoreError goes to the
+#: API's one error path, which never shows InfluxDB's own text)
 _STATUS = {"unknown_brand": 404, "bad_subject": 400, "bad_rectification": 400}
 
 
@@ -73,6 +74,8 @@ async def _subject_request(
     body, subject = checked
     try:
         receipt = await act(request.app[PRIVACY], request.match_info["brand"], subject, body)
+    except StoreError:
+        raise
     except CloudHubError as exc:
         return error_response(statuses.get(exc.reason, 503), exc.reason, str(exc))
     return web.json_response(receipt)

@@ -17,11 +17,13 @@ names the version (with the device's reason), and is *pending* otherwise.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 from aiohttp import BodyPartReader, web
+from aiohttp.http import HttpProcessingError
 
 from protocol import MAX_MODEL_BYTES, TwinSyncError, VerifyKey, check_brand
 
@@ -29,11 +31,14 @@ from ._errors import RolloutError
 from ._guard import route
 from ._http_errors import error_body
 from ._model_repo import ModelRepo
+from ._params import ascii_int
 from ._publisher import ModelPublisher
 from ._rollouts import Rollout, RolloutStore, Target
 from ._twins import TwinReader
 
 __all__ = ["ROLLOUTS", "RolloutContext", "add_rollout_routes"]
+
+log = logging.getLogger("cloud_hub.api")
 
 _MANIFEST_MAX = 64 * 1024
 _JSON_MAX = 4 * 1024 * 1024
@@ -114,9 +119,18 @@ async def upload_model(request: web.Request) -> web.Response:
                 raise _http(RolloutError("unexpected multipart part", reason="bad_upload"))
             limit = _MANIFEST_MAX if part.name == "manifest" else MAX_MODEL_BYTES
             parts[part.name] = await _read_part(part, limit, part.name)
-    except (ValueError, aiohttp.ClientPayloadError) as exc:
-        # A body that is not the multipart it claims to be.
-        raise _http(RolloutError(f"malformed multipart body: {exc}", reason="bad_upload")) from None
+    except (ValueError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
+        # A body that is not the multipart it claims to be: aiohttp's reader raises
+        # ValueError (no boundary, truncated), LineTooLong or InvalidHeader (both
+        # HttpProcessingError). Its text is logged, the client is told what to send.
+        log.info("model upload refused, malformed multipart body: %r", exc)
+        raise _http(
+            RolloutError(
+                "the body is not well-formed multipart/form-data (a line over 8190 bytes, a "
+                "bad part header or a truncated body): send the parts 'manifest' and 'model'",
+                reason="bad_upload",
+            )
+        ) from None
     if set(parts) != {"manifest", "model"}:
         raise _http(
             RolloutError("both parts 'manifest' and 'model' are required", reason="bad_upload")
@@ -137,10 +151,10 @@ async def list_models(request: web.Request) -> web.Response:
 async def model_file(request: web.Request) -> web.StreamResponse:
     """``GET .../models/{name}/{version}/model.onnx``: the bytes devices verify and run."""
     ctx, brand = _ctx(request)
-    version = request.match_info["version"]
+    version = ascii_int(request.match_info["version"], 0, 10**9 - 1)
     model = None
-    if version.isdigit() and len(version) < 10:
-        model = await _call(ctx.repo.model, brand, request.match_info["name"], int(version))
+    if version is not None:
+        model = await _call(ctx.repo.model, brand, request.match_info["name"], version)
     wanted = request.query.get("sha256")
     if model is None or not model.path.is_file() or wanted not in (None, model.manifest.sha256):
         raise _http(RolloutError("no such model file", reason="unknown_model", status=404))
@@ -212,11 +226,12 @@ async def get_rollout(request: web.Request) -> web.Response:
     """``GET .../rollouts/{id}``: the rollout and the state of each device it targets."""
     ctx, brand = _ctx(request)
     raw = request.match_info["id"]
+    number = ascii_int(raw, 0, 10**18 - 1)
     rollout = None
-    if raw.isdigit() and len(raw) < 19:
-        rollout = await _call(ctx.store.rollout, brand, int(raw))
+    if number is not None:
+        rollout = await _call(ctx.store.rollout, brand, number)
     if rollout is None:
-        raise _http(RolloutError(f"no rollout {raw!r}", reason="unknown_rollout", status=404))
+        raise _http(RolloutError(f"no rollout {raw[:40]!r}", reason="unknown_rollout", status=404))
     devices = await ctx.reader.devices(brand)
     return web.json_response(_progress(rollout, devices, detail=True))
 

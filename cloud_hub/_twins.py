@@ -13,28 +13,16 @@ from typing import Any
 
 from protocol import FIELDS, HLC, MODEL_FIELDS, Scalar, TwinState
 
+from ._history import Cursor, buckets, raw_page
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._lines import MEASUREMENT_OF, TWIN_MEASUREMENTS
 from ._registry import Registry
 from ._segments import segment_changes
 
-__all__ = ["ALL_TWIN_MEASUREMENTS", "TwinReader", "count_values", "parse_duration_ms"]
+__all__ = ["ALL_TWIN_MEASUREMENTS", "TwinReader", "count_values"]
 
 #: ``FROM`` list naming every twin measurement (InfluxQL answers one series per measurement)
 ALL_TWIN_MEASUREMENTS = ",".join(quote_ident(m) for m in TWIN_MEASUREMENTS)
-
-_UNITS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-MAX_RAW_POINTS = 10_000
-
-
-def parse_duration_ms(text: str) -> int:
-    """``"15m"`` -> 900000. Raises ValueError on anything else."""
-    for unit in ("ms", "s", "m", "h", "d"):
-        if text.endswith(unit) and text[: -len(unit)].isdigit():
-            value = int(text[: -len(unit)]) * _UNITS[unit]
-            if value > 0:
-                return value
-    raise ValueError(f"invalid duration {text!r}: use e.g. 500ms, 30s, 15m, 1h, 7d")
 
 
 def _typed(field: str, value: Any) -> Scalar:
@@ -156,78 +144,32 @@ class TwinReader:
         return state
 
     async def history(
-        self, brand: str, twin: str, field: str, start_ns: int, end_ns: int, every_ms: int | None
+        self, brand: str, twin: str, field: str, start_ns: int, end_ns: int, every_ms: int
     ) -> list[dict[str, Any]]:
-        """Points of ``field`` in [start, end): raw (per device) or one per ``every`` bucket."""
+        """One value of ``field`` per ``every`` bucket in [start, end) (cloud_hub._history;
+        OverflowError past its caps)."""
         if field in self.hidden(brand, twin):
             return []  # suppressed or objected to: as if never stored
-        where = f"{self._where(brand, twin)} AND time >= {start_ns} AND time < {end_ns}"
-        col, measurement = quote_ident(field), quote_ident(MEASUREMENT_OF[field])
-        if every_ms is None:
-            limit = MAX_RAW_POINTS + 1
-            results = await self._store.query(
-                f'SELECT {col} FROM {measurement} WHERE {where} GROUP BY "device" LIMIT {limit}'
-            )
-            points = [
-                {
-                    "time_ms": ts // 1_000_000,
-                    "hlc": HLC.from_ns(ts).pack(),
-                    "device": s["tags"]["device"],
-                    "value": _typed(field, v),
-                }
-                for s in _series(results[0])
-                for ts, v in s["values"]
-                if v is not None
-            ]
-            if len(points) > MAX_RAW_POINTS:
-                raise OverflowError(
-                    f"more than {MAX_RAW_POINTS} points: narrow the range or pass every="
-                )
-            points.sort(key=lambda p: (p["hlc"], p["device"]))
-            return points
-        counter = FIELDS[field].merge == "counter"
-        # LWW: last() over all devices of a bucket is the latest HLC (the point time), which is
-        # the LWW winner. Counters: each device's last cumulative value, carried forward.
-        fill, by_device = ("previous", ', "device"') if counter else ("none", "")
-        q = (
-            f"SELECT last({col}) FROM {measurement} WHERE {where} "
-            f"GROUP BY time({every_ms}ms){by_device} fill({fill})"
+        return await buckets(
+            self._store, self._where(brand, twin), field, start_ns, end_ns, every_ms
         )
-        if counter:
-            # Each device's component before the range starts, so sums are right from bucket 1.
-            q += (
-                f";SELECT last({col}) FROM {measurement} WHERE {self._where(brand, twin)} "
-                f'AND time < {start_ns} GROUP BY "device"'
-            )
-        results = await self._store.query(q)
-        buckets: dict[int, dict[str, Any]] = {}
-        baseline: dict[str, Any] = {}
-        if counter:
-            for s in _series(results[1]):
-                baseline[s["tags"]["device"]] = s["values"][0][1]
-        for s in _series(results[0]):
-            device = (s.get("tags") or {}).get("device", "")
-            carry = baseline.get(device)
-            for ts, raw in s["values"]:
-                value_now = carry if raw is None else raw
-                carry = value_now
-                if value_now is not None:
-                    buckets.setdefault(ts, {})[device] = value_now
-        out = []
-        for ts in sorted(buckets):
-            per_device = buckets[ts]
-            if counter:
-                value: Any = sum(per_device[d] for d in sorted(per_device))
-            else:
-                value = per_device[""]
-            out.append(
-                {
-                    "time_ms": ts // 1_000_000,
-                    "value": _typed(field, value),
-                    "devices": len(per_device),
-                }
-            )
-        return out
+
+    async def history_page(
+        self,
+        brand: str,
+        twin: str,
+        field: str,
+        start_ns: int,
+        end_ns: int,
+        limit: int,
+        after: Cursor | None = None,
+    ) -> tuple[list[dict[str, Any]], Cursor | None]:
+        """A page of raw points of ``field`` in [start, end) and the next page's cursor
+        (cloud_hub._history; OverflowError past its caps)."""
+        if field in self.hidden(brand, twin):
+            return [], None
+        where = self._where(brand, twin)
+        return await raw_page(self._store, where, field, start_ns, end_ns, limit, after)
 
     async def devices(self, brand: str) -> list[dict[str, Any]]:
         """Registry devices of ``brand`` joined with their latest liveness point."""

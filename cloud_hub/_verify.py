@@ -3,10 +3,10 @@
 Order matters: cheap checks first (size, topic, envelope structure), then the registry and
 the signature (so an attacker's payload never reaches the decryption or the body decoder),
 then the seal (a sealed body is opened with the hub's box key; an unsealed delta is refused
-where ``limits.require_sealed`` says so), then the body's schema, timestamps and the replay
-window. The result is either :class:`Accepted` or :class:`Rejected`, which says whether the
-device should be told (``ack_rejected``: only a correctly signed message from a known
-device earns a reply).
+where ``limits.require_sealed`` says so), then the body's schema, timestamps (of ops and of
+consent entries alike) and the replay window. The result is either :class:`Accepted` or
+:class:`Rejected`, which says whether the device should be told (``ack_rejected``: only a
+correctly signed message from a known device earns a reply).
 """
 
 from __future__ import annotations
@@ -216,6 +216,19 @@ class Verifier:
                             ack_rejected=True,
                             **ident,
                         )
+            # Consent entries are points too (measurement "consent"): the same window, or
+            # a time InfluxDB cannot store would be dropped after the delta was acked.
+            # The whole delta is refused, so nothing of it is half-written.
+            for entry in body.consent:
+                if not lo <= entry.ts_ms <= hi:
+                    return Rejected(
+                        incoming,
+                        "consent_timestamp",
+                        f"consent entry at {entry.ts_ms} ms outside [{lo}, {hi}]: the device's "
+                        "clock is off (set it right; its own ledger keeps the entry)",
+                        ack_rejected=True,
+                        **ident,
+                    )
             if self.windows.is_replay(env.brand, env.device, env.seq):
                 return Rejected(incoming, "replay", "seq already written", replay=True, **ident)
         elif not isinstance(body, Status):

@@ -8,6 +8,13 @@ survives hub restarts (``event_id`` lets the receiver drop repeats). Every reque
 carries ``TwinSync-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``;
 receivers recompute it and reject stale timestamps (see :func:`verify_signature`).
 Events name twins (pseudonyms), never a raw identifier.
+
+The URL is the brand's choice, so where the hub may send is the operator's: every URL
+passes the egress policy (cloud_hub._egress) when it is registered and again, pinned to
+the checked addresses, at every delivery; redirects are never followed. The sender is a
+background task of the hub and must outlive anything one round can raise (the shared
+SQLite file unopenable, fds exhausted): such a round is logged, counted
+(``twinsync_hub_webhooks_total{result="error"}``) and retried after a capped backoff.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ import aiohttp
 
 from protocol import check_brand
 
+from ._config import WebhookSettings
+from ._egress import EgressPolicy
 from ._errors import CloudHubError
 from ._metrics import Metrics
 from ._model_repo import connect
@@ -53,7 +62,9 @@ CREATE TABLE IF NOT EXISTS webhook_queue (
 );
 """
 _MAX_BACKOFF_S = 300.0
-_LEASE_MS = 60_000  # longer than one delivery attempt may take (timeout 10 s)
+_LEASE_MS = 60_000  # longer than one delivery attempt may take (webhooks.timeout_s <= 30)
+#: after a failed round (not a failed delivery): 1 s doubling to this
+_MAX_ROUND_BACKOFF_S = 30.0
 
 
 def sign(secret: str, body: bytes, at: int) -> str:
@@ -77,8 +88,10 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance_s: int 
 class Webhooks:
     """Registered endpoints and the durable event queue."""
 
-    def __init__(self, db_path: Path) -> None:
+    def __init__(self, db_path: Path, egress: EgressPolicy | None = None) -> None:
         self._db_path = Path(db_path)
+        #: where endpoints may be (default: public https addresses only)
+        self.egress = egress if egress is not None else EgressPolicy(WebhookSettings())
         with self._connect() as db:
             db.executescript(_SCHEMA)
 
@@ -86,9 +99,12 @@ class Webhooks:
         return connect(self._db_path)
 
     def register(self, brand: str, url: str) -> str:
-        """Set the brand's endpoint; returns the new signing secret (shown once)."""
-        if not url.startswith(("https://", "http://")) or len(url) > 2048:
-            raise CloudHubError("url must be an http(s) URL", reason="bad_url")
+        """Set the brand's endpoint; returns the new signing secret (shown once).
+
+        Raises CloudHubError (``bad_url``, ``url_refused``) when the egress policy
+        refuses the URL or an address its host resolves to now (blocking DNS: call from a
+        thread)."""
+        self.egress.check_url(url)
         secret = secrets.token_urlsafe(32)
         with self._connect() as db:
             db.execute(
@@ -159,20 +175,45 @@ class Webhooks:
 class WebhookSender:
     """Delivers queued events; :meth:`run` until cancelled (owned by the hub)."""
 
-    def __init__(self, hooks: Webhooks, metrics: Metrics, *, timeout_s: float = 10.0) -> None:
+    def __init__(self, hooks: Webhooks, metrics: Metrics) -> None:
         self._hooks = hooks
+        self._egress = hooks.egress
         self._metrics = metrics
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._timeout = aiohttp.ClientTimeout(total=hooks.egress.settings.timeout_s)
 
     async def run(self) -> None:
         """Send what is due, every second (events are queued from any thread or instance,
-        so polling the shared queue is what sees them all)."""
-        async with aiohttp.ClientSession(timeout=self._timeout) as session:
+        so polling the shared queue is what sees them all). A round that fails is logged,
+        counted and retried after a backoff; only cancellation ends this."""
+        # The policy's connector resolves and checks every name at connect time; no
+        # proxy from the environment (trust_env is off) could route around it.
+        async with aiohttp.ClientSession(
+            timeout=self._timeout, connector=self._egress.connector()
+        ) as session:
+            failures = 0
             while True:
-                now = time.time_ns() // 1_000_000
-                for row in await asyncio.to_thread(self._hooks.due, now):
-                    await self._send(session, *row)
+                try:
+                    await self._round(session)
+                    failures = 0
+                except Exception as exc:  # CancelledError is no Exception: it propagates
+                    failures += 1
+                    delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
+                    self._metrics.inc("twinsync_hub_webhooks_total", result="error")
+                    log.error(
+                        "webhook round failed (%s: %s); retrying in %.0fs",
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        exc_info=not isinstance(exc, CloudHubError | sqlite3.Error | OSError),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
                 await asyncio.sleep(1.0)
+
+    async def _round(self, session: aiohttp.ClientSession) -> None:
+        now = time.time_ns() // 1_000_000
+        for row in await asyncio.to_thread(self._hooks.due, now):
+            await self._send(session, *row)
 
     async def _send(
         self,
@@ -189,17 +230,26 @@ class WebhookSender:
             "Content-Type": "application/json",
             "TwinSync-Signature": sign(secret, data, int(time.time())),
         }
+        result = "retry"
         try:
-            async with session.post(url, data=data, headers=headers) as resp:
+            # Checked again at every send: the policy or the name's DNS may have changed
+            # since registration (literal addresses never reach the connector's resolver).
+            await self._egress.check_url_async(url)
+            async with session.post(url, data=data, headers=headers, allow_redirects=False) as resp:
                 ok = 200 <= resp.status < 300
                 why = f"HTTP {resp.status}"
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            ok, why = False, repr(exc)
+                if 300 <= resp.status < 400:
+                    why += " (a redirect; redirects are not followed: register the final URL)"
+        except CloudHubError as exc:  # the egress policy refused it, or the name is unknown
+            ok, why = False, str(exc)
+            result = "refused" if exc.reason == "url_refused" else "retry"
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+            ok, why = False, f"{type(exc).__name__}: {exc}"
         now = time.time_ns() // 1_000_000
         if ok:
             await asyncio.to_thread(self._hooks.delivered, queue_id)
             self._metrics.inc("twinsync_hub_webhooks_total", result="delivered")
         else:
             await asyncio.to_thread(self._hooks.retry_later, queue_id, attempts, now)
-            self._metrics.inc("twinsync_hub_webhooks_total", result="retry")
+            self._metrics.inc("twinsync_hub_webhooks_total", result=result)
             log.warning("webhook to brand %s failed (%s); retrying", brand, why)

@@ -6,40 +6,62 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import signal
+import socket
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from protocol import PRODUCTS, TwinSyncError
 
 from ._auth import SCOPES, ApiKeys
-from ._broker_auth import HUB_USER, write_broker_files
+from ._broker_setup import BrokerSetup, broker_setup
 from ._config import HubConfig, load_hub_config
+from ._dynsec import FileOwner
 from ._epochs import retire_in_bundles, rotate_brand_key
-from ._errors import ConfigError, RolloutError
+from ._errors import ConfigError, RegistryError, RolloutError
 from ._hub import Hub
 from ._influx import InfluxStore
 from ._metrics import Metrics
 from ._model_repo import ModelRepo
 from ._provision import (
     ensure_hub_key,
-    ensure_hub_mqtt_password,
     provision_device,
     provision_devices,
 )
-from ._registry import Registry
+from ._registry import DeviceRecord, Registry
 from ._rekey import Relinks
 from ._rollouts import RolloutStore, Target
 
 __all__ = ["main"]
 
+_LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2): what is wrong and where help is, no usage
+    block to scroll past. Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def _log_level(text: str) -> str:
+    level = text.upper()
+    if level not in _LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a log level; use one of {', '.join(_LOG_LEVELS)}"
+        )
+    return level
+
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="twinsync hub",
         description="The TwinSync cloud hub: merges device deltas into twins in InfluxDB "
         "and serves them over HTTP.",
@@ -51,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run one hub instance until SIGTERM/SIGINT")
     config_arg(run)
-    run.add_argument("--log-level", default="INFO")
+    run.add_argument("--log-level", type=_log_level, default="INFO", help="|".join(_LOG_LEVELS))
 
     prov = sub.add_parser("provision", help="create device identities and agent bundles")
     config_arg(prov)
@@ -66,10 +88,21 @@ def _parser() -> argparse.ArgumentParser:
         "--broker-dir",
         type=Path,
         default=None,
-        help="also rewrite the broker's password and ACL files there (as 'broker-auth')",
+        help="also rewrite the broker's Dynamic Security file there (as 'broker-auth --out')",
+    )
+    prov.add_argument(
+        "--broker-apply",
+        action="store_true",
+        help="also create the new devices on the running broker (as 'broker-auth --apply')",
     )
     prov.add_argument("--mqtt-host", default=None, help="broker host written into agent.toml")
     prov.add_argument("--mqtt-port", type=int, default=None)
+    prov.add_argument(
+        "--force",
+        action="store_true",
+        help="re-provision devices already in the registry: new device key and broker "
+        "password; their current bundles stop working",
+    )
 
     keys = sub.add_parser(
         "keys", help="create the hub signing key if missing; print its public key"
@@ -130,13 +163,34 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--cohort", help="the devices of this cohort")
     broker = sub.add_parser(
         "broker-auth",
-        help="write mosquitto's password and ACL files from the device registry",
-        description="One broker user per device, confined to its own topics, plus the "
-        "hub's user. Run after provisioning or revoking devices, then reload mosquitto "
-        "(kill -HUP).",
+        help="broker accounts from the device registry (mosquitto's Dynamic Security plugin)",
+        description="One broker account per device, bound to its client id and confined "
+        "to its own topics; one per hub instance; the admin. --out writes the plugin's file "
+        "for a broker's (re)start; --apply changes the running broker at once (run it after "
+        "provisioning or revoking devices).",
     )
     config_arg(broker)
-    broker.add_argument("--out", type=Path, required=True, help="directory for the two files")
+    broker.add_argument("--out", type=Path, help="directory for dynamic-security.json")
+    broker.add_argument(
+        "--apply", action="store_true", help="reconcile the running broker (mqtt.* of the config)"
+    )
+    broker.add_argument(
+        "--bundles",
+        nargs="+",
+        type=Path,
+        default=[],
+        help="--apply: device bundles (or directories of them) holding new devices' passwords",
+    )
+    broker.add_argument(
+        "--hub-ids",
+        help="comma-separated client ids of every hub instance, one account each "
+        "(remembered; default: the remembered list, else mqtt.client_id)",
+    )
+    broker.add_argument("--owner", help="--out: the file's owner (user name or uid)")
+    broker.add_argument(
+        "--group", help="--out: the file's group, e.g. mosquitto (kept on later rewrites)"
+    )
+    broker.add_argument("--mode", type=_file_mode, help="--out: file mode, e.g. 0640")
 
     bkey = sub.add_parser(
         "brand-key",
@@ -165,6 +219,18 @@ def _parser() -> argparse.ArgumentParser:
         "--scopes", default="read", help=f"create: comma-separated, of {','.join(SCOPES)}"
     )
     apikey.add_argument("--key-id", default="", help="revoke: the key's id")
+
+    device = sub.add_parser(
+        "device",
+        help="list provisioned devices, or revoke one",
+        description="list: every device (brand, id, product, when provisioned, revoked or "
+        "not; never a secret). revoke: running hubs refuse the device's messages from "
+        "then on; 'broker-auth --apply' then shuts it out of the broker too.",
+    )
+    config_arg(device)
+    device.add_argument("action", choices=("list", "revoke"))
+    device.add_argument("--brand", help="list: only this brand; revoke: required")
+    device.add_argument("--device", help="revoke: the device id")
     return p
 
 
@@ -185,14 +251,87 @@ def _apikey(args: argparse.Namespace, config: HubConfig) -> int:
     return 0
 
 
-def _broker_files(config: HubConfig, out: Path) -> None:
-    secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
-    passwd, acl = write_broker_files(config.registry.path, secret, out)
-    print(f"password_file {passwd}\nacl_file {acl}")
+def _device(args: argparse.Namespace, config: HubConfig) -> int:
+    registry = Registry(config.registry.path)
+    if args.action == "list":
+        rows = [
+            (
+                r.brand,
+                r.device,
+                r.product,
+                time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(r.created_ms / 1000)),
+                "revoked" if r.revoked else "active",
+            )
+            for r in registry.devices(args.brand)
+        ]
+        header = ("brand", "device", "product", "provisioned", "state")
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+        return 0
+    if not args.brand or not args.device:
+        raise ConfigError("device revoke needs --brand and --device")
+    before = registry.get(args.brand, args.device)
+    if not registry.revoke(args.brand, args.device):
+        raise RegistryError(
+            f"no device {args.brand}/{args.device} in the registry {config.registry.path} "
+            "('twinsync hub device list' shows them)"
+        )
+    if before is not None and before.revoked:
+        print(f"{args.brand}/{args.device} was already revoked")
+        return 0
+    print(f"revoked {args.brand}/{args.device}")
     print(
-        f"hub config: mqtt.username = {HUB_USER!r}, mqtt.password_file = '{secret}'",
+        "running hubs refuse its messages within a second; to shut it out of the broker "
+        "too, run 'twinsync hub broker-auth --apply' (deletes its account, disconnects it)",
         file=sys.stderr,
     )
+    return 0
+
+
+def _replaced_note(replaced: list[DeviceRecord], broker_applied: bool) -> None:
+    """Tell the operator what ``provision --force`` did to the devices it replaced."""
+    names = ", ".join(f"{r.brand}/{r.device}" for r in replaced[:3])
+    more = f" and {len(replaced) - 3} more" if len(replaced) > 3 else ""
+    broker = (
+        "done (--broker-apply)"
+        if broker_applied
+        else "run 'twinsync hub broker-auth --apply --bundles <the new bundles>'"
+    )
+    print(
+        f"re-provisioned {names}{more} with new keys: running hubs refuse the old bundle "
+        f"within a second; to shut it out of the broker, {broker}",
+        file=sys.stderr,
+    )
+
+
+def _file_mode(value: str) -> int:
+    try:
+        mode = int(value, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"{value!r} is no file mode: give octal, e.g. 0640")
+    return mode
+
+
+def _broker_auth(args: argparse.Namespace, config: HubConfig) -> int:
+    if args.out is None and not args.apply:
+        raise ConfigError("broker-auth needs --out DIR, --apply or both")
+    hub_ids = [i.strip() for i in args.hub_ids.split(",") if i.strip()] if args.hub_ids else None
+    owner = FileOwner(args.owner, args.group, args.mode)
+    done = broker_setup(
+        config, out=args.out, apply=args.apply, bundles=args.bundles, hub_ids=hub_ids, owner=owner
+    )
+    return _said(done)
+
+
+def _said(done: BrokerSetup) -> int:
+    for line in done.out:
+        print(line)
+    for note in done.notes:
+        print(note, file=sys.stderr)
+    return done.status
 
 
 def _brand_key(args: argparse.Namespace, config: HubConfig) -> int:
@@ -311,22 +450,56 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")
 
 
+def _bind_error(exc: OSError, config: HubConfig) -> ConfigError | None:
+    """The API listener's bind failure as a ConfigError naming the setting, else None."""
+    api = config.api
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(
+            f"api.host {api.host} does not resolve ({exc.strerror}): set api.host or "
+            "TWINSYNC_HUB__API__HOST"
+        )
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"api.port {api.port} is in use (address already in use): set api.port or "
+            "TWINSYNC_HUB__API__PORT"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(
+            f"api.host {api.host} is not an address of this machine (cannot assign "
+            "requested address): set api.host or TWINSYNC_HUB__API__HOST"
+        )
+    if exc.errno == errno.EACCES and "bind" in str(exc):
+        return ConfigError(
+            f"api.port {api.port} needs privileges (permission denied): set api.port above "
+            "1023 or TWINSYNC_HUB__API__PORT"
+        )
+    return None
+
+
 async def _run(config: HubConfig) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Hub(config) as hub:
-        waiter = asyncio.create_task(hub.wait())
-        stopper = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (waiter, stopper):
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        if waiter in done and waiter.exception() is not None:
-            logging.getLogger("cloud_hub").error("hub failed: %s", waiter.exception())
-            return 1
+    try:
+        async with Hub(config) as hub:
+            waiter = asyncio.create_task(hub.wait())
+            stopper = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (waiter, stopper):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if waiter in done and waiter.exception() is not None:
+                logging.getLogger("cloud_hub").error("hub failed: %s", waiter.exception())
+                return 1
+    except OSError as exc:
+        # The API listener's bind failure reaches us as the OS said it; the operator
+        # needs the setting to change, not a traceback.
+        error = _bind_error(exc, config)
+        if error is None:
+            raise
+        raise error from exc
     return 0
 
 
@@ -353,8 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "brand-key":
             return _brand_key(args, config)
         if args.command == "broker-auth":
-            _broker_files(config, args.out)
-            return 0
+            return _broker_auth(args, config)
         if args.command == "keys":
             print(ensure_hub_key(config.keys.secrets_dir).public.hex())
             return 0
@@ -365,12 +537,26 @@ def main(argv: Sequence[str] | None = None) -> int:
                     data[section][key] = "***"
             print(json.dumps(data, indent=2))
             return 0
+        if args.command == "device":
+            return _device(args, config)
         host = args.mqtt_host or config.mqtt.host
         port = args.mqtt_port or config.mqtt.port
         if args.count:
             ids = [(f"{args.device}-{i:04d}", args.product) for i in range(1, args.count + 1)]
+        else:
+            ids = [(args.device, args.product)]
+        # Read first: what --force replaces is reported (its old bundle stops working).
+        replaced = Registry(config.registry.path).existing(args.brand, [d for d, _p in ids])
+        if args.count:
             made = provision_devices(
-                config.registry.path, config.keys.secrets_dir, args.brand, ids, args.out, host, port
+                config.registry.path,
+                config.keys.secrets_dir,
+                args.brand,
+                ids,
+                args.out,
+                host,
+                port,
+                force=args.force,
             )
             for path in made.values():
                 print(path)
@@ -385,11 +571,24 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.out,
                     host,
                     port,
+                    force=args.force,
                 )
             )
-        if args.broker_dir is not None:
-            _broker_files(config, args.broker_dir)
-        return 0
+        broker_status = 0
+        if args.broker_dir is not None or args.broker_apply:
+            bundles = [args.out / d for d, _p in ids] if args.count else [args.out]
+            broker_status = _said(
+                broker_setup(config, out=args.broker_dir, apply=args.broker_apply, bundles=bundles)
+            )
+        if replaced:
+            _replaced_note(replaced, args.broker_apply)
+        return broker_status
     except TwinSyncError as exc:
         print(f"twinsync hub: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # A file or directory the configuration names cannot be used (permissions, a
+        # missing parent, a full disk): one line naming it, not a traceback.
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"twinsync hub: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
         return 2

@@ -152,7 +152,7 @@ class Agent:
         if self._updater is not None:
             self._tasks.append(self._tg.create_task(self._updater.run(), name=f"{tag}.models"))
         if cfg.ingest.port or cfg.ingest.unix_socket:
-            self._ingest = IngestServer(
+            ingest = IngestServer(
                 self.ingest,
                 self._privacy.local_request,
                 cfg.ingest.host,
@@ -160,7 +160,18 @@ class Agent:
                 cfg.ingest.unix_socket,
                 cfg.ingest.max_line_bytes,
             )
-            await self._ingest.__aenter__()
+            try:
+                await ingest.__aenter__()
+            except BaseException as exc:
+                # The listener cannot bind (port in use, socket held by another agent):
+                # stop what already runs, so the caller sees this one error, not the
+                # sync tasks' teardown at interpreter exit.
+                try:
+                    await self.__aexit__(type(exc), exc, exc.__traceback__)
+                except Exception:
+                    log.exception("stopping after a failed start failed too")
+                raise
+            self._ingest = ingest
         log.info(
             "agent %s/%s started; %d deltas in outbox",
             cfg.device.brand,

@@ -9,7 +9,7 @@ first signal.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -136,10 +136,13 @@ class OutboxSettings(_Section):
 
 
 class IngestSettings(_Section):
-    """The local interface firmware sends signals to."""
+    """The local interface firmware sends signals to (provisioned bundles: a Unix socket)."""
 
     host: str = "127.0.0.1"
+    #: loopback TCP port; 0 = no TCP server
     port: int = Field(0, ge=0, le=65535)
+    #: Unix socket path; "" = none. A relative path lies in systemd's runtime directory
+    #: ($RUNTIME_DIRECTORY) when there is one, else next to agent.toml (see load_config)
     unix_socket: str = ""
     max_line_bytes: int = Field(4096, ge=256, le=65536)
 
@@ -307,6 +310,21 @@ class Keys:
         return f"Keys(device={self.device.kid}, hub={sorted(self.hub)})"
 
 
+def _socket_path(value: str, base: Path, environ: Mapping[str, str]) -> str:
+    """Where a relative ``ingest.unix_socket`` lies.
+
+    Under systemd with ``RuntimeDirectory=`` (deploy/systemd/twinsync-edge.service) the
+    unit gets ``$RUNTIME_DIRECTORY`` (/run/twinsync): the one place it may create a
+    socket, since the bundle's directory (/etc/twinsync) is read-only there. Started by
+    hand there is no such variable, and /run/twinsync would need root: the socket goes
+    next to agent.toml, the directory the operator already writes to.
+    """
+    if not value or Path(value).is_absolute():
+        return value
+    runtime = environ.get("RUNTIME_DIRECTORY", "").split(":")[0]
+    return str(Path(runtime) / value if runtime else base / value)
+
+
 def load_config(
     path: str | Path | None,
     overrides: dict[str, Any] | None = None,
@@ -316,6 +334,7 @@ def load_config(
     """Load, merge and validate; resolve relative paths; raise ConfigError on any problem."""
     base = Path.cwd()
     text: str | None = None
+    env = os.environ if environ is None else environ
     if path is not None:
         file = Path(path)
         try:
@@ -327,7 +346,7 @@ def load_config(
         data = layer_settings(
             text,
             source=f"agent config {path}",
-            environ=os.environ if environ is None else environ,
+            environ=env,
             prefix=_ENV_PREFIX,
             overrides=overrides,
         )
@@ -350,6 +369,9 @@ def load_config(
                 update={"public_key_files": [base / p for p in config.hub.public_key_files]}
             ),
             "outbox": config.outbox.model_copy(update={"path": base / config.outbox.path}),
+            "ingest": config.ingest.model_copy(
+                update={"unix_socket": _socket_path(config.ingest.unix_socket, base, env)}
+            ),
             "models": config.models.model_copy(update={"dir": base / config.models.dir}),
             "mqtt": config.mqtt.model_copy(
                 update={

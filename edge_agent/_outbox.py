@@ -31,6 +31,7 @@ from protocol import (
 )
 
 from ._errors import OutboxError
+from ._freshness import DownlinkFreshness
 from ._twin import TwinBook, erased_digest
 
 __all__ = ["Outbox", "OutboxRow"]
@@ -91,6 +92,8 @@ class Outbox:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self.path}: {exc}") from exc
+        #: what the device applied of the hub's commands (same file: see _freshness)
+        self.freshness = DownlinkFreshness(self._db)
         self.bytes = int(
             self._db.execute("SELECT COALESCE(SUM(LENGTH(body)), 0) FROM outbox").fetchone()[0]
         )
@@ -163,6 +166,7 @@ class Outbox:
                 self._db.execute("UPDATE OR REPLACE twin_state SET twin=? WHERE twin=?", (new, old))
                 self._db.execute("UPDATE consent_ledger SET twin=? WHERE twin=?", (new, old))
                 self._db.execute("UPDATE OR REPLACE suppressed SET twin=? WHERE twin=?", (new, old))
+                self.freshness.rename(old, new)
             self._db.executemany(
                 "INSERT INTO outbox (seq, created_ms, body, ops) VALUES (?, ?, ?, ?)",
                 [(s, now_ms, b, n) for s, b, n in zip(seqs, bodies, ops, strict=True)],
@@ -291,6 +295,7 @@ class Outbox:
             self._db.execute(f"DELETE FROM twin_state WHERE twin IN ({marks})", sorted(twins))
             self._db.execute(f"DELETE FROM consent_ledger WHERE twin IN ({marks})", sorted(twins))
             self._db.execute(f"DELETE FROM suppressed WHERE twin IN ({marks})", sorted(twins))
+            self.freshness.forget(sorted(twins))
             self._db.executemany(
                 "INSERT OR IGNORE INTO erased (digest, erased_ms) VALUES (?, ?)",
                 [(erased_digest(t), erased_ms) for t in sorted(twins)],

@@ -23,10 +23,12 @@ from protocol import (
     SchemaError,
     Tombstones,
     TwinSyncError,
+    check_consent_time,
     check_notice,
     check_purposes,
 )
 
+from ._freshness import TargetKind, count_refusal
 from ._outbox import Outbox
 from ._twin import IngestResult, TwinBook
 
@@ -58,21 +60,25 @@ class DevicePrivacy:
         """Record the customer's consent choice made on this device (its app or UI).
 
         Takes effect for the next signal; the ledger row and the delta that carries it
-        to the hub are durable when this returns. Raises SchemaError for unknown purposes
-        (``service`` needs no consent) or a missing notice version, and ValueError for a
-        customer the hub erased.
+        to the hub are durable when this returns. A hub command issued before it cannot
+        undo it when replayed (docs/privacy.md, "Fresh commands"). Raises SchemaError for
+        unknown purposes (``service`` needs no consent), a missing notice version or a
+        device clock outside what a consent time can be (reason ``timestamp``), and
+        ValueError for a customer the hub erased.
         """
         twin = self._book.twin_of(subject)
         if self._book.is_erased(twin):
             raise ValueError("this customer's twin was erased; nothing is recorded for it")
         entry = ConsentEntry(
             twin,
-            self._clock.now_ms(),
+            # The device's clock stamps the device's own entries, as it stamps its ops.
+            check_consent_time(self._clock.now_ms()),
             check_purposes(dict(purposes)),
             "device",
             check_notice(notice),
         )
         self._record_consent([entry])
+        self._outbox.freshness.local(twin, "purpose", (p for p, _g in entry.purposes))
         return entry
 
     def consent_state(self, subject: str) -> dict[str, bool]:
@@ -148,6 +154,7 @@ class DevicePrivacy:
             self._suppress([twin], tuple(suppress))
         if restore:
             self._restore([twin], tuple(restore))
+        self._outbox.freshness.local(twin, "field", (*suppress, *restore))
 
     def _fields_line(self, request: object) -> IngestResult:
         """A ``{"fields": {"subject", "suppress"?, "restore"?}}`` line."""
@@ -203,19 +210,64 @@ class DevicePrivacy:
 
     def consent_from_hub(self, command: ConsentCommand) -> None:
         """The brand backend changed a customer's consent (or suppressed fields of their
-        twin, or lifted a suppression): apply it to twins we know."""
+        twin, or lifted a suppression): apply it to twins we know.
+
+        Only what is newer than the last command applied to each target (a twin's
+        purpose, a twin's field) is applied; the rest is refused, counted and logged
+        (``edge_agent._freshness``), so a replayed command changes nothing.
+        """
         book = self._book
-        known = {t for t, _f in book.values} | {t for t in command.twins if book.gate.knows(t)}
-        twins = [t for t in command.twins if t in known and not book.is_erased(t)]
-        if command.suppress:
-            self._suppress(twins, command.suppress)
-        if command.restore and twins:
-            self._restore(twins, command.restore)
-        purposes = tuple(sorted(command.purposes.items()))
-        entries = [ConsentEntry(t, command.ts_ms, purposes, "hub", command.notice) for t in twins]
-        if entries and purposes:
+        fresh = self._outbox.freshness
+        at, request = command.ts_ms, command.request_id
+        values = {t for t, _f in book.values}
+        unknown, refused = [], []
+        plan: list[tuple[str, dict[str, bool], tuple[str, ...], tuple[str, ...]]] = []
+        for twin in command.twins:
+            if book.is_erased(twin):
+                continue
+            if twin not in values and not book.gate.knows(twin):
+                unknown.append(twin)
+                continue
+
+            def fresh_part(kind: TargetKind, name: str, twin: str = twin) -> bool:
+                why = fresh.refusal(twin, kind, name, at, request)
+                if why:
+                    refused.append(f"{why} {kind} {name}")
+                return not why
+
+            plan.append(
+                (
+                    twin,
+                    {p: g for p, g in command.purposes.items() if fresh_part("purpose", p)},
+                    tuple(f for f in command.suppress if fresh_part("field", f)),
+                    tuple(f for f in command.restore if fresh_part("field", f)),
+                )
+            )
+        entries = []
+        for twin, purposes, suppress, restore in plan:
+            if suppress:
+                self._suppress([twin], suppress)
+            if restore:
+                self._restore([twin], restore)
+            if purposes:
+                entries.append(
+                    ConsentEntry(twin, at, tuple(sorted(purposes.items())), "hub", command.notice)
+                )
+        if entries:
             self._record_consent(entries)
-            log.info("consent request %s applied to %d twin(s)", command.request_id, len(entries))
+            log.info("consent request %s applied to %d twin(s)", request, len(entries))
+        # Marked once applied: a crash in between at worst applies the same command twice.
+        for twin, purposes, suppress, restore in plan:
+            fresh.applied(twin, "purpose", purposes, at, request)
+            fresh.applied(twin, "field", (*suppress, *restore), at, request)
+        fresh.unknown(unknown, at, request)
+        if refused:
+            count_refusal(
+                self._stats,
+                f"consent command {request}",
+                "not newer than what this device applied",
+                ", ".join(sorted(set(refused))),
+            )
 
     def _suppress(self, twins: list[str], fields: tuple[str, ...]) -> None:
         """The customer suppressed ``fields`` of ``twins``: the gate refuses them from now

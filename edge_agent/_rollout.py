@@ -11,7 +11,10 @@ progress is what devices report.
 A refused model is not tried again (the same version will be refused again); a failed
 download is retried with capped backoff. Only the newest set counts: a set that arrives
 while another is being applied replaces it, and stale sets (a lower version, e.g. a
-replayed copy) are ignored. The work is serial and runs in the agent's TaskGroup.
+replayed copy) are ignored: here within a run, and by the uplink across restarts (the
+highest version seen is persisted, ``edge_agent._freshness``), so an old set put back on
+the retained topic cannot roll a model back. The work is serial and runs in the agent's
+TaskGroup.
 """
 
 from __future__ import annotations

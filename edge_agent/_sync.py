@@ -19,7 +19,7 @@ import logging
 import random
 import ssl
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeGuard
 
 import aiomqtt
 
@@ -93,8 +93,9 @@ class Uplink:
         self.on_tombstones: Callable[[Tombstones], None] | None = None
         #: set to publish the status now instead of at the next heartbeat
         self.status_changed = asyncio.Event()
-        #: The newest hub-signed desired settings seen (nothing applies them yet).
-        self.desired: Desired | None = None
+        #: The newest hub-signed desired settings seen (nothing applies them yet); kept
+        #: across restarts with the version floor (edge_agent._freshness).
+        self.desired: Desired | None = outbox.freshness.desired()
         #: the agent's model store, when models run: reported in the device status
         self.models: ModelStore | None = None
         #: installs the models the hub's rollouts assign (None: models off)
@@ -163,13 +164,43 @@ class Uplink:
         return aiomqtt.Client(
             m.host,
             m.port,
-            identifier=m.client_id or f"{self._config.device.brand}.{self._config.device.id}",
+            identifier=self._client_id(),
             username=m.username or None,
             password=self._keys.mqtt_password or None,
             keepalive=m.keepalive_s,
             clean_session=False,
             tls_context=tls,
             will=aiomqtt.Will(self._status_topic, self._status(False), qos=1, retain=True),
+        )
+
+    def _client_id(self) -> str:
+        # Brokers set up by 'twinsync hub broker-auth' bind each device's account to this
+        # id, so no credentials can take over another client's connection or session.
+        return self._config.mqtt.client_id or self._expected_client_id
+
+    @property
+    def _expected_client_id(self) -> str:
+        return f"{self._config.device.brand}.{self._config.device.id}"
+
+    def _log_refusal(self, exc: aiomqtt.MqttCodeError) -> None:
+        """Say why a broker refused the connection and what to change."""
+        m, expected = self._config.mqtt, self._expected_client_id
+        wrong_id = (
+            f"mqtt.client_id {m.client_id!r} is not {expected!r}, the only id the broker "
+            "accepts for this device's account ('twinsync hub broker-auth' binds them): "
+            "remove mqtt.client_id"
+            if m.client_id and m.client_id != expected
+            else "check mqtt.username and the bundle's password file, and that the broker "
+            "has this device ('twinsync hub broker-auth --apply')"
+        )
+        log.error(
+            "broker %s:%d refused user %r with client id %r (%s): %s",
+            m.host,
+            m.port,
+            m.username,
+            self._client_id(),
+            exc,
+            wrong_id,
         )
 
     async def close(self) -> None:
@@ -180,13 +211,17 @@ class Uplink:
         """Connect, sync, reconnect with capped jittered backoff; return once closed."""
         delay = 0.5
         while not self._closing.is_set():
+            entered = False
             try:
                 async with self._client() as client:
+                    entered = True
                     delay = 0.5
                     await self._session(client)
                     return
             except aiomqtt.MqttError as exc:
                 self.connected.clear()
+                if not entered and _refused(exc):
+                    self._log_refusal(exc)
                 log.warning("mqtt connection lost (%s); reconnecting in %.1fs", exc, delay)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay * random.uniform(0.7, 1.3)):
@@ -295,6 +330,8 @@ class Uplink:
                 self._stats["bad_acks"] += 1
                 log.warning("ignored message on %s: %s (%s)", message.topic, exc.reason, exc)
                 continue
+            # Hub time only moves forward here; the device's own clock is never used.
+            self._outbox.freshness.observe(env.sent_ms)
             if isinstance(ack, ConsentCommand):
                 if self.on_consent is not None:
                     self.on_consent(ack)
@@ -303,16 +340,23 @@ class Uplink:
                 if self.on_tombstones is not None:
                     self.on_tombstones(ack)
                 continue
+            fresh = self._outbox.freshness
             if isinstance(ack, ModelSet):
-                if self.updater is not None:
+                if self.updater is not None and fresh.admits("model", ack.version, self._stats):
+                    fresh.set_version("model", ack.version)
                     self.updater.offer(ack)
                 continue
             if isinstance(ack, Desired):
                 # Keep only newer versions: retained and redelivered copies are common.
-                if self.desired is None or ack.version > self.desired.version:
+                if fresh.admits("desired", ack.version, self._stats) and (
+                    self.desired is None or ack.version > self.desired.version
+                ):
+                    fresh.set_version("desired", ack.version, packb(ack.to_wire()))
                     self.desired = ack
                     log.info("desired settings version %d received", ack.version)
                 continue
+            # Tombstones and acks are never refused as old: erasure only grows, and a seq
+            # is never reused, so a replayed ack names only deltas already deleted.
             assert isinstance(ack, Ack)
             done = [*ack.seqs, *(r.seq for r in ack.rejected)]
             for r in ack.rejected:
@@ -325,3 +369,10 @@ class Uplink:
                 self._attempts.pop(seq, None)
             self.wake.set()
             self.acked.set()
+
+
+def _refused(exc: aiomqtt.MqttError) -> TypeGuard[aiomqtt.MqttCodeError]:
+    """Whether the broker refused the login (CONNACK "bad user name or password" or
+    "not authorized", as MQTT 3.1.1 codes 4/5 or MQTT 5 reason codes 0x86/0x87)."""
+    rc = getattr(exc, "rc", None)
+    return isinstance(exc, aiomqtt.MqttCodeError) and getattr(rc, "value", rc) in (4, 5, 134, 135)

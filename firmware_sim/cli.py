@@ -21,22 +21,32 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from protocol import TwinSyncError
 
 from ._bundles import bundle_identity
+from ._errors import SimulationError
 from ._fleet import DAY_MS, FaultSpec, Fleet, FleetSpec
 from ._truth import GroundTruth
 
 __all__ = ["main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2): what is wrong and where help is, no usage
+    block to scroll past. Subcommand parsers inherit it."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="twinsync sim", description="Simulated device fleets with known ground truth."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     common.add_argument("--devices", type=int, default=100, help="devices (default 100)")
     common.add_argument("--days", type=float, default=1.0, help="simulated days (default 1)")
@@ -84,7 +94,13 @@ def _brand_key(args: argparse.Namespace) -> tuple[bytes, int]:
     if args.bundle is not None:
         return bundle_identity(args.bundle)
     if args.brand_key is not None:
-        return args.brand_key.read_bytes(), args.epoch
+        try:
+            return args.brand_key.read_bytes(), args.epoch
+        except OSError as exc:
+            raise SimulationError(
+                f"--brand-key {args.brand_key} cannot be read ({exc.strerror}): pass the "
+                "brand key file of the agents, or --bundle with a device bundle's agent.toml"
+            ) from exc
     args.out.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(args.out / "brand.key", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -138,9 +154,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _generate(args) if args.command == "generate" else _stats(args)
-    except (TwinSyncError, OSError) as exc:
+    except TwinSyncError as exc:
+        # Every error here comes from the arguments or the files they name: exit 2, as
+        # for the other commands' configuration errors.
         print(f"twinsync sim: {exc}", file=sys.stderr)
-        return 1
+        return 2
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"twinsync sim: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import signal
 import sys
 import tempfile
@@ -18,7 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 
@@ -28,7 +29,7 @@ from protocol import TwinSyncError
 from ._bundles import provision_fleet
 from ._fleet import FaultSpec, Fleet, FleetSpec
 from ._runner import FleetRunner
-from .services import LocalServices
+from .services import LocalServices, ServiceError
 
 __all__ = ["main"]
 
@@ -49,10 +50,7 @@ host = "127.0.0.1"
 port = {mqtt_port}
 client_id = "demo-hub"
 
-[influx]
-url = "{influx_url}"
-database = "twinsync_demo"
-
+{influx}
 [api]
 host = "127.0.0.1"
 port = {api_port}
@@ -65,8 +63,15 @@ secrets_dir = "secrets"
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (exit 2): what is wrong and where help is."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="twinsync demo",
         description="Run broker, database, hub and a simulated fleet locally; show the twins.",
     )
@@ -166,12 +171,15 @@ async def _wait_for_stop() -> None:
 async def _demo(args: argparse.Namespace, workdir: Path) -> None:
     with LocalServices(workdir / "services", keep=True) as services:
         _say(f"mosquitto  mqtt://127.0.0.1:{services.mosquitto.port}")
-        _say(f"influxd    {services.influxd.url}  (database twinsync_demo)")
+        _say(
+            f"influxd    {services.influxd.url}  (database twinsync_demo, user "
+            f"{services.influxd.username}, password in {services.influxd.password_file})"
+        )
         hub_toml = workdir / "hub.toml"
         hub_toml.write_text(
             _HUB_TOML.format(
                 mqtt_port=services.mosquitto.port,
-                influx_url=services.influxd.url,
+                influx=services.influxd.hub_toml("twinsync_demo"),
                 api_port=args.api_port,
             )
         )
@@ -254,8 +262,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             with tempfile.TemporaryDirectory(prefix="twinsync-demo-") as tmp:
                 asyncio.run(_demo(args, Path(tmp)))
     except TwinSyncError as exc:
+        if exc.reason == "already_provisioned":
+            # A --workdir kept from an earlier demo: its registry already has this fleet.
+            print(
+                f"twinsync demo: --workdir {args.workdir} already holds a provisioned demo "
+                "fleet; pass a new --workdir, or remove that one",
+                file=sys.stderr,
+            )
+            return 2
         print(f"twinsync demo: {exc}", file=sys.stderr)
         return 1
+    except ServiceError as exc:
+        # mosquitto/influxd missing or not starting: the message says what to install.
+        print(f"twinsync demo: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            # The one listener with a fixed port: the hub API (broker and database get
+            # free ports).
+            print(
+                f"twinsync demo: --api-port {args.api_port} is in use (address already in "
+                "use): pass another --api-port, or 0 for any free port",
+                file=sys.stderr,
+            )
+        else:
+            where = f" {exc.filename}" if exc.filename else ""
+            print(f"twinsync demo: cannot use{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     return 0

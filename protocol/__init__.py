@@ -1,9 +1,10 @@
 """TwinSync protocol: the pure, sans-I/O library both the edge agent and the hub import.
 
 Schema and codec (``Delta``, ``Ack``, ``Status``, ``Desired``, ``SignalIn``, ``packb``,
-``unpackb``), the signed envelope (``seal``, ``open_envelope``), topics, hybrid logical
-clocks, merge rules (``TwinState``), pseudonymization and the signal catalog. No sockets,
-files or event loops here: a test enforces it.
+``unpackb``), the signed envelope (``seal``, ``open_envelope``), sealed bodies
+(``BodySealer``, ``BodyOpener``) and sealed hub-to-hub messages (``HubSealer``), topics,
+hybrid logical clocks, merge rules (``TwinState``), pseudonymization and the signal
+catalog. No sockets, files or event loops here: a test enforces it.
 """
 
 from ._baseline import SignalBaseline, is_baselined
@@ -28,9 +29,11 @@ from ._catalog import (
 from ._clock import Clock, ManualClock, SystemClock
 from ._codec import DEFAULT_LIMITS, Limits, packb, unpackb
 from ._consent import (
+    CONSENT_TIME_LIMIT_MS,
     MAX_CONSENT_ENTRIES,
     OPTIONAL_PURPOSES,
     ConsentEntry,
+    check_consent_time,
     check_notice,
     check_purposes,
 )
@@ -61,6 +64,7 @@ from ._features import (
     feature_names,
 )
 from ._hlc import HLC, MAX_COUNTER, HybridClock
+from ._hub_seal import HubMessage, HubSealer
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
 from ._manifest import (
@@ -124,6 +128,7 @@ __all__ = [
     "BROADCAST",
     "CATALOG",
     "COMMON_FEATURES",
+    "CONSENT_TIME_LIMIT_MS",
     "DEFAULT_LIMITS",
     "ENVELOPE_VERSION",
     "FEATURE_FIELDS",
@@ -164,6 +169,8 @@ __all__ = [
     "FieldClass",
     "FieldSpec",
     "FieldValue",
+    "HubMessage",
+    "HubSealer",
     "HybridClock",
     "IdentifierError",
     "Kind",
@@ -200,6 +207,7 @@ __all__ = [
     "VerifyKey",
     "broadcast_topic",
     "check_brand",
+    "check_consent_time",
     "check_device",
     "check_field",
     "check_notice",

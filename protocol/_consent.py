@@ -7,6 +7,10 @@ customer through the device's own app; ``hub``: the brand backend through the hu
 which purposes, and which version of the notice the customer was shown. Entries travel to
 the hub inside deltas (key ``"c"``), so the twin carries its own consent history; the hub
 sends brand-side changes to devices as a signed :class:`ConsentCommand` broadcast.
+
+An entry's ``ts_ms`` is Unix milliseconds below :data:`CONSENT_TIME_LIMIT_MS` (what the
+wire can carry); the hub further refuses a delta whose entries lie outside its own time
+window, the one it applies to ops (docs/privacy.md, "Consent").
 """
 
 from __future__ import annotations
@@ -18,9 +22,11 @@ from ._errors import IdentifierError, SchemaError
 from ._ids import check_twin
 
 __all__ = [
+    "CONSENT_TIME_LIMIT_MS",
     "MAX_CONSENT_ENTRIES",
     "OPTIONAL_PURPOSES",
     "ConsentEntry",
+    "check_consent_time",
     "check_notice",
     "check_purposes",
     "consent_from_wire",
@@ -29,6 +35,8 @@ __all__ = [
 #: purposes that need the customer's consent (off by default)
 OPTIONAL_PURPOSES: tuple[str, ...] = tuple(p for p in PURPOSES if p != "service")
 MAX_CONSENT_ENTRIES = 256
+#: consent times are Unix ms below this (47 bits, like an HLC's milliseconds)
+CONSENT_TIME_LIMIT_MS = 1 << 47
 Actor = Literal["device", "hub"]
 
 
@@ -63,6 +71,21 @@ def check_purposes(purposes: object) -> tuple[tuple[str, bool], ...]:
     return tuple(sorted(purposes.items()))
 
 
+def check_consent_time(ts_ms: object) -> int:
+    """A consent entry's time: Unix milliseconds in ``[0, CONSENT_TIME_LIMIT_MS)``.
+
+    Raises SchemaError (reason ``timestamp``), so a device whose clock is beyond that
+    range records nothing rather than a ledger row no hub can accept.
+    """
+    if type(ts_ms) is not int or not 0 <= ts_ms < CONSENT_TIME_LIMIT_MS:
+        raise SchemaError(
+            f"consent ts_ms must be Unix milliseconds in [0, {CONSENT_TIME_LIMIT_MS}), "
+            f"got {ts_ms!r}",
+            reason="timestamp",
+        )
+    return ts_ms
+
+
 def check_notice(notice: object) -> str:
     """A notice version: 1-32 printable characters."""
     if not isinstance(notice, str) or not 1 <= len(notice) <= 32 or not notice.isprintable():
@@ -83,8 +106,7 @@ def consent_from_wire(raw: object) -> tuple[ConsentEntry, ...]:
             twin = check_twin(twin)
         except IdentifierError as exc:
             raise SchemaError(str(exc), reason="bad_twin") from exc
-        if type(ts_ms) is not int or not 0 <= ts_ms < 1 << 47:
-            raise SchemaError("consent ts_ms must be Unix milliseconds")
+        check_consent_time(ts_ms)
         if actor not in ("device", "hub"):
             raise SchemaError("consent actor must be 'device' or 'hub'")
         out.append(ConsentEntry(twin, ts_ms, check_purposes(purposes), actor, check_notice(notice)))

@@ -33,7 +33,13 @@ from pydantic import (
 
 from ._catalog import FIELDS, Scalar
 from ._codec import DEFAULT_LIMITS, Limits, unpackb
-from ._consent import OPTIONAL_PURPOSES, ConsentEntry, check_purposes, consent_from_wire
+from ._consent import (
+    CONSENT_TIME_LIMIT_MS,
+    OPTIONAL_PURPOSES,
+    ConsentEntry,
+    check_purposes,
+    consent_from_wire,
+)
 from ._errors import IdentifierError, SchemaError
 from ._hlc import HLC
 from ._ids import check_twin
@@ -226,7 +232,11 @@ class Rejection(BaseModel):
 
 
 class Ack(_Body):
-    """Hub -> device: these seqs are durably written (or permanently rejected)."""
+    """Hub -> device: these seqs are durably written (or permanently rejected).
+
+    A fact that stays true: a device never reuses a seq, so an ack replayed later
+    names only deltas already gone from its outbox and deletes nothing else.
+    """
 
     seqs: tuple[_Int, ...] = Field(default=(), max_length=4096)
     rejected: tuple[Rejection, ...] = Field(default=(), max_length=4096)
@@ -251,7 +261,8 @@ class Status(_Body):
 
 
 class Desired(_Body):
-    """Hub -> device: desired settings with a monotonically increasing version."""
+    """Hub -> device: desired settings with a monotonically increasing version (a device
+    refuses a version lower than the highest it has seen, across restarts)."""
 
     version: _Int = Field(ge=0)
     settings: dict[_Str, _Scalar] = Field(default_factory=dict, max_length=64)
@@ -277,8 +288,9 @@ class ModelOffer(BaseModel):
 class ModelSet(_Body):
     """Hub -> device, retained: every model the hub's rollouts assign to this device.
 
-    ``version`` increases with every change of the set for this device; a device ignores
-    a set older than one it has seen. Kinds the set does not name keep what the device
+    ``version`` increases with every change of the set for this device; a device refuses
+    a set older than the newest it has seen (persisted, so a replayed old set cannot roll
+    models back after a restart either). Kinds the set does not name keep what the device
     serves (an installed model or the package default).
     """
 
@@ -300,7 +312,11 @@ _TwinIds = Annotated[
 
 class Tombstones(_Body):
     """Hub -> every device of a brand (broadcast): these twins were erased. A device drops
-    everything it holds about them (state, unsent ops) and stores nothing for them again."""
+    everything it holds about them (state, unsent ops) and stores nothing for them again.
+
+    Never refused as old: erasure only ever grows (the hub drops an erased twin's data
+    for good), so a replay erases what is erased already, and a late one must still
+    erase."""
 
     twins: _TwinIds
     request_id: _Str = Field(min_length=1, max_length=64)
@@ -309,14 +325,21 @@ class Tombstones(_Body):
 
 class ConsentCommand(_Body):
     """Hub -> every device of a brand (broadcast): the brand backend changed these twins'
-    consent (the customer told the brand, not the device)."""
+    consent (the customer told the brand, not the device).
+
+    ``(ts_ms, request_id)`` orders commands: a device applies a command to a target
+    (a twin's purpose, or a twin's field for ``suppress``/``restore``) only when it is
+    newer than the last command it applied to that target, so a captured command
+    replayed later changes nothing (docs/privacy.md, "Fresh commands").
+    """
 
     twins: _TwinIds
     #: may be empty only when the command suppresses fields
     purposes: dict[str, bool] = Field(max_length=len(OPTIONAL_PURPOSES))
     notice: str = Field(min_length=1, max_length=32)
     request_id: str = Field(min_length=1, max_length=64)
-    ts_ms: int = Field(ge=0)
+    #: the hub's time of the change (Unix ms); devices record it in their consent ledger
+    ts_ms: int = Field(ge=0, lt=CONSENT_TIME_LIMIT_MS)
     #: twin fields the customer suppressed ("edit my twin"): devices stop collecting and
     #: sending them for these twins. Left off the wire when empty, so a plain consent
     #: change reads the same to agents that predate it.

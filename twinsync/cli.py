@@ -60,7 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name, rest = args[0], args[1:]
     if name not in _COMMANDS:
-        print(f"twinsync: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        print(
+            f"twinsync: unknown command {name!r}; use one of {', '.join(_COMMANDS)} "
+            "(see 'twinsync --help')",
+            file=sys.stderr,
+        )
         return 2
     module_name, _ = _COMMANDS[name]
     try:
@@ -72,5 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    code: int = module.main(rest)
+    try:
+        code: int = module.main(rest)
+    except KeyboardInterrupt:
+        # Ctrl-C on a command that installs no handler of its own: no traceback.
+        return 130
     return code

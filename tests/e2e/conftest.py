@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -46,11 +45,7 @@ class Stack:
         return self.fleet.spec.brand
 
     def influx(self, q: str) -> list[dict[str, Any]]:
-        url = f"{self.services.influxd.url}/query?" + urllib.parse.urlencode(
-            {"db": self.hub_config.influx.database, "q": q, "epoch": "ns"}
-        )
-        with urllib.request.urlopen(url) as resp:
-            return json.loads(resp.read())["results"]
+        return self.services.influxd.query(q, self.hub_config.influx.database, check=False)
 
     def points(self) -> set[Point]:
         """Every point of the twin measurements (one per field class), as ground-truth
@@ -110,10 +105,7 @@ port = {services.mosquitto.port}
 client_id = "hub-{db}"
 shared_group = "hubs-{db}"
 
-[influx]
-url = "{services.influxd.url}"
-database = "{db}"
-batch_max_wait_ms = 20
+{services.influxd.hub_toml(db)}batch_max_wait_ms = 20
 
 [api]
 port = {api_port}

@@ -39,6 +39,9 @@ async def test_malformed_lines_pipelining_and_unix_socket(
         writer.write(b"\n".join(lines) + b"\n")  # pipelined in one write
         await writer.drain()
         replies = [json.loads(await reader.readline()) for _ in lines]
+        # Malformed lines also say why (tests/edge/test_ingest_errors.py checks the words).
+        details = [reply.pop("detail", None) for reply in replies]
+        assert [d is not None for d in details] == [False, True, True, True, False, False]
         assert replies == [
             {"seq": 1, "status": "accepted", "reason": None},
             {"seq": None, "status": "rejected", "reason": "malformed"},

@@ -1,10 +1,8 @@
-"""Helpers for tests/hub: the hub's config on the test services and an InfluxDB reader."""
+"""Helpers for tests/hub: the hub's config on the test services and an InfluxDB reader
+(with the credentials of the launcher's InfluxDB, which refuses anonymous requests)."""
 
 from __future__ import annotations
 
-import json
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,25 +21,16 @@ class HubEnv:
     token: str = ""
 
     def influx(self, q: str) -> list[dict[str, Any]]:
-        url = f"{self.services.influxd.url}/query?" + urllib.parse.urlencode(
-            {"db": self.config.influx.database, "q": q, "epoch": "ns"}
-        )
-        with urllib.request.urlopen(url) as resp:
-            results: list[dict[str, Any]] = json.loads(resp.read())["results"]
-            return results
+        """Run InfluxQL on the test database with the launcher's admin credentials (a
+        failed statement stays in its result, e.g. before the database exists)."""
+        return self.services.influxd.query(q, self.config.influx.database, check=False)
 
     def write(self, lines: list[str]) -> None:
         """Write line-protocol ``lines`` (ns precision) straight into the test database
         (created first if need be, as the hub would)."""
-        create = urllib.parse.urlencode({"q": f'CREATE DATABASE "{self.config.influx.database}"'})
-        with urllib.request.urlopen(f"{self.services.influxd.url}/query", create.encode()):
-            pass
-        url = f"{self.services.influxd.url}/write?" + urllib.parse.urlencode(
-            {"db": self.config.influx.database, "precision": "ns"}
-        )
-        request = urllib.request.Request(url, data="\n".join(lines).encode(), method="POST")
-        with urllib.request.urlopen(request) as resp:
-            assert resp.status == 204
+        influxd, db = self.services.influxd, self.config.influx.database
+        influxd.query(f'CREATE DATABASE "{db}"')
+        influxd.write(db, lines)
 
     def points(self) -> set[tuple[Any, ...]]:
         """Every twin point of every field class's measurement as (device, twin, ts_ns,
@@ -69,7 +58,10 @@ def make_config(
             "client_id": f"hub-{db}",
             "shared_group": f"g{db}",
         },
-        "influx": {"url": services.influxd.url, "database": db, "batch_max_wait_ms": 20},
+        "influx": {**services.influxd.hub_settings(db), "batch_max_wait_ms": 20},
+        # The test receivers listen on 127.0.0.1 over plain http: the operator's allow-list
+        # (the hub's own InfluxDB, broker and API stay refused; tests/hub/test_egress.py).
+        "webhooks": {"allow": ["127.0.0.1"], "require_https": False},
         "api": {"port": 0},
         "registry": {"path": str(tmp / "registry.sqlite")},
         "keys": {"secrets_dir": str(tmp / "secrets")},

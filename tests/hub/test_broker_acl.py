@@ -1,119 +1,55 @@
-"""A real mosquitto with the password and ACL files 'twinsync hub broker-auth' writes."""
+"""A real mosquitto with the Dynamic Security accounts 'twinsync hub broker-auth' makes:
+who may publish, read and log in, revocation and provisioning on a running broker."""
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from _fakes import get_json
 from _poll import eventually
-from hub_env import make_config
+from broker_env import Probe, SecuredBroker, secured_broker, wait_for
 
-from cloud_hub import SCOPES, ApiKeys, Hub, Registry, provision_devices
-from cloud_hub._broker_auth import HUB_USER, write_broker_files
-from cloud_hub._provision import ensure_hub_mqtt_password
+from cloud_hub import SCOPES, ApiKeys, Hub, Registry
 from cloud_hub.cli import main as hub_cli
 from edge_agent import Agent, load_config
-from firmware_sim.services import LocalServices, Mosquitto, free_port
+from firmware_sim.services import LocalServices
 from protocol import SignalIn
 
 
-class _Client:
-    """A paho client that records what it receives and how its connect ended."""
-
-    def __init__(self, port: int, username: str, password: str) -> None:
-        self.got: list[tuple[str, bytes]] = []
-        self.connected = threading.Event()
-        self.refused: object = None
-        self.c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"t-{username}-{id(self)}")
-        self.c.username_pw_set(username, password)
-        self.c.on_message = lambda _c, _u, m: self.got.append((m.topic, bytes(m.payload)))
-        self.c.on_connect = self._on_connect
-        self.c.connect("127.0.0.1", port)
-        self.c.loop_start()
-
-    def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            self.refused = rc
-        else:
-            self.connected.set()
-
-    def close(self) -> None:
-        self.c.loop_stop()
-        self.c.disconnect()
-
-
 @pytest.fixture
-def acl_broker(tmp_path: Path, services: LocalServices, unique: str) -> Iterator[dict[str, Any]]:
-    brand = f"a{unique}"
-    config = make_config(tmp_path, services, f"db{unique}", brand)
-    bundles = provision_devices(
-        config.registry.path,
-        config.keys.secrets_dir,
-        brand,
-        [("dev-a", "coffee"), ("dev-b", "coffee")],
-        tmp_path / "bundles",
-    )
-    secret = ensure_hub_mqtt_password(config.keys.secrets_dir)
-    passwd, acl = write_broker_files(config.registry.path, secret, tmp_path / "broker")
-    port = free_port()
-    broker = Mosquitto(
-        tmp_path / "mosquitto",
-        port,
-        f"listener {port} 127.0.0.1\nallow_anonymous false\n"
-        f"password_file {passwd}\nacl_file {acl}\n",
-    )
-    broker.start()
-    hub_config = config.model_copy(
-        update={
-            "mqtt": config.mqtt.model_copy(
-                update={"port": port, "username": HUB_USER, "password_file": secret}
-            )
-        }
-    )
-    try:
-        yield {
-            "brand": brand,
-            "port": port,
-            "broker": broker,
-            "config": hub_config,
-            "bundles": bundles,
-            "secret": secret,
-            "out": tmp_path / "broker",
-            "password": {
-                d: (b.parent / "mqtt.password").read_text().strip() for d, b in bundles.items()
-            },
-        }
-    finally:
-        broker.stop()
+def acl_broker(tmp_path: Path, services: LocalServices, unique: str) -> Iterator[SecuredBroker]:
+    with secured_broker(
+        tmp_path, services, f"db{unique}", {f"a{unique}": ["dev-a", "dev-b"]}
+    ) as secured:
+        yield secured
 
 
-def test_each_device_reads_and_writes_only_its_own_topics(acl_broker: dict[str, Any]) -> None:
-    brand, port, pw = acl_broker["brand"], acl_broker["port"], acl_broker["password"]
-    hub = _Client(port, HUB_USER, acl_broker["secret"].read_text().strip())
-    a = _Client(port, f"{brand}.dev-a", pw["dev-a"])
-    b = _Client(port, f"{brand}.dev-b", pw["dev-b"])
+def _brand(b: SecuredBroker) -> str:
+    return next(iter(b.bundles))
+
+
+def test_each_device_reads_and_writes_only_its_own_topics(acl_broker: SecuredBroker) -> None:
+    brand = _brand(acl_broker)
+    hub = acl_broker.probe(acl_broker.hub_user)
+    a = acl_broker.probe(f"{brand}.dev-a")
+    b = acl_broker.probe(f"{brand}.dev-b")
     clients = [hub, a, b]
     try:
         assert all(c.connected.wait(5) for c in clients)
-        hub.c.subscribe(f"ts/v1/{brand}/+/delta", qos=1)
-        a.c.subscribe(f"ts/v1/{brand}/dev-b/ack", qos=1)  # not A's to read
-        a.c.subscribe(f"ts/v1/{brand}/+/delta", qos=1)  # nor other devices' uplinks
-        b.c.subscribe(f"ts/v1/{brand}/dev-b/ack", qos=1)
-        time.sleep(0.3)
+        assert hub.subscribe(f"ts/v1/{brand}/+/delta")
+        assert not a.subscribe(f"ts/v1/{brand}/dev-b/ack")  # not A's to read
+        assert not a.subscribe(f"ts/v1/{brand}/+/delta")  # nor other devices' uplinks
+        assert b.subscribe(f"ts/v1/{brand}/dev-b/ack")
         a.c.publish(f"ts/v1/{brand}/dev-a/delta", b"own", qos=1).wait_for_publish(5)
         a.c.publish(f"ts/v1/{brand}/dev-b/delta", b"forged", qos=1).wait_for_publish(5)
         a.c.publish(f"ts/v1/{brand}/dev-a/ack", b"self-ack", qos=1).wait_for_publish(5)
         hub.c.publish(f"ts/v1/{brand}/dev-b/ack", b"for-b", qos=1).wait_for_publish(5)
-        assert eventually_sync(lambda: (f"ts/v1/{brand}/dev-b/ack", b"for-b") in b.got)
-        assert eventually_sync(lambda: (f"ts/v1/{brand}/dev-a/delta", b"own") in hub.got)
+        assert wait_for(lambda: (f"ts/v1/{brand}/dev-b/ack", b"for-b") in b.got)
+        assert wait_for(lambda: (f"ts/v1/{brand}/dev-a/delta", b"own") in hub.got)
         time.sleep(0.5)  # what was refused would have arrived by now
         assert [p for _t, p in hub.got] == [b"own"]  # the forged delta never reached the hub
         assert a.got == []  # A saw neither B's ack nor any delta
@@ -122,71 +58,73 @@ def test_each_device_reads_and_writes_only_its_own_topics(acl_broker: dict[str, 
             c.close()
 
 
-def eventually_sync(check: Any, within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
-
-
-def test_wrong_anonymous_and_revoked_credentials_are_refused(
-    acl_broker: dict[str, Any],
-) -> None:
-    brand, port, pw = acl_broker["brand"], acl_broker["port"], acl_broker["password"]
-    for username, password in ((f"{brand}.dev-a", "wrong"), (f"{brand}.dev-a", pw["dev-b"])):
-        c = _Client(port, username, password)
+def test_wrong_and_anonymous_logins_are_refused(acl_broker: SecuredBroker) -> None:
+    brand = _brand(acl_broker)
+    b_password = acl_broker.passwords[f"{brand}.dev-b"]
+    attempts = [
+        (f"{brand}.dev-a", "wrong", None),
+        (f"{brand}.dev-a", b_password, None),  # B's password for A
+        (None, None, "anonymous"),  # no username at all
+        (acl_broker.hub_user, "wrong", None),
+    ]
+    for username, password, client_id in attempts:
+        c = Probe(acl_broker.port, username, password, client_id)
         try:
-            assert eventually_sync(lambda c=c: c.refused is not None)
-            assert not c.connected.is_set()
+            assert not c.refused_or_connected(), username
         finally:
             c.close()
-    anon = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    refused: list[object] = []
-    anon.on_connect = lambda _c, _u, _f, rc, _p: refused.append(rc)
-    anon.connect("127.0.0.1", port)
-    anon.loop_start()
+
+
+def test_revoking_a_device_disconnects_it_at_once(
+    acl_broker: SecuredBroker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """'broker-auth --apply' after a revocation deletes the device's account: its open
+    connection is dropped and it cannot log in again; no broker reload is needed. A
+    second run finds nothing to change."""
+    brand = _brand(acl_broker)
+    a = acl_broker.probe(f"{brand}.dev-a")
+    b = acl_broker.probe(f"{brand}.dev-b")
     try:
-        assert eventually_sync(lambda: bool(refused))
-        assert refused[0].is_failure  # type: ignore[attr-defined]
+        assert a.connected.wait(5)
+        assert b.connected.wait(5)
+        Registry(acl_broker.config.registry.path).revoke(brand, "dev-a")
+        assert hub_cli(["broker-auth", "--config", str(acl_broker.toml), "--apply"]) == 0
+        assert wait_for(lambda: a.disconnects == 1)
+        assert "0 accounts created, 0 updated, 1 deleted" in capsys.readouterr().out
+        assert hub_cli(["broker-auth", "--config", str(acl_broker.toml), "--apply"]) == 0
+        assert ", 0 updated, 0 deleted (disconnected), 0 roles" in capsys.readouterr().out
+        again = acl_broker.probe(f"{brand}.dev-a")
+        try:
+            assert not again.refused_or_connected()
+        finally:
+            again.close()
+        assert b.disconnects == 0  # the rest of the fleet is untouched
+        assert b.c.is_connected()
+        # The file for the broker's next start no longer has the account either.
+        rewrite = ["broker-auth", "--config", str(acl_broker.toml), "--out", str(acl_broker.out)]
+        assert hub_cli(rewrite) == 0
+        users = {c["username"] for c in _dynsec(acl_broker)["clients"]}
+        assert f"{brand}.dev-a" not in users
+        assert f"{brand}.dev-b" in users
     finally:
-        anon.loop_stop()
-    # Revoking a device and reloading the broker shuts it out.
-    config = acl_broker["config"]
-    Registry(config.registry.path).revoke(brand, "dev-a")
-    toml = acl_broker["out"] / "hub.toml"
-    toml.write_text(
-        f'[registry]\npath = "{config.registry.path}"\n'
-        f'[keys]\nsecrets_dir = "{config.keys.secrets_dir}"\n'
-    )
-    assert hub_cli(["broker-auth", "--config", str(toml), "--out", str(acl_broker["out"])]) == 0
-    assert f"{brand}.dev-a" not in (acl_broker["out"] / "twinsync.acl").read_text()
-    pid = acl_broker["broker"].pid
-    assert pid is not None
-    os.kill(pid, signal.SIGHUP)
-    time.sleep(0.5)
-    c = _Client(port, f"{brand}.dev-a", pw["dev-a"])
-    try:
-        assert eventually_sync(lambda: c.refused is not None)
-    finally:
-        c.close()
-    still = _Client(port, f"{brand}.dev-b", pw["dev-b"])
-    try:
-        assert still.connected.wait(5)
-    finally:
-        still.close()
+        a.close()
+        b.close()
+
+
+def _dynsec(b: SecuredBroker) -> dict[str, object]:
+    data: dict[str, object] = json.loads((b.out / "dynamic-security.json").read_text())
+    return data
 
 
 async def test_an_agent_syncs_through_the_confined_broker(
-    acl_broker: dict[str, Any], tmp_path: Path
+    acl_broker: SecuredBroker, tmp_path: Path
 ) -> None:
-    config = acl_broker["config"]
-    brand = acl_broker["brand"]
+    config = acl_broker.config
+    brand = _brand(acl_broker)
     _key, token = ApiKeys(config.registry.path).create(brand, "t", SCOPES)
     agent_config = load_config(
-        acl_broker["bundles"]["dev-a"],
-        {"mqtt": {"port": acl_broker["port"]}, "models": {"enabled": False}},
+        acl_broker.bundles[brand]["dev-a"] / "agent.toml",
+        {"models": {"enabled": False}},
         environ={},
     )
     async with Hub(config) as hub, Agent(agent_config) as agent:
@@ -203,7 +141,7 @@ async def test_an_agent_syncs_through_the_confined_broker(
         assert await eventually(listed, within=10)
 
 
-def test_provisioning_can_write_the_broker_files_at_once(tmp_path: Path) -> None:
+def test_provisioning_can_write_the_broker_file_at_once(tmp_path: Path) -> None:
     toml = tmp_path / "hub.toml"
     toml.write_text('[registry]\npath = "registry.sqlite"\n[keys]\nsecrets_dir = "secrets"\n')
     broker = tmp_path / "broker"
@@ -211,7 +149,70 @@ def test_provisioning_can_write_the_broker_files_at_once(tmp_path: Path) -> None
     argv += ["--product", "coffee", "--out", str(tmp_path / "m-1"), "--broker-dir", str(broker)]
     assert hub_cli(argv) == 0
     assert (tmp_path / "m-1" / "agent.toml").exists()
-    assert "acme.m-1:" in (broker / "twinsync.passwd").read_text()
-    acl = (broker / "twinsync.acl").read_text()
-    assert "user acme.m-1" in acl
-    assert "ts/v1/acme/m-1/delta" in acl
+    data = json.loads((broker / "dynamic-security.json").read_text())
+    (client,) = [c for c in data["clients"] if c["username"] == "acme.m-1"]
+    assert client["clientid"] == "acme.m-1"
+    (role,) = [r for r in data["roles"] if r["rolename"] == client["roles"][0]["rolename"]]
+    topics = {(a["acltype"], a["topic"]) for a in role["acls"]}
+    assert ("publishClientSend", "ts/v1/acme/m-1/delta") in topics
+    assert data["defaultACLAccess"]["subscribe"] is False
+
+
+def test_provisioning_onto_a_running_broker(acl_broker: SecuredBroker, tmp_path: Path) -> None:
+    """A device provisioned while the broker runs can log in at once with
+    'provision --broker-apply'; 'broker-auth --apply' without its password reports it and
+    creates it from its bundle; a re-provisioned device's old password stops working."""
+    brand, toml = _brand(acl_broker), str(acl_broker.toml)
+    base = ["provision", "--config", toml, "--brand", brand, "--product", "coffee"]
+    assert (
+        hub_cli([*base, "--device", "new-1", "--out", str(tmp_path / "n1"), "--broker-apply"]) == 0
+    )
+    password = (tmp_path / "n1" / "mqtt.password").read_text().strip()
+    p = Probe(acl_broker.port, f"{brand}.new-1", password)
+    assert p.refused_or_connected()
+    p.close()
+    # Provisioned without touching the broker: --apply cannot invent its password...
+    assert hub_cli([*base, "--device", "new-2", "--out", str(tmp_path / "n2")]) == 0
+    assert hub_cli(["broker-auth", "--config", toml, "--apply"]) == 1
+    password2 = (tmp_path / "n2" / "mqtt.password").read_text().strip()
+    p = Probe(acl_broker.port, f"{brand}.new-2", password2)
+    assert not p.refused_or_connected()
+    p.close()
+    # ... but takes it from the bundle.
+    apply = ["broker-auth", "--config", toml, "--apply", "--bundles", str(tmp_path / "n2")]
+    assert hub_cli(apply) == 0
+    p = Probe(acl_broker.port, f"{brand}.new-2", password2)
+    assert p.refused_or_connected()
+    p.close()
+    # Re-provisioned (new password) without the new bundle at hand: the old one is shut out.
+    old = Probe(acl_broker.port, f"{brand}.new-1", password)
+    assert old.refused_or_connected()
+    assert hub_cli([*base, "--device", "new-1", "--out", str(tmp_path / "n1b"), "--force"]) == 0
+    assert hub_cli(["broker-auth", "--config", toml, "--apply"]) == 1
+    assert wait_for(lambda: old.disconnects == 1)
+    old.close()
+    p = Probe(acl_broker.port, f"{brand}.new-1", password)
+    assert not p.refused_or_connected()
+    p.close()
+
+
+def test_hub_accounts_follow_the_remembered_instance_list(acl_broker: SecuredBroker) -> None:
+    """'--hub-ids' gives each hub instance its account (one shared password); a later run
+    with another config's client id keeps them; naming fewer ids retires the others,
+    which are disconnected at once."""
+    toml, password = str(acl_broker.toml), acl_broker.passwords[acl_broker.hub_user]
+    apply = ["broker-auth", "--config", toml, "--apply"]
+    assert hub_cli([*apply, "--hub-ids", f"{acl_broker.hub_user},hub-2"]) == 0
+    second = Probe(acl_broker.port, "hub-2", password)
+    assert second.refused_or_connected()
+    other = acl_broker.toml.with_name("other.toml")
+    other.write_text(acl_broker.toml.read_text().replace(acl_broker.hub_user, "hub-9"))
+    assert hub_cli(["broker-auth", "--config", str(other), "--apply"]) == 0
+    time.sleep(0.3)
+    assert second.disconnects == 0  # hub-9 got no account, hub-2 kept its own
+    ninth = Probe(acl_broker.port, "hub-9", password)
+    assert not ninth.refused_or_connected()
+    ninth.close()
+    assert hub_cli([*apply, "--hub-ids", acl_broker.hub_user]) == 0
+    assert wait_for(lambda: second.disconnects == 1)
+    second.close()

@@ -151,10 +151,7 @@ async def test_hub_sigkill_mid_stream_then_restart_loses_nothing(
 port = {services.mosquitto.port}
 client_id = "hubk-{unique}"
 shared_group = "gk{unique}"
-[influx]
-url = "{services.influxd.url}"
-database = "{c.influx.database}"
-[api]
+{services.influxd.hub_toml(c.influx.database)}[api]
 port = {api_port}
 [registry]
 path = "{c.registry.path}"

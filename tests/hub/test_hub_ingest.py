@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import urllib.error
-import urllib.request
-from urllib.parse import urlencode
 
 import pytest
 from _fakes import FakeDevice, get_json, now_hlc
 from hub_env import HubEnv
 
 from cloud_hub import Hub
+from firmware_sim.services import ServiceError
 from protocol import HLC
 
 
@@ -68,19 +66,17 @@ async def test_replayed_message_is_acked_again_but_changes_nothing(
 
 
 def _store_strength_as_string(hub_env: HubEnv) -> None:
-    url, db = hub_env.services.influxd.url, hub_env.config.influx.database
-    create = urlencode({"q": f'CREATE DATABASE "{db}"'}).encode()
-    urllib.request.urlopen(urllib.request.Request(f"{url}/query", data=create))
+    influxd, db = hub_env.services.influxd, hub_env.config.influx.database
+    influxd.query(f'CREATE DATABASE "{db}"')
     old = HLC.unpack(now_hlc(-3_600_000)).to_ns()
     body = f'twin,brand={hub_env.brand},device=old,twin=1-{"0" * 32} coffee.strength="4" {old}'
-    write = urllib.request.Request(f"{url}/write?db={db}&precision=ns", data=body.encode())
     for _ in range(50):
         try:
-            urllib.request.urlopen(write)
+            influxd.write(db, [body])
             return
-        except urllib.error.HTTPError as exc:
+        except ServiceError as exc:
             # influxd 1.6 may answer "database not found" just after a CREATE on a busy box
-            if exc.code != 404:
+            if " 404 " not in str(exc):
                 raise
             time.sleep(0.1)
     raise AssertionError("influxd never accepted the write")

@@ -192,9 +192,8 @@ async def test_brand_keys_from_the_command_line(
     env = hub_env
     toml = tmp_path / "hub.toml"
     toml.write_text(
-        f'[influx]\nurl = "{env.services.influxd.url}"\n'
-        f'database = "{env.config.influx.database}"\n'
-        '[registry]\npath = "registry.sqlite"\n[keys]\nsecrets_dir = "secrets"\n'
+        env.services.influxd.hub_toml(env.config.influx.database)
+        + '[registry]\npath = "registry.sqlite"\n[keys]\nsecrets_dir = "secrets"\n'
     )
     bundles = [str(env.bundles[d].parent) for d in ("dev-1", "dev-2")]
     cli = ["--config", str(toml), "--brand", env.brand]

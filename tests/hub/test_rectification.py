@@ -14,8 +14,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -278,9 +276,7 @@ async def test_a_removal_left_by_a_stopped_hub_is_finished_at_start_up(
 
 
 def _post_query(env: HubEnv, q: str) -> None:
-    data = urllib.parse.urlencode({"db": env.config.influx.database, "q": q}).encode()
-    with urllib.request.urlopen(f"{env.services.influxd.url}/query", data) as resp:
-        assert resp.status == 200
+    env.services.influxd.query(q, env.config.influx.database)
 
 
 def test_consent_command_carries_suppressions_round_trip_and_rejects_bad_ones() -> None:
@@ -382,10 +378,7 @@ port = {env.services.mosquitto.port}
 client_id = "hubr-{unique}"
 shared_group = "gr{unique}"
 brands = ["{env.brand}"]
-[influx]
-url = "{env.services.influxd.url}"
-database = "{c.influx.database}"
-[api]
+{env.services.influxd.hub_toml(c.influx.database)}[api]
 port = {api_port}
 [registry]
 path = "{c.registry.path}"

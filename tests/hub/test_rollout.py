@@ -475,10 +475,7 @@ port = {services.mosquitto.port}
 brands = ["{env.brand}"]
 client_id = "hub-cli-{unique}"
 shared_group = "gcli{unique}"
-[influx]
-url = "{services.influxd.url}"
-database = "db{unique}"
-[api]
+{services.influxd.hub_toml(f"db{unique}")}[api]
 port = 0
 [registry]
 path = "registry.sqlite"

@@ -33,6 +33,7 @@ from protocol import (
     Channel,
     Delta,
     Envelope,
+    HubSealer,
     SealedBody,
     SignalIn,
     SigningKey,
@@ -305,7 +306,13 @@ async def test_segment_ops_in_a_sealed_delta_are_still_announced(
         device.publish(seal(sealed, device.key))
         await device.wait_acked({4})
         assert await eventually(lambda: bool(announced.payloads), within=10)
-        assert twin.encode() in announced.payloads[0][1]
+        # Announcements are sealed to the hub instances too (tests/hub/test_hub_events_sealed.py).
+        payload = announced.payloads[0][1]
+        assert twin.encode() not in payload
+        opened = HubSealer(ensure_hub_key(hub_env.config.keys.secrets_dir)).open(
+            payload, brand=hub_env.brand, channel="segment-changes", max_bytes=1 << 20
+        )
+        assert twin.encode() in opened.body
     finally:
         announced.close()
 

@@ -14,6 +14,8 @@ from aiohttp import web
 from hub_env import HubEnv
 
 from cloud_hub import Hub
+from cloud_hub._config import WebhookSettings
+from cloud_hub._egress import EgressPolicy
 from cloud_hub._webhooks import Webhooks, sign, verify_signature
 from firmware_sim.services import free_port
 
@@ -94,7 +96,8 @@ def test_signatures_expire() -> None:
 
 
 def test_an_event_is_claimed_by_one_sender_at_a_time(tmp_path: Path) -> None:
-    hooks = Webhooks(tmp_path / "hub.sqlite")
+    allow_local = WebhookSettings(allow=["127.0.0.1"], require_https=False)
+    hooks = Webhooks(tmp_path / "hub.sqlite", EgressPolicy(allow_local))
     hooks.register("acme", "http://127.0.0.1:9/hooks")
     event_id = hooks.emit("acme", "erasure", {"receipt": {}})
     assert event_id is not None

@@ -57,6 +57,6 @@ def test_stats_and_help(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_errors_are_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["generate", "--out", str(tmp_path), "--brand-key", str(tmp_path / "missing")])
-    assert code == 1
+    assert code == 2  # input errors exit 2, like every command's configuration errors
     assert "twinsync sim:" in capsys.readouterr().err
-    assert main(["stats", "--brand", "Bad Brand"]) == 1
+    assert main(["stats", "--brand", "Bad Brand"]) == 2

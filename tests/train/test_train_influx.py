@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,11 +18,13 @@ from cloud_hub import load_hub_config
 from cloud_hub._lines import MEASUREMENT_OF
 from cloud_hub.cli import main as hub_main
 from firmware_sim import FaultSpec, Fleet, FleetSpec
-from firmware_sim.services import LocalServices
+from firmware_sim.services import Influxd, LocalServices
 from protocol import FEATURE_FIELDS, FeatureState, ModelManifest, feature_names, pseudonymize
 
 
-def _write_twin_features(url: str, db: str, brand: str) -> dict[str, list[tuple[list[float], str]]]:
+def _write_twin_features(
+    influxd: Influxd, db: str, brand: str
+) -> dict[str, list[tuple[list[float], str]]]:
     fleet = Fleet.generate(
         FleetSpec(
             seed=21,
@@ -51,11 +52,8 @@ def _write_twin_features(url: str, db: str, brand: str) -> dict[str, list[tuple[
                 field = FEATURE_FIELDS[(dev.product, name)]
                 tags = f"brand={brand},device={dev.device_id},twin={twin}"
                 lines.append(f"{MEASUREMENT_OF[field]},{tags} {field}={value!r} {ts + i}")
-    urllib.request.urlopen(
-        urllib.request.Request(f"{url}/query", data=f"q=CREATE DATABASE {db}".encode())
-    )
-    body = "\n".join(lines).encode()
-    urllib.request.urlopen(urllib.request.Request(f"{url}/write?db={db}&precision=ns", data=body))
+    influxd.query(f"CREATE DATABASE {db}")
+    influxd.write(db, lines)
     return truth
 
 
@@ -63,10 +61,9 @@ def test_segments_learnt_from_influx_recover_personas(
     tmp_path: Path, services: LocalServices, unique: str
 ) -> None:
     db, brand = f"tr{unique}", f"b{unique}"
-    truth = _write_twin_features(services.influxd.url, db, brand)
+    truth = _write_twin_features(services.influxd, db, brand)
     (tmp_path / "hub.toml").write_text(
-        f'[influx]\nurl = "{services.influxd.url}"\ndatabase = "{db}"\n'
-        '[keys]\nsecrets_dir = "secrets"\n'
+        services.influxd.hub_toml(db) + '[keys]\nsecrets_dir = "secrets"\n'
     )
     out = tmp_path / "models"
     assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", brand,

@@ -11,12 +11,20 @@ PYTEST_ARGS ?=
 setup: system venv
 
 # mosquitto and influxd come from Debian's packages; nothing is started here (the
-# launcher in firmware_sim/services.py starts private instances on free ports).
+# launcher in firmware_sim/services.py starts private instances on free ports). The
+# tests also run systemd-analyze (deploy/systemd units), curl and openssl (the commands
+# README.md and deploy/README.md give): each missing command's package is installed.
+SYSTEM_NEEDS := mosquitto:mosquitto influxd:influxdb systemd-analyze:systemd curl:curl openssl:openssl
+
 system:
-	@if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ] || ! command -v influxd >/dev/null 2>&1; then \
-		echo "installing mosquitto and influxdb with apt-get"; \
+	@missing=""; for need in $(SYSTEM_NEEDS); do \
+		cmd=$${need%%:*}; pkg=$${need#*:}; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing$$missing with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq mosquitto influxdb >/dev/null; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 		$$SUDO systemctl disable --now mosquitto influxdb >/dev/null 2>&1 || true; \
 	fi
 

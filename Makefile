@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 setup: system venv
 
 # mosquitto and influxd come from Debian's packages; nothing is started here (the
-# launcher in firmware_sim/services.py starts private instances on free ports). The
+# launcher in twinsync/services.py starts private instances on free ports). The
 # tests also run systemd-analyze (deploy/systemd units), curl and openssl (the commands
 # README.md and deploy/README.md give): each missing command's package is installed.
 SYSTEM_NEEDS := mosquitto:mosquitto influxd:influxdb systemd-analyze:systemd curl:curl openssl:openssl

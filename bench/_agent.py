@@ -22,8 +22,8 @@ import psutil
 
 from cloud_hub import Hub, load_hub_config, provision_devices
 from firmware_sim import ExternalFeeder, FaultSpec, Fleet, FleetSpec, SimDevice
-from firmware_sim.services import free_port
 from protocol import Ack, SignalIn, Status, TwinSyncError, decode_body, open_envelope
+from twinsync.services import free_port
 
 __all__ = ["AgentResult", "agent_costs"]
 

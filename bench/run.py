@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 from ._agent import agent_costs
 from ._hub_ingest import hub_ingest
@@ -125,7 +125,7 @@ async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
 
 def _train_time(out: Path) -> dict[str, float]:
     """One small `hub train --sim` run: seconds per 1,000 trained customer-device pairs."""
-    from cloud_hub._training import SimTraining, train_from_sim
+    from twinsync.training import SimTraining, train_from_sim
 
     setup = SimTraining(devices=150, days=42, eval_devices=60)
     report = train_from_sim(out, None, setup)

@@ -5,14 +5,21 @@
 device registry shared by all instances.
 """
 
-from ._auth import SCOPES, ApiKey, ApiKeys
-from ._config import HubConfig, load_hub_config
+from cloud_hub.api import SCOPES, ApiKey, ApiKeys
+from cloud_hub.registry import (
+    DeviceRecord,
+    Registry,
+    ensure_brand_key,
+    ensure_hub_key,
+    provision_device,
+    provision_devices,
+)
+from cloud_hub.store import InfluxStore
+
+from ._config import HubConfig, LimitSettings, WebhookSettings, load_hub_config
 from ._errors import AuthError, CloudHubError, ConfigError, RegistryError, RolloutError, StoreError
 from ._hub import Hub
-from ._influx import InfluxStore
 from ._metrics import Metrics
-from ._provision import ensure_brand_key, ensure_hub_key, provision_device, provision_devices
-from ._registry import DeviceRecord, Registry
 
 __all__ = [
     "SCOPES",
@@ -25,11 +32,13 @@ __all__ = [
     "Hub",
     "HubConfig",
     "InfluxStore",
+    "LimitSettings",
     "Metrics",
     "Registry",
     "RegistryError",
     "RolloutError",
     "StoreError",
+    "WebhookSettings",
     "ensure_brand_key",
     "ensure_hub_key",
     "load_hub_config",

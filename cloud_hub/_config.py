@@ -21,7 +21,7 @@ from protocol import (
     validate_settings,
 )
 
-from ._egress import parse_allow
+from ._addresses import parse_allow
 from ._errors import ConfigError
 
 __all__ = ["HubConfig", "load_hub_config"]
@@ -99,7 +99,7 @@ class ApiSettings(_Section):
     #: connection is closed (a 64 MiB model upload needs about 5 Mbit/s at 120 s)
     body_timeout_s: float = Field(120.0, gt=0, le=3600)
     #: open API connections at most; a new one beyond it is closed at once and counted.
-    #: 0 = sized at start-up from the file-descriptor limit (cloud_hub/_listener.py)
+    #: 0 = sized at start-up from the file-descriptor limit (cloud_hub/api/_listener.py)
     max_connections: int = Field(0, ge=0, le=1_000_000)
     #: connections beyond max_connections that may still ask /healthz, /readyz and
     #: /metrics (each closed after one answer or a few seconds), so probes get through
@@ -125,7 +125,7 @@ class KeySettings(_Section):
 
     secrets_dir: Path = Path("secrets")
     #: key rotation: how long a twin link may wait for the linking device's older data
-    #: to arrive before it is refused (see cloud_hub/_rekey.py)
+    #: to arrive before it is refused (see cloud_hub/privacy/_rekey.py)
     link_grace_s: float = Field(600.0, gt=0, le=30 * 86_400)
 
 

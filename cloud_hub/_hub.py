@@ -20,36 +20,40 @@ from types import TracebackType
 
 from aiohttp import web
 
+from cloud_hub.api import (
+    PROBE_LIFETIME_S,
+    ApiKeys,
+    ConnectionGate,
+    GatedSite,
+    PrivacyContext,
+    RolloutContext,
+    add_privacy_routes,
+    add_rollout_routes,
+    build_app,
+    connection_cap,
+    install,
+)
+from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
+from cloud_hub.models import ModelPublisher, ModelRepo, RolloutStore, url_signer
+from cloud_hub.privacy import (
+    EgressPolicy,
+    Erasures,
+    Objections,
+    Rectifier,
+    Relinks,
+    RetentionSweeper,
+    Webhooks,
+    WebhookSender,
+    ensure_ceiling,
+)
+from cloud_hub.registry import Registry, ensure_hub_key
+from cloud_hub.store import InfluxStore, TwinReader
 from protocol import Clock, SystemClock, hub_box_key
 
-from ._api import build_app
-from ._auth import ApiKeys
 from ._config import HubConfig
-from ._egress import EgressPolicy
-from ._erasure import Erasures
 from ._errors import ConfigError, StoreError
-from ._events import SegmentFeed
-from ._guard import url_signer
-from ._influx import InfluxStore
-from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._metrics import Metrics
-from ._model_repo import ModelRepo
-from ._mqtt import HubMqtt
-from ._objection import Objections
-from ._pipeline import Pipeline
-from ._privacy_api import PrivacyContext, add_privacy_routes
-from ._provision import ensure_hub_key
-from ._publisher import ModelPublisher
-from ._rectify import Rectifier
-from ._registry import Registry
-from ._rekey import Relinks
-from ._retention import RetentionSweeper, ensure_ceiling
-from ._rollout_api import RolloutContext, add_rollout_routes
-from ._rollouts import RolloutStore
 from ._supervise import supervise
-from ._twins import TwinReader
-from ._verify import ReplayWindows, Verifier
-from ._webhooks import Webhooks, WebhookSender
 
 __all__ = ["Hub"]
 
@@ -265,7 +269,7 @@ class Hub:
             ("feed", self._after_start(self.feed.run)),
             ("webhooks", self._after_start(self._webhook_sender.run)),
             ("relinks", self._after_start(self.relinks.run)),
-            # finish the field removals a stopped instance left (cloud_hub._rectify)
+            # finish the field removals a stopped instance left (cloud_hub.privacy._rectify)
             ("removals", self._after_start(self.rectifier.keep_resuming)),
             ("retention", self._after_start(self.retention.run)),
         ]

@@ -23,6 +23,11 @@ class Metrics:
         for name, kind, help_ in _DECLARED:
             self._families[name] = _Family(name, kind, help_)
 
+    @staticmethod
+    def declared() -> dict[str, str]:
+        """Every metric the hub can emit: name -> kind (``counter`` or ``gauge``)."""
+        return {name: kind for name, kind, _help in _DECLARED}
+
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         """Add ``amount`` to counter ``name``."""
         self._families[name].values[tuple(sorted(labels.items()))] += amount

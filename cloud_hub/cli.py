@@ -1,5 +1,5 @@
-"""``twinsync hub``: run the hub, provision devices, manage keys, train and roll out
-models, check configuration."""
+"""``twinsync hub``: run the hub, provision devices, manage keys, roll out models, check
+configuration. (``twinsync hub train`` is routed to twinsync.training by ``twinsync``.)"""
 
 from __future__ import annotations
 
@@ -17,28 +17,30 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from protocol import PRODUCTS, TwinSyncError
-
-from ._auth import SCOPES, ApiKeys
-from ._broker_setup import BrokerSetup, broker_setup
-from ._config import HubConfig, load_hub_config
-from ._dynsec import FileOwner
-from ._epochs import retire_in_bundles, rotate_brand_key
-from ._errors import ConfigError, RegistryError, RolloutError
-from ._hub import Hub
-from ._influx import InfluxStore
-from ._metrics import Metrics
-from ._model_repo import ModelRepo
-from ._provision import (
+from cloud_hub.api import SCOPES, ApiKeys
+from cloud_hub.models import ModelRepo, RolloutStore, Target
+from cloud_hub.privacy import Relinks
+from cloud_hub.registry import (
+    BrokerSetup,
+    DeviceRecord,
+    FileOwner,
+    Registry,
+    broker_setup,
     ensure_hub_key,
     provision_device,
     provision_devices,
+    retire_in_bundles,
+    rotate_brand_key,
 )
-from ._registry import DeviceRecord, Registry
-from ._rekey import Relinks
-from ._rollouts import RolloutStore, Target
+from cloud_hub.store import InfluxStore
+from protocol import PRODUCTS, TwinSyncError
 
-__all__ = ["main"]
+from ._config import HubConfig, load_hub_config
+from ._errors import ConfigError, RegistryError, RolloutError
+from ._hub import Hub
+from ._metrics import Metrics
+
+__all__ = ["main", "parser"]
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -60,7 +62,7 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="twinsync hub",
         description="The TwinSync cloud hub: merges device deltas into twins in InfluxDB "
@@ -112,39 +114,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config and print it (no secrets)")
     config_arg(check)
 
-    train = sub.add_parser(
-        "train",
-        help="train, evaluate and sign the model set (needs the 'train' extra)",
-        description="Fit segment, churn and anomaly models per product, export them to ONNX "
-        "with signed manifests, and score them on a held-out simulated fleet.",
-    )
-    config_arg(train)
-    source = train.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--sim",
-        action="store_true",
-        help="train every model on a simulated fleet and score it on another",
-    )
-    source.add_argument(
-        "--influx",
-        metavar="BRAND",
-        help="train segment models from BRAND's twin features in the configured InfluxDB",
-    )
-    train.add_argument("--out", type=Path, required=True, help="output directory")
-    train.add_argument("--seed", type=int, default=1)
-    train.add_argument("--devices", type=int, default=300)
-    train.add_argument("--days", type=float, default=70.0)
-    train.add_argument("--eval-seed", type=int, default=1001)
-    train.add_argument("--eval-devices", type=int, default=200)
-    train.add_argument("--version", type=int, default=1, help="version of every model written")
-    train.add_argument(
-        "--unsigned",
-        action="store_true",
-        help="no signature (only for the defaults shipped inside the package)",
-    )
     models = sub.add_parser(
         "models",
-        help="add trained models (a 'hub train --out' directory) to the rollout repository",
+        help="add trained models (a 'twinsync train --out' directory) to the rollout repository",
     )
     config_arg(models)
     models.add_argument("--brand", required=True)
@@ -402,54 +374,6 @@ def _rollout(args: argparse.Namespace, config: HubConfig) -> int:
     return 0
 
 
-def _train(args: argparse.Namespace, config: HubConfig) -> int:
-    try:
-        from ._training import SimTraining, fetch_features, train_from_sim, train_segments
-    except ImportError as exc:
-        print(
-            f"twinsync hub train: {exc}; install the extra: pip install 'twinsync[train]'",
-            file=sys.stderr,
-        )
-        return 2
-    key = None if args.unsigned else ensure_hub_key(config.keys.secrets_dir)
-    if args.influx:
-        data = asyncio.run(fetch_features(config, args.influx))
-        report = train_segments(data, args.out, key, args.version, brand=args.influx)
-        for name, why in sorted(report["skipped"].items()):
-            print(f"segment-{name}: skipped, {why}")
-        if not report["models"]:
-            print("twinsync hub train: no product had enough feature rows", file=sys.stderr)
-            return 1
-        _print_report(report, args.out)
-        return 0
-    setup = SimTraining(
-        seed=args.seed,
-        devices=args.devices,
-        days=args.days,
-        eval_seed=args.eval_seed,
-        eval_devices=args.eval_devices,
-        version=args.version,
-    )
-    report = train_from_sim(args.out, key, setup)
-    _print_report(report, args.out)
-    return 0
-
-
-def _print_report(report: dict[str, Any], out: Path) -> None:
-    width = max(map(len, report["models"]))
-    for name, metrics in sorted(report["models"].items()):
-        shown = ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in sorted(metrics.items())
-            if not k.startswith("stability")
-        )
-        print(f"{name.ljust(width)}  {shown}")
-    print(f"segments: k={report['segments']['k']} (best mean stability over products)")
-    pairs = report.get("twins_trained")
-    trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
-    print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")
-
-
 def _bind_error(exc: OSError, config: HubConfig) -> ConfigError | None:
     """The API listener's bind failure as a ConfigError naming the setting, else None."""
     api = config.api
@@ -505,7 +429,7 @@ async def _run(config: HubConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``twinsync hub``."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         config = load_hub_config(args.config)
         if args.command == "run":
@@ -515,8 +439,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
             return asyncio.run(_run(config))
-        if args.command == "train":
-            return _train(args, config)
         if args.command == "models":
             return _models(args, config)
         if args.command == "rollout":

@@ -17,7 +17,7 @@ from protocol import TwinSyncError
 from ._agent import Agent
 from ._config import AgentConfig, load_config
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 log = logging.getLogger("edge_agent")
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -40,7 +40,7 @@ def _log_level(text: str) -> str:
     return level
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="twinsync edge",
         description="The TwinSync edge agent: pseudonymizes signals on the device and syncs "
@@ -85,7 +85,7 @@ async def _run(config: AgentConfig) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``twinsync edge``."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         config = load_config(args.config)
         if args.command == "check-config":

@@ -5,11 +5,11 @@ churners) and devices; ``fleet.signals(device)`` is a device's firmware stream w
 faults, ``fleet.anomalies(device)`` the seqs of its injected anomalies;
 ``GroundTruth.compute`` says what the agents must answer and what InfluxDB and the API
 must end up holding; ``FleetRunner`` / ``ExternalFeeder`` drive real edge
-agents. ``firmware_sim.services`` starts the real mosquitto and influxd for demos and
+agents. ``twinsync.services`` starts the real mosquitto and influxd for demos and
 tests (import it explicitly).
 """
 
-from ._bundles import bundle_identity, provision_fleet
+from ._bundles import bundle_identity
 from ._errors import SimulationError
 from ._feeder import ExternalFeeder
 from ._fleet import CHURN_PRECURSOR_MS, DAY_MS, Customer, FaultSpec, Fleet, FleetSpec, SimDevice
@@ -35,5 +35,4 @@ __all__ = [
     "SimulationError",
     "bundle_identity",
     "normalise_value",
-    "provision_fleet",
 ]

@@ -6,9 +6,8 @@ import tomllib
 from pathlib import Path
 
 from ._errors import SimulationError
-from ._fleet import Fleet
 
-__all__ = ["bundle_identity", "provision_fleet"]
+__all__ = ["bundle_identity"]
 
 
 def bundle_identity(agent_toml: Path) -> tuple[bytes, int]:
@@ -26,28 +25,3 @@ def bundle_identity(agent_toml: Path) -> tuple[bytes, int]:
         return key_file.read_bytes(), epoch
     except (OSError, ValueError, TypeError, AttributeError) as exc:
         raise SimulationError(f"cannot read the brand key of bundle {path}: {exc}") from exc
-
-
-def provision_fleet(
-    fleet: Fleet,
-    registry_path: Path,
-    secrets_dir: Path,
-    out_root: Path,
-    mqtt_host: str = "127.0.0.1",
-    mqtt_port: int = 1883,
-) -> dict[str, Path]:
-    """Register every device of ``fleet`` with the hub's registry and write its bundle.
-
-    Returns device id -> ``agent.toml`` (bundles in ``out_root/<device>/``).
-    """
-    from cloud_hub import provision_devices
-
-    return provision_devices(
-        Path(registry_path),
-        Path(secrets_dir),
-        fleet.spec.brand,
-        [(d.device_id, d.product) for d in fleet.devices],
-        Path(out_root),
-        mqtt_host,
-        mqtt_port,
-    )

@@ -30,7 +30,7 @@ from ._errors import SimulationError
 from ._fleet import DAY_MS, FaultSpec, Fleet, FleetSpec
 from ._truth import GroundTruth
 
-__all__ = ["main"]
+__all__ = ["main", "parser"]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -41,7 +41,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="twinsync sim", description="Simulated device fleets with known ground truth."
     )
@@ -151,7 +151,7 @@ def _stats(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``twinsync sim``; returns the exit code."""
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     try:
         return _generate(args) if args.command == "generate" else _stats(args)
     except TwinSyncError as exc:

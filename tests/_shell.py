@@ -22,7 +22,7 @@ from pathlib import Path
 
 from _markdown import REPO, blocks
 
-from firmware_sim.services import Influxd
+from twinsync.services import Influxd
 
 __all__ = ["Shell", "backgrounded", "checkout", "influx_setup", "set_toml"]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 
 @pytest.fixture(scope="session")

@@ -23,8 +23,12 @@ _COMMANDS: dict[str, tuple[str, str]] = {
         "run the cloud hub, provision devices (twinsync hub run --config hub.toml)",
     ),
     "sim": ("firmware_sim.cli", "simulate a fleet of devices with ground truth"),
+    "train": (
+        "twinsync.training.cli",
+        "train, evaluate and sign the model set (also 'twinsync hub train')",
+    ),
     "demo": (
-        "firmware_sim.demo",
+        "twinsync.demo",
         "start broker, database, hub and a simulated fleet; show the twins",
     ),
     "bench": ("bench.run", "measure hub ingest, raw InfluxDB and broker rates on this machine"),
@@ -59,6 +63,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"twinsync {version('twinsync')}")
         return 0
     name, rest = args[0], args[1:]
+    if args[:2] == ["hub", "train"]:
+        # Training lives beside the hub (it imports the simulator), under its old name too.
+        from twinsync.training.cli import main as train
+
+        return train(args[2:], prog="twinsync hub train")
     if name not in _COMMANDS:
         print(
             f"twinsync: unknown command {name!r}; use one of {', '.join(_COMMANDS)} "

@@ -46,10 +46,10 @@ from _shell import Shell, checkout, influx_setup, set_toml
 from _tls import make_pki
 
 from cloud_hub import HubConfig, load_hub_config
-from cloud_hub._broker_auth import ensure_hub_password
-from cloud_hub._lines import TWIN_MEASUREMENTS
-from firmware_sim.services import Influxd, Mosquitto, free_port, wait_port
+from cloud_hub.registry import ensure_hub_password
+from cloud_hub.store import TWIN_MEASUREMENTS
 from protocol import pseudonymize
+from twinsync.services import Influxd, Mosquitto, free_port, wait_port
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"

@@ -59,8 +59,8 @@ from _markdown import REPO, Block, Command, commands, section_blocks
 from _shell import Shell, backgrounded, checkout, influx_setup, set_toml
 from _tls import make_pki
 
-from firmware_sim.services import Influxd, free_port, wait_port
 from protocol import pseudonymize
+from twinsync.services import Influxd, free_port, wait_port
 
 README = REPO / "README.md"
 SECTION = "Running it for real"

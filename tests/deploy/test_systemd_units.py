@@ -25,7 +25,7 @@ import pytest
 from _markdown import REPO, commands, section_blocks
 
 from cloud_hub import load_hub_config, provision_device
-from cloud_hub._broker_auth import ensure_hub_password
+from cloud_hub.registry import ensure_hub_password
 from edge_agent import load_config
 
 UNITS = REPO / "deploy" / "systemd"
@@ -156,7 +156,7 @@ def test_every_hub_instance_gets_a_valid_distinct_port_and_broker_identity(
         assert config.api.port == int(instance)
         seen_ports.add(config.api.port)
         seen_ids.add(config.mqtt.client_id)
-        # The broker binds each hub account to one client id (cloud_hub/_broker_auth.py).
+        # The broker binds each hub account to one client id (cloud_hub/registry/_broker_auth.py).
         assert config.mqtt.username == config.mqtt.client_id
         seen_users.add(config.mqtt.username)
         assert config.mqtt.shared_group, "instances must share one subscription group"

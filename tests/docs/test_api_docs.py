@@ -23,7 +23,7 @@ from _fakes import FakeDevice, get_json, now_hlc
 from _markdown import REPO, documented_commands
 
 from cloud_hub import SCOPES, ApiKeys, Hub, load_hub_config, provision_devices
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 HUB_MD = REPO / "docs/hub.md"
 BRAND = "acme"

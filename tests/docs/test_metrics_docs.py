@@ -15,7 +15,7 @@ import re
 
 from _markdown import REPO
 
-from cloud_hub._metrics import _DECLARED
+from cloud_hub import Metrics
 
 _NAME = re.compile(r"`(twinsync_hub_[a-z0-9_]+)(?:\{([a-z_, ]*)\})?`")
 
@@ -69,7 +69,7 @@ def test_documented_metrics_are_the_emitted_ones_with_their_labels() -> None:
 def test_declared_metrics_are_the_emitted_ones() -> None:
     """Every emitted metric is declared (so /metrics has its HELP and TYPE) and every
     declared one is emitted."""
-    declared = {name for name, _kind, _help in _DECLARED}
+    declared = set(Metrics.declared())
     assert sorted(declared ^ set(_emitted())) == []
 
 

@@ -22,8 +22,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub import SCOPES, ApiKeys, HubConfig, load_hub_config, provision_devices
 from firmware_sim import FaultSpec, Fleet, FleetSpec, GroundTruth, Point, normalise_value
-from firmware_sim.services import LocalServices
 from protocol import FIELDS
+from twinsync.services import LocalServices
 
 
 @dataclass

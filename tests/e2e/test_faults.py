@@ -21,7 +21,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub import Hub, load_hub_config
 from firmware_sim import ExternalFeeder, FaultSpec, FleetRunner
-from firmware_sim.services import LocalServices, free_port
+from twinsync.services import LocalServices, free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from conftest import Sniffer, build_stack, subject_forms
 
 from cloud_hub import Hub
 from firmware_sim import FleetRunner
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 pytestmark = pytest.mark.e2e
 

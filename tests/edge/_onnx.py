@@ -6,7 +6,7 @@ float32 ``[N, 2]`` (CalibratedClassifierCV(LogisticRegression), ``zipmap=False``
 anomaly → ``scores`` float32 ``[N, 1]``, larger = more anomalous. skl2onnx exports an
 IsolationForest's ``scores`` as ``decision_function`` (larger = more *normal*), so the
 graph's ``scores`` output is renamed ``normality`` and a final ``Neg`` node produces the
-convention's ``scores`` (what ``cloud_hub/_training/_fit.py`` does too). Only the
+convention's ``scores`` (what ``twinsync/training/_fit.py`` does too). Only the
 convention's output is kept as a graph output.
 
 The deliberately broken graphs (NaN output, wrong output name, wrong input width) are

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from edge_agent import BUILTIN_MODELS, Agent, ModelStore, load_config
 from firmware_sim import FaultSpec, Fleet, FleetSpec
-from firmware_sim.services import LocalServices
 from protocol import (
     FEATURE_FIELDS,
     FeatureState,
@@ -28,6 +27,7 @@ from protocol import (
     pseudonymize,
     signal_spec,
 )
+from twinsync.services import LocalServices
 
 from .conftest import Bundle, make_bundle
 

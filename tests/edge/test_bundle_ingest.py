@@ -20,7 +20,7 @@ from _poll import eventually
 
 from cloud_hub import Hub, load_hub_config
 from edge_agent import load_config
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 _NO_MODELS = {"TWINSYNC_EDGE__MODELS__ENABLED": "false"}  # start-up speed only
 

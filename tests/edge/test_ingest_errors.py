@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from edge_agent import Agent
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 from .conftest import Bundle
 

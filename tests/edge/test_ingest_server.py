@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from edge_agent import Agent
-from firmware_sim.services import LocalServices, free_port
+from twinsync.services import LocalServices, free_port
 
 from .conftest import Acker, Bundle
 from .test_pipeline import sig

@@ -9,8 +9,8 @@ from collections.abc import Callable
 import pytest
 
 from edge_agent import Agent, IngestResult
-from firmware_sim.services import LocalServices
 from protocol import HLC, SignalIn, SystemClock, pseudonymize
+from twinsync.services import LocalServices
 
 from .conftest import Acker, Bundle
 

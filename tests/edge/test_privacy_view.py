@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent import Agent
-from firmware_sim.services import LocalServices, free_port
+from twinsync.services import LocalServices, free_port
 
 from .conftest import make_bundle
 from .test_pipeline import SUBJECT, sig

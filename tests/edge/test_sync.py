@@ -7,8 +7,8 @@ import sqlite3
 import time
 
 from edge_agent import Agent
-from firmware_sim.services import LocalServices
 from protocol import HLC, Ack, ManualClock, Rejection, SigningKey
+from twinsync.services import LocalServices
 
 from .conftest import Acker, Bundle
 from .test_pipeline import sig

@@ -16,10 +16,8 @@ import paho.mqtt.client as mqtt
 from hub_env import make_config
 
 from cloud_hub import HubConfig, provision_devices
-from cloud_hub._broker_auth import ensure_hub_password
-from cloud_hub._broker_setup import broker_setup
-from cloud_hub._dynsec import DYNSEC_FILE
-from firmware_sim.services import LocalServices, Mosquitto, free_port
+from cloud_hub.registry import DYNSEC_FILE, broker_setup, ensure_hub_password
+from twinsync.services import LocalServices, Mosquitto, free_port
 
 
 def wait_for(check: Callable[[], bool], within: float = 5.0) -> bool:

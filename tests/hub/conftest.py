@@ -10,7 +10,7 @@ from _fakes import FakeDevice
 from hub_env import HubEnv, make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cloud_hub import HubConfig, load_hub_config
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 
 @dataclass

@@ -22,8 +22,8 @@ import aiohttp
 from hub_env import HubEnv, make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
-from cloud_hub._history import MAX_BUCKETS, MAX_PAGE
-from firmware_sim.services import LocalServices
+from cloud_hub.store import MAX_BUCKETS, MAX_PAGE
+from twinsync.services import LocalServices
 
 _TWIN = "1-" + "ab" * 16
 _HOUR_MS = 3_600_000
@@ -31,7 +31,7 @@ _HOUR_MS = 3_600_000
 _END_MS = 1_700_000_000_000
 _START_MS = _END_MS - _HOUR_MS
 
-#: every query parameter the API reads (cloud_hub/_api.py, _guard.py, _rollout_api.py)
+#: every query parameter the API reads (cloud_hub/api/_app.py, _guard.py, _rollout_api.py)
 _QUERY_PARAMS = (
     "field",
     "start",

@@ -15,7 +15,7 @@ from _fakes import FakeDevice, get_json, now_hlc
 from hub_env import HubEnv
 
 from cloud_hub import SCOPES, ApiKeys, Hub
-from cloud_hub._guard import route_scopes
+from cloud_hub.api import route_scopes
 from cloud_hub.cli import main as hub_cli
 
 _PARAMS = {

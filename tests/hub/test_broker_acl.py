@@ -16,8 +16,8 @@ from broker_env import Probe, SecuredBroker, secured_broker, wait_for
 from cloud_hub import SCOPES, ApiKeys, Hub, Registry
 from cloud_hub.cli import main as hub_cli
 from edge_agent import Agent, load_config
-from firmware_sim.services import LocalServices
 from protocol import SignalIn
+from twinsync.services import LocalServices
 
 
 @pytest.fixture

@@ -24,11 +24,9 @@ from _poll import eventually
 from broker_env import Probe, SecuredBroker, secured_broker, wait_for
 
 from cloud_hub import Hub, provision_devices
-from cloud_hub._broker_auth import ensure_admin_password
-from cloud_hub._dynsec_apply import DynsecAdmin
 from cloud_hub.cli import main as hub_cli
+from cloud_hub.registry import DynsecAdmin, ensure_admin_password
 from edge_agent import Agent, load_config
-from firmware_sim.services import LocalServices, Mosquitto, free_port
 from protocol import (
     Ack,
     Delta,
@@ -43,6 +41,7 @@ from protocol import (
     pseudonymize,
     seal,
 )
+from twinsync.services import LocalServices, Mosquitto, free_port
 
 VICTIMS = ["v-1", "v-2", "v-3", "v-4"]
 ATTACKERS = ["x-1", "x-2", "x-3", "x-4", "x-5"]

@@ -18,7 +18,7 @@ import pytest
 from _cli import one_line_error, run_twinsync, twinsync_command
 
 from cloud_hub import provision_device
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (DEBUG|INFO|WARNING) ")
 
@@ -181,7 +181,7 @@ def test_a_bad_environment_value_names_the_setting(hub_toml: Path) -> None:
         (["edge"], "twinsync edge: "),
         (["sim", "stats", "--devices", "many"], "twinsync sim stats: argument --devices"),
         (["demo", "--api-port", "http"], "twinsync demo: argument --api-port"),
-        (["nope"], "twinsync: unknown command 'nope'; use one of edge, hub, sim, demo, bench"),
+        (["nope"], "twinsync: unknown command 'nope'; use one of edge, hub, sim, train, demo, bench"),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], start: str) -> None:

@@ -31,7 +31,7 @@ from _poll import eventually
 from hub_env import make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
-from firmware_sim.services import LocalServices, free_port
+from twinsync.services import LocalServices, free_port
 
 _FD_LIMIT = 1024
 _FLOOD = 1100

@@ -18,7 +18,6 @@ from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
 from edge_agent import Agent, load_config
-from firmware_sim.services import free_port
 from protocol import (
     BodyOpener,
     Delta,
@@ -30,6 +29,7 @@ from protocol import (
     topic,
 )
 from protocol import Channel as Ch
+from twinsync.services import free_port
 
 SUBJECT = "dora@example.test"
 

@@ -16,7 +16,7 @@ from _fakes import FakeDevice, now_hlc
 from _poll import eventually
 
 from cloud_hub import Hub, HubConfig, load_hub_config
-from firmware_sim.services import LocalServices
+from twinsync.services import LocalServices
 
 
 @dataclass

@@ -24,9 +24,8 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
-from cloud_hub._downlink import seal_downlink
+from cloud_hub.testing import seal_downlink
 from edge_agent import Agent, AgentConfig, load_config
-from firmware_sim.services import free_port
 from protocol import (
     Channel,
     ConsentCommand,
@@ -41,6 +40,7 @@ from protocol import (
     topic,
 )
 from tests.edge import _onnx
+from twinsync.services import free_port
 
 COFFEE = feature_names("coffee")
 DORA = "dora.replay@example.test"

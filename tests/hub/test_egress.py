@@ -25,11 +25,9 @@ from _poll import eventually
 from aiohttp import web
 from hub_env import HubEnv
 
-from cloud_hub import CloudHubError, ConfigError, Hub, Metrics, load_hub_config
-from cloud_hub._config import WebhookSettings
-from cloud_hub._egress import EgressPolicy, classify, parse_allow
-from cloud_hub._webhooks import Webhooks, WebhookSender
-from firmware_sim.services import free_port
+from cloud_hub import CloudHubError, ConfigError, Hub, Metrics, WebhookSettings, load_hub_config
+from cloud_hub.privacy import EgressPolicy, Webhooks, WebhookSender, classify, parse_allow
+from twinsync.services import free_port
 
 VICTIM = "victim"
 _COUNT = f'SELECT count(*) FROM "twin" WHERE "brand" = \'{VICTIM}\''

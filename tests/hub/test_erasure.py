@@ -17,10 +17,9 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
-from cloud_hub._downlink import seal_downlink
-from cloud_hub._erasure import verify_receipt
+from cloud_hub.privacy import verify_receipt
+from cloud_hub.testing import seal_downlink
 from edge_agent import Agent, load_config
-from firmware_sim.services import free_port
 from protocol import (
     BROADCAST,
     SignalIn,
@@ -30,6 +29,7 @@ from protocol import (
     decode_body,
     open_envelope,
 )
+from twinsync.services import free_port
 
 SUBJECT = "Ann.Example@Mail.test"
 

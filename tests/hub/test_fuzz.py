@@ -28,11 +28,9 @@ from hub_env import HubEnv
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloud_hub import SCOPES, ApiKeys, Hub, Registry
-from cloud_hub._config import LimitSettings
-from cloud_hub._guard import route_scopes
-from cloud_hub._mqtt import Incoming
-from cloud_hub._verify import Accepted, Rejected, ReplayWindows, Verifier
+from cloud_hub import SCOPES, ApiKeys, Hub, LimitSettings, Registry
+from cloud_hub.api import route_scopes
+from cloud_hub.ingest import Accepted, Incoming, Rejected, ReplayWindows, Verifier
 from protocol import (
     BodySealer,
     BoxPrivateKey,

@@ -15,7 +15,7 @@ from _fakes import FakeDevice, now_hlc
 from hub_env import HubEnv, make_config
 
 from cloud_hub import Hub, provision_devices
-from firmware_sim.services import LocalServices, free_port
+from twinsync.services import LocalServices, free_port
 
 
 def _env(tmp: Path, svc: LocalServices, unique: str, n: int = 1) -> HubEnv:

@@ -10,8 +10,8 @@ from _fakes import FakeDevice, get_json, now_hlc
 from hub_env import HubEnv
 
 from cloud_hub import Hub
-from firmware_sim.services import ServiceError
 from protocol import HLC
+from twinsync.services import ServiceError
 
 
 async def test_delta_becomes_exactly_the_specified_points(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from cloud_hub._inbox import Inbox
+from cloud_hub.ingest import Inbox
 
 
 async def test_items_arrive_in_order_in_batches() -> None:

@@ -17,7 +17,7 @@ from _fakes import FakeDevice, get_json, now_hlc, send_json
 from hub_env import HubEnv
 
 from cloud_hub import Hub, InfluxStore, StoreError
-from firmware_sim.services import Influxd
+from twinsync.services import Influxd
 
 
 def _status(url: str, data: bytes | None = None, auth: tuple[str, str] | None = None) -> int:

@@ -20,9 +20,9 @@ from _fakes import FakeDevice, get_json, now_hlc, send_json
 from hub_env import HubEnv, make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, InfluxStore, Metrics, provision_devices
-from cloud_hub._rekey import Relinks
-from firmware_sim.services import LocalServices
+from cloud_hub.privacy import Relinks
 from protocol import TwinLink, pseudonymize
+from twinsync.services import LocalServices
 
 ANN, BOB, CAROL = "ann@example.test", "bob@example.test", "carol@example.test"
 _SCOPED_SHOWS = ("SHOW SERIES", 'SHOW SERIES FROM "twin","twin_profile","consent"')
@@ -73,7 +73,7 @@ def _files_naming(env: HubEnv, twin: str) -> list[str]:
 
 
 async def _move_to_new_epoch(env: HubEnv, old: str, new: str) -> None:
-    """The hub's key-rotation move of ``old`` to ``new`` (cloud_hub._rekey): copy, then
+    """The hub's key-rotation move of ``old`` to ``new`` (cloud_hub.privacy._rekey): copy, then
     DELETE the old id's points."""
     async with InfluxStore(env.config.influx) as store:
         relinks = Relinks(env.config.registry.path, env.config.keys.secrets_dir, store, Metrics())

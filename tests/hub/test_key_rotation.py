@@ -18,13 +18,11 @@ from _fakes import FakeDevice, get_json, send_json
 from _poll import eventually
 from hub_env import HubEnv
 
-from cloud_hub import Hub
-from cloud_hub._epochs import held_epochs, retire_in_bundles, rotate_brand_key
-from cloud_hub._errors import CloudHubError
-from cloud_hub._influx import InfluxStore
-from cloud_hub._metrics import Metrics
-from cloud_hub._rekey import Relinks
+from cloud_hub import CloudHubError, Hub, Metrics
 from cloud_hub.cli import main as hub_cli
+from cloud_hub.privacy import Relinks
+from cloud_hub.registry import held_epochs, retire_in_bundles, rotate_brand_key
+from cloud_hub.store import InfluxStore
 from edge_agent import Agent, load_config
 from protocol import Delta, SignalIn, TwinLink, packb, pseudonymize
 

@@ -18,10 +18,10 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
-from cloud_hub._erasure import verify_receipt
+from cloud_hub.privacy import verify_receipt
 from edge_agent import Agent, load_config
-from firmware_sim.services import free_port
 from protocol import FIELDS, SignalIn
+from twinsync.services import free_port
 
 DORA, ERIN = "dora.objects@example.test", "erin@example.test"
 _PROFILE = {n for n, s in FIELDS.items() if s.field_class == "profile"}

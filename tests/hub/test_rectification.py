@@ -26,10 +26,9 @@ from hub_env import HubEnv
 from test_hub_faults import _run_hub
 
 from cloud_hub import Hub, ensure_hub_key
-from cloud_hub._erasure import verify_receipt
-from cloud_hub._lines import twin_lines
+from cloud_hub.privacy import verify_receipt
+from cloud_hub.store import twin_lines
 from edge_agent import Agent, load_config
-from firmware_sim.services import free_port
 from protocol import (
     HLC,
     ConsentCommand,
@@ -42,6 +41,7 @@ from protocol import (
     open_envelope,
     packb,
 )
+from twinsync.services import free_port
 
 ANN = "ann.rectifies@example.test"
 

@@ -11,11 +11,9 @@ from pathlib import Path
 import pytest
 from hub_env import HubEnv, make_config
 
-from cloud_hub import ConfigError, Hub, StoreError, load_hub_config
-from cloud_hub._influx import InfluxStore
-from cloud_hub._lines import twin_lines
-from cloud_hub._metrics import Metrics
-from cloud_hub._retention import RetentionSweeper
+from cloud_hub import ConfigError, Hub, Metrics, StoreError, load_hub_config
+from cloud_hub.privacy import RetentionSweeper
+from cloud_hub.store import InfluxStore, twin_lines
 from protocol import HLC, Op, SystemClock, TwinOps, pseudonymize
 
 DAY_MS = 86_400_000

@@ -31,12 +31,10 @@ from cloud_hub import (
     load_hub_config,
     provision_devices,
 )
-from cloud_hub._model_repo import ModelRepo
-from cloud_hub._registry import Registry
-from cloud_hub._rollouts import RolloutStore
 from cloud_hub.cli import main as hub_cli
+from cloud_hub.models import ModelRepo, RolloutStore
+from cloud_hub.registry import Registry
 from edge_agent import Agent, load_config
-from firmware_sim.services import LocalServices
 from protocol import (
     ANOMALY_FEATURES,
     Channel,
@@ -51,6 +49,7 @@ from protocol import (
     topic,
 )
 from tests.edge import _onnx
+from twinsync.services import LocalServices
 
 COFFEE = feature_names("coffee")
 

@@ -21,9 +21,8 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
-from cloud_hub._events import segment_topic
+from cloud_hub.ingest import segment_topic
 from edge_agent import Agent, AgentConfig, ConfigError, load_config
-from firmware_sim.services import free_port
 from protocol import (
     HLC,
     BodyOpener,
@@ -45,6 +44,7 @@ from protocol import (
     seal_nonce,
     topic,
 )
+from twinsync.services import free_port
 
 SUBJECT = "erin.sealed@example.test"
 LEVELS = [12.345678, 23.456789, 34.567891, 45.678912, 56.789123]

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cloud_hub import ConfigError
-from cloud_hub._metrics import Metrics
-from cloud_hub._supervise import supervise
+from cloud_hub import ConfigError, Metrics
+from cloud_hub.testing import supervise
 
 _FAST = {"first_delay_s": 0.01, "max_delay_s": 0.02}
 

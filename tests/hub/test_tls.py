@@ -17,8 +17,8 @@ from hub_env import HubEnv
 
 from cloud_hub import Hub, load_hub_config
 from edge_agent import Agent, load_config
-from firmware_sim.services import Mosquitto, free_port
 from protocol import SignalIn
+from twinsync.services import Mosquitto, free_port
 
 
 async def _plain_http_status(session: aiohttp.ClientSession, url: str) -> int | None:

@@ -16,11 +16,9 @@ from _poll import eventually
 from aiohttp import web
 from hub_env import HubEnv
 
-from cloud_hub import Hub, Metrics
-from cloud_hub._config import WebhookSettings
-from cloud_hub._egress import EgressPolicy
-from cloud_hub._webhooks import Webhooks, WebhookSender
-from firmware_sim.services import free_port
+from cloud_hub import Hub, Metrics, WebhookSettings
+from cloud_hub.privacy import EgressPolicy, Webhooks, WebhookSender
+from twinsync.services import free_port
 
 _ALLOW_LOCAL = WebhookSettings(allow=["127.0.0.1"], require_https=False)
 

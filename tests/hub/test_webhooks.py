@@ -13,11 +13,9 @@ from _poll import eventually
 from aiohttp import web
 from hub_env import HubEnv
 
-from cloud_hub import Hub
-from cloud_hub._config import WebhookSettings
-from cloud_hub._egress import EgressPolicy
-from cloud_hub._webhooks import Webhooks, sign, verify_signature
-from firmware_sim.services import free_port
+from cloud_hub import Hub, WebhookSettings
+from cloud_hub.privacy import EgressPolicy, Webhooks, sign, verify_signature
+from twinsync.services import free_port
 
 
 async def _call(

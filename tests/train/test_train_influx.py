@@ -15,11 +15,11 @@ import onnxruntime as ort
 from sklearn.metrics import adjusted_rand_score
 
 from cloud_hub import load_hub_config
-from cloud_hub._lines import MEASUREMENT_OF
 from cloud_hub.cli import main as hub_main
+from cloud_hub.store import MEASUREMENT_OF
 from firmware_sim import FaultSpec, Fleet, FleetSpec
-from firmware_sim.services import Influxd, LocalServices
 from protocol import FEATURE_FIELDS, FeatureState, ModelManifest, feature_names, pseudonymize
+from twinsync.services import Influxd, LocalServices
 
 
 def _write_twin_features(
@@ -69,7 +69,7 @@ def test_segments_learnt_from_influx_recover_personas(
     assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", brand,
                      "--out", str(out), "--version", "7"]) == 0  # fmt: skip
     config = load_hub_config(tmp_path / "hub.toml", environ={})
-    from cloud_hub._provision import ensure_hub_key
+    from cloud_hub.registry import ensure_hub_key
 
     key = ensure_hub_key(config.keys.secrets_dir)
     report = json.loads((out / "report.json").read_text())

@@ -15,18 +15,18 @@ import onnxruntime as ort
 import pytest
 
 from cloud_hub import load_hub_config
-from cloud_hub._training._dataset import customer_rows
-from cloud_hub._training._fit import (
+from cloud_hub.cli import main as hub_main
+from firmware_sim import DAY_MS, FaultSpec, Fleet, FleetSpec
+from protocol import ANOMALY_FEATURES, PRODUCTS, ModelManifest, SigningKey, feature_names
+from twinsync.training._dataset import customer_rows
+from twinsync.training._fit import (
     auc_interval,
     churn_columns,
     fit_churn,
     fit_segment,
     segment_columns,
 )
-from cloud_hub._training._train import _cutoffs
-from cloud_hub.cli import main as hub_main
-from firmware_sim import DAY_MS, FaultSpec, Fleet, FleetSpec
-from protocol import ANOMALY_FEATURES, PRODUCTS, ModelManifest, SigningKey, feature_names
+from twinsync.training._train import _cutoffs
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,338 @@
+"""The hub's ingest loop: batch → verify → merge/store → ack.
+
+One loop per hub instance pulls messages off the MQTT queue, verifies each, gathers the
+accepted ops of many messages into one InfluxDB write, and only after that write returned
+(durable) publishes the signed acks to devices and PUBACKs the broker. If InfluxDB is down
+the write is retried with capped, jittered backoff and nothing is acked: the broker and the
+devices keep every message until it is stored. Merge needs no hub state: each op is its
+own point (see docs/architecture.md), so at-least-once delivery is exactly-once in effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from cloud_hub._config import InfluxSettings
+from cloud_hub._downlink import seal_downlink
+from cloud_hub._errors import StoreError
+from cloud_hub._metrics import Metrics
+from cloud_hub.privacy import Erasures, Relinks
+from cloud_hub.store import InfluxStore, consent_line, device_line, twin_lines
+from protocol import (
+    Ack,
+    Channel,
+    Clock,
+    Delta,
+    HubSealer,
+    Rejection,
+    SigningKey,
+    Status,
+    topic,
+)
+
+from ._events import announcements, segment_ops
+from ._inbox import Inbox
+from ._mqtt import HubMqtt, Incoming
+from ._verify import Accepted, Rejected, Verifier
+
+__all__ = ["Pipeline"]
+
+log = logging.getLogger("cloud_hub.pipeline")
+_MAX_ACK_SEQS = 4096
+# Messages moved from the inbox per step: large enough to amortise, small enough that a
+# batch stops close to batch_max_lines.
+_TAKE = 256
+
+Verdict = Accepted | Rejected
+
+
+@dataclass
+class _Batch:
+    lines: list[str] = field(default_factory=list)
+    incoming: list[Incoming] = field(default_factory=list)
+    written: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    rejected: dict[tuple[str, str], list[Rejection]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    replayed: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
+    #: brand -> segment ops stored by this batch (announced once the write is durable)
+    segments: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    ops: int = 0
+    deltas: int = 0
+    #: tombstones known when the batch was built (re-checked before writing)
+    generation: int = 0
+    #: twin aliases (key rotation) known when the batch was built (likewise)
+    alias_generation: int = 0
+
+
+class Pipeline:
+    """Owns the batching loop; run :meth:`run` as a task and cancel it to stop."""
+
+    def __init__(
+        self,
+        mqtt: HubMqtt,
+        store: InfluxStore,
+        verifier: Verifier,
+        hub_key: SigningKey,
+        settings: InfluxSettings,
+        metrics: Metrics,
+        clock: Clock,
+        erasures: Erasures,
+        relinks: Relinks | None = None,
+    ) -> None:
+        self._erasures = erasures
+        self._relinks = relinks
+        self._mqtt = mqtt
+        self._store = store
+        self._verifier = verifier
+        self._key = hub_key
+        self._sealer = HubSealer(hub_key)
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._lines_per_msg = 1.0  # running estimate, sizes the inbox takes
+
+    async def run(self) -> None:
+        """Forever: gather a batch, hand it to a writer. Cancel to stop.
+
+        Up to ``influx.write_concurrency`` batches are written at once, so verifying the
+        next batch overlaps with InfluxDB storing the previous one. Each batch is acked
+        on its own once its write returned; cancellation leaves unacked data on the broker.
+        """
+        inbox = self._mqtt.inbox
+        writers = asyncio.Semaphore(self._settings.write_concurrency)
+        # Signature checks release the GIL (OpenSSL), so one verifier thread runs them in
+        # parallel with line building here; it is ours alone and shut down on the way out.
+        pool = ThreadPoolExecutor(1, thread_name_prefix="cloud_hub.verify")
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    await inbox.wait()
+                    batch = await self._collect(inbox, pool)
+                    self._metrics.set("twinsync_hub_queue_depth", inbox.qsize())
+                    await writers.acquire()
+                    tg.create_task(self._commit(batch, writers), name="cloud_hub.write")
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    async def _collect(self, inbox: Inbox[Incoming], pool: ThreadPoolExecutor) -> _Batch:
+        """One batch: until ``batch_max_lines`` or ``batch_max_wait_ms`` after the first.
+
+        Chunk k+1 is verified on the pool while chunk k's lines are built here.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._settings.batch_max_wait_ms / 1000
+        max_lines = self._settings.batch_max_lines
+        batch = _Batch(
+            generation=self._erasures.generation,
+            alias_generation=self._relinks.generation if self._relinks else 0,
+        )
+        pending: asyncio.Future[list[Verdict]] | None = None
+        while True:
+            room = max_lines - len(batch.lines)
+            # Take about as many messages as the batch has room for, judging by the lines
+            # per message seen so far, so that 1000-op deltas do not overshoot the batch.
+            items = (
+                inbox.take(max(1, min(_TAKE, int(room / self._lines_per_msg)))) if room > 0 else []
+            )
+            upcoming = loop.run_in_executor(pool, self._verify_all, items) if items else None
+            if pending is not None:
+                before, verdicts = len(batch.lines), await pending
+                for verdict in verdicts:
+                    self._add(batch, verdict)
+                seen = (len(batch.lines) - before) / len(verdicts)
+                self._lines_per_msg = max(1.0, 0.8 * self._lines_per_msg + 0.2 * seen)
+            pending = upcoming
+            if pending is not None:
+                continue
+            remaining = deadline - loop.time()
+            if len(batch.lines) >= max_lines or remaining <= 0:
+                return batch
+            try:
+                async with asyncio.timeout(remaining):
+                    await inbox.wait()
+            except TimeoutError:
+                return batch
+
+    def _verify_all(self, items: list[Incoming]) -> list[Verdict]:
+        verify = self._verifier.verify
+        return [verify(incoming) for incoming in items]
+
+    def _add(self, batch: _Batch, verdict: Verdict) -> None:
+        incoming = verdict.incoming
+        batch.incoming.append(incoming)
+        kind = incoming.topic.rsplit("/", 1)[-1]
+        self._metrics.inc("twinsync_hub_messages_total", kind=kind)
+        if isinstance(verdict, Rejected):
+            self._reject(batch, verdict)
+            return
+        key = (verdict.brand, verdict.device)
+        skew = incoming.received_ms - verdict.sent_ms
+        self._metrics.set("twinsync_hub_device_skew_ms", skew)
+        if isinstance(verdict.body, Delta):
+            twins = verdict.body.twins
+            erased = self._erasures.erased(verdict.brand)
+            if erased and any(t.twin in erased for t in twins):
+                # An erased twin never comes back, whatever outbox or late device sends it;
+                # the delta is still acked, so the device lets go of it.
+                dropped = sum(len(t.ops) for t in twins if t.twin in erased)
+                self._metrics.inc("twinsync_hub_erased_ops_dropped_total", dropped)
+                twins = tuple(t for t in twins if t.twin not in erased)
+            consent = verdict.body.consent
+            if self._relinks is not None:
+                if verdict.body.links:
+                    self._relinks.propose(verdict.brand, verdict.device, verdict.body.links)
+                retired = self._relinks.retired(verdict.brand)
+                if retired:
+                    kept = tuple(t for t in twins if int(t.twin.split("-", 1)[0]) not in retired)
+                    if len(kept) != len(twins):
+                        # A device still on a retired key: its pseudonyms can no longer be
+                        # erased by subject, so they are not stored (acked, counted).
+                        self._metrics.inc(
+                            "twinsync_hub_retired_epoch_ops_dropped_total",
+                            sum(len(t.ops) for t in twins) - sum(len(t.ops) for t in kept),
+                        )
+                        twins = kept
+                alias = self._relinks.alias(verdict.brand)
+                if alias and any(t.twin in alias for t in twins):
+                    # Key rotation: the twin lives on under its new id (see _rekey).
+                    self._metrics.inc(
+                        "twinsync_hub_aliased_ops_total",
+                        sum(len(t.ops) for t in twins if t.twin in alias),
+                    )
+                    twins = tuple(t._replace(twin=alias.get(t.twin, t.twin)) for t in twins)
+                if alias:
+                    consent = tuple(e._replace(twin=alias.get(e.twin, e.twin)) for e in consent)
+            twins, blocked = self._erasures.blocks.keep(verdict.brand, twins)
+            if blocked:
+                # Fields the customer objected to or suppressed (cloud_hub.privacy._objection).
+                self._metrics.inc("twinsync_hub_blocked_ops_dropped_total", blocked)
+            batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
+            for entry in consent:
+                if entry.twin not in erased:
+                    batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
+            # A byte search (C speed) spares the per-op scan for the many deltas that
+            # carry no segment (field names are plain msgpack strings in the opened body).
+            if b".segment" in verdict.body_bytes:
+                segment_ops(verdict.device, twins, batch.segments[verdict.brand])
+            batch.deltas += 1
+            batch.written[key].append(verdict.seq)
+            fields: dict[str, bool | int | str] = {"last_seq": verdict.seq, "skew_ms": skew}
+        else:
+            status: Status = verdict.body
+            fields = {
+                "online": status.online,
+                "outbox_depth": status.outbox_depth,
+                "outbox_bytes": status.outbox_bytes,
+                "dropped": status.dropped,
+                "skew_ms": skew,
+                "models": ",".join(status.models),
+                "model_failures": ";".join(
+                    f"{name}={why}" for name, why in sorted(status.model_failures.items())
+                ),
+            }
+        batch.lines.append(device_line(verdict.brand, verdict.device, fields, incoming.received_ms))
+
+    def _reject(self, batch: _Batch, verdict: Rejected) -> None:
+        self._metrics.inc("twinsync_hub_rejected_total", reason=verdict.reason)
+        log_fn = log.info if verdict.replay else log.warning
+        log_fn(
+            "rejected message on %s: reason=%s device=%s seq=%s: %s",
+            verdict.incoming.topic,
+            verdict.reason,
+            verdict.device,
+            verdict.seq,
+            verdict.detail,
+        )
+        if verdict.brand is None or verdict.device is None or verdict.seq is None:
+            return
+        key = (verdict.brand, verdict.device)
+        if verdict.replay:
+            batch.replayed[key].append(verdict.seq)
+        elif verdict.ack_rejected:
+            batch.rejected[key].append(Rejection(seq=verdict.seq, reason=verdict.reason))
+
+    async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self._write_until_durable(batch.lines, batch.generation, batch.alias_generation)
+        finally:
+            writers.release()
+        elapsed = time.perf_counter() - t0
+        for (brand, device), seqs in batch.written.items():
+            for seq in seqs:
+                self._verifier.windows.mark(brand, device, seq)
+        self._metrics.inc("twinsync_hub_batch_seconds_total", elapsed)
+        if batch.lines:
+            self._metrics.inc("twinsync_hub_write_batches_total")
+            self._metrics.inc("twinsync_hub_lines_written_total", len(batch.lines))
+        self._metrics.inc("twinsync_hub_ops_written_total", batch.ops)
+        self._metrics.inc("twinsync_hub_deltas_written_total", batch.deltas)
+        self._send_acks(batch)
+        for brand, rows in batch.segments.items():
+            # Sealed and signed for the other instances: the broker sees no twin or device.
+            for where, payload in announcements(self._sealer, brand, rows, self._clock.now_ms()):
+                self._mqtt.publish(where, payload, qos=1)
+        for incoming in batch.incoming:
+            self._mqtt.ack(incoming)
+
+    async def _write_until_durable(
+        self, lines: list[str], generation: int, alias_generation: int = 0
+    ) -> None:
+        delay = 0.2
+        while True:
+            relinks = self._relinks
+            if relinks is not None and alias_generation != relinks.generation:
+                # Twins moved to a new key epoch since these lines were built: their old
+                # ids are being emptied, so the points go under the new ids.
+                lines, alias_generation = relinks.realias(lines), relinks.generation
+            if generation != self._erasures.generation:
+                # Twins were erased since these lines were built: leave theirs out.
+                lines, generation = self._erasures.without_erased(lines), self._erasures.generation
+                if not lines:
+                    return
+            try:
+                await self._store.write(lines)
+                self._metrics.set("twinsync_hub_store_up", 1)
+                return
+            except StoreError as exc:
+                self._metrics.inc("twinsync_hub_write_errors_total")
+                self._metrics.set("twinsync_hub_store_up", 0)
+                if not exc.retryable and len(lines) > 1:
+                    # A refused batch (a field type conflict after a catalog change, a body
+                    # over the server's limit): halve it until the refused lines are
+                    # isolated, so one bad point cannot block the rest.
+                    half = len(lines) // 2
+                    await self._write_until_durable(lines[:half], generation, alias_generation)
+                    await self._write_until_durable(lines[half:], generation, alias_generation)
+                    return
+                if not exc.retryable:
+                    log.error("InfluxDB refused a point for good, dropping it: %s", exc)
+                    return
+                log.warning("InfluxDB write failed (retry in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+
+    def _send_acks(self, batch: _Batch) -> None:
+        now = self._clock.now_ms()
+        keys = set(batch.written) | set(batch.rejected) | set(batch.replayed)
+        for brand, device in keys:
+            seqs = sorted(
+                {*batch.written.get((brand, device), []), *batch.replayed.get((brand, device), [])}
+            )
+            rejected = batch.rejected.get((brand, device), [])
+            for i in range(0, max(len(seqs), len(rejected), 1), _MAX_ACK_SEQS):
+                body = Ack(
+                    seqs=tuple(seqs[i : i + _MAX_ACK_SEQS]),
+                    rejected=tuple(rejected[i : i + _MAX_ACK_SEQS]),
+                    hub_ms=now,
+                )
+                message = seal_downlink(self._key, "ack", brand, device, body, sent_ms=now)
+                self._mqtt.publish(topic(brand, device, Channel.ACK), message)
+                self._metrics.inc("twinsync_hub_acks_sent_total")

@@ -1,0 +1,112 @@
+"""``twinsync train`` (also ``twinsync hub train``): fit, evaluate and sign the model set.
+
+Training imports the simulator (labels come from its ground truth) and scikit-learn, so
+it lives beside the hub, not in it: the hub serves and rolls out the files it writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from cloud_hub import ensure_hub_key, load_hub_config
+from protocol import TwinSyncError
+
+__all__ = ["main", "parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """One-line argument errors (exit 2), like the other commands."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
+
+def parser(prog: str) -> argparse.ArgumentParser:
+    train = _Parser(
+        prog=prog,
+        description="Fit segment, churn and anomaly models per product, export them to ONNX "
+        "with signed manifests, and score them on a held-out simulated fleet "
+        "(needs the 'train' extra).",
+    )
+    train.add_argument("--config", type=Path, help="hub.toml (env TWINSYNC_HUB__* overrides)")
+    source = train.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--sim",
+        action="store_true",
+        help="train every model on a simulated fleet and score it on another",
+    )
+    source.add_argument(
+        "--influx",
+        metavar="BRAND",
+        help="train segment models from BRAND's twin features in the configured InfluxDB",
+    )
+    train.add_argument("--out", type=Path, required=True, help="output directory")
+    train.add_argument("--seed", type=int, default=1)
+    train.add_argument("--devices", type=int, default=300)
+    train.add_argument("--days", type=float, default=70.0)
+    train.add_argument("--eval-seed", type=int, default=1001)
+    train.add_argument("--eval-devices", type=int, default=200)
+    train.add_argument("--version", type=int, default=1, help="version of every model written")
+    train.add_argument(
+        "--unsigned",
+        action="store_true",
+        help="no signature (only for the defaults shipped inside the package)",
+    )
+    return train
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> int:
+    """Entry point of ``twinsync train``."""
+    args = parser(prog).parse_args(argv)
+    try:
+        from . import SimTraining, fetch_features, train_from_sim, train_segments
+    except ImportError as exc:
+        print(f"{prog}: {exc}; install the extra: pip install 'twinsync[train]'", file=sys.stderr)
+        return 2
+    try:
+        config = load_hub_config(args.config)
+        key = None if args.unsigned else ensure_hub_key(config.keys.secrets_dir)
+        if args.influx:
+            data = asyncio.run(fetch_features(config, args.influx))
+            report = train_segments(data, args.out, key, args.version, brand=args.influx)
+            for name, why in sorted(report["skipped"].items()):
+                print(f"segment-{name}: skipped, {why}")
+            if not report["models"]:
+                print(f"{prog}: no product had enough feature rows", file=sys.stderr)
+                return 1
+            _print_report(report, args.out)
+            return 0
+        setup = SimTraining(
+            seed=args.seed,
+            devices=args.devices,
+            days=args.days,
+            eval_seed=args.eval_seed,
+            eval_devices=args.eval_devices,
+            version=args.version,
+        )
+        report = train_from_sim(args.out, key, setup)
+    except TwinSyncError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    _print_report(report, args.out)
+    return 0
+
+
+def _print_report(report: dict[str, Any], out: Path) -> None:
+    width = max(map(len, report["models"]))
+    for name, metrics in sorted(report["models"].items()):
+        shown = ", ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in sorted(metrics.items())
+            if not k.startswith("stability")
+        )
+        print(f"{name.ljust(width)}  {shown}")
+    print(f"segments: k={report['segments']['k']} (best mean stability over products)")
+    pairs = report.get("twins_trained")
+    trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
+    print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")

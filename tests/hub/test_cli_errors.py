@@ -181,7 +181,10 @@ def test_a_bad_environment_value_names_the_setting(hub_toml: Path) -> None:
         (["edge"], "twinsync edge: "),
         (["sim", "stats", "--devices", "many"], "twinsync sim stats: argument --devices"),
         (["demo", "--api-port", "http"], "twinsync demo: argument --api-port"),
-        (["nope"], "twinsync: unknown command 'nope'; use one of edge, hub, sim, train, demo, bench"),
+        (
+            ["nope"],
+            "twinsync: unknown command 'nope'; use one of edge, hub, sim, train, demo, bench",
+        ),
     ],
 )
 def test_usage_errors_are_one_line(args: list[str], start: str) -> None:

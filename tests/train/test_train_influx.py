@@ -15,10 +15,10 @@ import onnxruntime as ort
 from sklearn.metrics import adjusted_rand_score
 
 from cloud_hub import load_hub_config
-from cloud_hub.cli import main as hub_main
 from cloud_hub.store import MEASUREMENT_OF
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from protocol import FEATURE_FIELDS, FeatureState, ModelManifest, feature_names, pseudonymize
+from twinsync.cli import main as twinsync_main
 from twinsync.services import Influxd, LocalServices
 
 
@@ -66,8 +66,9 @@ def test_segments_learnt_from_influx_recover_personas(
         services.influxd.hub_toml(db) + '[keys]\nsecrets_dir = "secrets"\n'
     )
     out = tmp_path / "models"
-    assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", brand,
-                     "--out", str(out), "--version", "7"]) == 0  # fmt: skip
+    hub_toml = str(tmp_path / "hub.toml")
+    train = ["hub", "train", "--config", hub_toml]
+    assert twinsync_main([*train, "--influx", brand, "--out", str(out), "--version", "7"]) == 0
     config = load_hub_config(tmp_path / "hub.toml", environ={})
     from cloud_hub.registry import ensure_hub_key
 
@@ -88,5 +89,4 @@ def test_segments_learnt_from_influx_recover_personas(
         (labels,) = session.run(["label"], {"features": x})
         # 30 days of 160 devices: enough to find the personas, not to separate them all
         assert adjusted_rand_score([r[1] for r in rows], labels) > 0.7, product
-    assert hub_main(["train", "--config", str(tmp_path / "hub.toml"), "--influx", "nobody",
-                     "--out", str(tmp_path / "none")]) == 1  # fmt: skip
+    assert twinsync_main([*train, "--influx", "nobody", "--out", str(tmp_path / "none")]) == 1

@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 
 from cloud_hub import load_hub_config
-from cloud_hub.cli import main as hub_main
 from firmware_sim import DAY_MS, FaultSpec, Fleet, FleetSpec
 from protocol import ANOMALY_FEATURES, PRODUCTS, ModelManifest, SigningKey, feature_names
+from twinsync.cli import main as twinsync_main
 from twinsync.training._dataset import customer_rows
 from twinsync.training._fit import (
     auc_interval,
@@ -33,8 +33,8 @@ from twinsync.training._train import _cutoffs
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]:
     tmp = tmp_path_factory.mktemp("train")
     (tmp / "hub.toml").write_text('[keys]\nsecrets_dir = "secrets"\n')
-    code = hub_main(
-        ["train", "--config", str(tmp / "hub.toml"), "--sim", "--out", str(tmp / "models"),
+    code = twinsync_main(
+        ["hub", "train", "--config", str(tmp / "hub.toml"), "--sim", "--out", str(tmp / "models"),
          "--devices", "100", "--days", "42", "--eval-devices", "60", "--version", "2"]
     )  # fmt: skip
     assert code == 0

@@ -10,22 +10,32 @@ PYTEST_ARGS ?=
 
 setup: system venv
 
-# mosquitto and influxd come from Debian's packages; nothing is started here (the
-# launcher in twinsync/services.py starts private instances on free ports). The
+# mosquitto, influxd and PostgreSQL come from Debian's packages; nothing is started here
+# (the launcher in twinsync/services/ starts private instances on free ports). The
 # tests also run systemd-analyze (deploy/systemd units), curl and openssl (the commands
 # README.md and deploy/README.md give): each missing command's package is installed.
-SYSTEM_NEEDS := mosquitto:mosquitto influxd:influxdb systemd-analyze:systemd curl:curl openssl:openssl
+# PostgreSQL's initdb lives in /usr/lib/postgresql/<version>/bin, off PATH; the package
+# makes and starts a system cluster, which is stopped and disabled again.
+SYSTEM_NEEDS := mosquitto:mosquitto influxd:influxdb initdb:postgresql \
+	systemd-analyze:systemd curl:curl openssl:openssl
 
 system:
 	@missing=""; for need in $(SYSTEM_NEEDS); do \
 		cmd=$${need%%:*}; pkg=$${need#*:}; \
-		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$pkg"; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || \
+			ls /usr/lib/postgresql/*/bin/$$cmd >/dev/null 2>&1 || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing$$missing with apt-get"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 		$$SUDO systemctl disable --now mosquitto influxdb >/dev/null 2>&1 || true; \
+		case "$$missing" in *postgresql*) \
+			$$SUDO systemctl disable --now postgresql >/dev/null 2>&1 || true; \
+			pg_lsclusters -h 2>/dev/null | while read -r ver name _rest; do \
+				$$SUDO pg_ctlcluster "$$ver" "$$name" stop >/dev/null 2>&1 || true; \
+			done;; \
+		esac; \
 	fi
 
 $(VENV)/.installed: pyproject.toml

@@ -40,7 +40,7 @@ from protocol import (
     topic,
 )
 
-__all__ = ["HubIngestResult", "hub_ingest"]
+__all__ = ["HubIngestResult", "hub_ingest", "messages", "publish_all"]
 
 _BRAND = "bench"
 
@@ -81,10 +81,11 @@ def _value(field: str, rnd: random.Random) -> object:
     return rnd.choice(["eco", "heat", "drama", "news"])
 
 
-def _messages(
+def messages(
     bundles: dict[str, Path], deltas: int, ops_per_delta: int, seed: int, sealed: bool = False
 ) -> list[tuple[str, bytes]]:
-    """Real sealed delta envelopes, round-robin over the devices, HLCs in the recent past."""
+    """Real signed delta envelopes (bodies sealed to the hub if ``sealed``), round-robin
+    over the devices, HLCs in the recent past."""
     rnd = random.Random(seed)
     devices = sorted(bundles)
     keys = {
@@ -123,7 +124,8 @@ def _messages(
     return out
 
 
-def _publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
+def publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
+    """Publish every (topic, payload) at QoS 1 and wait until the broker has them all."""
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{id(messages)}")
     client.max_inflight_messages_set(1000)
     client.max_queued_messages_set(0)
@@ -162,11 +164,13 @@ async def hub_ingest(
     ops_per_delta: int,
     seed: int = 1,
     sealed: bool = False,
+    tag: str = "",
 ) -> HubIngestResult:
     """Queue ``deltas`` signed (and, if ``sealed``, sealed) deltas in the broker, then time
     one hub draining them. ``influx`` is the hub's ``[influx]`` section (url,
-    credentials); the database is chosen here."""
-    name = f"bench_ingest_{ops_per_delta}{'_sealed' if sealed else ''}"
+    credentials); the database is chosen here (``tag`` keeps runs of the same shape in
+    databases of their own)."""
+    name = f"bench_ingest{tag}_{ops_per_delta}{'_sealed' if sealed else ''}"
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
     config = _config(tmp, mqtt_port, influx, name)
     products = list(PRODUCTS)
@@ -182,11 +186,11 @@ async def hub_ingest(
         "127.0.0.1",
         mqtt_port,
     )
-    messages = await asyncio.to_thread(_messages, bundles, deltas, ops_per_delta, seed, sealed)
+    batch = await asyncio.to_thread(messages, bundles, deltas, ops_per_delta, seed, sealed)
     # First connection creates the persistent session and shared subscription.
     async with Hub(config) as hub:
         await hub.ready.wait()
-    await asyncio.to_thread(_publish_all, mqtt_port, messages)
+    await asyncio.to_thread(publish_all, mqtt_port, batch)
     t0 = time.perf_counter()  # start-up (connect, checks) counts against the hub
     async with Hub(config) as hub:
         while hub.metrics.get("twinsync_hub_deltas_written_total") < deltas:
@@ -197,5 +201,5 @@ async def hub_ingest(
         seconds = time.perf_counter() - t0
         lines = int(hub.metrics.get("twinsync_hub_lines_written_total"))
         ops = int(hub.metrics.get("twinsync_hub_ops_written_total"))
-    size = sum(len(p) for _, p in messages) / len(messages)
+    size = sum(len(p) for _, p in batch) / len(batch)
     return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size, sealed)

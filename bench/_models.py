@@ -4,7 +4,7 @@ Runs in a child process so that the RSS it reports is an agent-sized interpreter
 edge imports and the shipped default models, not this benchmark's own heap. Each RSS
 comes with its anonymous part (the rest is mapped from files: shared-library code and
 read-only data) and the process's thread count. The models run as the agent runs them:
-onnxruntime's C library through edge_agent._ort (ctypes), without numpy or onnxruntime's
+onnxruntime's C library through edge_agent.testing.runtime (ctypes), without numpy or onnxruntime's
 Python binding; the child reports whether either got imported anyway.
 """
 
@@ -29,8 +29,8 @@ import edge_agent  # the agent's own imports, as a device runs them
 from protocol import ANOMALY_FEATURES, feature_names
 base = mem()
 from edge_agent import BUILTIN_MODELS, ModelStore
-from edge_agent import _ort
-_ort.runtime()  # libonnxruntime and its OrtEnv: what the first model load starts with
+from edge_agent.testing import runtime
+runtime()  # libonnxruntime and its OrtEnv: what the first model load starts with
 out = {"mem_base": base, "mem_runtime": mem(), "products": {}}
 calls = int(sys.argv[1])
 with tempfile.TemporaryDirectory() as tmp:

@@ -1,9 +1,13 @@
-"""``twinsync bench``: hub ingest, agent costs and their references, from one run.
+"""``twinsync bench``: hub ingest, agent costs and their references, and the scale
+sections (device swarm, end-to-end latency, backlog drain, scale-out, hub vs a
+Node-RED-style flow), from one run.
 
-Everything runs against private mosquitto and influxd instances started here. Figures
-are reported as ratios against references measured in the same run (raw InfluxDB
-batched writes of the same line shape, raw broker QoS 1 throughput of the same payload
-size), because absolute rates on shared 2-core machines are noise.
+Everything runs against private mosquitto and influxd instances started here (the scale
+sections add a broker secured as deployed). Figures are reported as ratios against
+references measured in the same run (raw InfluxDB batched writes of the same line shape,
+raw broker QoS 1 throughput of the same payload size, a flow with no twin semantics),
+because absolute rates on shared 2-core machines are noise. ``--sections`` picks parts;
+each prints the load average it ran under.
 """
 
 from __future__ import annotations
@@ -11,8 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +26,30 @@ from typing import Any
 from twinsync.services import LocalServices
 
 from ._agent import agent_costs
+from ._drain import drain
 from ._hub_ingest import hub_ingest
+from ._latency import PROBE, latency
 from ._models import model_costs
+from ._nodered import seal_costs
 from ._reference import RawBroker, RawInflux, twin_lines
+from ._swarm import max_sustained, scale_out, swarm_sizes
+from ._swarm_fleet import Swarm, raise_fd_limit
+from ._tables import (
+    drain_table,
+    latency_table,
+    scale_out_table,
+    seal_cost_table,
+    swarm_table,
+    table,
+    throughput_table,
+)
+from ._throughput import throughput
 
 __all__ = ["main"]
+
+#: every section, in the order they run; ``--sections`` picks some
+SECTIONS = ("hub", "agents", "models", "throughput", "swarm", "latency", "drain", "scaleout")
+_SWARM_SECTIONS = ("swarm", "latency", "drain", "scaleout")
 
 #: the issue's memory budget for an agent with its product's 3 models loaded and running
 _RSS_TARGET_MIB = 80
@@ -51,76 +76,179 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--train", action="store_true", help="also time a small `hub train --sim` (~2 min)"
     )
+    p.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated parts to run (default all: {','.join(SECTIONS)})",
+    )
+    scale = p.add_argument_group("scale sections")
+    scale.add_argument("--swarm", default="100,1000,10000", help="swarm sizes (100,1000,10000)")
+    scale.add_argument(
+        "--swarm-rates",
+        default="1000,2000,3000,4000,5000,6000",
+        help="paced deltas/s tried per size, until one is not sustained",
+    )
+    scale.add_argument("--swarm-seconds", type=float, default=15, help="per paced run (15)")
+    scale.add_argument("--swarm-ops", type=int, default=5, help="ops per swarm delta (5)")
+    scale.add_argument("--swarm-procs", type=int, default=2, help="generator processes (2)")
+    scale.add_argument(
+        "--latency-max",
+        type=float,
+        default=0,
+        help="deltas/s taken as the max load (default: the swarm section's, at its largest size)",
+    )
+    scale.add_argument("--latency-samples", type=int, default=100, help="probe signals (100)")
+    scale.add_argument("--drain-devices", type=int, default=1000, help="(1000)")
+    scale.add_argument("--drain-hours", type=float, default=24, help="offline time (24)")
+    scale.add_argument(
+        "--drain-interval", type=float, default=60, help="seconds between backlog deltas (60)"
+    )
+    scale.add_argument("--drain-ops", type=int, default=2, help="ops per backlog delta (2)")
+    scale.add_argument("--scaleout-devices", type=int, default=1000, help="(1000)")
+    scale.add_argument("--scaleout-deltas", type=int, default=60_000, help="per run (60000)")
+    scale.add_argument(
+        "--throughput-deltas", type=int, default=20_000, help="per hub/flow run (20000)"
+    )
     return p
 
 
-def _row(cells: Sequence[str], widths: Sequence[int]) -> str:
-    first, *rest = cells
-    return "  ".join(
-        [first.ljust(widths[0]), *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True))]
-    )
-
-
-def _table(title: str, header: Sequence[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    out = [title, _row(header, widths), _row(["-" * w for w in widths], widths)]
-    out += [_row(r, widths) for r in rows]
-    return "\n".join(out)
-
-
-async def _bench(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
-    ops_list = [int(x) for x in args.ops.split(",") if x]
-    figures: dict[str, Any] = {"hub": [], "agents": []}
+async def _bench(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -> None:
+    """Run the chosen sections, filling ``figures`` as each one ends."""
+    sections = set(args.sections.split(","))
     with LocalServices(tmp / "services") as svc:
         print(f"services: mosquitto :{svc.mosquitto.port}, influxd {svc.influxd.url}", flush=True)
-        raw_lines = twin_lines(args.raw_lines)
-        influx = svc.influxd.hub_settings("bench")  # url and credentials; runs pick databases
-        raw_influx = await RawInflux(
-            svc.influxd.url, "bench_raw", svc.influxd.username, svc.influxd.password
-        ).run(raw_lines)
-        figures["raw_influx_lines_per_s"] = raw_influx
-        print(f"raw InfluxDB: {raw_influx:,.0f} lines/s (1 field per line)", flush=True)
-        broker = RawBroker("127.0.0.1", svc.mosquitto.port)
-        for ops in ops_list:
-            r = await hub_ingest(
-                tmp / f"hub{ops}",
+        if "hub" in sections:
+            await _hub_section(args, tmp, svc, figures)
+        if "agents" in sections:
+            influx = svc.influxd.hub_settings("bench")
+            for a in await agent_costs(
+                tmp / "agents", svc.mosquitto.port, influx, days=args.agent_days
+            ):
+                figures["agents"].append(a.__dict__)
+                on = f"models on: {', '.join(a.models) or 'none serving'}"
+                print(
+                    f"agent {a.product} ({a.mode}, "
+                    f"{on if a.models_enabled else 'models off'}): "
+                    f"{a.signals:,} signals, peak RSS {a.rss_peak / 2**20:.1f} MiB",
+                    flush=True,
+                )
+        if "throughput" in sections:
+            figures["throughput"] = await throughput(
+                tmp / "throughput",
                 svc.mosquitto.port,
-                influx,
+                svc.influxd.hub_settings("bench"),
+                deltas=args.throughput_deltas,
                 devices=args.devices,
-                deltas=max(args.devices, min(args.deltas, args.values // ops)),
-                ops_per_delta=ops,
             )
-            raw_broker = await asyncio.to_thread(
-                broker.run, int(r.payload_bytes), min(args.deltas, 20_000)
-            )
-            figures["hub"].append(
-                {
-                    **r.__dict__,
-                    "values_per_s": r.values_per_s,
-                    "lines_per_s": r.lines_per_s,
-                    "deltas_per_s": r.deltas_per_s,
-                    "raw_broker_msgs_per_s": raw_broker,
-                }
-            )
-            print(
-                f"hub ingest, {ops} ops/delta: {r.values_per_s:,.0f} values/s, "
-                f"{r.deltas_per_s:,.0f} deltas/s (raw broker {raw_broker:,.0f} msg/s)",
-                flush=True,
-            )
-        for a in await agent_costs(
-            tmp / "agents", svc.mosquitto.port, influx, days=args.agent_days
-        ):
-            figures["agents"].append(a.__dict__)
-            on = f"models on: {', '.join(a.models) or 'none serving'}"
-            print(
-                f"agent {a.product} ({a.mode}, {on if a.models_enabled else 'models off'}): "
-                f"{a.signals:,} signals, peak RSS {a.rss_peak / 2**20:.1f} MiB",
-                flush=True,
-            )
-    figures["models"] = await asyncio.to_thread(model_costs)
+            figures["seal_costs"] = await asyncio.to_thread(seal_costs)
+        if sections & set(_SWARM_SECTIONS):
+            await asyncio.to_thread(_scale, args, sections, tmp, svc, figures)
+    if "models" in sections:
+        figures["models"] = await asyncio.to_thread(model_costs)
     if args.train:
         figures["training"] = await asyncio.to_thread(_train_time, tmp / "train")
-    return figures
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x]
+
+
+def _scale(
+    args: argparse.Namespace,
+    sections: set[str],
+    tmp: Path,
+    svc: LocalServices,
+    figures: dict[str, Any],
+) -> None:
+    """The swarm-based sections, on one provisioned fleet and one secured broker."""
+    sizes = _ints(args.swarm)
+    wanted = [*sizes, args.drain_devices, args.scaleout_devices]
+    procs = args.swarm_procs
+    with Swarm(tmp / "swarm", svc, max(wanted), extra=[(PROBE, "thermostat")]) as swarm:
+        figures["idle_broker_rss"] = swarm.idle_broker_rss
+        if "swarm" in sections:
+            runs = swarm_sizes(
+                swarm,
+                sizes,
+                rates=[float(r) for r in args.swarm_rates.split(",")],
+                seconds=args.swarm_seconds,
+                ops=args.swarm_ops,
+                procs=procs,
+            )
+            figures["swarm"] = {str(k): [d.as_dict() for d in v] for k, v in runs.items()}
+            figures["swarm_max"] = max_sustained(runs[max(sizes)])
+        if "latency" in sections:
+            top = args.latency_max or figures.get("swarm_max") or 2000.0
+            figures["latency"] = latency(
+                swarm,
+                devices=max(sizes),
+                max_rate=top,
+                ops=args.swarm_ops,
+                samples=args.latency_samples,
+                procs=procs,
+            )
+        if "drain" in sections:
+            figures["drain"] = drain(
+                swarm,
+                devices=args.drain_devices,
+                hours=args.drain_hours,
+                interval_s=args.drain_interval,
+                ops=args.drain_ops,
+                procs=procs,
+            )
+        if "scaleout" in sections:
+            figures["scaleout"] = [
+                d.as_dict()
+                for d in scale_out(
+                    swarm,
+                    devices=args.scaleout_devices,
+                    total=args.scaleout_deltas,
+                    ops=args.swarm_ops,
+                    procs=procs,
+                )
+            ]
+        swarm.stop_hubs()
+
+
+async def _hub_section(
+    args: argparse.Namespace, tmp: Path, svc: LocalServices, figures: dict[str, Any]
+) -> None:
+    """Hub ingest per delta size, against raw InfluxDB and the raw broker."""
+    ops_list = _ints(args.ops)
+    raw_lines = twin_lines(args.raw_lines)
+    influx = svc.influxd.hub_settings("bench")  # url and credentials; runs pick databases
+    raw_influx = await RawInflux(
+        svc.influxd.url, "bench_raw", svc.influxd.username, svc.influxd.password
+    ).run(raw_lines)
+    figures["raw_influx_lines_per_s"] = raw_influx
+    print(f"raw InfluxDB: {raw_influx:,.0f} lines/s (1 field per line)", flush=True)
+    broker = RawBroker("127.0.0.1", svc.mosquitto.port)
+    for ops in ops_list:
+        r = await hub_ingest(
+            tmp / f"hub{ops}",
+            svc.mosquitto.port,
+            influx,
+            devices=args.devices,
+            deltas=max(args.devices, min(args.deltas, args.values // ops)),
+            ops_per_delta=ops,
+        )
+        raw_broker = await asyncio.to_thread(
+            broker.run, int(r.payload_bytes), min(args.deltas, 20_000)
+        )
+        figures["hub"].append(
+            {
+                **r.__dict__,
+                "values_per_s": r.values_per_s,
+                "lines_per_s": r.lines_per_s,
+                "deltas_per_s": r.deltas_per_s,
+                "raw_broker_msgs_per_s": raw_broker,
+            }
+        )
+        print(
+            f"hub ingest, {ops} ops/delta: {r.values_per_s:,.0f} values/s, "
+            f"{r.deltas_per_s:,.0f} deltas/s (raw broker {raw_broker:,.0f} msg/s)",
+            flush=True,
+        )
 
 
 def _train_time(out: Path) -> dict[str, float]:
@@ -136,7 +264,30 @@ def _train_time(out: Path) -> dict[str, float]:
     }
 
 
-def _report(f: dict[str, Any]) -> str:
+def _report(f: dict[str, Any], args: argparse.Namespace) -> str:
+    parts = []
+    if f["hub"]:
+        parts.append(_hub_report(f))
+    if f["agents"]:
+        parts.append(_agents_report(f))
+    if "models" in f:
+        parts.append(_models_report(f))
+    if "throughput" in f:
+        parts += [throughput_table(f["throughput"]), seal_cost_table(f["seal_costs"])]
+    if "swarm" in f:
+        parts.append(swarm_table(f["swarm"], args.swarm_ops, f["idle_broker_rss"]))
+    if "latency" in f:
+        parts.append(latency_table(f["latency"]))
+    if "drain" in f:
+        parts.append(drain_table(f["drain"]))
+    if "scaleout" in f:
+        parts.append(scale_out_table(f["scaleout"]))
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    parts.append(f"{f['date']}; load average at the end (1, 5, 15 min): {load}")
+    return "\n\n".join(parts)
+
+
+def _hub_report(f: dict[str, Any]) -> str:
     raw = f["raw_influx_lines_per_s"]
     hub_rows = [
         [
@@ -152,7 +303,7 @@ def _report(f: dict[str, Any]) -> str:
         ]
         for h in f["hub"]
     ]
-    hub = _table(
+    return table(
         f"Hub ingest end to end (durable in InfluxDB, signatures verified); "
         f"raw InfluxDB reference: {raw:,.0f} lines/s of 1 field",
         [
@@ -168,6 +319,9 @@ def _report(f: dict[str, Any]) -> str:
         ],
         hub_rows,
     )
+
+
+def _agents_report(f: dict[str, Any]) -> str:
     agent_rows = [
         [
             a["product"],
@@ -185,7 +339,7 @@ def _report(f: dict[str, Any]) -> str:
         ]
         for a in f["agents"]
     ]
-    agents = _table(
+    return table(
         "Edge agent process (twinsync edge run) fed over its ingest socket, real hub acking; "
         f"RSS target with models on: {_RSS_TARGET_MIB} MiB",
         [
@@ -204,19 +358,22 @@ def _report(f: dict[str, Any]) -> str:
         ],
         agent_rows,
     )
+
+
+def _models_report(f: dict[str, Any]) -> str:
     m = f["models"]
     model_rows = [
         [product, kind, f"{t[0]:.1f}", f"{t[1]:.1f}"]
         for product, kinds in sorted(m["products"].items())
         for kind, t in kinds.items()
     ]
-    models = _table(
+    models = table(
         "Default models in one process (onnxruntime's C API via ctypes, 1 thread), "
         "single-row predictions",
         ["product", "model", "median µs", "p99 µs"],
         model_rows,
     )
-    models += "\n\n" + _table(
+    models += "\n\n" + table(
         "Agent-sized process (edge imports, then ModelStore), RSS and its anonymous part",
         ["loaded", "RSS MiB", "anon MiB", "threads"],
         [
@@ -237,7 +394,7 @@ def _report(f: dict[str, Any]) -> str:
             f"\nhub training: {t['per_1000']:.0f} s per 1,000 customer-device pairs "
             f"({t['twins']:.0f} pairs, {t['seconds']:.0f} s, simulation and evaluation included)"
         )
-    return f"{hub}\n\n{agents}\n\n{models}"
+    return models
 
 
 def _models_cell(a: dict[str, Any]) -> str:
@@ -250,12 +407,26 @@ def _models_cell(a: dict[str, Any]) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``twinsync bench``; prints the table, returns the exit code."""
     args = _parser().parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="twinsync-bench-") as tmp:
-        figures = asyncio.run(_bench(args, Path(tmp)))
+    unknown = set(args.sections.split(",")) - set(SECTIONS)
+    if unknown:
+        print(
+            f"twinsync bench: unknown section(s) {', '.join(sorted(unknown))}; "
+            f"choose from {','.join(SECTIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    # 10,000 device connections: the broker and the generators inherit this limit.
+    raise_fd_limit(65536)
+    figures: dict[str, Any] = {"hub": [], "agents": [], "date": time.strftime("%Y-%m-%d")}
+    try:
+        with tempfile.TemporaryDirectory(prefix="twinsync-bench-") as tmp:
+            asyncio.run(_bench(args, Path(tmp), figures))
+    finally:
+        # What the sections that finished measured is kept, even if a later one failed.
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
     print()
-    print(_report(figures))
-    if args.json:
-        args.json.write_text(json.dumps(figures, indent=2))
+    print(_report(figures, args))
     return 0
 
 

@@ -17,7 +17,16 @@ from cloud_hub.registry import (
 from cloud_hub.store import InfluxStore
 
 from ._config import HubConfig, LimitSettings, WebhookSettings, load_hub_config
-from ._errors import AuthError, CloudHubError, ConfigError, RegistryError, RolloutError, StoreError
+from ._errors import (
+    AuthError,
+    CloudHubError,
+    ConfigError,
+    IncompleteError,
+    RegistryError,
+    RequestError,
+    RolloutError,
+    StoreError,
+)
 from ._hub import Hub
 from ._metrics import Metrics
 
@@ -31,11 +40,13 @@ __all__ = [
     "DeviceRecord",
     "Hub",
     "HubConfig",
+    "IncompleteError",
     "InfluxStore",
     "LimitSettings",
     "Metrics",
     "Registry",
     "RegistryError",
+    "RequestError",
     "RolloutError",
     "StoreError",
     "WebhookSettings",

@@ -11,20 +11,20 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from protocol import (
     SettingsError,
     TwinSyncError,
     check_brand,
-    layer_settings,
-    validate_settings,
+    load_settings,
 )
 
 from ._addresses import parse_allow
 from ._errors import ConfigError
+from ._state_url import StateUrl, parse_state_url
 
-__all__ = ["HubConfig", "load_hub_config"]
+__all__ = ["HubConfig", "StateSettings", "load_hub_config"]
 
 _ENV_PREFIX = "TWINSYNC_HUB__"
 
@@ -115,9 +115,69 @@ class ApiSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    """The device registry (SQLite, shared by all hub instances)."""
+    """The SQLite file of the shared state when ``state.url`` is unset (its older name)."""
 
     path: Path = Path("registry.sqlite")
+
+
+# -- [state]: where the shared hub state lives (cloud_hub/store/_state.py) ------------------
+class StateSettings(_Section):
+    """Where the hub's shared state lives (docs/hub.md, "State store")."""
+
+    #: "" = the SQLite file at registry.path; sqlite:///<file> or postgresql://user@host/db
+    url: str = ""
+    #: the PostgreSQL password (set it from the environment: TWINSYNC_HUB__STATE__PASSWORD)
+    password: SecretStr = SecretStr("")
+    #: file holding the PostgreSQL password (wins over password)
+    password_file: Path | None = None
+    #: PostgreSQL connections each instance keeps open at most
+    pool_size: int = Field(4, ge=1, le=64)
+    #: how long to wait for a connection (PostgreSQL) or a SQLite write lock
+    timeout_s: float = Field(10.0, gt=0, le=300)
+
+    @field_validator("url")
+    @classmethod
+    def _valid_url(cls, value: str) -> str:
+        if value:
+            parse_state_url(value)
+        return value
+
+    @model_validator(mode="after")
+    def _password_for_postgres(self) -> StateSettings:
+        given = self.password.get_secret_value() or self.password_file is not None
+        if given and self.target.scheme == "sqlite":
+            raise ValueError("state.password and state.password_file are for PostgreSQL urls")
+        return self
+
+    @property
+    def target(self) -> StateUrl:
+        """The parsed ``url`` (a SQLite file at ``registry.path`` when unset)."""
+        return parse_state_url(self.url) if self.url else StateUrl("sqlite", path=Path())
+
+    def secret(self) -> str:
+        """The PostgreSQL password: ``password_file``'s content, else ``password``."""
+        if self.password_file is None:
+            return self.password.get_secret_value()
+        try:
+            return self.password_file.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot read state.password_file {self.password_file}: {exc.strerror}"
+            ) from None
+
+    def resolved(self, base: Path, registry_path: Path) -> tuple[StateSettings, Path]:
+        """Paths made absolute against ``base``, and the SQLite file both ``registry.path``
+        and ``state.url`` then name (the old setting is kept as the default's location)."""
+        update: dict[str, Any] = {
+            "password_file": None if self.password_file is None else base / self.password_file
+        }
+        target = self.target
+        if target.scheme == "sqlite":
+            registry_path = base / registry_path if not self.url else base / (target.path or "")
+            update["url"] = f"sqlite:///{registry_path}"
+        else:
+            registry_path = base / registry_path  # unused with PostgreSQL, but not relative
+        return self.model_copy(update=update), registry_path
 
 
 class KeySettings(_Section):
@@ -259,6 +319,20 @@ class HubConfig(_Section):
     models: ModelRolloutSettings = ModelRolloutSettings()
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
+    state: StateSettings = StateSettings()
+
+    @model_validator(mode="after")
+    def _one_sqlite_file(self) -> HubConfig:
+        target = self.state.target
+        # With a PostgreSQL url registry.path names nothing the hub opens (it is only the
+        # SQLite default's location), so an example config that sets it stays valid.
+        explicit = "path" in self.registry.model_fields_set and target.scheme == "sqlite"
+        if explicit and self.state.url and target.path != self.registry.path:
+            raise ValueError(
+                "state.url and registry.path name different SQLite files: set state.url only "
+                "(registry.path is the older name of the same setting)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _ceiling_needs_policy(self) -> HubConfig:
@@ -269,27 +343,16 @@ class HubConfig(_Section):
         return self
 
     def resolved(self, base: Path) -> HubConfig:
-        """Copy with relative paths made absolute against ``base``."""
+        """Copy with what is relative made absolute against ``base``: the state store's
+        location (a URL, not a path setting). Path settings already are, as in the agent
+        (``protocol.load_settings``); joining an absolute path to ``base`` keeps it."""
+        state, registry_path = self.state.resolved(base, self.registry.path)
         return self.model_copy(
             update={
-                "registry": self.registry.model_copy(update={"path": base / self.registry.path}),
-                "keys": self.keys.model_copy(update={"secrets_dir": base / self.keys.secrets_dir}),
-                "models": self.models.model_copy(update={"dir": base / self.models.dir}),
-                "api": self.api.model_copy(
-                    update={
-                        "tls_cert_file": _under(base, self.api.tls_cert_file),
-                        "tls_key_file": _under(base, self.api.tls_key_file),
-                    }
-                ),
-                "mqtt": self.mqtt.model_copy(
-                    update={"password_file": _under(base, self.mqtt.password_file)}
-                ),
+                "state": state,
+                "registry": self.registry.model_copy(update={"path": registry_path}),
             }
         )
-
-
-def _under(base: Path, path: Path | None) -> Path | None:
-    return None if path is None else base / path
 
 
 def load_hub_config(
@@ -309,14 +372,16 @@ def load_hub_config(
             raise ConfigError(f"cannot read hub config {file}: {exc.strerror}") from exc
         base = file.resolve().parent
     try:
-        data = layer_settings(
+        config = load_settings(
+            HubConfig,
             text,
+            what="hub config",
             source=f"hub config {path}",
             environ=os.environ if environ is None else environ,
             prefix=_ENV_PREFIX,
+            base=base,
             overrides=overrides,
         )
-        config = validate_settings(HubConfig, data, what="hub config")
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
     return config.resolved(base)

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-
-from protocol import Envelope, MessageKind, SigningKey, packb, seal
+from protocol import Envelope, MessageKind, SigningKey, SystemClock, packb, seal
 
 __all__ = ["seal_downlink"]
 
@@ -20,14 +18,15 @@ def seal_downlink(
     sent_ms: int | None = None,
 ) -> bytes:
     """A signed envelope of ``kind`` from the hub to ``device`` (or ``broadcast``);
-    ``body`` is a protocol body with ``to_wire()``."""
+    ``body`` is a protocol body with ``to_wire()``. The hub always passes ``sent_ms``
+    from its clock; tests that seal their own messages may leave it to the system clock."""
     envelope = Envelope(
         kind=kind,
         brand=brand,
         device=device,
         seq=seq,
         kid=key.kid,
-        sent_ms=time.time_ns() // 1_000_000 if sent_ms is None else sent_ms,
+        sent_ms=SystemClock().now_ms() if sent_ms is None else sent_ms,
         body=packb(body.to_wire()),  # type: ignore[attr-defined]
     )
     return seal(envelope, key)

@@ -5,8 +5,14 @@
         await hub.wait()          # until a fatal error; cancel to stop
 
 It holds no state two instances could disagree on: twin state lives in InfluxDB, devices
-in the shared registry, and the replay windows are a per-instance optimisation seeded
-from InfluxDB (a write repeated by another instance is a no-op).
+and the rest of the shared state in the state store (``config.state``: a SQLite file on
+one host, PostgreSQL across hosts), and the replay windows are a per-instance
+optimisation seeded from InfluxDB (a write repeated by another instance is a no-op).
+
+This is the composition root: the state store is opened once when the hub starts
+(waiting while the database is unavailable), and every part is built on it with its
+collaborators passed by keyword (nothing is wired in afterwards), the hub's one clock
+among them.
 """
 
 from __future__ import annotations
@@ -36,18 +42,25 @@ from cloud_hub.api import (
 from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
 from cloud_hub.models import ModelPublisher, ModelRepo, RolloutStore, url_signer
 from cloud_hub.privacy import (
+    ConsentChanges,
+    DeviceCommands,
     EgressPolicy,
     Erasures,
+    FieldBlocks,
+    IngestPolicy,
     Objections,
     Rectifier,
     Relinks,
+    RequestLedger,
     RetentionSweeper,
+    Subjects,
+    Tombstones,
     Webhooks,
     WebhookSender,
     ensure_ceiling,
 )
 from cloud_hub.registry import Registry, ensure_hub_key
-from cloud_hub.store import InfluxStore, TwinReader
+from cloud_hub.store import InfluxStore, StateStore, TwinReader, wait_for_state
 from protocol import Clock, SystemClock, hub_box_key
 
 from ._config import HubConfig
@@ -63,73 +76,40 @@ log = logging.getLogger("cloud_hub")
 class Hub:
     """One hub instance."""
 
-    def __init__(self, config: HubConfig, *, clock: Clock | None = None) -> None:
+    # Built by __aenter__ once the state store is open (:meth:`_build`).
+    registry: Registry
+    tombstones: Tombstones
+    blocks: FieldBlocks
+    reader: TwinReader
+    feed: SegmentFeed
+    api_keys: ApiKeys
+    webhooks: Webhooks
+    subjects: Subjects
+    ledger: RequestLedger
+    erasures: Erasures
+    relinks: Relinks
+    policy: IngestPolicy
+    objections: Objections
+    rectifier: Rectifier
+    consent: ConsentChanges
+    models: ModelRepo
+    rollouts: RolloutStore
+    retention: RetentionSweeper
+
+    def __init__(
+        self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
+    ) -> None:
         self.config = config
+        #: every wall-clock time the hub reads or stamps comes from this one clock
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
-        self.registry = Registry(config.registry.path)
+        #: the shared state (cloud_hub.store): passed in (its owner closes it), or opened
+        #: from ``config.state`` when the hub starts and closed when it stops
+        self._state_given = state
+        self._state_owned: StateStore | None = None
         self._key = ensure_hub_key(config.keys.secrets_dir)
         self._store = InfluxStore(config.influx)
-        self.reader = TwinReader(self._store, self.registry)
         self.windows = ReplayWindows(config.limits.replay_window)
-        # The hub's box key is derived from its signing key (docs/privacy.md, "Sealed
-        # deltas"): whoever holds the one can open what devices seal to the other.
-        self._verifier = Verifier(
-            self.registry,
-            config.limits,
-            self.clock,
-            self.windows,
-            box_keys=[hub_box_key(self._key)],
-        )
-        self._mqtt = HubMqtt(config.mqtt, self.metrics, self.clock.now_ms)
-        self.api_keys = ApiKeys(config.registry.path)
-        egress = EgressPolicy.for_hub(config, lambda: self.api_port)  # webhooks' targets
-        self.webhooks = Webhooks(config.registry.path, egress)
-        self.erasures = Erasures(
-            config.registry.path,
-            config.keys.secrets_dir,
-            self._store,
-            self._key,
-            publish=lambda topic, payload: self._mqtt.publish(topic, payload, qos=1),
-            notify=self.webhooks.emit,
-        )
-        self.relinks = Relinks(
-            config.registry.path,
-            config.keys.secrets_dir,
-            self._store,
-            self.metrics,
-            is_erased=lambda brand, twin: twin in self.erasures.erased(brand),
-            notify=self.webhooks.emit,
-            grace_s=config.keys.link_grace_s,
-        )
-        self.reader.hidden = self.erasures.blocks.hidden
-        self.objections = Objections(self.erasures, self._store)
-        self.rectifier = Rectifier(config.registry.path, self._store, self.erasures)
-        self._webhook_sender = WebhookSender(self.webhooks, self.metrics)
-        self.models = ModelRepo(config.registry.path, config.models.dir)
-        self.rollouts = RolloutStore(config.registry.path, self.models, self.registry)
-        self._publisher = ModelPublisher(
-            self.rollouts,
-            self._mqtt,
-            self._key,
-            self.clock,
-            self.metrics,
-            base_url=lambda: config.models.public_url or self.api_url,
-            interval_s=config.models.reconcile_s,
-            brands=config.mqtt.brands,
-        )
-        self.feed = SegmentFeed(
-            self.reader.segment_before, self.metrics, self._key, self.clock.now_ms
-        )
-        self._mqtt.on_event = self.feed.deliver
-        self.retention = RetentionSweeper(
-            config.retention,
-            self._store,
-            config.registry.path,
-            self.clock,
-            self.metrics,
-            config.mqtt.brands,
-        )
         #: set once the database (and its retention ceiling) is prepared and the first
         #: broker session began: the loops beside ingest start then
         self._session_started = asyncio.Event()
@@ -140,6 +120,107 @@ class Hub:
         #: set once the store is prepared and the broker confirmed the subscriptions
         self.ready = asyncio.Event()
 
+    def _build(self, state: StateStore) -> None:
+        """Every part that keeps shared state, on ``state``, with its collaborators."""
+        config, clock, metrics, key = self.config, self.clock, self.metrics, self._key
+        store = self._store
+        self.registry = Registry(state=state, clock=clock)
+        # What every instance re-reads from the state store: tombstones and field blocks.
+        self.tombstones = Tombstones(state)
+        self.blocks = FieldBlocks(state)
+        self.reader = TwinReader(store, devices=self.registry, hidden=self.blocks.hidden)
+        # The hub's box key is derived from its signing key (docs/privacy.md, "Sealed
+        # deltas"): whoever holds the one can open what devices seal to the other.
+        self._verifier = Verifier(
+            config.limits,
+            registry=self.registry,
+            clock=clock,
+            windows=self.windows,
+            box_keys=[hub_box_key(key)],
+        )
+        self.feed = SegmentFeed(
+            previous=self.reader.segment_before, metrics=metrics, key=key, clock=clock
+        )
+        self._mqtt = HubMqtt(config.mqtt, metrics=metrics, clock=clock, on_event=self.feed.deliver)
+        self.api_keys = ApiKeys(state=state, clock=clock)
+        egress = EgressPolicy.for_hub(config, lambda: self.api_port)  # webhooks' targets
+        self.webhooks = Webhooks(state=state, clock=clock, egress=egress)
+        self._webhook_sender = WebhookSender(hooks=self.webhooks, metrics=metrics, clock=clock)
+        self._privacy(state)
+        self.models = ModelRepo(state=state, models_dir=config.models.dir, clock=clock)
+        self.rollouts = RolloutStore(
+            state=state, repo=self.models, registry=self.registry, clock=clock
+        )
+        self._publisher = ModelPublisher(
+            store=self.rollouts,
+            mqtt=self._mqtt,
+            key=key,
+            clock=clock,
+            metrics=metrics,
+            base_url=lambda: config.models.public_url or self.api_url,
+            interval_s=config.models.reconcile_s,
+            brands=config.mqtt.brands,
+        )
+        self.retention = RetentionSweeper(
+            config.retention,
+            state=state,
+            store=store,
+            clock=clock,
+            metrics=metrics,
+            brands=config.mqtt.brands,
+        )
+
+    def _privacy(self, state: StateStore) -> None:
+        """The customer's rights: the ingest policy and the data-subject procedures."""
+        config, metrics, clock = self.config, self.metrics, self.clock
+        store, blocks, notify = self._store, self.blocks, self.webhooks.emit
+        self.subjects = subjects = Subjects(config.keys.secrets_dir)
+        commands = DeviceCommands(key=self._key, clock=clock, publish=self._mqtt.publish)
+        self.ledger = ledger = RequestLedger(state=state, key=self._key, clock=clock, notify=notify)
+        self.erasures = Erasures(
+            state=state,
+            tombstones=self.tombstones,
+            blocks=blocks,
+            subjects=subjects,
+            ledger=ledger,
+            commands=commands,
+            store=store,
+            clock=clock,
+        )
+        self.relinks = Relinks(
+            state=state,
+            secrets_dir=config.keys.secrets_dir,
+            store=store,
+            metrics=metrics,
+            clock=clock,
+            is_erased=self.tombstones.is_erased,
+            notify=notify,
+            grace_s=config.keys.link_grace_s,
+        )
+        self.policy = IngestPolicy(
+            tombstones=self.tombstones, blocks=blocks, relinks=self.relinks, metrics=metrics
+        )
+        self.objections = Objections(
+            subjects=subjects,
+            ledger=ledger,
+            blocks=blocks,
+            commands=commands,
+            store=store,
+            clock=clock,
+        )
+        self.rectifier = Rectifier(
+            state=state,
+            subjects=subjects,
+            ledger=ledger,
+            blocks=blocks,
+            commands=commands,
+            store=store,
+            clock=clock,
+        )
+        self.consent = ConsentChanges(
+            commands=commands, ledger=ledger, objections=self.objections, clock=clock, notify=notify
+        )
+
     @property
     def api_url(self) -> str:
         """Base URL of the HTTP API."""
@@ -147,40 +228,64 @@ class Hub:
         return f"{scheme}://{self.config.api.host}:{self.api_port}"
 
     async def _checks(self) -> dict[str, bool]:
-        return {"mqtt": self._mqtt.connected.is_set(), "influx": await self._store.ping()}
+        return {
+            "mqtt": self._mqtt.connected.is_set(),
+            "influx": await self._store.ping(),
+            # the shared views re-read from the state store within the last few seconds
+            "state": self.tombstones.fresh,
+        }
+
+    async def _open_state(self) -> StateStore:
+        """The state store: the one passed in, or ``config.state`` opened now, waiting
+        (logged) while the database is unavailable; a wrong setting ends the start."""
+        if self._state_given is not None:
+            return self._state_given
+        self._state_owned = await wait_for_state(self.config.state)
+        return self._state_owned
 
     async def __aenter__(self) -> Hub:
-        await self._store.__aenter__()
+        state = await self._open_state()
+        try:
+            self._build(state)
+            await self._store.__aenter__()
+        except BaseException:
+            self._close_state()
+            raise
         try:
             app = build_app(
-                self.reader,
-                self.metrics,
-                self._checks,
-                self.feed,
-                self.api_keys,
-                url_signer(self._key),
+                reader=self.reader,
+                metrics=self.metrics,
+                ready=self._checks,
+                feed=self.feed,
+                keys=self.api_keys,
+                url_signer=url_signer(self._key),
+                clock=self.clock,
             )
             add_privacy_routes(
                 app,
                 PrivacyContext(
-                    self.erasures,
-                    self.reader,
-                    self.api_keys,
-                    self.config.influx,
-                    self.webhooks,
-                    self.objections,
-                    self.config.retention,
-                    self.rectifier,
+                    subjects=self.subjects,
+                    ledger=self.ledger,
+                    blocks=self.blocks,
+                    erasures=self.erasures,
+                    objections=self.objections,
+                    rectifier=self.rectifier,
+                    consent=self.consent,
+                    webhooks=self.webhooks,
+                    reader=self.reader,
+                    keys=self.api_keys,
+                    influx=self.config.influx,
+                    retention=self.config.retention,
                 ),
             )
             add_rollout_routes(
                 app,
                 RolloutContext(
-                    self.models,
-                    self.rollouts,
-                    self._publisher,
-                    self.reader,
-                    {self._key.kid: self._key.public},
+                    repo=self.models,
+                    store=self.rollouts,
+                    publisher=self._publisher,
+                    reader=self.reader,
+                    hub_keys={self._key.kid: self._key.public},
                 ),
             )
             api = self.config.api
@@ -264,6 +369,8 @@ class Hub:
     def _loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The background loops, each supervised on its own (cloud_hub._supervise)."""
         return [
+            # tombstones, field blocks and twin links, re-read off the event loop
+            ("views", self._follow_views),
             ("ingest", self._ingest),
             ("publisher", self._after_start(self._publisher.run)),
             ("feed", self._after_start(self.feed.run)),
@@ -273,6 +380,11 @@ class Hub:
             ("removals", self._after_start(self.rectifier.keep_resuming)),
             ("retention", self._after_start(self.retention.run)),
         ]
+
+    async def _follow_views(self) -> None:
+        async with asyncio.TaskGroup() as views:
+            for view in (self.tombstones, self.blocks, self.relinks):
+                views.create_task(view.follow(), name=f"cloud_hub.views.{view.WHAT}")
 
     def _after_start(self, run: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
         """``run`` once the database is prepared and the broker session has begun (as it
@@ -292,15 +404,14 @@ class Hub:
         async with self._mqtt:
             self._session_started.set()
             pipeline = Pipeline(
-                self._mqtt,
-                self._store,
-                self._verifier,
-                self._key,
                 self.config.influx,
-                self.metrics,
-                self.clock,
-                self.erasures,
-                self.relinks,
+                mqtt=self._mqtt,
+                store=self._store,
+                verifier=self._verifier,
+                hub_key=self._key,
+                metrics=self.metrics,
+                clock=self.clock,
+                policy=self.policy,
             )
             run = asyncio.ensure_future(pipeline.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())
@@ -326,6 +437,12 @@ class Hub:
             await self._runner.cleanup()
             self._runner = None
         await self._store.__aexit__(None, None, None)
+        self._close_state()
+
+    def _close_state(self) -> None:
+        if self._state_owned is not None:
+            self._state_owned.close()
+            self._state_owned = None
 
     async def __aexit__(
         self,

@@ -4,8 +4,12 @@ Each loop (ingest, publisher, feed, webhooks, relinks, removals, retention) runs
 is cancelled. If one raises, :func:`supervise` logs it with its traceback, counts it in
 ``twinsync_hub_task_restarts_total{task}`` and starts it again after a capped, jittered
 backoff (0.5 s doubling to 30 s; back to 0.5 s once a run lasted a minute). The loops
-already retry the failures they expect (InfluxDB away); this catches the rest: a SQLite
-file that cannot be opened while descriptors run out, a bug hit by one odd record.
+already retry the failures they expect (InfluxDB away); this catches the rest: the state
+store unavailable (ingest stops rather than decide a device is unknown or write a twin it
+cannot check: the broker redelivers what it held when the next session starts), a file
+that cannot be opened while descriptors run out, a bug hit by one odd record. An outage
+(an error marked ``retryable``) is logged by its message, anything else with its
+traceback.
 
 Fatal, on purpose: :class:`ConfigError` (a setting is wrong; restarting cannot fix it and
 the operator must see the process stop with the message) and anything that is not an
@@ -20,7 +24,7 @@ import logging
 import random
 from collections.abc import Awaitable, Callable
 
-from ._errors import ConfigError
+from ._errors import CloudHubError, ConfigError
 from ._metrics import Metrics
 
 __all__ = ["FIRST_DELAY_S", "HEALTHY_AFTER_S", "MAX_DELAY_S", "supervise"]
@@ -39,6 +43,12 @@ def _fatal(exc: Exception) -> bool:
     return isinstance(exc, ConfigError)
 
 
+def _outage(exc: Exception) -> bool:
+    if isinstance(exc, ExceptionGroup):
+        return all(_outage(e) for e in exc.exceptions if isinstance(e, Exception))
+    return isinstance(exc, CloudHubError) and bool(getattr(exc, "retryable", False))
+
+
 async def supervise(
     name: str,
     run: Callable[[], Awaitable[None]],
@@ -49,6 +59,7 @@ async def supervise(
     healthy_after_s: float = HEALTHY_AFTER_S,
 ) -> None:
     """Run ``run()`` until cancelled, restarting it whenever it raises or returns."""
+    # How long a run lasted is the loop's monotonic time, not the hub's (wall) clock.
     loop = asyncio.get_running_loop()
     delay = first_delay_s
     while True:
@@ -59,7 +70,9 @@ async def supervise(
             if _fatal(exc):
                 raise
             why: str = repr(exc)
-            failure: Exception | None = exc
+            # An outage the loop could not ride out (the state store or InfluxDB away,
+            # ``retryable``) needs no traceback: its message says what is down.
+            failure: Exception | None = None if _outage(exc) else exc
         else:
             # The loops run until cancelled: returning is a bug, but not the hub's end.
             why, failure = "it returned", None

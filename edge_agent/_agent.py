@@ -97,51 +97,64 @@ class Agent:
         cfg = self.config
         self._keys = cfg.keys()
         self._outbox = Outbox(cfg.outbox.path, cfg.outbox.max_bytes, cfg.outbox.max_age_s * 1000)
-        self._book = TwinBook(
-            self._keys.brand_key,
-            cfg.pseudonym.epoch,
-            previous=self._keys.previous,
-            gate=ConsentGate(cfg.consent.optional_default),
-            local_only=LOCAL_ONLY | frozenset(cfg.minimise.keep_local),
-        )
-        # A time-derived first seq: a device whose storage was wiped never reuses old seqs.
-        self._next_seq, self.stats["dropped"] = self._outbox.load(
-            self._book, self.clock.now_ms() * 1000
-        )
+        # Every part gets its collaborators as it is made, so the order below is the
+        # order of need: models before the twin book that runs them, the privacy
+        # handlers and the model updater before the uplink that feeds them.
+        runner: ModelRunner | None = None
         if cfg.models.enabled:
             from ._models import BUILTIN_MODELS, ModelStore  # onnxruntime: only when used
 
             store = ModelStore(
                 cfg.models.dir, cfg.device.product, self._keys.hub, builtin=BUILTIN_MODELS
             )
-            self._book.attach(ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000))
+            runner = ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000)
             self._models = store
             log.info("models serving: %s", ", ".join(sorted(store.running().values())) or "none")
-        self._uplink = Uplink(
-            cfg, self._keys, self._outbox, self.clock, self.stats, self._status_extra
+        self._book = TwinBook(
+            self._keys.brand_key,
+            cfg.pseudonym.epoch,
+            previous=self._keys.previous,
+            gate=ConsentGate(cfg.consent.optional_default),
+            local_only=LOCAL_ONLY | frozenset(cfg.minimise.keep_local),
+            models=runner,
         )
-        self._uplink.models = self._models
+        # A time-derived first seq: a device whose storage was wiped never reuses old seqs.
+        self._next_seq, self.stats["dropped"] = self._outbox.load(
+            self._book, self.clock.now_ms() * 1000
+        )
         self._privacy = DevicePrivacy(
-            self._book,
-            self._outbox,
-            self.clock,
-            self.stats,
-            cfg.device.product,
-            lambda: self._commit([]),
+            book=self._book,
+            outbox=self._outbox,
+            clock=self.clock,
+            stats=self.stats,
+            product=cfg.device.product,
+            seal=lambda: self._commit([]),
         )
-        self._uplink.on_tombstones = self._privacy.forget
-        self._uplink.on_consent = self._privacy.consent_from_hub
+        # Set by the model updater when what runs changed: the uplink publishes the status.
+        status_changed = asyncio.Event()
         if self._models is not None:
             from ._rollout import ModelUpdater
 
             self._updater = ModelUpdater(
-                self._models,
-                self.stats,
-                self._uplink.status_changed.set,
+                store=self._models,
+                stats=self.stats,
+                on_change=status_changed.set,
                 fetch_timeout_s=cfg.models.fetch_timeout_s,
                 ca_file=cfg.models.ca_file,
             )
-            self._uplink.updater = self._updater
+        self._uplink = Uplink(
+            config=cfg,
+            keys=self._keys,
+            outbox=self._outbox,
+            clock=self.clock,
+            stats=self.stats,
+            status_extra=self._status_extra,
+            status_changed=status_changed,
+            models=self._models,
+            updater=self._updater,
+            on_consent=self._privacy.consent_from_hub,
+            on_tombstones=self._privacy.forget,
+        )
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()
         await self._tg.__aenter__()
@@ -153,12 +166,12 @@ class Agent:
             self._tasks.append(self._tg.create_task(self._updater.run(), name=f"{tag}.models"))
         if cfg.ingest.port or cfg.ingest.unix_socket:
             ingest = IngestServer(
-                self.ingest,
-                self._privacy.local_request,
-                cfg.ingest.host,
-                cfg.ingest.port,
-                cfg.ingest.unix_socket,
-                cfg.ingest.max_line_bytes,
+                submit=self.ingest,
+                local=self._privacy.local_request,
+                host=cfg.ingest.host,
+                port=cfg.ingest.port,
+                unix_socket=cfg.ingest.unix_socket,
+                max_line_bytes=cfg.ingest.max_line_bytes,
             )
             try:
                 await ingest.__aenter__()

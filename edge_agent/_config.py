@@ -1,9 +1,9 @@
 """Agent configuration: pydantic model from TOML, then environment, then overrides.
 
 Environment variables ``TWINSYNC_EDGE__<SECTION>__<KEY>`` override the file (values are
-parsed as TOML scalars). Relative paths resolve against the TOML file's directory. Key
-files are read and checked at load time, so a bad bundle fails at start-up, not at the
-first signal.
+parsed as TOML scalars). Relative paths resolve against the TOML file's directory. The
+hub loads its settings with the same function (``protocol.load_settings``). Key files are
+read and checked at load time, so a bad bundle fails at start-up, not at the first signal.
 """
 
 from __future__ import annotations
@@ -26,8 +26,7 @@ from protocol import (
     VerifyKey,
     check_brand,
     check_device,
-    layer_settings,
-    validate_settings,
+    load_settings,
 )
 
 from ._errors import ConfigError
@@ -343,45 +342,21 @@ def load_config(
             raise ConfigError(f"cannot read agent config {file}: {exc.strerror}") from exc
         base = file.resolve().parent
     try:
-        data = layer_settings(
+        config = load_settings(
+            AgentConfig,
             text,
+            what="agent config",
             source=f"agent config {path}",
             environ=env,
             prefix=_ENV_PREFIX,
+            base=base,
             overrides=overrides,
         )
-        config = validate_settings(AgentConfig, data, what="agent config")
     except SettingsError as exc:
         raise ConfigError(str(exc)) from None
+    # Every path setting is now absolute (protocol.load_settings); the ingest socket is
+    # a string setting with a place of its own (systemd's runtime directory).
+    socket = _socket_path(config.ingest.unix_socket, base, env)
     return config.model_copy(
-        update={
-            "device": config.device.model_copy(update={"key_file": base / config.device.key_file}),
-            "pseudonym": config.pseudonym.model_copy(
-                update={
-                    "key_file": base / config.pseudonym.key_file,
-                    "previous": [
-                        p.model_copy(update={"key_file": base / p.key_file})
-                        for p in config.pseudonym.previous
-                    ],
-                }
-            ),
-            "hub": config.hub.model_copy(
-                update={"public_key_files": [base / p for p in config.hub.public_key_files]}
-            ),
-            "outbox": config.outbox.model_copy(update={"path": base / config.outbox.path}),
-            "ingest": config.ingest.model_copy(
-                update={"unix_socket": _socket_path(config.ingest.unix_socket, base, env)}
-            ),
-            "models": config.models.model_copy(update={"dir": base / config.models.dir}),
-            "mqtt": config.mqtt.model_copy(
-                update={
-                    "password_file": None
-                    if config.mqtt.password_file is None
-                    else base / config.mqtt.password_file
-                }
-            ),
-            "security": config.security.model_copy(
-                update={"hub_box_key_file": base / config.security.hub_box_key_file}
-            ),
-        }
+        update={"ingest": config.ingest.model_copy(update={"unix_socket": socket})}
     )

@@ -57,6 +57,7 @@ class IngestServer:
 
     def __init__(
         self,
+        *,
         submit: Submit,
         local: Local,
         host: str,

@@ -221,9 +221,12 @@ class Runtime:
     """The loaded library: its function table, one ``OrtEnv`` and the CPU memory info.
 
     One per process (:func:`runtime`); never released, since sessions need the env.
+    ``api_version`` is the ``OrtApi`` version asked for (:data:`API_VERSION`; the table is
+    append-only, so a later one keeps every position used here): a library that does not
+    offer it is refused with a :class:`ModelError`.
     """
 
-    def __init__(self, library: Path) -> None:
+    def __init__(self, library: Path, *, api_version: int = API_VERSION) -> None:
         try:
             self._lib = ctypes.CDLL(str(library))
             get_base = self._lib.OrtGetApiBase
@@ -236,11 +239,11 @@ class Runtime:
         base = get_base().contents
         #: the library's version string, e.g. "1.32.0"
         self.version = (base.GetVersionString() or b"?").decode()
-        table = base.GetApi(API_VERSION)
+        table = base.GetApi(api_version)
         if not table:
             raise ModelError(
                 f"onnxruntime {self.version} at {library} does not offer C API version "
-                f"{API_VERSION}",
+                f"{api_version}",
                 reason="runtime_missing",
             )
         self.library = library

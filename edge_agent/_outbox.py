@@ -119,6 +119,7 @@ class Outbox:
         book.gate.apply(self.consent_ledger())
         for twin, field in self._db.execute("SELECT twin, field FROM suppressed"):
             book.gate.suppress(twin, (field,))
+        book.restored()
         return int(row[2]), int(row[3])
 
     def box_key(self) -> BoxPrivateKey:

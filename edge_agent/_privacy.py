@@ -42,6 +42,7 @@ class DevicePrivacy:
 
     def __init__(
         self,
+        *,
         book: TwinBook,
         outbox: Outbox,
         clock: Clock,

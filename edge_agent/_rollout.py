@@ -42,10 +42,10 @@ class ModelUpdater:
 
     def __init__(
         self,
+        *,
         store: ModelStore,
         stats: dict[str, int],
         on_change: Callable[[], None],
-        *,
         fetch_timeout_s: float = 60.0,
         retry_max_s: float = 300.0,
         ca_file: str = "",

@@ -58,16 +58,28 @@ AGENT_VERSION = "0.1.0"
 
 
 class Uplink:
-    """Owns the MQTT connection; :meth:`run` until :meth:`close` is called."""
+    """Owns the MQTT connection; :meth:`run` until :meth:`close` is called.
+
+    Every collaborator comes in at construction, by keyword: what the status reports
+    (``status_extra``, the model store ``models``), where hub commands go (``on_consent``,
+    ``on_tombstones``, the model ``updater``; None: that kind is not applied) and the
+    ``status_changed`` event that others set to publish the status now.
+    """
 
     def __init__(
         self,
+        *,
         config: AgentConfig,
         keys: Keys,
         outbox: Outbox,
         clock: Clock,
         stats: dict[str, int],
         status_extra: Callable[[], dict[str, int]],
+        status_changed: asyncio.Event | None = None,
+        models: ModelStore | None = None,
+        updater: ModelUpdater | None = None,
+        on_consent: Callable[[ConsentCommand], None] | None = None,
+        on_tombstones: Callable[[Tombstones], None] | None = None,
     ) -> None:
         self._config = config
         self._keys = keys
@@ -87,19 +99,19 @@ class Uplink:
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
         self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
         self._consent_topic = broadcast_topic(dev.brand, "consent")
-        #: called with each hub-signed consent command (the brand backend's changes)
-        self.on_consent: Callable[[ConsentCommand], None] | None = None
-        #: called with each hub-signed tombstone (erased twins)
-        self.on_tombstones: Callable[[Tombstones], None] | None = None
+        # called with each hub-signed consent command (the brand backend's changes)
+        self._on_consent = on_consent
+        # called with each hub-signed tombstone (erased twins)
+        self._on_tombstones = on_tombstones
         #: set to publish the status now instead of at the next heartbeat
-        self.status_changed = asyncio.Event()
+        self.status_changed = asyncio.Event() if status_changed is None else status_changed
         #: The newest hub-signed desired settings seen (nothing applies them yet); kept
         #: across restarts with the version floor (edge_agent._freshness).
         self.desired: Desired | None = outbox.freshness.desired()
-        #: the agent's model store, when models run: reported in the device status
-        self.models: ModelStore | None = None
-        #: installs the models the hub's rollouts assign (None: models off)
-        self.updater: ModelUpdater | None = None
+        # the agent's model store, when models run: reported in the device status
+        self._models = models
+        # installs the models the hub's rollouts assign (None: models off)
+        self._updater = updater
         self._attempts: dict[int, int] = {}
         hub_box = config.security.hub_box_key()
         #: seals delta bodies to the hub (None: deltas are signed only, in the clear)
@@ -150,7 +162,7 @@ class Uplink:
         return self._seal("status", 0, packb(body.to_wire()))
 
     def _models_status(self) -> dict[str, Any]:
-        store = self.models
+        store = self._models
         if store is None:
             return {}
         return {
@@ -231,7 +243,7 @@ class Uplink:
     async def _session(self, client: aiomqtt.Client) -> None:
         await client.subscribe(self._ack_topic, qos=1)
         await client.subscribe(self._desired_topic, qos=1)
-        if self.updater is not None:
+        if self._updater is not None:
             await client.subscribe(self._model_topic, qos=1)
         await client.subscribe(self._tombstone_topic, qos=1)
         await client.subscribe(self._consent_topic, qos=1)
@@ -333,18 +345,18 @@ class Uplink:
             # Hub time only moves forward here; the device's own clock is never used.
             self._outbox.freshness.observe(env.sent_ms)
             if isinstance(ack, ConsentCommand):
-                if self.on_consent is not None:
-                    self.on_consent(ack)
+                if self._on_consent is not None:
+                    self._on_consent(ack)
                 continue
             if isinstance(ack, Tombstones):
-                if self.on_tombstones is not None:
-                    self.on_tombstones(ack)
+                if self._on_tombstones is not None:
+                    self._on_tombstones(ack)
                 continue
             fresh = self._outbox.freshness
             if isinstance(ack, ModelSet):
-                if self.updater is not None and fresh.admits("model", ack.version, self._stats):
+                if self._updater is not None and fresh.admits("model", ack.version, self._stats):
                     fresh.set_version("model", ack.version)
-                    self.updater.offer(ack)
+                    self._updater.offer(ack)
                 continue
             if isinstance(ack, Desired):
                 # Keep only newer versions: retained and redelivered copies are common.

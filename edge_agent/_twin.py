@@ -63,6 +63,8 @@ class TwinBook:
     rejected: dict[str, int] = field(default_factory=dict)
     gate: ConsentGate = field(default_factory=ConsentGate)
     _twin_cache: dict[str, str] = field(default_factory=dict)
+    #: runs the models on accepted signals (None: models off); given at construction,
+    #: it resumes from the state the outbox restores (:meth:`restored`)
     models: ModelRunner | None = None
     #: fields kept on the device only (data minimisation): the catalog's unshared ones
     #: plus what the deployment adds (``minimise.keep_local``)
@@ -227,12 +229,14 @@ class TwinBook:
             rows += [(twin, STATE_FIELD, state) for twin, state in self.models.take_state()]
         return rows
 
-    def attach(self, models: ModelRunner) -> None:
-        """Run ``models`` on accepted signals, resuming the state restored from disk."""
-        models.restore(self.values)
+    def restored(self) -> None:
+        """The outbox has filled ``values`` from disk: hand the model state among them to
+        :attr:`models`, which resumes from it (without models it stays a plain row)."""
+        if self.models is None:
+            return
+        self.models.restore(self.values)
         for key in [k for k in self.values if k[1] == STATE_FIELD]:
             del self.values[key]
-        self.models = models
 
     @property
     def hlc(self) -> HLC:

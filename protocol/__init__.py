@@ -111,7 +111,14 @@ from ._seal import (
     hub_box_key,
     seal_nonce,
 )
-from ._settings import SettingsError, layer_settings, validate_settings
+from ._settings import (
+    PathBase,
+    SettingsError,
+    layer_settings,
+    load_settings,
+    resolve_paths,
+    validate_settings,
+)
 from ._topics import (
     BROADCAST,
     PREFIX,
@@ -183,6 +190,7 @@ __all__ = [
     "ModelOffer",
     "ModelSet",
     "Op",
+    "PathBase",
     "Purpose",
     "Rejection",
     "Scalar",
@@ -223,11 +231,13 @@ __all__ = [
     "key_id",
     "layer_settings",
     "links_from_wire",
+    "load_settings",
     "normalise_subject",
     "open_envelope",
     "packb",
     "parse_topic",
     "pseudonymize",
+    "resolve_paths",
     "seal",
     "seal_nonce",
     "sha256_hex",

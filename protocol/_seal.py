@@ -300,13 +300,17 @@ class BodyOpener:
 
     The AEAD derived for each (brand, device, device box key, hub box key) is cached, so
     a device's stream costs one X25519 exchange, not one per message. The cache is a pure
-    function of its key: two hub instances can never disagree because of it.
+    function of its key: two hub instances can never disagree because of it. It holds at
+    most ``cache_max`` entries; beyond that the oldest half is forgotten.
     """
 
-    def __init__(self, keys: Iterable[BoxPrivateKey]) -> None:
+    def __init__(self, keys: Iterable[BoxPrivateKey], *, cache_max: int = _CACHE_MAX) -> None:
         self._keys = {k.kid: k for k in keys}
         if not self._keys:
             raise ValueError("a BodyOpener needs at least one hub box key")
+        if cache_max < 2:  # forgetting the oldest half must forget something
+            raise ValueError("a BodyOpener's cache_max must be at least 2")
+        self._cache_max = cache_max
         #: (brand, device, device box pub, hub kid) -> (AEAD, device box kid)
         self._cache: dict[tuple[str, str, bytes, str], tuple[AESGCMSIV, str]] = {}
 
@@ -346,9 +350,9 @@ class BodyOpener:
             aead = _aead(
                 envelope.brand, envelope.device, device_key, hub.public, hub.exchange(device_key)
             )
-            if len(self._cache) >= _CACHE_MAX:
+            if len(self._cache) >= self._cache_max:
                 # Dicts keep insertion order: forget the oldest half.
-                for old in list(self._cache)[: _CACHE_MAX // 2]:
+                for old in list(self._cache)[: self._cache_max // 2]:
                     del self._cache[old]
             cached = self._cache[cache_key] = (aead, device_key.kid)
         aead, device_kid = cached

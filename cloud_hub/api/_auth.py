@@ -3,9 +3,9 @@
 A key is ``tsk_<id>_<secret>``: ``id`` (12 hex) finds the row, ``secret`` (32 random
 bytes, base64url) is checked against its SHA-256 in constant time. The secret has 256
 bits of entropy, so a fast hash is enough (nothing to brute-force); the plain key is
-shown once, when it is created, and never stored or logged. Keys live in the registry's
-SQLite file, shared by every hub instance; a revoked key stops working on every instance
-within :data:`_CACHE_S`.
+shown once, when it is created, and never stored or logged. Keys live in the state store
+(cloud_hub.store), shared by every hub instance; a revoked key stops working on every
+instance within :data:`_CACHE_S`.
 
 Scopes: ``read`` (twins, history, devices, segments, models, rollouts), ``write``
 (changes to twins), ``privacy`` (data-subject requests), ``admin`` (models, cohorts,
@@ -22,19 +22,17 @@ import base64
 import builtins
 import hashlib
 import hmac
+import os
 import re
 import secrets
-import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from cloud_hub._errors import AuthError
-from cloud_hub.store import connect
-from protocol import check_brand
+from cloud_hub.store import StateStore, state_of
+from protocol import Clock, SystemClock, check_brand
 
 __all__ = ["SCOPES", "ApiKey", "ApiKeys"]
 
@@ -43,28 +41,6 @@ _TOKEN = re.compile(r"^tsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _CACHE_S = 5.0
 _CACHE_MAX = 10_000
 _AUDIT_MAX_ROWS = 1000
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS api_keys (
-    key_id      TEXT PRIMARY KEY,
-    brand       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    scopes      TEXT NOT NULL,
-    secret_hash TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL,
-    revoked     INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS audit (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts_ms   INTEGER NOT NULL,
-    brand   TEXT NOT NULL,
-    key_id  TEXT NOT NULL,
-    method  TEXT NOT NULL,
-    route   TEXT NOT NULL,
-    status  INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_brand ON audit (brand, id);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,17 +84,18 @@ def check_scopes(scopes: Iterable[str]) -> frozenset[str]:
 
 
 class ApiKeys:
-    """API keys and the audit log in the shared SQLite file."""
+    """API keys and the audit log in the shared state store."""
 
-    def __init__(self, db_path: Path) -> None:
-        self._db_path = Path(db_path)
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self, state: StateStore | str | os.PathLike[str], *, clock: Clock | None = None
+    ) -> None:
+        # A path is the SQLite state file of a one-host hub (tools and tests).
+        self._state = state_of(state)
+        # The command line makes keys without a hub: the system clock then. The cache's
+        # ages are monotonic (time.monotonic): a wall-clock step must not keep a revoked
+        # key alive.
+        self._clock: Clock = clock or SystemClock()
         self._cache: dict[str, tuple[float, ApiKey | None, str]] = {}
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
 
     def create(self, brand: str, name: str, scopes: Iterable[str]) -> tuple[ApiKey, str]:
         """A new key for ``brand``; returns it and the token (shown only this once)."""
@@ -130,11 +107,19 @@ class ApiKeys:
             )
         key_id = secrets.token_hex(6)
         secret = base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
-        now = time.time_ns() // 1_000_000
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, ?, 0)",
-                (key_id, brand, name, ",".join(sorted(chosen)), _hash(secret), now),
+        now = self._clock.now_ms()
+        with self._state.transaction() as tx:
+            tx.insert(
+                "api_keys",
+                {
+                    "key_id": key_id,
+                    "brand": brand,
+                    "name": name,
+                    "scopes": ",".join(sorted(chosen)),
+                    "secret_hash": _hash(secret),
+                    "created_ms": now,
+                    "revoked": 0,
+                },
             )
         return ApiKey(key_id, brand, name, chosen, now, False), f"tsk_{key_id}_{secret}"
 
@@ -159,8 +144,8 @@ class ApiKeys:
         return key
 
     def _load(self, key_id: str) -> tuple[ApiKey | None, str]:
-        with self._connect() as db:
-            row = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            row = tx.execute(
                 "SELECT brand, name, scopes, secret_hash, created_ms, revoked FROM api_keys "
                 "WHERE key_id=?",
                 (key_id,),
@@ -172,8 +157,8 @@ class ApiKeys:
 
     def list(self, brand: str) -> list[ApiKey]:
         """Every key of ``brand`` (revoked ones included), oldest first."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT key_id, name, scopes, created_ms, revoked FROM api_keys WHERE brand=? "
                 "ORDER BY created_ms, key_id",
                 (brand,),
@@ -184,11 +169,11 @@ class ApiKeys:
 
     def revoke(self, brand: str, key_id: str) -> ApiKey:
         """Revoke one of ``brand``'s keys (AuthError 404 if it has no such key)."""
-        with self._connect() as db:
-            cur = db.execute(
+        with self._state.transaction() as tx:
+            changed = tx.execute(
                 "UPDATE api_keys SET revoked=1 WHERE brand=? AND key_id=?", (brand, key_id)
-            )
-        if cur.rowcount == 0:
+            ).rowcount
+        if changed == 0:
             raise AuthError(
                 f"brand {brand} has no key {key_id!r}", reason="unknown_key", status=404
             )
@@ -200,17 +185,21 @@ class ApiKeys:
     # -- audit -------------------------------------------------------------------------
     def audit(self, brand: str, key_id: str, method: str, route: str, status: int) -> None:
         """Record one request (route is the template, e.g. ``.../twins/{twin}``)."""
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO audit (ts_ms, brand, key_id, method, route, status) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (time.time_ns() // 1_000_000, brand, key_id, method, route, status),
-            )
+        row = {
+            "ts_ms": self._clock.now_ms(),
+            "brand": brand,
+            "key_id": key_id,
+            "method": method,
+            "route": route,
+            "status": status,
+        }
+        with self._state.transaction() as tx:
+            tx.insert("audit", row)
 
     def audit_log(self, brand: str, limit: int = _AUDIT_MAX_ROWS) -> builtins.list[dict[str, Any]]:
         """The newest ``limit`` audit rows of ``brand``, newest first."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT ts_ms, key_id, method, route, status FROM audit WHERE brand=? "
                 "ORDER BY id DESC LIMIT ?",
                 (brand, min(limit, _AUDIT_MAX_ROWS)),

@@ -14,8 +14,10 @@ signed model set, an HMAC over brand, model and file hash with a secret derived 
 hub's signing key (so every instance sharing ``hub.key`` accepts it; nobody without it
 can make one).
 
-Requests that change something, and every ``privacy`` or ``admin`` request, are written
-to the audit log with the route *template*, never the concrete path.
+Refusals are raised as :class:`~cloud_hub.AuthError` and answered by the API's one error
+path (cloud_hub.api._errors). Requests that change something, and every ``privacy`` or
+``admin`` request, are written to the audit log with the route *template*, never the
+concrete path, and the status they were answered with.
 """
 
 from __future__ import annotations
@@ -26,11 +28,11 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from cloud_hub._errors import AuthError
+from cloud_hub._errors import AuthError, CloudHubError, RequestError
 from cloud_hub.models import model_url_signature
 
 from ._auth import ApiKey, ApiKeys
-from ._errors import error_body, error_response
+from ._errors import status_of
 from ._params import ascii_int, query_int
 
 __all__ = [
@@ -70,11 +72,6 @@ def route_scopes(app: web.Application) -> dict[tuple[str, str], str]:
     return dict(scopes)
 
 
-def _deny(error: AuthError) -> web.Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="twinsync"'} if error.status == 401 else {}
-    return error_response(error.status, error.reason, str(error), headers=headers)
-
-
 @web.middleware
 async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate and authorise ``/v1`` requests; audit what must be audited."""
@@ -86,31 +83,27 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     brand = request.match_info.get("brand", "")
     if scope == "device" and _capability_ok(request, brand):
         return await handler(request)
-    try:
-        key = await _authenticate(request)
-        needed = "read" if scope == "device" else scope
-        if key.brand != brand:
-            raise AuthError(
-                f"this key belongs to brand {key.brand!r}, not {brand!r}",
-                reason="wrong_brand",
-                status=403,
-            )
-        if needed not in key.scopes:
-            raise AuthError(
-                f"{request.method} {path} needs scope {needed!r}; this key has "
-                f"{sorted(key.scopes)}",
-                reason="missing_scope",
-                status=403,
-            )
-    except AuthError as exc:
-        return _deny(exc)
+    key = await _authenticate(request)
+    needed = "read" if scope == "device" else scope
+    if key.brand != brand:
+        raise AuthError(
+            f"this key belongs to brand {key.brand!r}, not {brand!r}",
+            reason="wrong_brand",
+            status=403,
+        )
+    if needed not in key.scopes:
+        raise AuthError(
+            f"{request.method} {path} needs scope {needed!r}; this key has {sorted(key.scopes)}",
+            reason="missing_scope",
+            status=403,
+        )
     status = 500
     try:
         response = await handler(request)
         status = response.status
         return response
-    except web.HTTPException as exc:
-        status = exc.status
+    except (web.HTTPException, CloudHubError) as exc:
+        status = status_of(exc)  # what the error path answers for it
         raise
     finally:
         if request.method not in ("GET", "HEAD") or scope in _AUDITED_SCOPES:
@@ -151,9 +144,7 @@ async def _json_object(request: web.Request) -> dict[str, object]:
     except ValueError:
         body = None
     if not isinstance(body, dict):
-        raise web.HTTPBadRequest(
-            text=error_body("bad_json", "send a JSON object"), content_type="application/json"
-        )
+        raise RequestError("send a JSON object", reason="bad_json")
     return body
 
 
@@ -162,19 +153,12 @@ async def create_key(request: web.Request) -> web.Response:
     body = await _json_object(request)
     name, scopes = body.get("name"), body.get("scopes")
     if not isinstance(name, str) or not isinstance(scopes, list):
-        return _deny(
-            AuthError(
-                '"name" (text) and "scopes" (list) are required',
-                reason="bad_key_request",
-                status=400,
-            )
+        raise AuthError(
+            '"name" (text) and "scopes" (list) are required', reason="bad_key_request", status=400
         )
-    try:
-        key, token = await asyncio.to_thread(
-            request.app[KEYS].create, request.match_info["brand"], name, [str(s) for s in scopes]
-        )
-    except AuthError as exc:
-        return _deny(exc)
+    key, token = await asyncio.to_thread(
+        request.app[KEYS].create, request.match_info["brand"], name, [str(s) for s in scopes]
+    )
     return web.json_response({**key.summary(), "token": token}, status=201)
 
 
@@ -187,12 +171,9 @@ async def list_keys(request: web.Request) -> web.Response:
 
 async def revoke_key(request: web.Request) -> web.Response:
     """``DELETE /v1/brands/{brand}/keys/{key_id}``."""
-    try:
-        key = await asyncio.to_thread(
-            request.app[KEYS].revoke, request.match_info["brand"], request.match_info["key_id"]
-        )
-    except AuthError as exc:
-        return _deny(exc)
+    key = await asyncio.to_thread(
+        request.app[KEYS].revoke, request.match_info["brand"], request.match_info["key_id"]
+    )
     return web.json_response(key.summary())
 
 

@@ -9,79 +9,76 @@
 
 The subject identifier travels in the body (never in a URL, which proxies log), is used
 to recompute the twin ids and is then forgotten: it is not stored, logged or audited.
+Refusals are raised (a :class:`~cloud_hub.RequestError` for the request, an
+:class:`~cloud_hub.IncompleteError` when a procedure could not finish) and answered by the
+API's one error path (cloud_hub.api._errors).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
 from cloud_hub._config import InfluxSettings, RetentionSettings
-from cloud_hub._errors import CloudHubError, StoreError
+from cloud_hub._errors import RequestError
 from cloud_hub.privacy import (
     PURPOSE_TEXT,
+    ConsentChanges,
     Erasures,
+    FieldBlocks,
     Objections,
     Rectifier,
+    RequestLedger,
+    Subjects,
     Webhooks,
     parse_rectification,
     twin_export,
 )
 from cloud_hub.store import TwinReader
-from protocol import OPTIONAL_PURPOSES, TwinSyncError, check_notice, check_purposes, check_twin
+from protocol import OPTIONAL_PURPOSES, TwinSyncError, check_notice, check_purposes
 
 from ._auth import ApiKeys
-from ._errors import error_response
+from ._context import CLOCK
 from ._guard import route
+from ._params import path_twin
 
 __all__ = ["PRIVACY", "PrivacyContext", "add_privacy_routes"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PrivacyContext:
     """What the data-subject routes need from the hub."""
 
+    subjects: Subjects
+    ledger: RequestLedger
+    blocks: FieldBlocks
     erasures: Erasures
+    objections: Objections
+    rectifier: Rectifier
+    consent: ConsentChanges
+    webhooks: Webhooks
     reader: TwinReader
     keys: ApiKeys
     influx: InfluxSettings
-    webhooks: Webhooks
-    objections: Objections
     retention: RetentionSettings
-    rectifier: Rectifier
 
 
 PRIVACY = web.AppKey("privacy", PrivacyContext)
 _SUBJECT_MAX = 256
 
 
-#: what a subject request's refusals answer (anything else: 503; a StoreError goes to the
-#: API's one error path, which never shows InfluxDB's own text)
-_STATUS = {"unknown_brand": 404, "bad_subject": 400, "bad_rectification": 400}
-
-
 async def _subject_request(
     request: web.Request,
     act: Callable[[PrivacyContext, str, str, dict[str, Any]], Awaitable[dict[str, Any]]],
-    statuses: Mapping[str, int] = _STATUS,
 ) -> web.Response:
     """Check a request about one subject, run ``act(ctx, brand, subject, body)`` and
-    answer its signed receipt, or the refusal as a JSON error."""
-    checked = await _request(request)
-    if isinstance(checked, web.Response):
-        return checked
-    body, subject = checked
-    try:
-        receipt = await act(request.app[PRIVACY], request.match_info["brand"], subject, body)
-    except StoreError:
-        raise
-    except CloudHubError as exc:
-        return error_response(statuses.get(exc.reason, 503), exc.reason, str(exc))
+    answer its signed receipt."""
+    body, subject = await _request(request)
+    receipt = await act(request.app[PRIVACY], request.match_info["brand"], subject, body)
     return web.json_response(receipt)
 
 
@@ -111,7 +108,6 @@ async def rectification(request: web.Request) -> web.Response:
         lambda ctx, brand, subject, body: ctx.rectifier.rectify(
             brand, subject, parse_rectification(body)
         ),
-        {**_STATUS, "field_suppressed": 409},
     )
 
 
@@ -130,15 +126,11 @@ async def access(request: web.Request) -> web.Response:
     """Everything held about one customer (Art. 15/20): fields, sources, purposes,
     predictions with their model and an explanation, recipients, retention."""
     brand = request.match_info["brand"]
-    checked = await _request(request)
-    if isinstance(checked, web.Response):
-        return checked
-    _body, subject = checked
+    _body, subject = await _request(request)
     ctx = request.app[PRIVACY]
-    received = time.time_ns() // 1_000_000
-    twins = _twins_of(request, brand, subject)
-    if isinstance(twins, web.Response):
-        return twins
+    clock = request.app[CLOCK]
+    received = clock.now_ms()
+    twins = ctx.subjects.twins(brand, subject)
     exports = []
     for twin in twins:
         state = await ctx.reader.state(brand, twin)
@@ -149,7 +141,7 @@ async def access(request: web.Request) -> web.Response:
     settings = ctx.influx
     kept = await ctx.reader.retention(settings.database, settings.retention_policy)
     request_id = await asyncio.to_thread(
-        ctx.erasures.record,
+        ctx.ledger.record,
         brand,
         "access",
         received,
@@ -159,7 +151,7 @@ async def access(request: web.Request) -> web.Response:
         {
             "request_id": request_id,
             "brand": brand,
-            "generated_ms": time.time_ns() // 1_000_000,
+            "generated_ms": clock.now_ms(),
             "twins": exports,
             "purposes": PURPOSE_TEXT,
             "recipients": {
@@ -168,15 +160,15 @@ async def access(request: web.Request) -> web.Response:
             },
             "retention": {**_retention(ctx, kept), "device_outbox": "until the hub confirms"},
             # objections and suppressions in force (the fields they cover are not stored)
-            "restrictions": await asyncio.to_thread(ctx.erasures.blocks.of_twins, brand, twins),
+            "restrictions": await asyncio.to_thread(ctx.blocks.of_twins, brand, twins),
             "pseudonymization": "your identifier never left your devices; twins are keyed "
             "by a keyed hash of it (docs/privacy.md)",
         }
     )
 
 
-async def _request(request: web.Request) -> tuple[dict[str, Any], str] | web.Response:
-    """The JSON body and its checked ``subject``, or the answer refusing them."""
+async def _request(request: web.Request) -> tuple[dict[str, Any], str]:
+    """The JSON body and its checked ``subject`` (400 ``bad_subject`` otherwise)."""
     try:
         body = await request.json()
     except ValueError:
@@ -187,18 +179,10 @@ async def _request(request: web.Request) -> tuple[dict[str, Any], str] | web.Res
         or not isinstance(subject, str)
         or not 1 <= len(subject.strip()) <= _SUBJECT_MAX
     ):
-        return error_response(
-            400, "bad_subject", f'send {{"subject": "<1-{_SUBJECT_MAX} characters>"}}'
+        raise RequestError(
+            f'send {{"subject": "<1-{_SUBJECT_MAX} characters>"}}', reason="bad_subject"
         )
     return body, subject
-
-
-def _twins_of(request: web.Request, brand: str, subject: str) -> list[str] | web.Response:
-    """The subject's twin ids under every key epoch, or the answer refusing the request."""
-    try:
-        return request.app[PRIVACY].erasures.twins_of(brand, subject)
-    except (CloudHubError, TwinSyncError) as exc:
-        return error_response(404 if exc.reason == "unknown_brand" else 400, exc.reason, str(exc))
 
 
 async def change_consent(request: web.Request) -> web.Response:
@@ -208,22 +192,16 @@ async def change_consent(request: web.Request) -> web.Response:
     devices apply it within seconds and their ledger entries reach the twin
     (``GET .../twins/{twin}/consent``)."""
     brand = request.match_info["brand"]
-    checked = await _request(request)
-    if isinstance(checked, web.Response):
-        return checked
-    body, subject = checked
+    body, subject = await _request(request)
     try:
         purposes = dict(check_purposes(body.get("purposes")))
         notice = check_notice(body.get("notice"))
     except TwinSyncError as exc:
-        return error_response(400, "bad_consent", str(exc))
-    twins = _twins_of(request, brand, subject)
-    if isinstance(twins, web.Response):
-        return twins
-    erasures = request.app[PRIVACY].erasures
-    request_id = await asyncio.to_thread(erasures.send_consent, brand, twins, purposes, notice)
+        raise RequestError(str(exc), reason="bad_consent") from None
+    ctx = request.app[PRIVACY]
+    twins = ctx.subjects.twins(brand, subject)
     # Consent to profiling given again ends an objection (cloud_hub.privacy._objection).
-    await request.app[PRIVACY].objections.lift(brand, twins, purposes)
+    request_id = await ctx.consent.change(brand, twins, purposes, notice)
     return web.json_response(
         {"request_id": request_id, "twins": twins, "purposes": purposes, "notice": notice},
         status=202,
@@ -232,11 +210,7 @@ async def change_consent(request: web.Request) -> web.Response:
 
 async def twin_consent(request: web.Request) -> web.Response:
     """``GET .../twins/{twin}/consent``: the current choice per purpose and the ledger."""
-    brand, twin = request.match_info["brand"], request.match_info["twin"]
-    try:
-        check_twin(twin)
-    except TwinSyncError as exc:
-        return error_response(400, "bad_twin", str(exc))
+    brand, twin = request.match_info["brand"], path_twin(request)
     ledger = await request.app[PRIVACY].reader.consent(brand, twin)
     current: dict[str, dict[str, object]] = {}
     for entry in ledger:  # oldest first: later entries win
@@ -261,7 +235,8 @@ async def twin_consent(request: web.Request) -> web.Response:
 
 async def put_webhook(request: web.Request) -> web.Response:
     """``PUT .../webhook`` ``{"url"}``: where erasure and consent events go; answers the
-    signing secret (shown once)."""
+    signing secret (shown once). A URL the egress policy refuses is 400 ``bad_url`` or
+    ``url_refused`` (cloud_hub.privacy._egress)."""
     brand = request.match_info["brand"]
     try:
         body = await request.json()
@@ -269,11 +244,8 @@ async def put_webhook(request: web.Request) -> web.Response:
         body = None
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str):
-        return error_response(400, "bad_url", 'send {"url": "https://..."}')
-    try:
-        secret = await asyncio.to_thread(request.app[PRIVACY].webhooks.register, brand, url)
-    except CloudHubError as exc:
-        return error_response(400, exc.reason, str(exc))
+        raise RequestError('send {"url": "https://..."}', reason="bad_url")
+    secret = await asyncio.to_thread(request.app[PRIVACY].webhooks.register, brand, url)
     return web.json_response({"brand": brand, "url": url, "secret": secret})
 
 
@@ -282,14 +254,14 @@ async def get_webhook(request: web.Request) -> web.Response:
     brand = request.match_info["brand"]
     endpoint = await asyncio.to_thread(request.app[PRIVACY].webhooks.endpoint, brand)
     if endpoint is None:
-        return error_response(404, "no_webhook", "no webhook registered for this brand")
+        raise RequestError("no webhook registered for this brand", reason="no_webhook", status=404)
     return web.json_response({"brand": brand, **endpoint})
 
 
 async def list_requests(request: web.Request) -> web.Response:
     """Every privacy request of the brand, newest first."""
     brand = request.match_info["brand"]
-    rows = await asyncio.to_thread(request.app[PRIVACY].erasures.requests, brand)
+    rows = await asyncio.to_thread(request.app[PRIVACY].ledger.requests, brand)
     return web.json_response({"brand": brand, "requests": rows})
 
 

@@ -9,7 +9,9 @@
     GET  /v1/brands/{brand}/rollouts
     GET  /v1/brands/{brand}/rollouts/{id}                   progress per device
 
-Progress comes from what devices report in their status: a device *runs* the model when
+Refusals are raised as :class:`~cloud_hub.RolloutError` (which carries its status) and
+answered by the API's one error path (cloud_hub.api._errors). Progress comes from what
+devices report in their status: a device *runs* the model when
 its status lists ``name@version``, has *refused* it when its last refusal for that name
 names the version (with the device's reason), and is *pending* otherwise.
 """
@@ -30,7 +32,6 @@ from cloud_hub.models import ModelPublisher, ModelRepo, Rollout, RolloutStore, T
 from cloud_hub.store import TwinReader
 from protocol import MAX_MODEL_BYTES, TwinSyncError, VerifyKey, check_brand
 
-from ._errors import error_body
 from ._guard import route
 from ._params import ascii_int
 
@@ -42,7 +43,7 @@ _MANIFEST_MAX = 64 * 1024
 _JSON_MAX = 4 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RolloutContext:
     """What the rollout routes need from the hub."""
 
@@ -60,33 +61,8 @@ def _ctx(request: web.Request) -> tuple[RolloutContext, str]:
     try:
         brand = check_brand(request.match_info["brand"])
     except TwinSyncError as exc:
-        raise _http(RolloutError(str(exc), reason="bad_brand")) from None
+        raise RolloutError(str(exc), reason="bad_brand") from None
     return request.app[ROLLOUTS], brand
-
-
-def _http(exc: RolloutError) -> web.HTTPException:
-    body = error_body(exc.reason, str(exc))
-    classes: dict[int, type[web.HTTPException]] = {
-        400: web.HTTPBadRequest,
-        404: web.HTTPNotFound,
-        409: web.HTTPConflict,
-        413: web.HTTPRequestEntityTooLarge,
-        422: web.HTTPUnprocessableEntity,
-    }
-    cls = classes.get(exc.status, web.HTTPBadRequest)
-    if cls is web.HTTPRequestEntityTooLarge:
-        return web.HTTPRequestEntityTooLarge(
-            max_size=MAX_MODEL_BYTES, actual_size=0, text=body, content_type="application/json"
-        )
-    return cls(text=body, content_type="application/json")
-
-
-async def _call(fn: Any, *args: Any) -> Any:
-    # SQLite and file work off the event loop; a RolloutError becomes its HTTP answer.
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except RolloutError as exc:
-        raise _http(exc) from None
 
 
 async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
@@ -94,8 +70,8 @@ async def _read_part(part: BodyPartReader, limit: int, what: str) -> bytes:
     while chunk := await part.read_chunk(64 * 1024):
         data += chunk
         if len(data) > limit:
-            raise _http(
-                RolloutError(f"{what} is larger than {limit} bytes", reason="too_large", status=413)
+            raise RolloutError(
+                f"{what} is larger than {limit} bytes", reason="too_large", status=413
             )
     return bytes(data)
 
@@ -104,17 +80,15 @@ async def upload_model(request: web.Request) -> web.Response:
     """``POST .../models``: multipart with parts ``manifest`` (JSON) and ``model`` (ONNX)."""
     ctx, brand = _ctx(request)
     if not request.content_type.startswith("multipart/"):
-        raise _http(
-            RolloutError(
-                "send multipart/form-data with parts 'manifest' and 'model'", reason="bad_upload"
-            )
+        raise RolloutError(
+            "send multipart/form-data with parts 'manifest' and 'model'", reason="bad_upload"
         )
     parts: dict[str, bytes] = {}
     try:
         reader = await request.multipart()
         while (part := await reader.next()) is not None:
             if not isinstance(part, BodyPartReader) or part.name not in ("manifest", "model"):
-                raise _http(RolloutError("unexpected multipart part", reason="bad_upload"))
+                raise RolloutError("unexpected multipart part", reason="bad_upload")
             limit = _MANIFEST_MAX if part.name == "manifest" else MAX_MODEL_BYTES
             parts[part.name] = await _read_part(part, limit, part.name)
     except (ValueError, aiohttp.ClientPayloadError, HttpProcessingError) as exc:
@@ -122,18 +96,14 @@ async def upload_model(request: web.Request) -> web.Response:
         # ValueError (no boundary, truncated), LineTooLong or InvalidHeader (both
         # HttpProcessingError). Its text is logged, the client is told what to send.
         log.info("model upload refused, malformed multipart body: %r", exc)
-        raise _http(
-            RolloutError(
-                "the body is not well-formed multipart/form-data (a line over 8190 bytes, a "
-                "bad part header or a truncated body): send the parts 'manifest' and 'model'",
-                reason="bad_upload",
-            )
+        raise RolloutError(
+            "the body is not well-formed multipart/form-data (a line over 8190 bytes, a "
+            "bad part header or a truncated body): send the parts 'manifest' and 'model'",
+            reason="bad_upload",
         ) from None
     if set(parts) != {"manifest", "model"}:
-        raise _http(
-            RolloutError("both parts 'manifest' and 'model' are required", reason="bad_upload")
-        )
-    model, warnings = await _call(
+        raise RolloutError("both parts 'manifest' and 'model' are required", reason="bad_upload")
+    model, warnings = await asyncio.to_thread(
         ctx.repo.add, brand, parts["manifest"], parts["model"], ctx.hub_keys
     )
     return web.json_response({**model.summary(), "warnings": warnings}, status=201)
@@ -142,7 +112,7 @@ async def upload_model(request: web.Request) -> web.Response:
 async def list_models(request: web.Request) -> web.Response:
     """``GET .../models``."""
     ctx, brand = _ctx(request)
-    models = await _call(ctx.repo.models, brand)
+    models = await asyncio.to_thread(ctx.repo.models, brand)
     return web.json_response({"brand": brand, "models": [m.summary() for m in models]})
 
 
@@ -152,22 +122,22 @@ async def model_file(request: web.Request) -> web.StreamResponse:
     version = ascii_int(request.match_info["version"], 0, 10**9 - 1)
     model = None
     if version is not None:
-        model = await _call(ctx.repo.model, brand, request.match_info["name"], version)
+        model = await asyncio.to_thread(ctx.repo.model, brand, request.match_info["name"], version)
     wanted = request.query.get("sha256")
     if model is None or not model.path.is_file() or wanted not in (None, model.manifest.sha256):
-        raise _http(RolloutError("no such model file", reason="unknown_model", status=404))
+        raise RolloutError("no such model file", reason="unknown_model", status=404)
     return web.FileResponse(model.path, headers={"Content-Type": "application/octet-stream"})
 
 
 async def _json_body(request: web.Request) -> dict[str, Any]:
     if request.content_length is not None and request.content_length > _JSON_MAX:
-        raise _http(RolloutError("request body too large", reason="too_large", status=413))
+        raise RolloutError("request body too large", reason="too_large", status=413)
     try:
         body = await request.json()
     except (ValueError, UnicodeDecodeError):
-        raise _http(RolloutError("body must be a JSON object", reason="bad_json")) from None
+        raise RolloutError("body must be a JSON object", reason="bad_json") from None
     if not isinstance(body, dict):
-        raise _http(RolloutError("body must be a JSON object", reason="bad_json"))
+        raise RolloutError("body must be a JSON object", reason="bad_json")
     return body
 
 
@@ -177,9 +147,9 @@ async def put_cohort(request: web.Request) -> web.Response:
     body = await _json_body(request)
     devices = body.get("devices")
     if not isinstance(devices, list) or not all(isinstance(d, str) for d in devices):
-        raise _http(RolloutError('"devices" must be a list of device ids', reason="bad_cohort"))
+        raise RolloutError('"devices" must be a list of device ids', reason="bad_cohort")
     cohort = request.match_info["cohort"]
-    members = await _call(ctx.store.put_cohort, brand, cohort, devices)
+    members = await asyncio.to_thread(ctx.store.put_cohort, brand, cohort, devices)
     if ctx.publisher is not None:
         ctx.publisher.wake.set()
     return web.json_response({"brand": brand, "cohort": cohort, "devices": members})
@@ -189,7 +159,7 @@ async def get_cohort(request: web.Request) -> web.Response:
     """``GET .../cohorts/{cohort}``."""
     ctx, brand = _ctx(request)
     cohort = request.match_info["cohort"]
-    members = await _call(ctx.store.cohort, brand, cohort)
+    members = await asyncio.to_thread(ctx.store.cohort, brand, cohort)
     return web.json_response({"brand": brand, "cohort": cohort, "devices": members})
 
 
@@ -199,12 +169,9 @@ async def create_rollout(request: web.Request) -> web.Response:
     body = await _json_body(request)
     ref = body.get("model")
     if not isinstance(ref, str):
-        raise _http(RolloutError('"model" must be "name@version"', reason="bad_model"))
-    try:
-        target = Target.parse(body.get("target"))
-    except RolloutError as exc:
-        raise _http(exc) from None
-    rollout = await _call(ctx.store.create, brand, ref, target)
+        raise RolloutError('"model" must be "name@version"', reason="bad_model")
+    target = Target.parse(body.get("target"))
+    rollout = await asyncio.to_thread(ctx.store.create, brand, ref, target)
     if ctx.publisher is not None:
         ctx.publisher.wake.set()
     return web.json_response(rollout.summary(), status=201)
@@ -213,7 +180,7 @@ async def create_rollout(request: web.Request) -> web.Response:
 async def list_rollouts(request: web.Request) -> web.Response:
     """``GET .../rollouts``: every rollout with its progress counts."""
     ctx, brand = _ctx(request)
-    rollouts = await _call(ctx.store.rollouts, brand)
+    rollouts = await asyncio.to_thread(ctx.store.rollouts, brand)
     devices = await ctx.reader.devices(brand)
     return web.json_response(
         {"brand": brand, "rollouts": [_progress(r, devices, detail=False) for r in rollouts]}
@@ -227,9 +194,9 @@ async def get_rollout(request: web.Request) -> web.Response:
     number = ascii_int(raw, 0, 10**18 - 1)
     rollout = None
     if number is not None:
-        rollout = await _call(ctx.store.rollout, brand, number)
+        rollout = await asyncio.to_thread(ctx.store.rollout, brand, number)
     if rollout is None:
-        raise _http(RolloutError(f"no rollout {raw[:40]!r}", reason="unknown_rollout", status=404))
+        raise RolloutError(f"no rollout {raw[:40]!r}", reason="unknown_rollout", status=404)
     devices = await ctx.reader.devices(brand)
     return web.json_response(_progress(rollout, devices, detail=True))
 

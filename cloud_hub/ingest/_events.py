@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from protocol import (
     MODEL_FIELDS,
     PREFIX,
     PRODUCTS,
+    Clock,
     HubSealer,
     Limits,
     SigningKey,
@@ -149,15 +149,16 @@ class SegmentFeed:
 
     def __init__(
         self,
+        *,
         previous: PreviousSegment,
         metrics: Metrics,
         key: SigningKey,
-        now_ms: Callable[[], int] | None = None,
+        clock: Clock,
     ) -> None:
         self._previous = previous
         self._metrics = metrics
         self._sealer = HubSealer(key)
-        self._now_ms = now_ms or (lambda: time.time_ns() // 1_000_000)
+        self._clock = clock
         #: nonce -> sent_ms of announcements taken within the window
         self._seen: OrderedDict[bytes, int] = OrderedDict()
         self._seen_floor = 0
@@ -192,7 +193,7 @@ class SegmentFeed:
         except TwinSyncError as exc:
             self._refuse(topic, exc.reason, str(exc))
             return None
-        now = self._now_ms()
+        now = self._clock.now_ms()
         if abs(message.sent_ms - now) > EVENT_WINDOW_MS or message.sent_ms <= self._seen_floor:
             self._refuse(
                 topic, "stale", f"sent at {message.sent_ms}, now {now} (window {EVENT_WINDOW_MS})"

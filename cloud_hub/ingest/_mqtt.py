@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from cloud_hub._config import MqttSettings
 from cloud_hub._errors import ConfigError
 from cloud_hub._metrics import Metrics
-from protocol import hub_subscriptions
+from protocol import Clock, hub_subscriptions
 
 from ._events import SEGMENT_EVENTS_FILTER, is_event_topic, segment_topic
 from ._inbox import Inbox
@@ -49,11 +49,18 @@ class HubMqtt:
     """paho client wrapper; use as ``async with HubMqtt(...) as mqtt:``."""
 
     def __init__(
-        self, settings: MqttSettings, metrics: Metrics, clock_ms: Callable[[], int]
+        self,
+        settings: MqttSettings,
+        *,
+        metrics: Metrics,
+        clock: Clock,
+        on_event: Callable[[str, bytes], None] | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._now_ms = clock_ms
+        self._clock = clock
+        #: called on the loop with (topic, payload) of hub-to-hub announcements
+        self._on_event = on_event
         self.inbox: Inbox[Incoming] = Inbox(settings.queue_size)
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connected = asyncio.Event()
@@ -78,8 +85,6 @@ class HubMqtt:
         client.on_subscribe = self._on_subscribe
         self._subscribe_mid: int | None = None
         self._client = client
-        #: called on the loop with (topic, payload) of hub-to-hub announcements
-        self.on_event: Callable[[str, bytes], None] | None = None
 
     # paho callbacks run on paho's network thread: hop to the loop for anything else.
     def _on_connect(
@@ -137,10 +142,10 @@ class HubMqtt:
             # Live announcements: nothing to make durable, so acknowledge at once.
             if msg.qos > 0:
                 self._client.ack(msg.mid, msg.qos)
-            if self.on_event is not None:
-                self._call(self.on_event, msg.topic, bytes(msg.payload))
+            if self._on_event is not None:
+                self._call(self._on_event, msg.topic, bytes(msg.payload))
             return
-        incoming = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._now_ms())
+        incoming = Incoming(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._clock.now_ms())
         # Blocking paho's thread while the inbox is full is the backpressure: it stops
         # reading the socket, so the broker stops sending.
         self.inbox.put(incoming)

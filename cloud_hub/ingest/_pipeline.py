@@ -6,6 +6,9 @@ accepted ops of many messages into one InfluxDB write, and only after that write
 the write is retried with capped, jittered backoff and nothing is acked: the broker and the
 devices keep every message until it is stored. Merge needs no hub state: each op is its
 own point (see docs/architecture.md), so at-least-once delivery is exactly-once in effect.
+What of a delta may be stored (erased twins, blocked fields, key rotation's aliases,
+retired key epochs) is the privacy policy's answer (cloud_hub.privacy.IngestPolicy), asked
+per delta and again for each batch just before it is written.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from cloud_hub._config import InfluxSettings
 from cloud_hub._downlink import seal_downlink
 from cloud_hub._errors import StoreError
 from cloud_hub._metrics import Metrics
-from cloud_hub.privacy import Erasures, Relinks
+from cloud_hub.privacy import Generation, IngestPolicy
 from cloud_hub.store import InfluxStore, consent_line, device_line, twin_lines
 from protocol import (
     Ack,
@@ -54,6 +57,8 @@ Verdict = Accepted | Rejected
 
 @dataclass
 class _Batch:
+    #: what the privacy policy knew when the batch was built (re-checked before writing)
+    generation: Generation
     lines: list[str] = field(default_factory=list)
     incoming: list[Incoming] = field(default_factory=list)
     written: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
@@ -65,10 +70,6 @@ class _Batch:
     segments: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
     ops: int = 0
     deltas: int = 0
-    #: tombstones known when the batch was built (re-checked before writing)
-    generation: int = 0
-    #: twin aliases (key rotation) known when the batch was built (likewise)
-    alias_generation: int = 0
 
 
 class Pipeline:
@@ -76,18 +77,17 @@ class Pipeline:
 
     def __init__(
         self,
+        settings: InfluxSettings,
+        *,
         mqtt: HubMqtt,
         store: InfluxStore,
         verifier: Verifier,
         hub_key: SigningKey,
-        settings: InfluxSettings,
         metrics: Metrics,
         clock: Clock,
-        erasures: Erasures,
-        relinks: Relinks | None = None,
+        policy: IngestPolicy,
     ) -> None:
-        self._erasures = erasures
-        self._relinks = relinks
+        self._policy = policy
         self._mqtt = mqtt
         self._store = store
         self._verifier = verifier
@@ -126,13 +126,11 @@ class Pipeline:
 
         Chunk k+1 is verified on the pool while chunk k's lines are built here.
         """
+        # A timeout: the loop's monotonic time, which a wall-clock step cannot stretch.
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.batch_max_wait_ms / 1000
         max_lines = self._settings.batch_max_lines
-        batch = _Batch(
-            generation=self._erasures.generation,
-            alias_generation=self._relinks.generation if self._relinks else 0,
-        )
+        batch = _Batch(generation=self._policy.generation)
         pending: asyncio.Future[list[Verdict]] | None = None
         while True:
             room = max_lines - len(batch.lines)
@@ -176,47 +174,12 @@ class Pipeline:
         skew = incoming.received_ms - verdict.sent_ms
         self._metrics.set("twinsync_hub_device_skew_ms", skew)
         if isinstance(verdict.body, Delta):
-            twins = verdict.body.twins
-            erased = self._erasures.erased(verdict.brand)
-            if erased and any(t.twin in erased for t in twins):
-                # An erased twin never comes back, whatever outbox or late device sends it;
-                # the delta is still acked, so the device lets go of it.
-                dropped = sum(len(t.ops) for t in twins if t.twin in erased)
-                self._metrics.inc("twinsync_hub_erased_ops_dropped_total", dropped)
-                twins = tuple(t for t in twins if t.twin not in erased)
-            consent = verdict.body.consent
-            if self._relinks is not None:
-                if verdict.body.links:
-                    self._relinks.propose(verdict.brand, verdict.device, verdict.body.links)
-                retired = self._relinks.retired(verdict.brand)
-                if retired:
-                    kept = tuple(t for t in twins if int(t.twin.split("-", 1)[0]) not in retired)
-                    if len(kept) != len(twins):
-                        # A device still on a retired key: its pseudonyms can no longer be
-                        # erased by subject, so they are not stored (acked, counted).
-                        self._metrics.inc(
-                            "twinsync_hub_retired_epoch_ops_dropped_total",
-                            sum(len(t.ops) for t in twins) - sum(len(t.ops) for t in kept),
-                        )
-                        twins = kept
-                alias = self._relinks.alias(verdict.brand)
-                if alias and any(t.twin in alias for t in twins):
-                    # Key rotation: the twin lives on under its new id (see _rekey).
-                    self._metrics.inc(
-                        "twinsync_hub_aliased_ops_total",
-                        sum(len(t.ops) for t in twins if t.twin in alias),
-                    )
-                    twins = tuple(t._replace(twin=alias.get(t.twin, t.twin)) for t in twins)
-                if alias:
-                    consent = tuple(e._replace(twin=alias.get(e.twin, e.twin)) for e in consent)
-            twins, blocked = self._erasures.blocks.keep(verdict.brand, twins)
-            if blocked:
-                # Fields the customer objected to or suppressed (cloud_hub.privacy._objection).
-                self._metrics.inc("twinsync_hub_blocked_ops_dropped_total", blocked)
+            # What the customer's rights let through (dropped ops are still acked, so the
+            # device lets go of them).
+            twins, consent = self._policy.admit(verdict.brand, verdict.device, verdict.body)
             batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
             for entry in consent:
-                if entry.twin not in erased:
-                    batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
+                batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
             # A byte search (C speed) spares the per-op scan for the many deltas that
             # carry no segment (field names are plain msgpack strings in the opened body).
             if b".segment" in verdict.body_bytes:
@@ -259,9 +222,9 @@ class Pipeline:
             batch.rejected[key].append(Rejection(seq=verdict.seq, reason=verdict.reason))
 
     async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter()  # a duration: monotonic, not the hub's (wall) clock
         try:
-            await self._write_until_durable(batch.lines, batch.generation, batch.alias_generation)
+            await self._write_until_durable(batch.lines, batch.generation)
         finally:
             writers.release()
         elapsed = time.perf_counter() - t0
@@ -282,21 +245,15 @@ class Pipeline:
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 
-    async def _write_until_durable(
-        self, lines: list[str], generation: int, alias_generation: int = 0
-    ) -> None:
+    async def _write_until_durable(self, lines: list[str], generation: Generation) -> None:
         delay = 0.2
         while True:
-            relinks = self._relinks
-            if relinks is not None and alias_generation != relinks.generation:
-                # Twins moved to a new key epoch since these lines were built: their old
-                # ids are being emptied, so the points go under the new ids.
-                lines, alias_generation = relinks.realias(lines), relinks.generation
-            if generation != self._erasures.generation:
-                # Twins were erased since these lines were built: leave theirs out.
-                lines, generation = self._erasures.without_erased(lines), self._erasures.generation
-                if not lines:
-                    return
+            # Twins erased, aliased or fields blocked since these lines were built (or since
+            # the last try) are applied now: cloud_hub.privacy._policy.
+            checked = self._policy.recheck(lines, generation)
+            if checked is None:
+                return  # every line was of a twin erased meanwhile
+            lines, generation = checked
             try:
                 await self._store.write(lines)
                 self._metrics.set("twinsync_hub_store_up", 1)
@@ -309,8 +266,8 @@ class Pipeline:
                     # over the server's limit): halve it until the refused lines are
                     # isolated, so one bad point cannot block the rest.
                     half = len(lines) // 2
-                    await self._write_until_durable(lines[:half], generation, alias_generation)
-                    await self._write_until_durable(lines[half:], generation, alias_generation)
+                    await self._write_until_durable(lines[:half], generation)
+                    await self._write_until_durable(lines[half:], generation)
                     return
                 if not exc.retryable:
                     log.error("InfluxDB refused a point for good, dropping it: %s", exc)

@@ -1,12 +1,27 @@
 """verify: everything a device message must pass before it may touch InfluxDB.
 
 Order matters: cheap checks first (size, topic, envelope structure), then the registry and
-the signature (so an attacker's payload never reaches the decryption or the body decoder),
-then the seal (a sealed body is opened with the hub's box key; an unsealed delta is refused
-where ``limits.require_sealed`` says so), then the body's schema, timestamps (of ops and of
+the signature (so an attacker's payload never reaches the body decoder), then the seal (a
+sealed body is opened with the hub's box key; an unsealed delta is refused where
+``limits.require_sealed`` says so), then the body's schema, timestamps (of ops and of
 consent entries alike) and the replay window. The result is either :class:`Accepted` or
-:class:`Rejected`, which says whether the device should be told (``ack_rejected``: only a
-correctly signed message from a known device earns a reply).
+:class:`Rejected`, which says whether the device should be told (``ack_rejected``: only an
+authentic message from a known device earns a reply).
+
+A sealed delta is authentic without its Ed25519 signature once the device's signature has
+vouched for its device box key: the AEAD key is derived from X25519(device box key, hub
+box key), so only the holder of that device box key (or of the hub key) can make a body
+that opens, and the associated data binds it to the brand, device, topic, kind and seq.
+So the signature is checked on the first sealed delta of each (device, signing key,
+device box key) and then only when a body fails to open (to say why it is refused); a
+re-provisioned device (new signing key) or a wiped outbox (new box key) starts over, and
+a revoked device is refused before any of this. What the seal does not cover is the
+header's ``sent_ms`` (used only for the clock-skew gauge). docs/privacy.md, "Sealed
+deltas", says what this assumes.
+
+Only the registry lookup touches the state store; when the store cannot answer it raises
+(``StateUnavailableError``) instead of returning a verdict: a message is never refused as
+from an unknown device because the database was down (see :meth:`Verifier.verify`).
 """
 
 from __future__ import annotations
@@ -24,6 +39,8 @@ from protocol import (
     Channel,
     Clock,
     Delta,
+    Envelope,
+    SealedBody,
     Status,
     TwinSyncError,
     decode_body,
@@ -34,6 +51,13 @@ from protocol import (
 from ._mqtt import Incoming
 
 __all__ = ["Accepted", "Rejected", "ReplayWindows", "Verifier"]
+
+#: (device box key, signing key) pairs a hub instance remembers as vouched for; beyond
+#: this the oldest half is forgotten (and re-vouched by the next signed delta), the same
+#: bound as the opener's key cache (protocol._seal)
+VOUCHED_MAX = 100_000
+# brand, device, signing key id, device box public key (raw)
+_Vouch = tuple[str, str, str, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,11 +138,11 @@ class Verifier:
 
     def __init__(
         self,
-        registry: Registry,
         limits: LimitSettings,
+        *,
+        registry: Registry,
         clock: Clock,
         windows: ReplayWindows,
-        *,
         box_keys: Iterable[BoxPrivateKey] = (),
     ) -> None:
         self._registry = registry
@@ -127,6 +151,9 @@ class Verifier:
         self.windows = windows
         self._box_keys: dict[str, BoxPrivateKey] = {}
         self._opener: BodyOpener | None = None
+        #: device box keys a device's signature vouched for (a pure function of the
+        #: messages seen: no two instances can disagree because of it; see the docstring)
+        self._vouched: dict[_Vouch, None] = {}
         for key in box_keys:
             self.add_box_key(key)
 
@@ -136,6 +163,22 @@ class Verifier:
         if key.kid not in self._box_keys:
             self._box_keys[key.kid] = key
             self._opener = BodyOpener(self._box_keys.values())
+
+    def _vouch_of(self, env: Envelope, brand: str, device: str, kid: str) -> _Vouch | None:
+        """What would vouch for a sealed delta: its device, the registry's current signing
+        key (which the header must name) and the device box key its body names."""
+        if env.kind != "delta" or not env.sealed or self._opener is None or env.kid != kid:
+            return None
+        try:
+            return (brand, device, kid, SealedBody.parse(env.body).device_key.raw)
+        except TwinSyncError:
+            return None  # malformed: the full path refuses it (bad_seal) after the signature
+
+    def _vouch(self, vouch: _Vouch) -> None:
+        if len(self._vouched) >= VOUCHED_MAX:
+            for old in list(self._vouched)[: VOUCHED_MAX // 2]:
+                del self._vouched[old]
+        self._vouched[vouch] = None
 
     def verify(self, incoming: Incoming) -> Accepted | Rejected:
         """Run every check on one MQTT message."""
@@ -163,16 +206,24 @@ class Verifier:
             return Rejected(
                 incoming, "wrong_kind", f"{env.kind!r} message on {where.channel} topic", **ident
             )
+        # A registry that cannot answer (the state store down) raises StateUnavailableError
+        # out of here on purpose: the batch ends unwritten and un-PUBACKed and ingest is
+        # restarted (cloud_hub._supervise), so the broker redelivers it once the store is
+        # back. Answering "unknown_device" would refuse a genuine device's delta.
         record = self._registry.get(env.brand, env.device)
         if record is None:
             return Rejected(incoming, "unknown_device", "device is not provisioned", **ident)
         if record.revoked:
             return Rejected(incoming, "revoked", "device was revoked", **ident)
-        try:
-            signed.verify(record.key)
-        except TwinSyncError as exc:
-            return Rejected(incoming, exc.reason, str(exc), **ident)
-        # From here on the sender is authentic: permanent errors are worth telling it.
+        vouch = self._vouch_of(env, record.brand, record.device, record.key.kid)
+        vouched = vouch is not None and vouch in self._vouched
+        if not vouched:
+            try:
+                signed.verify(record.key)
+            except TwinSyncError as exc:
+                return Rejected(incoming, exc.reason, str(exc), **ident)
+        # From here on the sender is authentic (or its sealed body will not open):
+        # permanent errors are worth telling it.
         tell = env.kind == "delta"
         body_bytes = env.body
         if env.sealed:
@@ -188,7 +239,16 @@ class Verifier:
             try:
                 body_bytes = self._opener.open(env)
             except TwinSyncError as exc:
+                if vouched:
+                    # Refused either way; the signature tells a forgery from a device's
+                    # own bad seal, so the reason is the one the full check gives.
+                    try:
+                        signed.verify(record.key)
+                    except TwinSyncError as forged:
+                        return Rejected(incoming, forged.reason, str(forged), **ident)
                 return Rejected(incoming, exc.reason, str(exc), **ident)
+            if vouch is not None and not vouched:
+                self._vouch(vouch)
         elif tell and self._limits.requires_sealed(env.brand):
             # Not acked either: once the device seals, it resends these from its outbox.
             return Rejected(

@@ -5,8 +5,9 @@ recomputes each device's desired set (:meth:`RolloutStore.desired`) and publishe
 sets that changed, hub-signed and **retained** on ``ts/v1/{brand}/{device}/model``: a
 device that is offline gets its set when it reconnects, and a device provisioned later
 gets it on the next pass. The set's version increases per device, so a device can ignore
-a stale copy. The SQLite work runs in a thread; publishing is paho's (QoS 1 survives a
-broker reconnect).
+a stale copy. The state store's work runs in a thread; publishing is paho's (QoS 1
+survives a broker reconnect). Every instance runs this loop; the store's lock on a brand's
+sets (cloud_hub.models._rollouts) lets one of them number and publish each change.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -53,12 +53,12 @@ class ModelPublisher:
 
     def __init__(
         self,
+        *,
         store: RolloutStore,
         mqtt: Publish,
         key: SigningKey,
         clock: Clock,
         metrics: Metrics,
-        *,
         base_url: Callable[[], str],
         interval_s: float,
         brands: Sequence[str] = (),
@@ -85,7 +85,8 @@ class ModelPublisher:
             try:
                 messages = await asyncio.to_thread(self._due, self._resend_all)
                 self._resend_all = False
-            except (TwinSyncError, sqlite3.Error, OSError) as exc:
+            except (TwinSyncError, OSError) as exc:
+                # StateStoreError (the state store down or busy) is a TwinSyncError too.
                 log.warning("model rollout pass failed (%s); retrying", exc)
                 self._metrics.inc("twinsync_hub_rollout_errors_total")
                 messages = []

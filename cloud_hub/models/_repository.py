@@ -1,6 +1,6 @@
 """The model repository: models brands upload for rollout (manifest + ONNX file).
 
-Manifests live in the registry's SQLite file (shared by every hub instance), files in
+Manifests live in the state store (cloud_hub.store, shared by every hub instance), files in
 ``models.dir`` as ``<brand>/<sha256>.onnx``: content-addressed, so a file is never
 overwritten in place and two versions with one file share it. The hub does not vouch for
 a model: an upload must be well formed and its file must match the manifest, while a
@@ -12,19 +12,18 @@ and report what they run or refused in their status.
 from __future__ import annotations
 
 import os
-import sqlite3
-import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cloud_hub._errors import RolloutError
-from cloud_hub.store import connect
+from cloud_hub.store import StateStore
 from protocol import (
     ANOMALY_FEATURES,
+    Clock,
     ModelManifest,
     SchemaError,
+    SystemClock,
     TwinSyncError,
     VerifyKey,
     check_brand,
@@ -32,19 +31,6 @@ from protocol import (
 )
 
 __all__ = ["ModelRepo", "StoredModel"]
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    brand       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    product     TEXT NOT NULL,
-    sha256      TEXT NOT NULL,
-    manifest    TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL,
-    PRIMARY KEY (brand, name, version)
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,15 +61,11 @@ class StoredModel:
 class ModelRepo:
     """Uploaded models of every brand."""
 
-    def __init__(self, db_path: Path, models_dir: Path) -> None:
-        self._db_path = Path(db_path)
+    def __init__(self, *, state: StateStore, models_dir: Path, clock: Clock | None = None) -> None:
+        self._state = state
         self._dir = Path(models_dir)
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
+        # The command line uploads without a hub: the system clock then.
+        self._clock: Clock = clock or SystemClock()
 
     def add(
         self, brand: str, manifest_json: bytes, data: bytes, hub_keys: dict[str, VerifyKey]
@@ -105,30 +87,29 @@ class ModelRepo:
             tmp = path.with_suffix(f".tmp-{os.getpid()}")
             tmp.write_bytes(data)
             os.replace(tmp, path)
-        now = time.time_ns() // 1_000_000
-        with self._connect() as db:
-            row = db.execute(
+        now = self._clock.now_ms()
+        row = {
+            "brand": brand,
+            "name": manifest.name,
+            "version": manifest.version,
+            "product": manifest.product,
+            "sha256": manifest.sha256,
+            "manifest": manifest.to_json(),
+            "created_ms": now,
+        }
+        with self._state.transaction() as tx:
+            # Two instances uploading one version at once: the first row stays, and the
+            # second is compared with it below like any earlier upload.
+            tx.insert_ignore("models", [row])
+            stored = tx.execute(
                 "SELECT sha256 FROM models WHERE brand=? AND name=? AND version=?",
                 (brand, manifest.name, manifest.version),
-            ).fetchone()
-            if row is not None and row[0] != manifest.sha256:
+            ).scalar()
+            if stored != manifest.sha256:
                 raise RolloutError(
                     f"{manifest.ref} already exists with another file; upload it as a new version",
                     reason="version_exists",
                     status=409,
-                )
-            if row is None:
-                db.execute(
-                    "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        brand,
-                        manifest.name,
-                        manifest.version,
-                        manifest.product,
-                        manifest.sha256,
-                        manifest.to_json(),
-                        now,
-                    ),
                 )
         model = self.model(brand, manifest.name, manifest.version)
         assert model is not None
@@ -136,8 +117,8 @@ class ModelRepo:
 
     def model(self, brand: str, name: str, version: int) -> StoredModel | None:
         """One uploaded model, or None."""
-        with self._connect() as db:
-            row = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            row = tx.execute(
                 "SELECT manifest, created_ms FROM models WHERE brand=? AND name=? AND version=?",
                 (brand, name, version),
             ).fetchone()
@@ -145,8 +126,8 @@ class ModelRepo:
 
     def models(self, brand: str) -> list[StoredModel]:
         """Every uploaded model of ``brand``, by name then version."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT manifest, created_ms FROM models WHERE brand=? ORDER BY name, version",
                 (brand,),
             ).fetchall()

@@ -1,6 +1,6 @@
 """Model rollouts: named cohorts, rollouts, and which models each device should run.
 
-State lives in the registry's SQLite file, shared by every hub instance. A rollout
+State lives in the state store (cloud_hub.store), shared by every hub instance. A rollout
 assigns one uploaded model (:mod:`cloud_hub.models._repository`) to a target:
 
 - ``all``: every device of the model's product, including devices provisioned later;
@@ -13,22 +13,23 @@ assigns one uploaded model (:mod:`cloud_hub.models._repository`) to a target:
 
 A device's desired set is, per model name, the model of the newest rollout it is a
 member of; :mod:`cloud_hub.models._publisher` sends it to the device.
+
+Reads that decide a write (topping a percentage rollout up, numbering a device's model
+set) hold the brand's lock ``rollouts:<brand>`` (``Tx.lock``), so instances doing the same
+work at once do it one after the other: no device is counted twice toward a share, and a
+set's version is handed out once.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sqlite3
-import time
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from cloud_hub._errors import RolloutError
 from cloud_hub.registry import Registry
-from cloud_hub.store import connect
-from protocol import ModelManifest, TwinSyncError, check_device
+from cloud_hub.store import StateStore, Tx
+from protocol import Clock, ModelManifest, SystemClock, TwinSyncError, check_device
 
 from ._repository import ModelRepo
 
@@ -41,36 +42,6 @@ _OF_BRAND = (
     "FROM rollouts r JOIN models m "
     "ON m.brand=r.brand AND m.name=r.name AND m.version=r.version WHERE r.brand=?"
 )
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cohorts (
-    brand   TEXT NOT NULL,
-    cohort  TEXT NOT NULL,
-    device  TEXT NOT NULL,
-    PRIMARY KEY (brand, cohort, device)
-);
-CREATE TABLE IF NOT EXISTS rollouts (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    brand       TEXT NOT NULL,
-    name        TEXT NOT NULL,
-    version     INTEGER NOT NULL,
-    target      TEXT NOT NULL,
-    value       TEXT NOT NULL,
-    created_ms  INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS rollout_members (
-    rollout  INTEGER NOT NULL,
-    device   TEXT NOT NULL,
-    PRIMARY KEY (rollout, device)
-);
-CREATE TABLE IF NOT EXISTS model_sets (
-    brand    TEXT NOT NULL,
-    device   TEXT NOT NULL,
-    version  INTEGER NOT NULL,
-    digest   TEXT NOT NULL,
-    PRIMARY KEY (brand, device)
-);
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,15 +126,19 @@ def _order(name: str, device: str) -> bytes:
 class RolloutStore:
     """Models, cohorts and rollouts of every brand (see the module docstring)."""
 
-    def __init__(self, db_path: Path, repo: ModelRepo, registry: Registry) -> None:
-        self._db_path = Path(db_path)
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        repo: ModelRepo,
+        registry: Registry,
+        clock: Clock | None = None,
+    ) -> None:
+        self._state = state
         self.repo = repo
         self._registry = registry
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
+        # The command line starts rollouts without a hub: the system clock then.
+        self._clock: Clock = clock or SystemClock()
 
     # -- cohorts -----------------------------------------------------------------------
     def put_cohort(self, brand: str, cohort: str, devices: list[str]) -> list[str]:
@@ -175,17 +150,18 @@ class RolloutStore:
             members = sorted({check_device(d) for d in devices})
         except TwinSyncError as exc:
             raise RolloutError(str(exc), reason="bad_device") from None
-        with self._connect() as db:
-            db.execute("DELETE FROM cohorts WHERE brand=? AND cohort=?", (brand, cohort))
-            db.executemany(
-                "INSERT INTO cohorts VALUES (?, ?, ?)", [(brand, cohort, d) for d in members]
+        with self._state.transaction() as tx:
+            tx.execute("DELETE FROM cohorts WHERE brand=? AND cohort=?", (brand, cohort))
+            tx.executemany(
+                "INSERT INTO cohorts (brand, cohort, device) VALUES (?, ?, ?)",
+                [(brand, cohort, d) for d in members],
             )
         return members
 
     def cohort(self, brand: str, cohort: str) -> list[str]:
         """The cohort's devices (empty if it does not exist)."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT device FROM cohorts WHERE brand=? AND cohort=? ORDER BY device",
                 (brand, _check_cohort(cohort)),
             ).fetchall()
@@ -206,14 +182,16 @@ class RolloutStore:
             raise RolloutError(
                 f"cohort {target.value!r} has no devices; PUT it first", reason="unknown_cohort"
             )
-        with self._connect() as db:
-            cur = db.execute(
-                "INSERT INTO rollouts (brand, name, version, target, value, created_ms) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (brand, name, int(version), target.kind, target.value, time.time_ns() // 10**6),
-            )
-            rollout_id = cur.lastrowid
-        assert rollout_id is not None
+        row = {
+            "brand": brand,
+            "name": name,
+            "version": int(version),
+            "target": target.kind,
+            "value": target.value,
+            "created_ms": self._clock.now_ms(),
+        }
+        with self._state.transaction() as tx:
+            rollout_id = int(tx.insert("rollouts", row, returning="id"))
         self.reconcile(brand)
         found = self.rollout(brand, rollout_id)
         assert found is not None
@@ -221,8 +199,8 @@ class RolloutStore:
 
     def rollouts(self, brand: str) -> list[Rollout]:
         """Every rollout of ``brand``, oldest first, with its current members."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT r.id, r.target, r.value, r.created_ms, m.manifest "
                 f"{_OF_BRAND} ORDER BY r.id",
                 (brand,),
@@ -240,31 +218,35 @@ class RolloutStore:
 
     def reconcile(self, brand: str) -> None:
         """Top percentage rollouts up to their share of the devices that exist now."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 f"SELECT r.id, r.name, r.value, m.product {_OF_BRAND} AND r.target='percent'",
                 (brand,),
             ).fetchall()
-            if not rows:
-                return
-            eligible = self._eligible_by_product(brand)
+        if not rows:
+            return
+        eligible = self._eligible_by_product(brand)
+        with self._state.transaction() as tx:
+            # Read the members and top them up as one step among instances: two doing it
+            # at once would each pick the missing devices and overshoot the share.
+            tx.lock(f"rollouts:{brand}")
             for rollout_id, name, share, product in rows:
-                devices = _devices_for(eligible, product)
-                have = {
-                    r[0]
-                    for r in db.execute(
-                        "SELECT device FROM rollout_members WHERE rollout=?", (rollout_id,)
-                    )
-                }
-                want = int(float(share) * len(devices) / 100 + 0.5)
-                missing = want - len(have & set(devices))
-                if missing <= 0:
-                    continue
-                pick = sorted((d for d in devices if d not in have), key=lambda d: _order(name, d))
-                db.executemany(
-                    "INSERT OR IGNORE INTO rollout_members VALUES (?, ?)",
-                    [(rollout_id, d) for d in pick[:missing]],
-                )
+                self._top_up(tx, rollout_id, name, share, _devices_for(eligible, product))
+
+    @staticmethod
+    def _top_up(tx: Tx, rollout_id: int, name: str, share: str, devices: list[str]) -> None:
+        have = {
+            r[0]
+            for r in tx.execute("SELECT device FROM rollout_members WHERE rollout=?", (rollout_id,))
+        }
+        want = int(float(share) * len(devices) / 100 + 0.5)
+        missing = want - len(have & set(devices))
+        if missing <= 0:
+            return
+        pick = sorted((d for d in devices if d not in have), key=lambda d: _order(name, d))
+        tx.insert_ignore(
+            "rollout_members", [{"rollout": rollout_id, "device": d} for d in pick[:missing]]
+        )
 
     def _eligible_by_product(self, brand: str) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
@@ -281,7 +263,7 @@ class RolloutStore:
             return {}
         eligible = self._eligible_by_product(brand)
         out: dict[int, tuple[str, ...]] = {}
-        with self._connect() as db:
+        with self._state.transaction(readonly=True) as tx:
             for rollout_id, target, product in specs:
                 devices = set(_devices_for(eligible, product))
                 if target.kind == "all":
@@ -289,14 +271,14 @@ class RolloutStore:
                 elif target.kind == "percent":
                     chosen = devices & {
                         r[0]
-                        for r in db.execute(
+                        for r in tx.execute(
                             "SELECT device FROM rollout_members WHERE rollout=?", (rollout_id,)
                         )
                     }
                 else:
                     chosen = devices & {
                         r[0]
-                        for r in db.execute(
+                        for r in tx.execute(
                             "SELECT device FROM cohorts WHERE brand=? AND cohort=?",
                             (brand, target.value),
                         )
@@ -320,10 +302,13 @@ class RolloutStore:
         whose set changed (what must be published), or with ``everything`` the version of
         every device that has a set. Devices that once had a set and are not in
         ``digests`` get the digest of an empty set (``digests[""]``)."""
-        with self._connect() as db:
+        with self._state.transaction() as tx:
+            # One instance at a time: each version of a device's set is handed out once
+            # (the other instance then finds the digest recorded: nothing to publish).
+            tx.lock(f"rollouts:{brand}")
             known = {
                 r[0]: (r[1], r[2])
-                for r in db.execute(
+                for r in tx.execute(
                     "SELECT device, version, digest FROM model_sets WHERE brand=?", (brand,)
                 )
             }
@@ -336,21 +321,22 @@ class RolloutStore:
                     changed[device] = version + 1
                 elif everything:
                     changed[device] = version
-            db.executemany(
-                "INSERT INTO model_sets VALUES (?, ?, ?, ?) ON CONFLICT (brand, device) "
-                "DO UPDATE SET version=excluded.version, digest=excluded.digest",
+            tx.upsert(
+                "model_sets",
                 [
-                    (brand, d, v, digests.get(d, empty))
+                    {"brand": brand, "device": d, "version": v, "digest": digests.get(d, empty)}
                     for d, v in changed.items()
                     if v != known.get(d, (0, None))[0]
                 ],
+                key=["brand", "device"],
+                update=["version", "digest"],
             )
         return changed
 
     def brands(self) -> list[str]:
         """Brands with at least one rollout."""
-        with self._connect() as db:
-            return [r[0] for r in db.execute("SELECT DISTINCT brand FROM rollouts ORDER BY 1")]
+        with self._state.transaction(readonly=True) as tx:
+            return [r[0] for r in tx.execute("SELECT DISTINCT brand FROM rollouts ORDER BY 1")]
 
 
 def _devices_for(eligible: dict[str, list[str]], product: str) -> list[str]:

@@ -47,7 +47,7 @@ from cloud_hub._addresses import (
     ip_of,
     parse_allow,
 )
-from cloud_hub._errors import CloudHubError
+from cloud_hub._errors import RequestError
 
 if TYPE_CHECKING:
     from cloud_hub._config import HubConfig, WebhookSettings
@@ -112,7 +112,7 @@ class EgressPolicy:
     # -- checks ------------------------------------------------------------------------
     def check_url(self, url: str) -> URL:
         """Check ``url`` and every address its host resolves to now (blocking DNS: call
-        from a thread); return the parsed URL or raise CloudHubError (``bad_url`` or
+        from a thread); return the parsed URL or raise RequestError (400 ``bad_url`` or
         ``url_refused``) saying why and what to change."""
         parsed, host, port = self._parse(url)
         for ip in _literal(host) or self._resolve(host, port):
@@ -124,14 +124,14 @@ class EgressPolicy:
         return await asyncio.to_thread(self.check_url, url)
 
     def check_address(self, hostname: str, ip: IPAddress, port: int) -> None:
-        """Raise CloudHubError (``url_refused``) unless ``ip``:``port`` may be reached
+        """Raise RequestError (``url_refused``) unless ``ip``:``port`` may be reached
         for a URL naming ``hostname``."""
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
             # A mapped address reaches the IPv4 host: compare and allow-list by that.
             ip = ip.ipv4_mapped
         for service in self._services():
             if self._is_service(ip, port, service):
-                raise CloudHubError(
+                raise RequestError(
                     f"url reaches {_hostport(ip, port)}, {service.name}; webhooks may never "
                     "reach the hub's own services (no webhooks.allow entry permits them)",
                     reason="url_refused",
@@ -140,7 +140,7 @@ class EgressPolicy:
             return
         why = classify(ip)
         if why is not None:
-            raise CloudHubError(
+            raise RequestError(
                 f"url resolves to {ip}, {why}; webhooks may not reach loopback, private, "
                 "link-local or other non-public addresses; the hub's operator can allow it "
                 f'with webhooks.allow = ["{ip}"] (or its host name, or a CIDR network) in '
@@ -150,18 +150,18 @@ class EgressPolicy:
 
     def _parse(self, url: str) -> tuple[URL, str, int]:
         if len(url) > _MAX_URL:
-            raise CloudHubError(f"url is longer than {_MAX_URL} characters", reason="bad_url")
+            raise RequestError(f"url is longer than {_MAX_URL} characters", reason="bad_url")
         try:
             parsed = URL(url)
         except ValueError as exc:
-            raise CloudHubError(f"url is not a valid URL: {exc}", reason="bad_url") from None
+            raise RequestError(f"url is not a valid URL: {exc}", reason="bad_url") from None
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise CloudHubError(
+            raise RequestError(
                 'url must be an absolute http(s) URL, e.g. "https://hooks.example.com/twinsync"',
                 reason="bad_url",
             )
         if parsed.scheme != "https" and self.settings.require_https:
-            raise CloudHubError(
+            raise RequestError(
                 "url must use https:// (plain http is refused while the hub's "
                 "webhooks.require_https is on)",
                 reason="url_refused",
@@ -173,7 +173,7 @@ class EgressPolicy:
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except (OSError, UnicodeError) as exc:
-            raise CloudHubError(
+            raise RequestError(
                 f"url host {host} does not resolve ({exc}); use a name the hub can resolve",
                 reason="bad_url",
             ) from None
@@ -193,7 +193,7 @@ class EgressPolicy:
             return [ipaddress.IPv4Address(0)]
         try:
             return self._resolve(service.host, service.port)
-        except CloudHubError:
+        except RequestError:
             return []  # a service name that does not resolve cannot be reached by it either
 
     # -- the connection ------------------------------------------------------------------
@@ -215,7 +215,7 @@ def _hostport(ip: IPAddress, port: int) -> str:
 
 
 class _PolicyResolver(ThreadedResolver):
-    """aiohttp's resolver, refusing (CloudHubError) if any answer breaks the policy: the
+    """aiohttp's resolver, refusing (RequestError) if any answer breaks the policy: the
     connection is then made to exactly the addresses that were checked."""
 
     def __init__(self, policy: EgressPolicy) -> None:

@@ -2,7 +2,7 @@
 rectification's suppressions.
 
 A **field block** says "do not store field F of twin T" (or every field of the
-``profile`` class); blocks live in the shared SQLite file, every instance re-reads them at
+``profile`` class); blocks live in the state store, every instance re-reads them at
 least every ``refresh_s`` (like tombstones) and drops blocked ops at ingest, filters them
 out of batches built before it learnt of the block, and hides the fields from reads.
 
@@ -24,26 +24,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cloud_hub._errors import CloudHubError
-from cloud_hub.store import (
-    CLASS_MEASUREMENT,
-    TWIN_MEASUREMENTS,
-    InfluxStore,
-    SharedView,
-    count_values,
-    quote_ident,
-    quote_str,
-)
-from protocol import FIELDS, TwinOps, TwinSyncError
+from cloud_hub._errors import IncompleteError
+from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, SharedView, Tx, marks
+from protocol import FIELDS, Clock, TwinOps
 
-if TYPE_CHECKING:
-    from ._erasure import Erasures
+from ._commands import DeviceCommands
+from ._ledger import RequestLedger
+from ._points import delete_until_gone, twin_points_where
+from ._subjects import Subjects
 
 __all__ = ["PROFILE_BLOCK", "PROFILING_PURPOSES", "FieldBlocks", "Objections"]
 
@@ -56,44 +46,25 @@ PROFILE_BLOCK = "class:profile"
 #: from keeping or sending any profile field
 PROFILING_PURPOSES = ("analytics", "personalization")
 _PROFILE_FIELDS = frozenset(n for n, s in FIELDS.items() if s.field_class == "profile")
-_TWIN_LINE = tuple(f"{m}," for m in TWIN_MEASUREMENTS)
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS field_blocks (
-    brand      TEXT NOT NULL,
-    twin       TEXT NOT NULL,
-    target     TEXT NOT NULL,
-    since_ms   INTEGER NOT NULL,
-    request_id TEXT NOT NULL,
-    PRIMARY KEY (brand, twin, target)
-);
-"""
 
 Blocked = dict[str, frozenset[str]]
 
 
 class FieldBlocks(SharedView[dict[str, Blocked]]):
-    """Per-twin blocked fields (shared SQLite file), as ingestion and reads ask them."""
+    """Per-twin blocked fields (shared state store), as ingestion and reads ask them.
 
-    SCHEMA = _SCHEMA
+    Its ``generation`` grows whenever the blocks changed (cloud_hub.privacy._policy
+    re-checks batches built before)."""
 
-    def __init__(
-        self, db_path: Path, refresh_s: float = 1.0, on_change: Callable[[], None] | None = None
-    ) -> None:
-        #: called when the set of blocks changed (batches built before must be re-checked)
-        self.on_change = on_change
-        super().__init__(db_path, refresh_s)
+    WHAT = "field blocks"
+    STAMP = "view:field_blocks"
 
-    def _load(self, db: sqlite3.Connection) -> dict[str, Blocked]:
+    def _load(self, tx: Tx) -> dict[str, Blocked]:
         fields: dict[str, dict[str, set[str]]] = {}
-        for brand, twin, target in db.execute("SELECT brand, twin, target FROM field_blocks"):
+        for brand, twin, target in tx.execute("SELECT brand, twin, target FROM field_blocks"):
             names = _PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
             fields.setdefault(brand, {}).setdefault(twin, set()).update(names)
         return {b: {t: frozenset(f) for t, f in tw.items()} for b, tw in fields.items()}
-
-    def _changed(self) -> None:
-        if self.on_change is not None:
-            self.on_change()
 
     def blocked(self, brand: str) -> Blocked:
         """Twin -> blocked field names of ``brand`` (re-read at most every refresh_s)."""
@@ -129,30 +100,43 @@ class FieldBlocks(SharedView[dict[str, Blocked]]):
 
     def add(self, brand: str, twins: list[str], target: str, request_id: str, now: int) -> None:
         """Block ``target`` (a field name or :data:`PROFILE_BLOCK`) for ``twins``."""
-        with self._connect() as db:
-            db.executemany(
-                "INSERT OR IGNORE INTO field_blocks VALUES (?, ?, ?, ?, ?)",
-                [(brand, t, target, now, request_id) for t in twins],
-            )
+        rows = [
+            {"brand": brand, "twin": t, "target": target, "since_ms": now, "request_id": request_id}
+            for t in twins
+        ]
+        with self._state.transaction() as tx:
+            tx.insert_ignore("field_blocks", rows)
+            self.changed_in(tx)
         self.refresh()
+
+    @staticmethod
+    def forget_in(tx: Tx, brand: str, twins: list[str]) -> None:
+        """Drop every block of ``twins`` within the caller's transaction (an erased twin
+        needs none: nothing of it is stored again, and its id should not linger here)."""
+        tx.executemany(
+            "DELETE FROM field_blocks WHERE brand=? AND twin=?", [(brand, t) for t in twins]
+        )
+        FieldBlocks.changed_in(tx)
 
     def lift(self, brand: str, twins: list[str], target: str) -> int:
         """Remove the block of ``target`` for ``twins``; return how many were lifted."""
-        with self._connect() as db:
-            cur = db.executemany(
+        with self._state.transaction() as tx:
+            lifted = tx.executemany(
                 "DELETE FROM field_blocks WHERE brand=? AND twin=? AND target=?",
                 [(brand, t, target) for t in twins],
             )
-            lifted = cur.rowcount
+            self.changed_in(tx)
         self.refresh()
         return lifted
 
     def of_twins(self, brand: str, twins: list[str]) -> list[dict[str, Any]]:
         """The blocks of ``twins`` for an access export: twin, target, since, request."""
-        with self._connect() as db:
-            rows = db.execute(
+        if not twins:
+            return []  # "IN ()" is an error on PostgreSQL (SQLite takes it)
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT twin, target, since_ms, request_id FROM field_blocks WHERE brand=? "
-                f"AND twin IN ({','.join('?' * len(twins))}) ORDER BY since_ms",
+                f"AND twin IN ({marks(len(twins))}) ORDER BY since_ms, twin, target",
                 (brand, *twins),
             ).fetchall()
         return [
@@ -167,60 +151,45 @@ class FieldBlocks(SharedView[dict[str, Blocked]]):
         ]
 
 
-def twin_points_where(brand: str, twins: list[str]) -> str:
-    """InfluxQL condition selecting ``twins`` of ``brand``."""
-    return (
-        f'"brand" = {quote_str(brand)} AND ('
-        + " OR ".join(f'"twin" = {quote_str(t)}' for t in twins)
-        + ")"
-    )
-
-
-async def delete_until_gone(store: InfluxStore, measurement: str, where: str) -> tuple[int, int]:
-    """DELETE ``where`` from ``measurement`` until a count finds nothing (a write already on
-    the wire may land after the first delete); return (points found, points left)."""
-    m = quote_ident(measurement)
-    found = left = await count_values(store, where, (measurement,))
-    for attempt in range(5):
-        await store.query(f"DELETE FROM {m} WHERE {where}", write=True)
-        await asyncio.sleep(0.2 * (attempt + 1))
-        left = await count_values(store, where, (measurement,))
-        if left == 0:
-            break
-    return found, left
-
-
 class Objections:
     """The objection procedure (module docstring)."""
 
-    def __init__(self, erasures: Erasures, store: InfluxStore) -> None:
-        self._erasures = erasures
+    def __init__(
+        self,
+        *,
+        subjects: Subjects,
+        ledger: RequestLedger,
+        blocks: FieldBlocks,
+        commands: DeviceCommands,
+        store: InfluxStore,
+        clock: Clock,
+    ) -> None:
+        self._subjects = subjects
+        self._ledger = ledger
+        self._blocks = blocks
+        self._commands = commands
         self._store = store
+        self._clock = clock
 
     async def object(self, brand: str, subject: str) -> dict[str, Any]:
         """Object to profiling for the subject's twins; return the signed receipt.
 
-        Raises CloudHubError (``unknown_brand``, ``objection_incomplete``)."""
-        erasures = self._erasures
-        try:
-            twins = erasures.twins_of(brand, subject)
-        except TwinSyncError as exc:
-            raise CloudHubError(str(exc), reason=exc.reason) from None
-        received = time.time_ns() // 1_000_000
-        request_id = await asyncio.to_thread(erasures.open_request, brand, "objection", received)
-        await asyncio.to_thread(
-            erasures.blocks.add, brand, twins, PROFILE_BLOCK, request_id, received
-        )
+        Raises RequestError (``unknown_brand``, ``bad_subject``), IncompleteError
+        (``objection_incomplete``)."""
+        twins = self._subjects.twins(brand, subject)
+        received = self._clock.now_ms()
+        request_id = await asyncio.to_thread(self._ledger.open, brand, "objection", received)
+        await asyncio.to_thread(self._blocks.add, brand, twins, PROFILE_BLOCK, request_id, received)
         purposes = dict.fromkeys(PROFILING_PURPOSES, False)
-        erasures.broadcast_consent(brand, twins, purposes, "objection", request_id, received)
+        self._commands.consent(brand, twins, purposes, "objection", request_id, received)
         # Every instance re-reads blocks within refresh_s; after that nobody writes them.
-        await asyncio.sleep(erasures.blocks.refresh_s + 0.2)
+        await asyncio.sleep(self._blocks.refresh_s + 0.2)
         measurement = CLASS_MEASUREMENT["profile"]
         found, left = await delete_until_gone(
-            self._store, measurement, twin_points_where(brand, twins)
+            self._store, (measurement,), twin_points_where(brand, twins)
         )
         if left:
-            raise CloudHubError(
+            raise IncompleteError(
                 f"{left} profile points of the twins are still in InfluxDB; retry the request",
                 reason="objection_incomplete",
             )
@@ -230,13 +199,13 @@ class Objections:
             "brand": brand,
             "twins": twins,
             "received_ms": received,
-            "completed_ms": time.time_ns() // 1_000_000,
+            "completed_ms": self._clock.now_ms(),
             "purposes_withdrawn": list(PROFILING_PURPOSES),
             "field_class_removed": "profile",
             "points_found": found,
             "points_left": 0,
         }
-        receipt = await asyncio.to_thread(erasures.finish_request, body, "objection")
+        receipt = await asyncio.to_thread(self._ledger.finish, body, "objection")
         log.info("objection %s of brand %s: %d profile points deleted", request_id, brand, found)
         return receipt
 
@@ -244,4 +213,4 @@ class Objections:
         """Consent to a profiling purpose given again through the brand: lift the block."""
         if not any(purposes.get(p) for p in PROFILING_PURPOSES):
             return 0
-        return await asyncio.to_thread(self._erasures.blocks.lift, brand, twins, PROFILE_BLOCK)
+        return await asyncio.to_thread(self._blocks.lift, brand, twins, PROFILE_BLOCK)

@@ -1,7 +1,9 @@
 """Rectification and "edit my twin" (GDPR Art. 16, 18): the customer corrects or
 suppresses fields of their twin.
 
-``set`` stores a customer-asserted value of a usage field beside the devices' readings:
+A request is checked against the catalog before anything changes
+(cloud_hub.privacy._twin_edits). ``set`` stores a customer-asserted value of a usage
+field beside the devices' readings:
 a point from the source ``_customer`` (never a valid device id, so provenance is plain)
 stamped with an HLC of now, so the merge rule (latest HLC wins) serves it until a device
 reports a newer reading. Counters cannot be set (they are sums of what devices counted)
@@ -11,7 +13,7 @@ and neither can features or predictions (object to profiling, or suppress them).
 (cloud_hub.privacy._objection) drops it at ingest on every instance and hides it from reads, the
 devices get a hub-signed :class:`~protocol.ConsentCommand` naming it, and its stored
 points are removed. InfluxDB 1.x deletes points, not fields, so removal is a journaled
-job per (twin, field) in the shared SQLite file:
+job per (twin, field) in the state store:
 
 1. ``staged``: the points holding the field, and any other field sharing such a point
    (as line protocol to write back), are recorded in one transaction;
@@ -20,7 +22,8 @@ job per (twin, field) in the shared SQLite file:
    count checks the field is gone, and the job is ``done``.
 
 A hub that dies anywhere resumes unfinished jobs at start-up (:meth:`Rectifier.resume`)
-from their recorded state; a lease keeps two instances off one job.
+from their recorded state; a lease keeps two instances off one job (``StateStore.claim``:
+the job's ``lease_ms`` is pushed forward by whoever takes it, and renewed while it runs).
 """
 
 from __future__ import annotations
@@ -28,134 +31,62 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
-import time
 import uuid
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cloud_hub._errors import CloudHubError, StoreError
+from cloud_hub._errors import CloudHubError, IncompleteError, RequestError, StoreError
 from cloud_hub.store import (
     MEASUREMENT_OF,
     InfluxStore,
-    connect,
+    StateStore,
     format_value,
     quote_ident,
     quote_str,
     typed_value,
 )
 from protocol import (
-    CATALOG,
     FIELDS,
-    HLC,
-    ConsentCommand,
-    Scalar,
-    SchemaError,
-    TwinSyncError,
+    Clock,
     ValueType,
-    check_signal_value,
 )
 
-from ._objection import twin_points_where
+from ._commands import DeviceCommands
+from ._ledger import RequestLedger
+from ._objection import FieldBlocks
+from ._points import twin_points_where
+from ._subjects import Subjects
+from ._twin_edits import Rectification, customer_lines, field_command
 
-if TYPE_CHECKING:
-    from ._erasure import Erasures
-
-__all__ = ["CUSTOMER_SOURCE", "Rectification", "Rectifier", "parse_rectification"]
+__all__ = ["Rectifier"]
 
 log = logging.getLogger("cloud_hub.rectify")
 
-#: the ``device`` tag of customer-asserted values (device ids start with [a-z0-9])
-CUSTOMER_SOURCE = "_customer"
-_SIGNAL_OF = {spec.field: spec for spec in CATALOG.values()}
-_MAX_FIELDS = 64
 #: a job's lease, renewed while it runs: a job whose instance died is taken over after it
 _LEASE_MS = 10_000
 _DELETE_CHUNK = 200
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS rewrite_jobs (
-    id          TEXT PRIMARY KEY,
-    request_id  TEXT NOT NULL,
-    brand       TEXT NOT NULL,
-    twin        TEXT NOT NULL,
-    field       TEXT NOT NULL,
-    state       TEXT NOT NULL,
-    points      TEXT NOT NULL,
-    keep        TEXT NOT NULL,
-    lease_ms    INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-
-@dataclass(frozen=True)
-class Rectification:
-    """A checked request: values to set, fields to suppress, suppressions to lift."""
-
-    values: dict[str, Scalar]
-    suppress: tuple[str, ...] = ()
-    restore: tuple[str, ...] = ()
-
-
-def parse_rectification(body: dict[str, Any]) -> Rectification:
-    """``set``, ``suppress`` and ``restore`` of a request body, checked against the
-    catalog. Raises CloudHubError(reason='bad_rectification') naming the first problem."""
-
-    def bad(message: str) -> CloudHubError:
-        return CloudHubError(message, reason="bad_rectification")
-
-    if set(body) - {"subject", "set", "suppress", "restore"}:
-        raise bad(
-            'send {"subject", "set": {field: value}, "suppress": [field, ...], '
-            '"restore": [field, ...]}'
-        )
-    values = body.get("set", {})
-    suppress, restore = body.get("suppress", []), body.get("restore", [])
-    if not isinstance(values, dict) or not isinstance(suppress, list):
-        raise bad('"set" must be a map of field -> value and "suppress" a list of fields')
-    if not isinstance(restore, list):
-        raise bad('"restore" must be a list of fields')
-    if not values and not suppress and not restore:
-        raise bad('nothing to do: give "set", "suppress" or "restore"')
-    names = [*values, *suppress, *restore]
-    if len(names) > _MAX_FIELDS or len(set(names)) != len(names):
-        raise bad(f"at most {_MAX_FIELDS} distinct fields per request, each named once")
-    checked: dict[str, Scalar] = {}
-    for name, value in values.items():
-        spec = FIELDS.get(name)
-        signal = _SIGNAL_OF.get(name)
-        if spec is None or not spec.shared:
-            raise bad(f"unknown twin field {name!r}")
-        if spec.merge != "lww" or signal is None or spec.field_class != "usage":
-            raise bad(
-                f"{name!r} cannot be set: counters are sums of what devices counted and "
-                "features or predictions come from models; suppress it instead"
-            )
-        try:
-            checked[name] = check_signal_value(signal, value)
-        except SchemaError as exc:
-            raise bad(f"{name}: {exc}") from None
-    for name in [*suppress, *restore]:
-        if not isinstance(name, str) or name not in FIELDS or not FIELDS[name].shared:
-            raise bad(f"unknown twin field {name!r}")
-    return Rectification(checked, tuple(suppress), tuple(restore))
 
 
 class Rectifier:
     """Customer-asserted values, suppressions and the journaled field removal."""
 
-    def __init__(self, db_path: Path, store: InfluxStore, erasures: Erasures) -> None:
-        self._db_path = Path(db_path)
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        subjects: Subjects,
+        ledger: RequestLedger,
+        blocks: FieldBlocks,
+        commands: DeviceCommands,
+        store: InfluxStore,
+        clock: Clock,
+    ) -> None:
+        self._state = state
+        self._subjects = subjects
+        self._ledger = ledger
+        self._blocks = blocks
+        self._commands = commands
         self._store = store
-        self._erasures = erasures
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
+        self._clock = clock
 
     async def rectify(self, brand: str, subject: str, request: Rectification) -> dict[str, Any]:
         """Apply a checked request (:func:`parse_rectification`); return the signed receipt.
@@ -163,43 +94,38 @@ class Rectifier:
         ``restore`` lifts suppressions: collection resumes on the devices (what was
         removed stays removed).
 
-        Raises CloudHubError: ``unknown_brand``, ``field_suppressed`` (a value for a field
-        the customer suppressed), ``rectification_incomplete``."""
-        erasures = self._erasures
+        Raises RequestError: ``unknown_brand``, ``bad_subject``, ``field_suppressed``
+        (409: a value for a field the customer suppressed); IncompleteError
+        ``rectification_incomplete``."""
+        blocks, commands = self._blocks, self._commands
         values, suppress, restore = request.values, request.suppress, request.restore
-        try:
-            twins = erasures.twins_of(brand, subject)
-        except TwinSyncError as exc:
-            raise CloudHubError(str(exc), reason=exc.reason) from None
-        hidden = {f for t in twins for f in erasures.blocks.hidden(brand, t)}
+        twins = self._subjects.twins(brand, subject)
+        hidden = {f for t in twins for f in blocks.hidden(brand, t)}
         if hidden & set(values):
-            raise CloudHubError(
+            raise RequestError(
                 f"{', '.join(sorted(hidden & set(values)))}: suppressed by the customer",
                 reason="field_suppressed",
+                status=409,
             )
-        received = time.time_ns() // 1_000_000
-        request_id = await asyncio.to_thread(
-            erasures.open_request, brand, "rectification", received
-        )
+        received = self._clock.now_ms()
+        request_id = await asyncio.to_thread(self._ledger.open, brand, "rectification", received)
         if values:
             # The twin id devices use now: the newest key epoch's.
             current = max(twins, key=lambda t: int(t.split("-", 1)[0]))
-            await self._store.write(_customer_lines(brand, current, values, received))
+            await self._store.write(customer_lines(brand, current, values, received))
         if restore:
             for name in restore:
-                await asyncio.to_thread(erasures.blocks.lift, brand, twins, name)
-            command = _field_command(twins, (), restore, request_id, received)
-            erasures.broadcast(brand, "consent", command, received)
+                await asyncio.to_thread(blocks.lift, brand, twins, name)
+            command = field_command(twins, (), restore, request_id, received)
+            commands.broadcast(brand, "consent", command, received)
         removed = 0
         if suppress:
             for name in suppress:
-                await asyncio.to_thread(
-                    erasures.blocks.add, brand, twins, name, request_id, received
-                )
-            command = _field_command(twins, suppress, (), request_id, received)
-            erasures.broadcast(brand, "consent", command, received)
+                await asyncio.to_thread(blocks.add, brand, twins, name, request_id, received)
+            command = field_command(twins, suppress, (), request_id, received)
+            commands.broadcast(brand, "consent", command, received)
             # Every instance re-reads blocks within refresh_s; after that nobody writes them.
-            await asyncio.sleep(erasures.blocks.refresh_s + 0.2)
+            await asyncio.sleep(blocks.refresh_s + 0.2)
             for twin in twins:
                 for name in suppress:
                     removed += await self.remove_field(brand, twin, name, request_id)
@@ -209,14 +135,14 @@ class Rectifier:
             "brand": brand,
             "twins": twins,
             "received_ms": received,
-            "completed_ms": time.time_ns() // 1_000_000,
+            "completed_ms": self._clock.now_ms(),
             "set": sorted(values),
             "suppressed": sorted(suppress),
             "restored": sorted(restore),
             "points_removed": removed,
             "points_left": 0,
         }
-        receipt = await asyncio.to_thread(erasures.finish_request, body, "rectification")
+        receipt = await asyncio.to_thread(self._ledger.finish, body, "rectification")
         log.info("rectification %s of brand %s: %d point(s) removed", request_id, brand, removed)
         return receipt
 
@@ -259,17 +185,26 @@ class Rectifier:
         if not points:
             return None, 0
         job = uuid.uuid4().hex
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO rewrite_jobs (id, request_id, brand, twin, field, state, points, "
-                "keep) VALUES (?, ?, ?, ?, ?, 'staged', ?, ?)",
-                (job, request_id, brand, twin, field, json.dumps(points), json.dumps(keep)),
-            )
+        row = {
+            "id": job,
+            "request_id": request_id,
+            "brand": brand,
+            "twin": twin,
+            "field": field,
+            "state": "staged",
+            "points": json.dumps(points),
+            "keep": json.dumps(keep),
+        }
+        await asyncio.to_thread(self._insert, row)
         return job, len(points)
+
+    def _insert(self, row: dict[str, object]) -> None:
+        with self._state.transaction() as tx:
+            tx.insert("rewrite_jobs", row)
 
     async def run(self, job: str) -> bool:
         """Steps 2-3 of ``job`` from its recorded state; False if another instance holds
-        it. Raises CloudHubError if the field is still there afterwards."""
+        it. Raises IncompleteError if the field is still there afterwards."""
         row = await asyncio.to_thread(self._claim, job)
         if row is None:
             return False
@@ -295,7 +230,7 @@ class Rectifier:
         if left:
             # A write that was on the wire before every instance knew the block: go again.
             await asyncio.to_thread(self._set_state, job, "failed")
-            raise CloudHubError(
+            raise IncompleteError(
                 f"{left} point(s) of a suppressed field are still stored; retry the request",
                 reason="rectification_incomplete",
             )
@@ -317,10 +252,7 @@ class Rectifier:
 
     async def resume(self) -> int:
         """Finish the jobs a stopped instance left; return how many were run."""
-        with self._connect() as db:
-            jobs = [r[0] for r in db.execute(
-                "SELECT id FROM rewrite_jobs WHERE state IN ('staged', 'deleted')"
-            )]  # fmt: skip
+        jobs = await asyncio.to_thread(self._unfinished)
         done = 0
         for job in jobs:
             try:
@@ -331,41 +263,49 @@ class Rectifier:
             log.info("resumed %d unfinished field removal(s)", done)
         return done
 
+    def _unfinished(self) -> list[str]:
+        with self._state.transaction(readonly=True) as tx:
+            return [
+                str(r[0])
+                for r in tx.execute(
+                    "SELECT id FROM rewrite_jobs WHERE state IN ('staged', 'deleted') ORDER BY id"
+                )
+            ]
+
     def _claim(self, job: str) -> tuple[str, str, str, str, str, str] | None:
-        now = time.time_ns() // 1_000_000
-        with self._connect() as db:
-            cur = db.execute(
-                "UPDATE rewrite_jobs SET lease_ms = ? WHERE id = ? AND lease_ms < ? "
-                "AND state IN ('staged', 'deleted')",
-                (now + _LEASE_MS, job, now),
-            )
-            if cur.rowcount == 0:
-                return None
-            row = db.execute(
-                "SELECT brand, twin, field, state, points, keep FROM rewrite_jobs WHERE id = ?",
-                (job,),
-            ).fetchone()
-        brand, twin, field, state, points, keep = (str(v) for v in row)
+        """Take ``job`` unless another instance holds its lease (or it is finished)."""
+        rows = self._state.claim(
+            "rewrite_jobs",
+            lease_column="lease_ms",
+            now_ms=self._clock.now_ms(),
+            lease_ms=_LEASE_MS,
+            columns=["brand", "twin", "field", "state", "points", "keep"],
+            where="id = ? AND state IN ('staged', 'deleted')",
+            params=(job,),
+        )
+        if not rows:
+            return None
+        _id, brand, twin, field, state, points, keep = (str(v) for v in rows[0])
         return brand, twin, field, state, points, keep
 
     def _renew(self, job: str) -> None:
-        with self._connect() as db:
-            db.execute(
+        with self._state.transaction() as tx:
+            tx.execute(
                 "UPDATE rewrite_jobs SET lease_ms = ? WHERE id = ?",
-                (time.time_ns() // 1_000_000 + _LEASE_MS, job),
+                (self._clock.now_ms() + _LEASE_MS, job),
             )
 
     def _set_state(self, job: str, state: str) -> None:
-        with self._connect() as db:
+        with self._state.transaction() as tx:
             # Done or failed: the point list is no longer needed (nor kept as evidence).
             if state in ("done", "failed"):
-                db.execute(
+                tx.execute(
                     "UPDATE rewrite_jobs SET state=?, points='[]', keep='[]', lease_ms=0 "
                     "WHERE id=?",
                     (state, job),
                 )
             else:
-                db.execute("UPDATE rewrite_jobs SET state=? WHERE id=?", (state, job))
+                tx.execute("UPDATE rewrite_jobs SET state=? WHERE id=?", (state, job))
 
 
 def _format(name: str, value: object) -> str:
@@ -376,29 +316,3 @@ def _format(name: str, value: object) -> str:
         "bool" if isinstance(value, bool) else "str" if isinstance(value, str) else "float"
     )
     return typed_value(kind, value)
-
-
-def _customer_lines(brand: str, twin: str, values: dict[str, Scalar], now_ms: int) -> list[str]:
-    """Points of customer-asserted values: source ``_customer``, HLC of now."""
-    ts = HLC(now_ms, 0).to_ns()
-    tags = f"brand={brand},device={CUSTOMER_SOURCE},twin={twin}"
-    return [f"{MEASUREMENT_OF[n]},{tags} {n}={format_value(n, v)} {ts}" for n, v in values.items()]
-
-
-def _field_command(
-    twins: list[str],
-    suppress: tuple[str, ...],
-    restore: tuple[str, ...],
-    request_id: str,
-    now: int,
-) -> ConsentCommand:
-    """The hub-signed command telling devices to stop (or resume) collecting fields."""
-    return ConsentCommand(
-        twins=tuple(twins),
-        purposes={},
-        notice="rectification",
-        request_id=request_id,
-        ts_ms=now,
-        suppress=suppress,
-        restore=restore,
-    )

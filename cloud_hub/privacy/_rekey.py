@@ -3,10 +3,12 @@
 A brand's pseudonymization key rotates by epoch (``twinsync hub brand-key rotate``). The
 hub never sees raw identifiers, so it cannot compute a customer's new twin id itself:
 a device that holds both keys and knows the customer under the old id sends a
-:class:`~protocol.TwinLink` (old -> new) in a delta. Per link, in the shared SQLite file:
+:class:`~protocol.TwinLink` (old -> new) in a delta. Per link, in the state store:
 
-1. ``proposed``: recorded at ingest. The first link of an old id wins; another device
-   naming a different new id for it is refused and counted (``link_conflict``).
+1. ``proposed``: recorded at ingest. The first link of an old id wins (instances
+   recording links of one brand at once take turns, under the lock ``twin_links:<brand>``);
+   another device naming a different new id for it is refused and counted
+   (``link_conflict``).
 2. ``aliased``: the proposing device has points of the old twin in InfluxDB (a device can
    only link customers it served, so a compromised device cannot graft another
    customer's history onto a twin) and the old twin is not erased. Every instance then
@@ -26,8 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -39,32 +39,21 @@ from cloud_hub.store import (
     TWIN_TAGGED,
     InfluxStore,
     SharedView,
+    StateStore,
+    Tx,
     count_values,
     quote_ident,
     quote_str,
     typed_value,
 )
-from protocol import TwinLink, ValueType, check_brand, twin_epoch
+from protocol import Clock, SystemClock, TwinLink, ValueType, check_brand, twin_epoch
 
-from ._objection import twin_points_where
+from ._points import twin_points_where
 
 __all__ = ["Relinks"]
 
 log = logging.getLogger("cloud_hub.rekey")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS twin_links (
-    brand TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL, device TEXT NOT NULL,
-    state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '',
-    proposed_ms INTEGER NOT NULL, updated_ms INTEGER NOT NULL,
-    points INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (brand, old)
-);
-CREATE TABLE IF NOT EXISTS retired_epochs (
-    brand TEXT NOT NULL, epoch INTEGER NOT NULL, retired_ms INTEGER NOT NULL,
-    PRIMARY KEY (brand, epoch)
-);
-"""
 _CHUNK = 5000
 _FROM = ",".join(quote_ident(m) for m in TWIN_TAGGED)
 #: InfluxDB's field types (SHOW FIELD KEYS) as the catalog's value types
@@ -74,10 +63,6 @@ _INFLUX_TYPES: dict[str, ValueType] = {
     "boolean": "bool",
     "string": "str",
 }
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 class _Links(NamedTuple):
@@ -90,20 +75,24 @@ class _Links(NamedTuple):
 class Relinks(SharedView[_Links]):
     """Twin links from devices: checked, aliased at ingest, and history moved."""
 
-    SCHEMA = _SCHEMA
+    WHAT = "twin links"
+    STAMP = "view:twin_links"
 
     def __init__(
         self,
-        db_path: Path,
+        *,
+        state: StateStore,
         secrets_dir: Path,
         store: InfluxStore,
         metrics: Metrics,
-        *,
+        clock: Clock | None = None,
         is_erased: Callable[[str, str], bool] = lambda brand, twin: False,
         notify: Callable[[str, str, dict[str, Any]], object] | None = None,
         refresh_s: float = 1.0,
         grace_s: float = 600.0,
     ) -> None:
+        # The command line's 'brand-key retire' makes one without a hub: the system clock.
+        self._clock: Clock = clock or SystemClock()
         self._secrets = Path(secrets_dir)
         self._store = store
         self._metrics = metrics
@@ -111,16 +100,16 @@ class Relinks(SharedView[_Links]):
         self._notify = notify
         self.grace_s = grace_s
         self._types: dict[str, dict[str, str]] = {}
-        super().__init__(db_path, refresh_s)
+        super().__init__(state, refresh_s)
 
-    def _load(self, db: sqlite3.Connection) -> _Links:
+    def _load(self, tx: Tx) -> _Links:
         alias: dict[str, dict[str, str]] = {}
-        for brand, old, new in db.execute(
+        for brand, old, new in tx.execute(
             "SELECT brand, old, new FROM twin_links WHERE state IN ('aliased', 'done')"
         ):
             alias.setdefault(brand, {})[old] = new
         retired: dict[str, set[int]] = {}
-        for brand, epoch in db.execute("SELECT brand, epoch FROM retired_epochs"):
+        for brand, epoch in tx.execute("SELECT brand, epoch FROM retired_epochs"):
             retired.setdefault(brand, set()).add(epoch)
         return _Links(alias, {b: frozenset(e) for b, e in retired.items()})
 
@@ -153,26 +142,44 @@ class Relinks(SharedView[_Links]):
         return set(held_epochs(self._secrets, brand))
 
     def propose(self, brand: str, device: str, links: Iterable[TwinLink]) -> None:
-        """Record links a device sent (called at ingest; the check comes later)."""
+        """Record links a device sent (called at ingest; the check comes later).
+        Blocking: one short transaction (links come only while a brand's key rotates)."""
         held = self.held_epochs(brand)
-        now = _now_ms()
-        with self._connect() as db:
+        now = self._clock.now_ms()
+        outcomes: list[tuple[TwinLink, str]] = []
+        with self._state.transaction() as tx:
+            # Read, then insert: instances recording links of this brand take turns, so
+            # the first link of an old id wins everywhere and a conflict is seen.
+            tx.lock(f"twin_links:{brand}")
             for link in links:
                 if not {twin_epoch(link.old), twin_epoch(link.new)} <= held:
-                    self._refuse_now(brand, link, "unknown_epoch")
+                    outcomes.append((link, "unknown_epoch"))
                     continue
-                row = db.execute(
+                row = tx.execute(
                     "SELECT new FROM twin_links WHERE brand=? AND old=?", (brand, link.old)
                 ).fetchone()
                 if row is None:
-                    db.execute(
-                        "INSERT INTO twin_links (brand, old, new, device, state, proposed_ms, "
-                        "updated_ms) VALUES (?, ?, ?, ?, 'proposed', ?, ?)",
-                        (brand, link.old, link.new, device, now, now),
+                    tx.insert(
+                        "twin_links",
+                        {
+                            "brand": brand,
+                            "old": link.old,
+                            "new": link.new,
+                            "device": device,
+                            "state": "proposed",
+                            "proposed_ms": now,
+                            "updated_ms": now,
+                        },
                     )
-                    self._metrics.inc("twinsync_hub_twin_links_total", state="proposed")
+                    outcomes.append((link, ""))
                 elif row[0] != link.new:
-                    self._refuse_now(brand, link, "link_conflict")
+                    outcomes.append((link, "link_conflict"))
+        # Counted once committed: a transaction that failed recorded nothing.
+        for link, refused in outcomes:
+            if refused:
+                self._refuse_now(brand, link, refused)
+            else:
+                self._metrics.inc("twinsync_hub_twin_links_total", state="proposed")
 
     def _refuse_now(self, brand: str, link: TwinLink, reason: str) -> None:
         self._metrics.inc("twinsync_hub_twin_links_total", state="refused", reason=reason)
@@ -190,14 +197,10 @@ class Relinks(SharedView[_Links]):
 
     async def step(self) -> int:
         """One pass over unfinished links; return how many changed state."""
-        self.refresh()
-        with self._connect() as db:
-            rows = db.execute(
-                "SELECT brand, old, new, device, state, proposed_ms, updated_ms FROM twin_links "
-                "WHERE state IN ('proposed', 'aliased') ORDER BY proposed_ms"
-            ).fetchall()
+        await asyncio.to_thread(self.refresh)
+        rows = await asyncio.to_thread(self._unfinished)
         changed = 0
-        now = _now_ms()
+        now = self._clock.now_ms()
         for brand, old, new, device, state, proposed_ms, updated_ms in rows:
             if state == "proposed":
                 changed += await self._check(brand, old, new, device, now - proposed_ms)
@@ -208,6 +211,13 @@ class Relinks(SharedView[_Links]):
                 changed += 1
         return changed
 
+    def _unfinished(self) -> list[tuple[Any, ...]]:
+        with self._state.transaction(readonly=True) as tx:
+            return tx.execute(
+                "SELECT brand, old, new, device, state, proposed_ms, updated_ms FROM twin_links "
+                "WHERE state IN ('proposed', 'aliased') ORDER BY proposed_ms, brand, old"
+            ).fetchall()
+
     async def _check(self, brand: str, old: str, new: str, device: str, age_ms: int) -> int:
         reason = ""
         if self._is_erased(brand, old) or self._is_erased(brand, new):
@@ -217,12 +227,12 @@ class Relinks(SharedView[_Links]):
                 return 0  # the device's older deltas may still be on their way
             reason = "device_never_wrote_old_twin"
         state = "refused" if reason else "aliased"
-        self._set(brand, old, state, reason)
+        await asyncio.to_thread(self._set, brand, old, state, reason)
         self._metrics.inc("twinsync_hub_twin_links_total", state=state, reason=reason or "ok")
         if reason:
             log.warning("twin link of brand %s refused: %s (%s)", brand, reason, old)
         else:
-            self.refresh()
+            await asyncio.to_thread(self.refresh)
         return 1
 
     async def _count(self, brand: str, twin: str, device: str | None = None) -> int:
@@ -262,7 +272,7 @@ class Relinks(SharedView[_Links]):
         left = await self._count(brand, old)
         if left:
             raise StoreError(f"twin link {old}: {left} values still under the old id; retrying")
-        self._set(brand, old, "done", "", points=moved)
+        await asyncio.to_thread(self._set, brand, old, "done", "", moved)
         self._metrics.inc("twinsync_hub_twin_links_total", state="done", reason="ok")
         log.info(
             "twin of brand %s moved to key epoch %d (%d values)", brand, twin_epoch(new), moved
@@ -273,21 +283,22 @@ class Relinks(SharedView[_Links]):
             )
 
     def _set(self, brand: str, old: str, state: str, reason: str, points: int = 0) -> None:
-        with self._connect() as db:
-            db.execute(
+        with self._state.transaction() as tx:
+            self.changed_in(tx)  # aliased or done: ingest's aliases change
+            tx.execute(
                 "UPDATE twin_links SET state=?, reason=?, updated_ms=?, points=? "
                 "WHERE brand=? AND old=?",
-                (state, reason, _now_ms(), points, brand, old),
+                (state, reason, self._clock.now_ms(), points, brand, old),
             )
 
     # -- operators ------------------------------------------------------------------------
     def status(self, brand: str) -> dict[str, Any]:
         """Epochs held and links per state (no twin ids: this goes to operators' logs)."""
-        with self._connect() as db:
-            rows = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute(
                 "SELECT state, COUNT(*) FROM twin_links WHERE brand=? GROUP BY state", (brand,)
             ).fetchall()
-        return {"epochs": sorted(self.held_epochs(brand)), "links": dict(rows)}
+        return {"epochs": sorted(self.held_epochs(brand)), "links": {s: int(n) for s, n in rows}}
 
     async def retire(self, brand: str, epoch: int, *, delete_unlinked: bool = False) -> int:
         """Retire key epoch ``epoch`` of ``brand``: from now on its twins' ops are dropped
@@ -303,11 +314,9 @@ class Relinks(SharedView[_Links]):
             raise CloudHubError(
                 f"epoch {epoch} is brand {brand}'s current key; rotate first", reason="epoch"
             )
-        with self._connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO retired_epochs VALUES (?, ?, ?)", (brand, epoch, _now_ms())
-            )
-        self.refresh()
+        retired = {"brand": brand, "epoch": epoch, "retired_ms": self._clock.now_ms()}
+        await asyncio.to_thread(self._retire, retired)
+        await asyncio.to_thread(self.refresh)
         await asyncio.sleep(self.refresh_s + 0.2)  # every instance stops storing them
         results = await self._store.query(
             f'SHOW TAG VALUES FROM {_FROM} WITH KEY = "twin" WHERE "brand" = {quote_str(brand)}'
@@ -330,14 +339,23 @@ class Relinks(SharedView[_Links]):
             )
         for twin in left:
             await self._delete(twin_points_where(brand, [twin]))
-        with self._connect() as db:
-            db.execute("DELETE FROM twin_links WHERE brand=? AND old LIKE ?", (brand, f"{epoch}-%"))
+        await asyncio.to_thread(self._forget_links, brand, epoch)
         (folder / f"{epoch}.key").unlink()
-        self.refresh()
+        await asyncio.to_thread(self.refresh)
         log.info(
             "brand %s: key epoch %d retired, %d unlinked twins deleted", brand, epoch, len(left)
         )
         return len(left)
+
+    def _retire(self, row: dict[str, object]) -> None:
+        with self._state.transaction() as tx:
+            tx.insert_ignore("retired_epochs", [row])
+            self.changed_in(tx)
+
+    def _forget_links(self, brand: str, epoch: int) -> None:
+        with self._state.transaction() as tx:
+            tx.execute("DELETE FROM twin_links WHERE brand=? AND old LIKE ?", (brand, f"{epoch}-%"))
+            self.changed_in(tx)
 
     async def _delete(self, where: str) -> None:
         for name in TWIN_TAGGED:

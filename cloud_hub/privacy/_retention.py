@@ -8,10 +8,11 @@ the policy named ``influx.retention_policy`` is only the database-wide ceiling
 (``retention.ceiling``), created or altered at start-up; the sweeps enforce the shorter
 per-class limits.
 
-Several hub instances share the work through the registry's SQLite file: an instance
-sweeps a class only when nobody did for ``sweep_s`` (a conditional upsert claims the
-turn), and two that raced both run the same idempotent ``DELETE``. The time of the last
-sweep of each class is in that file, so every instance reports the same
+Several hub instances share the work through the state store: an instance sweeps a
+class only when nobody did for ``sweep_s``; it reads and claims the turn in one
+transaction holding the lock ``retention:<class>``, so one instance gets it (and should
+two ever both run, the ``DELETE`` is idempotent). The time of the last sweep of each
+class is in the store, so every instance reports the same
 ``twinsync_hub_retention_swept_ms{class}``.
 """
 
@@ -19,26 +20,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-from contextlib import AbstractContextManager
-from pathlib import Path
 
 from cloud_hub._config import RetentionSettings, duration_ms
 from cloud_hub._errors import StoreError
 from cloud_hub._metrics import Metrics
-from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, connect, quote_ident, quote_str
+from cloud_hub.store import (
+    CLASS_MEASUREMENT,
+    InfluxStore,
+    StateStore,
+    quote_ident,
+    quote_str,
+)
 from protocol import FIELD_CLASSES, Clock, FieldClass
 
 __all__ = ["RetentionSweeper", "ensure_ceiling"]
 
 log = logging.getLogger("cloud_hub.retention")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS retention_sweeps (
-    class    TEXT PRIMARY KEY,
-    swept_ms INTEGER NOT NULL
-);
-"""
 
 
 async def ensure_ceiling(store: InfluxStore, policy: str, ceiling: str) -> None:
@@ -67,8 +64,9 @@ class RetentionSweeper:
     def __init__(
         self,
         settings: RetentionSettings,
+        *,
+        state: StateStore,
         store: InfluxStore,
-        db_path: Path,
         clock: Clock,
         metrics: Metrics,
         brands: list[str],
@@ -76,16 +74,10 @@ class RetentionSweeper:
         self._limits = settings.limits_ms()
         self._interval_ms = int(settings.sweep_s * 1000)
         self._store = store
-        self._db_path = Path(db_path)
+        self._state = state
         self._clock = clock
         self._metrics = metrics
         self._brands = list(brands)
-        self._db_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
 
     async def run(self) -> None:
         """Sweep what is due, forever; cancel to stop. A failed sweep (InfluxDB down) is
@@ -96,6 +88,8 @@ class RetentionSweeper:
             try:
                 await self.sweep_due()
             except StoreError as exc:
+                # (The state store away raises out of here: the supervisor restarts the
+                # loop, logging it, as every loop's state-store trouble.)
                 log.warning("retention sweep failed (next try in %.0fs): %s", self.wait_s, exc)
             await asyncio.sleep(self.wait_s)
 
@@ -145,28 +139,27 @@ class RetentionSweeper:
         The claim moves ``swept_ms`` forward so the others skip it; a crash before the
         sweep finishes only delays it by one interval."""
         now = self._clock.now_ms()
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")  # read and claim as one step among instances
-            row = db.execute(
+        with self._state.transaction() as tx:
+            tx.lock(f"retention:{cls}")  # read and claim as one step among instances
+            row = tx.execute(
                 "SELECT swept_ms FROM retention_sweeps WHERE class = ?", (cls,)
             ).fetchone()
             previous = 0 if row is None else int(row[0])
             if row is not None and previous > now - self._interval_ms:
                 return None
-            db.execute("INSERT OR REPLACE INTO retention_sweeps VALUES (?, ?)", (cls, now))
+            tx.upsert("retention_sweeps", [{"class": cls, "swept_ms": now}], key=["class"])
             return previous
 
     def _done(self, cls: str, when: int) -> None:
-        with self._connect() as db:
-            db.execute("UPDATE retention_sweeps SET swept_ms = ? WHERE class = ?", (when, cls))
+        with self._state.transaction() as tx:
+            tx.execute("UPDATE retention_sweeps SET swept_ms = ? WHERE class = ?", (when, cls))
 
     def _report(self) -> None:
-        with self._connect() as db:
-            rows = db.execute("SELECT class, swept_ms FROM retention_sweeps").fetchall()
-        for cls, swept_ms in rows:
+        for cls, swept_ms in self.last_swept().items():
             self._metrics.set("twinsync_hub_retention_swept_ms", swept_ms, **{"class": cls})
 
     def last_swept(self) -> dict[str, int]:
         """Field class -> Unix ms of its last sweep by any instance."""
-        with self._connect() as db:
-            return dict(db.execute("SELECT class, swept_ms FROM retention_sweeps").fetchall())
+        with self._state.transaction(readonly=True) as tx:
+            rows = tx.execute("SELECT class, swept_ms FROM retention_sweeps").fetchall()
+        return {str(cls): int(swept_ms) for cls, swept_ms in rows}

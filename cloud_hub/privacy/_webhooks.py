@@ -1,8 +1,8 @@
 """Signed webhooks: tell a brand's backend about erasures and consent changes.
 
 A brand registers one endpoint (``PUT /v1/brands/{brand}/webhook``, scope admin) and gets
-a secret, shown once. Each event is queued durably in the shared SQLite file in the same
-step as the action that caused it, then POSTed as JSON by a sender task that retries
+a secret, shown once. Each event is queued durably in the state store when the action
+that caused it finishes, then POSTed as JSON by a sender task that retries
 with capped backoff until the endpoint answers 2xx: delivery is at least once and
 survives hub restarts (``event_id`` lets the receiver drop repeats). Every request
 carries ``TwinSync-Signature: t=<unix s>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``;
@@ -12,9 +12,12 @@ Events name twins (pseudonyms), never a raw identifier.
 The URL is the brand's choice, so where the hub may send is the operator's: every URL
 passes the egress policy (cloud_hub.privacy._egress) when it is registered and again, pinned to
 the checked addresses, at every delivery; redirects are never followed. The sender is a
-background task of the hub and must outlive anything one round can raise (the shared
-SQLite file unopenable, fds exhausted): such a round is logged, counted
+background task of the hub and must outlive anything one round can raise (the state
+store down, fds exhausted): such a round is logged, counted
 (``twinsync_hub_webhooks_total{result="error"}``) and retried after a capped backoff.
+Instances share the queue: each claims the events it sends (``StateStore.claim``: one
+instance per event, the event due again if its sender died), so an event is sent by one
+instance at a time.
 """
 
 from __future__ import annotations
@@ -25,11 +28,7 @@ import hmac
 import json
 import logging
 import secrets
-import sqlite3
-import time
 import uuid
-from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -37,8 +36,8 @@ import aiohttp
 from cloud_hub._config import WebhookSettings
 from cloud_hub._errors import CloudHubError
 from cloud_hub._metrics import Metrics
-from cloud_hub.store import connect
-from protocol import check_brand
+from cloud_hub.store import StateStore, marks
+from protocol import Clock, SystemClock, check_brand
 
 from ._egress import EgressPolicy
 
@@ -46,21 +45,6 @@ __all__ = ["WebhookSender", "Webhooks", "sign", "verify_signature"]
 
 log = logging.getLogger("cloud_hub.webhooks")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS webhooks (
-    brand  TEXT PRIMARY KEY,
-    url    TEXT NOT NULL,
-    secret TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS webhook_queue (
-    id        INTEGER PRIMARY KEY AUTOINCREMENT,
-    brand     TEXT NOT NULL,
-    event_id  TEXT NOT NULL,
-    body      TEXT NOT NULL,
-    attempts  INTEGER NOT NULL DEFAULT 0,
-    due_ms    INTEGER NOT NULL
-);
-"""
 _MAX_BACKOFF_S = 300.0
 _LEASE_MS = 60_000  # longer than one delivery attempt may take (webhooks.timeout_s <= 30)
 #: after a failed round (not a failed delivery): 1 s doubling to this
@@ -73,14 +57,18 @@ def sign(secret: str, body: bytes, at: int) -> str:
     return f"t={at},v1={mac}"
 
 
-def verify_signature(secret: str, body: bytes, header: str, *, tolerance_s: int = 300) -> bool:
-    """What a receiver does: the signature matches and is at most ``tolerance_s`` old."""
+def verify_signature(
+    secret: str, body: bytes, header: str, *, tolerance_s: int = 300, clock: Clock | None = None
+) -> bool:
+    """What a receiver does: the signature matches and is at most ``tolerance_s`` old by
+    the receiver's ``clock`` (the system clock by default)."""
     try:
         parts = dict(item.split("=", 1) for item in header.split(","))
         at = int(parts["t"])
     except (ValueError, KeyError):
         return False
-    if abs(time.time() - at) > tolerance_s:
+    now_s = (clock or SystemClock()).now_ms() / 1000
+    if abs(now_s - at) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, body, at), header)
 
@@ -88,85 +76,101 @@ def verify_signature(secret: str, body: bytes, header: str, *, tolerance_s: int 
 class Webhooks:
     """Registered endpoints and the durable event queue."""
 
-    def __init__(self, db_path: Path, egress: EgressPolicy | None = None) -> None:
-        self._db_path = Path(db_path)
+    def __init__(
+        self, *, state: StateStore, clock: Clock, egress: EgressPolicy | None = None
+    ) -> None:
+        self._state = state
+        self._clock = clock
         #: where endpoints may be (default: public https addresses only)
         self.egress = egress if egress is not None else EgressPolicy(WebhookSettings())
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
-
-    def _connect(self) -> AbstractContextManager[sqlite3.Connection]:
-        return connect(self._db_path)
 
     def register(self, brand: str, url: str) -> str:
         """Set the brand's endpoint; returns the new signing secret (shown once).
 
-        Raises CloudHubError (``bad_url``, ``url_refused``) when the egress policy
+        Raises RequestError (``bad_url``, ``url_refused``) when the egress policy
         refuses the URL or an address its host resolves to now (blocking DNS: call from a
         thread)."""
         self.egress.check_url(url)
         secret = secrets.token_urlsafe(32)
-        with self._connect() as db:
-            db.execute(
-                "INSERT INTO webhooks VALUES (?, ?, ?) ON CONFLICT (brand) DO UPDATE SET "
-                "url=excluded.url, secret=excluded.secret",
-                (check_brand(brand), url, secret),
-            )
+        row = {"brand": check_brand(brand), "url": url, "secret": secret}
+        with self._state.transaction() as tx:
+            tx.upsert("webhooks", [row], key=["brand"])
         return secret
 
     def endpoint(self, brand: str) -> dict[str, Any] | None:
         """The brand's endpoint (without the secret) and how many events wait."""
-        with self._connect() as db:
-            row = db.execute("SELECT url FROM webhooks WHERE brand=?", (brand,)).fetchone()
-            waiting = db.execute(
+        with self._state.transaction(readonly=True) as tx:
+            url = tx.execute("SELECT url FROM webhooks WHERE brand=?", (brand,)).scalar()
+            waiting = tx.execute(
                 "SELECT COUNT(*) FROM webhook_queue WHERE brand=?", (brand,)
-            ).fetchone()[0]
-        return None if row is None else {"url": row[0], "pending_events": waiting}
+            ).scalar()
+        return None if url is None else {"url": url, "pending_events": int(waiting)}
 
     def emit(self, brand: str, event: str, data: dict[str, Any]) -> str | None:
         """Queue an event for the brand's endpoint (none registered: nothing to do)."""
         event_id = uuid.uuid4().hex
         body = {"event_id": event_id, "event": event, "brand": brand, **data}
-        body["emitted_ms"] = time.time_ns() // 1_000_000
-        with self._connect() as db:
-            if db.execute("SELECT 1 FROM webhooks WHERE brand=?", (brand,)).fetchone() is None:
+        body["emitted_ms"] = self._clock.now_ms()
+        row = {
+            "brand": brand,
+            "event_id": event_id,
+            "body": json.dumps(body, sort_keys=True),
+            "due_ms": body["emitted_ms"],
+        }
+        with self._state.transaction() as tx:
+            if tx.execute("SELECT 1 FROM webhooks WHERE brand=?", (brand,)).fetchone() is None:
                 return None
-            db.execute(
-                "INSERT INTO webhook_queue (brand, event_id, body, due_ms) VALUES (?, ?, ?, ?)",
-                (brand, event_id, json.dumps(body, sort_keys=True), body["emitted_ms"]),
-            )
+            tx.insert("webhook_queue", row)
         return event_id
 
     def due(self, now_ms: int, limit: int = 50) -> list[tuple[int, str, str, str, str, int]]:
         """Claim the events due now: (id, brand, url, secret, body, attempts).
 
         Claiming pushes each event's due time a lease into the future in the same
-        transaction, so several hub instances never send one event at the same time; an
-        instance that dies mid-send leaves the event to be sent again when the lease ends.
+        transaction (``StateStore.claim``), so several hub instances never send one event
+        at the same time; an instance that dies mid-send leaves the event to be sent again
+        when the lease ends. Events of a brand without an endpoint wait (it may register
+        one again).
         """
-        with self._connect() as db:
-            db.execute("BEGIN IMMEDIATE")
-            rows = db.execute(
-                "SELECT q.id, q.brand, w.url, w.secret, q.body, q.attempts FROM webhook_queue q "
-                "JOIN webhooks w ON w.brand = q.brand WHERE q.due_ms <= ? ORDER BY q.id LIMIT ?",
-                (now_ms, limit),
-            ).fetchall()
-            db.executemany(
-                "UPDATE webhook_queue SET due_ms=? WHERE id=?",
-                [(now_ms + _LEASE_MS, r[0]) for r in rows],
-            )
-        return rows
+        claimed = self._state.claim(
+            "webhook_queue",
+            lease_column="due_ms",
+            now_ms=now_ms,
+            lease_ms=_LEASE_MS,
+            columns=["brand", "body", "attempts"],
+            where="brand IN (SELECT brand FROM webhooks)",
+            limit=limit,
+        )
+        if not claimed:
+            return []
+        brands = sorted({str(r[1]) for r in claimed})
+        with self._state.transaction(readonly=True) as tx:
+            # Read after the claim (a secret replaced in between signs with the new one).
+            endpoints = {
+                str(b): (str(u), str(s))
+                for b, u, s in tx.execute(
+                    "SELECT brand, url, secret FROM webhooks "
+                    f"WHERE brand IN ({marks(len(brands))})",
+                    brands,
+                )
+            }
+        out = []
+        for queue_id, brand, body, attempts in claimed:
+            if brand in endpoints:  # unregistered since the claim: due again after the lease
+                url, secret = endpoints[brand]
+                out.append((int(queue_id), str(brand), url, secret, str(body), int(attempts)))
+        return out
 
     def delivered(self, queue_id: int) -> None:
         """Drop a delivered event."""
-        with self._connect() as db:
-            db.execute("DELETE FROM webhook_queue WHERE id=?", (queue_id,))
+        with self._state.transaction() as tx:
+            tx.execute("DELETE FROM webhook_queue WHERE id=?", (queue_id,))
 
     def retry_later(self, queue_id: int, attempts: int, now_ms: int) -> None:
         """Back off: 1 s doubling to 5 minutes."""
         delay = min(2.0**attempts, _MAX_BACKOFF_S)
-        with self._connect() as db:
-            db.execute(
+        with self._state.transaction() as tx:
+            tx.execute(
                 "UPDATE webhook_queue SET attempts=?, due_ms=? WHERE id=?",
                 (attempts + 1, now_ms + int(delay * 1000), queue_id),
             )
@@ -175,10 +179,11 @@ class Webhooks:
 class WebhookSender:
     """Delivers queued events; :meth:`run` until cancelled (owned by the hub)."""
 
-    def __init__(self, hooks: Webhooks, metrics: Metrics) -> None:
+    def __init__(self, *, hooks: Webhooks, metrics: Metrics, clock: Clock) -> None:
         self._hooks = hooks
         self._egress = hooks.egress
         self._metrics = metrics
+        self._clock = clock
         self._timeout = aiohttp.ClientTimeout(total=hooks.egress.settings.timeout_s)
 
     async def run(self) -> None:
@@ -204,14 +209,14 @@ class WebhookSender:
                         type(exc).__name__,
                         exc,
                         delay,
-                        exc_info=not isinstance(exc, CloudHubError | sqlite3.Error | OSError),
+                        exc_info=not isinstance(exc, CloudHubError | OSError),
                     )
                     await asyncio.sleep(delay)
                     continue
                 await asyncio.sleep(1.0)
 
     async def _round(self, session: aiohttp.ClientSession) -> None:
-        now = time.time_ns() // 1_000_000
+        now = self._clock.now_ms()
         for row in await asyncio.to_thread(self._hooks.due, now):
             await self._send(session, *row)
 
@@ -228,7 +233,7 @@ class WebhookSender:
         data = body.encode()
         headers = {
             "Content-Type": "application/json",
-            "TwinSync-Signature": sign(secret, data, int(time.time())),
+            "TwinSync-Signature": sign(secret, data, self._clock.now_ms() // 1000),
         }
         result = "retry"
         try:
@@ -245,7 +250,7 @@ class WebhookSender:
             result = "refused" if exc.reason == "url_refused" else "retry"
         except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
             ok, why = False, f"{type(exc).__name__}: {exc}"
-        now = time.time_ns() // 1_000_000
+        now = self._clock.now_ms()
         if ok:
             await asyncio.to_thread(self._hooks.delivered, queue_id)
             self._metrics.inc("twinsync_hub_webhooks_total", result="delivered")

@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Literal
 
 from cloud_hub._errors import ConfigError
+from cloud_hub.store import StateStore
 from protocol import PREFIX, Channel, broadcast_topic, topic
 
 from ._devices import Registry
@@ -204,7 +205,7 @@ def _admin_role() -> Role:
 
 
 def broker_accounts(
-    registry_path: Path, secrets_dir: Path, hub_ids: Sequence[str]
+    state: StateStore, secrets_dir: Path, hub_ids: Sequence[str]
 ) -> list[BrokerAccount]:
     """Every account the broker should have: the admin, one per hub instance in
     ``hub_ids``, one per device of the registry that is provisioned with a broker
@@ -221,7 +222,7 @@ def broker_accounts(
     accounts += [
         BrokerAccount(i, i, "hub", hub_role, _stable_hash(i, hub_password)) for i in hub_ids
     ]
-    for brand, device, password_hash in Registry(registry_path).broker_users():
+    for brand, device, password_hash in Registry(state=state).broker_users():
         user = device_username(brand, device)
         role = _device_role(brand, device)
         accounts.append(BrokerAccount(user, user, "device", role, password_hash))

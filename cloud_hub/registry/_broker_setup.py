@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cloud_hub._config import HubConfig
+from cloud_hub.store import StateStore, state_store_from
 
 from ._broker_auth import (
     ADMIN_USER,
@@ -47,12 +48,18 @@ def broker_setup(
     bundles: Sequence[Path] = (),
     hub_ids: Sequence[str] | None = None,
     owner: FileOwner | None = None,
+    state: StateStore | None = None,
 ) -> BrokerSetup:
     """Write ``out/dynamic-security.json`` and/or apply the accounts to the running
-    broker (status 1 when some account could not be applied)."""
+    broker (status 1 when some account could not be applied). The devices come from
+    ``state`` (default: the store ``config.state`` names, opened for this call)."""
     secrets_dir = config.keys.secrets_dir
     ids = hub_client_ids(secrets_dir, hub_ids, config.mqtt.client_id)
-    accounts = broker_accounts(config.registry.path, secrets_dir, ids)
+    if state is None:
+        with state_store_from(config.state) as opened:
+            accounts = broker_accounts(opened, secrets_dir, ids)
+    else:
+        accounts = broker_accounts(state, secrets_dir, ids)
     hub_password = ensure_hub_password(secrets_dir)
     admin_password = ensure_admin_password(secrets_dir)
     done = BrokerSetup()

@@ -27,6 +27,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from cloud_hub._errors import ConfigError, RegistryError
+from cloud_hub.store import StateStore
 from protocol import PRODUCTS, SigningKey, check_brand, check_device, hub_box_key
 
 from ._broker_auth import device_username, mosquitto_hash
@@ -128,7 +129,7 @@ def _refuse_existing(existing: list[DeviceRecord]) -> None:
 
 
 def _provision(
-    registry_path: Path,
+    state: StateStore | str | os.PathLike[str],
     secrets_dir: Path,
     brand: str,
     targets: list[tuple[str, str, Path]],
@@ -143,7 +144,7 @@ def _provision(
         check_device(device)
         if product not in PRODUCTS:
             raise ConfigError(f"unknown product {product!r}; known: {', '.join(PRODUCTS)}")
-    registry = Registry(registry_path)
+    registry = Registry(state=state)
     # Checked before any key or file is made: a refused request changes nothing.
     existing = registry.existing(brand, [device for device, _p, _d in targets])
     if existing and not force:
@@ -183,7 +184,7 @@ def _provision(
 
 
 def provision_devices(
-    registry_path: Path,
+    state: StateStore | str | os.PathLike[str],
     secrets_dir: Path,
     brand: str,
     devices: Iterable[tuple[str, str]],
@@ -196,19 +197,19 @@ def provision_devices(
 ) -> dict[str, Path]:
     """Provision ``(device_id, product)`` pairs in one registry transaction.
 
-    Each bundle goes to ``out_root/<device_id>/``; returns device id -> agent.toml path.
+    ``state`` is the hub's state store (or the path of a one-host hub's SQLite state file,
+    ``registry.path``). Each bundle goes to ``out_root/<device_id>/``; returns device id
+    -> agent.toml path.
     Raises RegistryError (reason ``already_provisioned``) when a device is already in the
     registry, unless ``force``: then it gets a new key and broker password (and is no
     longer revoked).
     """
     targets = [(device, product, Path(out_root) / device) for device, product in devices]
-    return _provision(
-        registry_path, secrets_dir, brand, targets, mqtt_host, mqtt_port, epoch, force
-    )
+    return _provision(state, secrets_dir, brand, targets, mqtt_host, mqtt_port, epoch, force)
 
 
 def provision_device(
-    registry_path: Path,
+    state: StateStore | str | os.PathLike[str],
     secrets_dir: Path,
     brand: str,
     device_id: str,
@@ -225,7 +226,5 @@ def provision_device(
     Refuses a device already in the registry unless ``force`` (see provision_devices).
     """
     targets = [(device_id, product, Path(out_dir))]
-    made = _provision(
-        registry_path, secrets_dir, brand, targets, mqtt_host, mqtt_port, epoch, force
-    )
+    made = _provision(state, secrets_dir, brand, targets, mqtt_host, mqtt_port, epoch, force)
     return made[device_id]

@@ -8,6 +8,7 @@ class (``cloud_hub.store._lines``): a field is read from its own, counts and lis
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -68,12 +69,18 @@ class DeviceList(Protocol):
 class TwinReader:
     """Queries for the HTTP API."""
 
-    def __init__(self, store: InfluxStore, registry: DeviceList) -> None:
+    def __init__(
+        self,
+        store: InfluxStore,
+        *,
+        devices: DeviceList,
+        hidden: Callable[[str, str], frozenset[str]] = lambda _brand, _twin: frozenset(),
+    ) -> None:
         self._store = store
-        self._registry = registry
+        self._devices = devices
         #: (brand, twin) -> fields reads leave out (the customer suppressed them or
-        #: objected to profiling; see cloud_hub.privacy._objection); the hub sets it
-        self.hidden: Callable[[str, str], frozenset[str]] = lambda _brand, _twin: frozenset()
+        #: objected to profiling; see cloud_hub.privacy._objection)
+        self._hidden = hidden
 
     def _where(self, brand: str, twin: str) -> str:
         return f'"brand" = {quote_str(brand)} AND "twin" = {quote_str(twin)}'
@@ -144,7 +151,7 @@ class TwinReader:
     async def state(self, brand: str, twin: str) -> TwinState:
         """The merged state of one twin (empty if it has no points)."""
         where = self._where(brand, twin)
-        hidden = self.hidden(brand, twin)
+        hidden = self._hidden(brand, twin)
         names = sorted(set(FIELDS) - hidden)
         q = ";".join(
             f"SELECT last({quote_ident(f)}) FROM {quote_ident(MEASUREMENT_OF[f])} WHERE {where} "
@@ -165,7 +172,7 @@ class TwinReader:
     ) -> list[dict[str, Any]]:
         """One value of ``field`` per ``every`` bucket in [start, end) (cloud_hub.store._history;
         OverflowError past its caps)."""
-        if field in self.hidden(brand, twin):
+        if field in self._hidden(brand, twin):
             return []  # suppressed or objected to: as if never stored
         return await buckets(
             self._store, self._where(brand, twin), field, start_ns, end_ns, every_ms
@@ -183,7 +190,7 @@ class TwinReader:
     ) -> tuple[list[dict[str, Any]], Cursor | None]:
         """A page of raw points of ``field`` in [start, end) and the next page's cursor
         (cloud_hub.store._history; OverflowError past its caps)."""
-        if field in self.hidden(brand, twin):
+        if field in self._hidden(brand, twin):
             return [], None
         where = self._where(brand, twin)
         return await raw_page(self._store, where, field, start_ns, end_ns, limit, after)
@@ -213,7 +220,8 @@ class TwinReader:
                 row[col] = value
                 row["last_seen_ms"] = max(row["last_seen_ms"], ts // 1_000_000)
         out = []
-        for record in self._registry.devices(brand):
+        # The registry is in the state store: read it off the event loop.
+        for record in await asyncio.to_thread(self._devices.devices, brand):
             row = latest.get(record.device, {})
             out.append(
                 {

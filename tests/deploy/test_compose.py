@@ -14,9 +14,11 @@ a container. Instead:
   (:func:`test_compose_walkthrough_runs_as_local_processes`): each ``docker compose``
   command becomes the same command in the service's environment, with container paths
   mapped to temporary directories standing for the volumes, service names to 127.0.0.1
-  and container ports to free loopback ports; ``up -d`` starts mosquitto with the compose
-  file's broker configuration, a private InfluxDB with the users deploy/README.md lists,
-  and both hubs. The rest of each command is typed as written.
+  and container ports to free loopback ports; ``up -d --wait postgres`` starts a private
+  PostgreSQL with the user and database the postgres service's image makes; ``up -d``
+  starts mosquitto with the compose file's broker configuration, a private InfluxDB with
+  the users deploy/README.md lists, and both hubs. The rest of each command is typed as
+  written.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ from cloud_hub import HubConfig, load_hub_config
 from cloud_hub.registry import ensure_hub_password
 from cloud_hub.store import TWIN_MEASUREMENTS
 from protocol import pseudonymize
-from twinsync.services import Influxd, Mosquitto, free_port, wait_port
+from twinsync.services import Influxd, Mosquitto, Postgres, free_port, wait_port
 
 DEPLOY = REPO / "deploy"
 COMPOSE = DEPLOY / "compose.yaml"
@@ -220,11 +222,12 @@ def test_hub_environment_is_real_hub_settings_that_load(dotenv: dict[str, str]) 
 def test_hubs_share_state_and_group_with_distinct_identities(
     dotenv: dict[str, str], tmp_path: Path
 ) -> None:
-    """Both hubs mount the same state volume where their registry, secrets and models
-    are, share one subscription group, and have distinct client ids, each its broker
-    user; they reach the broker and InfluxDB by service name, with the hub's InfluxDB
-    user, which is not an admin, so the hubs do not create the database; deploy/README.md
-    makes a broker account for exactly these client ids."""
+    """Both hubs keep their shared state in the postgres service's database, as its user
+    with its password, mount the same volume where their secrets and models are, share
+    one subscription group, and have distinct client ids, each its broker user; they
+    reach the broker and InfluxDB by service name, with the hub's InfluxDB user, which is
+    not an admin, so the hubs do not create the database; deploy/README.md makes a broker
+    account for exactly these client ids."""
     compose = _compose()
     services, hubs = compose["services"], _hubs(compose)
     configs = {}
@@ -241,10 +244,21 @@ def test_hubs_share_state_and_group_with_distinct_identities(
     assert len(state) == 1, "every hub mounts one state volume at one place"
     ((volume, target),) = state
     assert volume in compose["volumes"]
-    for config in configs.values():
-        written = [config.registry.path, config.keys.secrets_dir, config.models.dir]
+    postgres = services["postgres"]["environment"]
+    for name, config in configs.items():
+        written = [config.keys.secrets_dir, config.models.dir]
         written += [config.mqtt.password_file] if config.mqtt.password_file else []
         assert all(p.is_relative_to(target) for p in written), written
+        state = config.state.target
+        assert (state.scheme, state.host, state.user, state.database) == (
+            "postgresql",
+            "postgres",
+            postgres["POSTGRES_USER"],
+            postgres["POSTGRES_DB"],
+        )
+        raw = hubs[name]["environment"]["TWINSYNC_HUB__STATE__PASSWORD"]
+        assert _VAR.match(raw).group(1) == _VAR.match(postgres["POSTGRES_PASSWORD"]).group(1)  # type: ignore[union-attr]
+        assert "postgres" in hubs[name]["depends_on"]
     ids = [c.mqtt.client_id for c in configs.values()]
     assert len(set(ids)) == len(ids)
     assert all(c.mqtt.username == c.mqtt.client_id for c in configs.values())
@@ -457,6 +471,8 @@ class ComposeLocal:
                     self.published[host] = self.ports[(name, container)]
         self.influxd = Influxd(tmp / "influxd")
         self.ports[("influxdb", 8086)] = self.influxd.http_port
+        self.postgres = Postgres(tmp / "postgres")
+        self.ports[("postgres", 5432)] = self.postgres.port
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def host_path(self, service: str, path: str) -> str:
@@ -482,6 +498,11 @@ class ComposeLocal:
             elif match := re.match(r"https?://([\w-]+):(\d+)", raw):
                 port = self.ports[(match.group(1), int(match.group(2)))]
                 value = raw.replace(match.group(0), f"http://127.0.0.1:{port}")
+            elif match := re.match(r"postgresql://([\w-]+)@([\w-]+):(\d+)", raw):
+                port = self.ports[(match.group(2), int(match.group(3)))]
+                value = raw.replace(
+                    match.group(0), f"postgresql://{match.group(1)}@127.0.0.1:{port}"
+                )
             out[key] = value
         hub = _service_env(self.services[service], self.dotenv)
         if "TWINSYNC_HUB__MQTT__PORT" in out:
@@ -500,6 +521,9 @@ class ComposeLocal:
         """A README command as it runs here (see the module docstring)."""
         if text.strip() in ("docker compose build", "docker compose up -d"):
             return "true"  # done by the test: the image is this checkout; see up()
+        if text.strip() == "docker compose up -d --wait postgres":
+            self._postgres()
+            return "true"
         match = _DOCKER.search(text)
         if match:
             service = match.group("service")
@@ -583,6 +607,19 @@ class ComposeLocal:
         statements = [b.code for b in blocks(DEPLOY_README) if b.lang == "sql"]
         assert f'CREATE DATABASE "{env["INFLUXDB_DB"]}"' in statements[0]
 
+    def _postgres(self) -> None:
+        """PostgreSQL with what the postgres service's image makes on its first start:
+        its user, with the .env password, owning its database."""
+        from psycopg import sql
+
+        self.postgres.start()
+        env = _service_env(self.services["postgres"], self.dotenv)
+        user, database = sql.Identifier(env["POSTGRES_USER"]), sql.Identifier(env["POSTGRES_DB"])
+        with self.postgres.connect() as conn:
+            password = sql.Literal(env["POSTGRES_PASSWORD"])
+            conn.execute(sql.SQL("CREATE USER {} WITH PASSWORD {}").format(user, password))
+            conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, user))
+
     def grafana_query(self, query: str) -> dict[str, Any]:
         source = _datasource()
         env = _service_env(self.services["grafana"], self.dotenv)
@@ -602,6 +639,7 @@ class ComposeLocal:
             except subprocess.TimeoutExpired:
                 process.kill()
         self.influxd.stop()
+        self.postgres.remove()
 
 
 def _clean_env() -> dict[str, str]:

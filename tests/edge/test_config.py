@@ -80,3 +80,42 @@ def test_cli_check_config_hides_secrets(
     monkeypatch.setenv("TWINSYNC_EDGE__MQTT__PORT", "0")
     assert main(["check-config", "--config", str(bundle.toml)]) == 2
     assert "mqtt.port" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("text", "env_name"),
+    [
+        ("[mqtt\n", ""),  # not TOML
+        ('[mqtt]\nport = "many"\n', ""),  # a bad value
+        ("[mqtt]\nbogus = 1\n", ""),  # an unknown key
+        ("", "MQTT"),  # a badly shaped variable name
+    ],
+)
+def test_agent_and_hub_load_settings_alike(tmp_path: Path, text: str, env_name: str) -> None:
+    """Both daemons load with one function (protocol.load_settings): the same mistake
+    gets the same message, naming the daemon's own file, prefix and section."""
+    from cloud_hub import CloudHubError, load_hub_config
+
+    (tmp_path / "x.toml").write_text(text)
+    device = {"device": {"brand": "acme", "id": "d-1", "product": "coffee"}}  # required
+    messages = []
+    for load, overrides, error, prefix, what in (
+        (load_config, device, EdgeAgentError, "TWINSYNC_EDGE__", "agent config"),
+        (load_hub_config, None, CloudHubError, "TWINSYNC_HUB__", "hub config"),
+    ):
+        env = {f"{prefix}{env_name}": "1"} if env_name else {}
+        with pytest.raises(error) as info:
+            load(tmp_path / "x.toml", overrides, environ=env)
+        messages.append(str(info.value).replace(what, "<what>").replace(prefix, "<prefix>"))
+    assert messages[0] == messages[1]
+
+
+def test_both_rebase_relative_paths_on_the_files_directory(tmp_path: Path) -> None:
+    """A relative path in either daemon's file lies next to the file, wherever it runs."""
+    from cloud_hub import load_hub_config
+
+    (tmp_path / "hub.toml").write_text('[mqtt]\npassword_file = "secrets/p"\n')
+    hub = load_hub_config(tmp_path / "hub.toml", environ={})
+    assert hub.mqtt.password_file == tmp_path.resolve() / "secrets/p"
+    assert hub.keys.secrets_dir == tmp_path.resolve() / "secrets"
+    assert hub.api.tls_cert_file is None

@@ -1,6 +1,7 @@
-"""The device's memory of applied hub commands (edge_agent._freshness) on a real SQLite
-file: per-target order, the floor, the user's own changes, twins met later, restarts,
-key rotation, erasure and the size bound. End-to-end attacks: tests/hub/test_downlink_replay.py.
+"""The device's memory of applied hub commands (edge_agent.testing.DownlinkFreshness) on
+a real SQLite file: per-target order, the floor, the user's own changes, twins met later,
+restarts, key rotation, erasure and the size bound. End-to-end attacks:
+tests/hub/test_downlink_replay.py.
 """
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent._freshness import (
+from edge_agent.testing import (
     COMMAND_WINDOW_MS,
     FIRST_CONTACT_SLACK_MS,
     DownlinkFreshness,
+    Outbox,
 )
-from edge_agent._outbox import Outbox
 from protocol import Desired, packb
 
 ANN, BOB = "1-" + "a" * 32, "1-" + "b" * 32

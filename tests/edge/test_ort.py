@@ -1,4 +1,5 @@
-"""edge_agent._ort: onnxruntime's C API through ctypes, checked against the Python binding.
+"""The agent's model runtime (edge_agent.testing: Runtime, open_session, Runner):
+onnxruntime's C API through ctypes, checked against the Python binding.
 
 The binding is what the models were verified with on the hub; the agent must get exactly
 the same numbers through the C API, for every shipped model, in batches and row by row.
@@ -23,9 +24,9 @@ import onnxruntime as ort
 import psutil
 import pytest
 
-from edge_agent import BUILTIN_MODELS, ModelError, _ort
-from edge_agent._model_runner import INPUT, OUTPUT, Runner
-from edge_agent._ort_session import open_session
+from edge_agent import BUILTIN_MODELS, ModelError
+from edge_agent import testing as edge
+from edge_agent.testing import INPUT, OUTPUT, Runner, open_session
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from protocol import (
     ANOMALY_FEATURES,
@@ -101,9 +102,9 @@ def _random_rows(width: int, seed: int) -> list[list[float]]:
     return rows
 
 
-def _same(got: _ort.Output | list[Any], want: np.ndarray) -> bool:
+def _same(got: edge.Output | list[Any], want: np.ndarray) -> bool:
     """Bit-exact equality (NaN equal to NaN) of our output and the binding's array."""
-    if isinstance(got, _ort.Output):
+    if isinstance(got, edge.Output):
         assert got.dtype == str(want.dtype)
         assert got.shape == want.shape
         values: list[Any] = got.values
@@ -159,8 +160,8 @@ def test_inputs_and_outputs_are_described_like_the_binding(name: str) -> None:
 def test_symbolic_dimensions_and_non_tensor_outputs() -> None:
     """A named batch dimension comes back as its name; a wrong output is still described."""
     session = open_session(_onnx.renamed_output_onnx("score"))
-    assert session.inputs == [_ort.IOInfo("features", "tensor(float)", ("N", 3))]
-    assert session.outputs == [_ort.IOInfo("score", "tensor(float)", ("N", 1))]
+    assert session.inputs == [edge.IOInfo("features", "tensor(float)", ("N", 3))]
+    assert session.outputs == [edge.IOInfo("score", "tensor(float)", ("N", 1))]
 
 
 def test_errors_carry_onnxruntime_messages() -> None:
@@ -232,30 +233,29 @@ def test_no_leaks_over_many_inferences_and_sessions() -> None:
     assert grown < 2 * 2**20, f"RSS grew by {grown / 2**20:.1f} MiB"
 
 
-def test_library_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_library_location(tmp_path: Path) -> None:
     """Found beside the installed package without importing it; an override wins and a
     wrong override is a clear error."""
-    found = _ort.find_library({})
+    found = edge.find_library({})
     assert found.name.startswith("libonnxruntime.so")
     assert Path(ort.__file__).parent in found.parents
-    assert _ort.find_library({_ort.LIBRARY_ENV: str(found)}) == found
+    assert edge.find_library({edge.LIBRARY_ENV: str(found)}) == found
     with pytest.raises(ModelError) as err:
-        _ort.find_library({_ort.LIBRARY_ENV: str(tmp_path / "missing.so")})
+        edge.find_library({edge.LIBRARY_ENV: str(tmp_path / "missing.so")})
     assert err.value.reason == "runtime_missing"
-    assert _ort.LIBRARY_ENV in str(err.value)
+    assert edge.LIBRARY_ENV in str(err.value)
 
     with pytest.raises(ModelError) as err:
-        _ort.Runtime(Path(ctypes.util.find_library("c") or "libc.so.6"))
+        edge.Runtime(Path(ctypes.util.find_library("c") or "libc.so.6"))
     assert err.value.reason == "runtime_missing"
 
-    monkeypatch.setattr(_ort, "API_VERSION", 10_000)
     with pytest.raises(ModelError) as err:
-        _ort.Runtime(found)
+        edge.Runtime(found, api_version=10_000)
     assert "C API version 10000" in str(err.value)
 
 
 def test_library_version_is_the_bindings() -> None:
-    assert _ort.runtime().version == ort.__version__
+    assert edge.runtime().version == ort.__version__
 
 
 def test_builtin_manifests_cover_every_kind() -> None:
@@ -277,7 +277,7 @@ def test_a_missing_library_refuses_models_with_a_clear_reason(tmp_path: Path) ->
         "store = ModelStore(Path(sys.argv[1]), 'coffee', {}, builtin=BUILTIN_MODELS)\n"
         "print(json.dumps({n: [f.reason, f.message] for n, f in store.failures().items()}))\n"
     )
-    env = {**os.environ, _ort.LIBRARY_ENV: str(tmp_path / "libonnxruntime.so.1")}
+    env = {**os.environ, edge.LIBRARY_ENV: str(tmp_path / "libonnxruntime.so.1")}
     done = subprocess.run(
         [sys.executable, "-c", child, str(tmp_path / "models")],
         capture_output=True,
@@ -291,4 +291,4 @@ def test_a_missing_library_refuses_models_with_a_clear_reason(tmp_path: Path) ->
     assert sorted(failures) == ["anomaly-coffee", "churn-coffee", "segment-coffee"]
     for reason, message in failures.values():
         assert reason == "load_failed"
-        assert _ort.LIBRARY_ENV in message
+        assert edge.LIBRARY_ENV in message

@@ -19,9 +19,7 @@ def test_loading_models_releases_the_runtimes_start_up_code(tmp_path: Path) -> N
         """
         import json, os, random, sys
         from pathlib import Path
-        from edge_agent._ort import runtime
-        from edge_agent._ort_session import open_session
-        from edge_agent._pages import release_code_pages
+        from edge_agent.testing import open_session, release_code_pages, runtime
         from edge_agent import ModelStore
         from protocol import SigningKey
 

@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from edge_agent import ConfigError, load_config
-from edge_agent._consent import ConsentGate
-from edge_agent._twin import TwinBook
+from edge_agent.testing import ConsentGate, TwinBook
 from protocol import ConsentEntry, SignalIn, TwinLink, pseudonymize
 
 from .conftest import Bundle

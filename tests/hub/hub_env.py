@@ -1,5 +1,6 @@
-"""Helpers for tests/hub: the hub's config on the test services and an InfluxDB reader
-(with the credentials of the launcher's InfluxDB, which refuses anonymous requests)."""
+"""Helpers for tests/hub: the hub's config on the test services, its state store and an
+InfluxDB reader (with the credentials of the launcher's InfluxDB, which refuses anonymous
+requests)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloud_hub import HubConfig, load_hub_config
+from cloud_hub.store import StateStore, state_store_from
 from twinsync.services import LocalServices
+
+#: run a test on both state stores: the SQLite file and PostgreSQL (tests/hub/conftest.py)
+both_stores = pytest.mark.parametrize("state_backend", ["sqlite", "postgresql"])
 
 
 @dataclass
@@ -19,6 +26,21 @@ class HubEnv:
     services: LocalServices
     #: an API key of ``brand`` with every scope
     token: str = ""
+
+    def state(self) -> StateStore:
+        """The hub's state store (as ``config.state`` names it): close it when done."""
+        return state_store_from(self.config.state)
+
+    def state_toml(self, folder: Path) -> str:
+        """The hub.toml lines of a process in ``folder`` that shares this hub's state: the
+        registry file, or the PostgreSQL url with the password in a file (0600) there."""
+        state = self.config.state
+        if state.target.scheme == "sqlite":
+            return f'[registry]\npath = "{self.config.registry.path}"\n'
+        secret = folder / "state.password"
+        secret.write_text(state.secret() + "\n")
+        secret.chmod(0o600)
+        return f'[state]\nurl = "{state.url}"\npassword_file = "{secret}"\n'
 
     def influx(self, q: str) -> list[dict[str, Any]]:
         """Run InfluxQL on the test database with the launcher's admin credentials (a
@@ -64,6 +86,7 @@ def make_config(
         "webhooks": {"allow": ["127.0.0.1"], "require_https": False},
         "api": {"port": 0},
         "registry": {"path": str(tmp / "registry.sqlite")},
+        "state": {},
         "keys": {"secrets_dir": str(tmp / "secrets")},
         "models": {"dir": str(tmp / "models")},
     }

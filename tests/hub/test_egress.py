@@ -27,6 +27,8 @@ from hub_env import HubEnv
 
 from cloud_hub import CloudHubError, ConfigError, Hub, Metrics, WebhookSettings, load_hub_config
 from cloud_hub.privacy import EgressPolicy, Webhooks, WebhookSender, classify, parse_allow
+from cloud_hub.store import state_of
+from protocol import SystemClock
 from twinsync.services import free_port
 
 VICTIM = "victim"
@@ -226,13 +228,16 @@ async def test_the_policy_is_checked_again_at_every_send(
     longer permits it (the same holds when a name's DNS answer changes): refused, counted,
     logged, kept for a retry, and nothing reaches the address."""
     runner, port, got = await _receiver()
-    db = tmp_path / "hub.sqlite"
+    db = state_of(tmp_path / "hub.sqlite")
     allowing = EgressPolicy(WebhookSettings(allow=["127.0.0.1"], require_https=False))
-    Webhooks(db, allowing).register("acme", f"http://127.0.0.1:{port}/hooks")
-    strict = Webhooks(db, EgressPolicy(WebhookSettings(require_https=False)))
+    clock = SystemClock()
+    hooks = Webhooks(state=db, clock=clock, egress=allowing)
+    hooks.register("acme", f"http://127.0.0.1:{port}/hooks")
+    strict_policy = EgressPolicy(WebhookSettings(require_https=False))
+    strict = Webhooks(state=db, clock=clock, egress=strict_policy)
     assert strict.emit("acme", "erasure", {"receipt": {}}) is not None
     metrics = Metrics()
-    sender = asyncio.create_task(WebhookSender(strict, metrics).run())
+    sender = asyncio.create_task(WebhookSender(hooks=strict, metrics=metrics, clock=clock).run())
     try:
         assert await eventually(
             lambda: metrics.get("twinsync_hub_webhooks_total", result="refused") >= 1, within=10

@@ -1,5 +1,6 @@
 """Erasure: after the receipt no point of the twin is left, the hub answers 404, and no
-outbox or late device brings it back; the receipt verifies with the hub's public key."""
+outbox or late device brings it back; the receipt verifies with the hub's public key. The
+erasure with a device offline runs on both state stores (SQLite file, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
-from hub_env import HubEnv
+from hub_env import HubEnv, both_stores
 
 from cloud_hub import Hub, ensure_hub_key
 from cloud_hub.privacy import verify_receipt
@@ -114,6 +115,7 @@ async def test_erasure_requests_are_checked(hub: Hub, hub_env: HubEnv) -> None:
             assert (await r.json())["error"]["code"] == "bad_subject"
 
 
+@both_stores
 async def test_an_agent_offline_during_the_erasure_does_not_recreate_the_twin(
     hub: Hub, hub_env: HubEnv, tmp_path: Path
 ) -> None:

@@ -55,7 +55,9 @@ def _setup(tmp: Path) -> tuple[Verifier, SigningKey]:
     registry = Registry(tmp / "registry.sqlite")
     registry.add_many([(BRAND, DEVICE, "coffee", key.public)])
     windows = ReplayWindows(4096)
-    verifier = Verifier(registry, LimitSettings(), SystemClock(), windows, box_keys=[HUB_BOX])
+    verifier = Verifier(
+        LimitSettings(), registry=registry, clock=SystemClock(), windows=windows, box_keys=[HUB_BOX]
+    )
     return verifier, key
 
 

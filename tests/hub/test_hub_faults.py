@@ -1,35 +1,85 @@
-"""Faults against real services: influxd outage, hub SIGKILL, two hubs sharing the load."""
+"""Faults against real services: influxd outage, hub SIGKILL, two hubs sharing the load.
+
+The hub kill and the two hubs run on both state stores (``@both_stores``): the SQLite
+file one host's instances share, and PostgreSQL, with which the two hubs are two hosts
+that share no file at all (each its own working directory and copy of the secrets, as
+an operator deploys them).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from _fakes import FakeDevice, now_hlc
-from hub_env import HubEnv, make_config
+from hub_env import HubEnv, both_stores, make_config
 
-from cloud_hub import Hub, provision_devices
+from cloud_hub import Hub, HubConfig, provision_devices
+from cloud_hub.store import state_store_from
 from twinsync.services import LocalServices, free_port
 
 
-def _env(tmp: Path, svc: LocalServices, unique: str, n: int = 1) -> HubEnv:
-    cfg = make_config(tmp, svc, f"db{unique}", f"b{unique}")
-    bundles = provision_devices(
-        cfg.registry.path,
-        cfg.keys.secrets_dir,
-        f"b{unique}",
-        [(f"dev-{i}", "coffee") for i in range(n)],
-        tmp / "bundles",
-        "127.0.0.1",
-        svc.mosquitto.port,
-    )
+def _env(
+    tmp: Path, svc: LocalServices, unique: str, n: int = 1, state: dict[str, str] | None = None
+) -> HubEnv:
+    cfg = make_config(tmp, svc, f"db{unique}", f"b{unique}", state=state or {})
+    with state_store_from(cfg.state) as store:
+        bundles = provision_devices(
+            store,
+            cfg.keys.secrets_dir,
+            f"b{unique}",
+            [(f"dev-{i}", "coffee") for i in range(n)],
+            tmp / "bundles",
+            "127.0.0.1",
+            svc.mosquitto.port,
+        )
     return HubEnv(cfg, bundles, f"b{unique}", svc)
+
+
+def _another_host(env: HubEnv, root: Path, client_id: str) -> HubConfig:
+    """A second instance as a second host runs it: its own working directory and its own
+    copy of the secrets (the hub key signs acks, the brand keys serve erasures: every
+    instance holds the same), the same broker, InfluxDB and state store."""
+    root.mkdir(parents=True)
+    shutil.copytree(env.config.keys.secrets_dir, root / "secrets")
+    state = {"url": env.config.state.url, "password": env.config.state.secret()}
+    return make_config(
+        root,
+        env.services,
+        env.config.influx.database,
+        env.brand,
+        state=state,
+        mqtt={"client_id": client_id},
+    )
+
+
+def _paths(value: Any) -> set[Path]:
+    """Every file or folder a config names (its SQLite state file included)."""
+    if isinstance(value, Path):
+        return {value}
+    if isinstance(value, dict):
+        return {p for v in value.values() for p in _paths(v)}
+    if isinstance(value, list | tuple):
+        return {p for v in value for p in _paths(v)}
+    if isinstance(value, str) and value.startswith("sqlite:///"):
+        return {Path(value.removeprefix("sqlite:///"))}
+    return set()
+
+
+def _common_paths(a: HubConfig, b: HubConfig) -> set[tuple[Path, Path]]:
+    """Pairs of a path of ``a`` and one of ``b`` that are the same or one inside the other."""
+    mine, theirs = _paths(a.model_dump()), _paths(b.model_dump())
+    return {
+        (x, y) for x in mine for y in theirs if x == y or x.is_relative_to(y) or y.is_relative_to(x)
+    }
 
 
 def _count(env: HubEnv) -> int:
@@ -74,13 +124,20 @@ async def test_influxd_outage_loses_nothing_and_acks_only_after_write(
         dev.close()
 
 
+@both_stores
 async def test_two_hubs_with_shared_subscription_write_every_point_once(
-    tmp_path: Path, services: LocalServices, unique: str
+    tmp_path: Path, services: LocalServices, unique: str, state_settings: dict[str, str]
 ) -> None:
-    env = _env(tmp_path, services, unique, n=4)
-    cfg2 = env.config.model_copy(
-        update={"mqtt": env.config.mqtt.model_copy(update={"client_id": f"hub2-{unique}"})}
-    )
+    env = _env(tmp_path / "host-a", services, unique, n=4, state=state_settings)
+    two_hosts = env.config.state.target.scheme == "postgresql"
+    if not two_hosts:
+        # One host: both instances open the same state file.
+        cfg2 = env.config.model_copy(
+            update={"mqtt": env.config.mqtt.model_copy(update={"client_id": f"hub2-{unique}"})}
+        )
+    else:
+        cfg2 = _another_host(env, tmp_path / "host-b", f"hub2-{unique}")
+        assert _common_paths(env.config, cfg2) == set()
     devs = [
         FakeDevice(env.bundles[f"dev-{i}"].parent, env.brand, f"dev-{i}", services.mosquitto.port)
         for i in range(4)
@@ -105,6 +162,11 @@ async def test_two_hubs_with_shared_subscription_write_every_point_once(
             got = [h.metrics.get("twinsync_hub_messages_total", kind="delta") for h in (h1, h2)]
             assert sum(got) == 100, got
             assert min(got) > 0, got
+        if two_hosts:
+            # Nothing of the state went to a file on either host.
+            assert not env.config.registry.path.exists()
+            assert not cfg2.registry.path.exists()
+            assert not list((tmp_path / "host-b").rglob("*.sqlite*"))
     finally:
         for d in devs:
             d.close()
@@ -139,10 +201,11 @@ async def _run_hub(cfg_path: Path, api_port: int) -> subprocess.Popen[bytes]:
         await asyncio.sleep(0.1)
 
 
+@both_stores
 async def test_hub_sigkill_mid_stream_then_restart_loses_nothing(
-    tmp_path: Path, services: LocalServices, unique: str
+    tmp_path: Path, services: LocalServices, unique: str, state_settings: dict[str, str]
 ) -> None:
-    env = _env(tmp_path, services, unique)
+    env = _env(tmp_path, services, unique, state=state_settings)
     c = env.config
     api_port = free_port()
     cfg_path = tmp_path / "hub.toml"
@@ -153,9 +216,7 @@ client_id = "hubk-{unique}"
 shared_group = "gk{unique}"
 {services.influxd.hub_toml(c.influx.database)}[api]
 port = {api_port}
-[registry]
-path = "{c.registry.path}"
-[keys]
+{env.state_toml(tmp_path)}[keys]
 secrets_dir = "{c.keys.secrets_dir}"
 """
     )

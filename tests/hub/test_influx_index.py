@@ -21,6 +21,7 @@ from hub_env import HubEnv, make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, InfluxStore, Metrics, provision_devices
 from cloud_hub.privacy import Relinks
+from cloud_hub.store import state_of
 from protocol import TwinLink, pseudonymize
 from twinsync.services import LocalServices
 
@@ -76,7 +77,12 @@ async def _move_to_new_epoch(env: HubEnv, old: str, new: str) -> None:
     """The hub's key-rotation move of ``old`` to ``new`` (cloud_hub.privacy._rekey): copy, then
     DELETE the old id's points."""
     async with InfluxStore(env.config.influx) as store:
-        relinks = Relinks(env.config.registry.path, env.config.keys.secrets_dir, store, Metrics())
+        relinks = Relinks(
+            state=state_of(env.config.registry.path),
+            secrets_dir=env.config.keys.secrets_dir,
+            store=store,
+            metrics=Metrics(),
+        )
         relinks.propose(env.brand, "dev-0", [TwinLink(old, new)])
         assert await relinks.step() == 1  # checked: dev-0 wrote the old twin -> aliased
         await asyncio.sleep(relinks.refresh_s + 0.3)

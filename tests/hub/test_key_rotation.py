@@ -3,7 +3,8 @@
 Real agents, mosquitto, influxd and hub: a device that holds both keys carries its
 customers over (state, consent) and links old -> new; the hub moves the history, stores a
 not-yet-rotated device's ops under the new id, refuses a link from a device that never
-served the customer, and retiring the old epoch leaves nothing under it.
+served the customer, and retiring the old epoch leaves nothing under it. Each runs on both
+state stores (the SQLite file and PostgreSQL).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import pytest
 from _fakes import FakeDevice, get_json, send_json
 from _poll import eventually
-from hub_env import HubEnv
+from hub_env import HubEnv, both_stores
 
 from cloud_hub import CloudHubError, Hub, Metrics
 from cloud_hub.cli import main as hub_cli
@@ -59,6 +60,7 @@ def _of(env: HubEnv, twin: str) -> set[tuple[Any, ...]]:
     return {p for p in env.points() if p[1] == twin}
 
 
+@both_stores
 async def test_a_rotated_key_carries_the_twin_and_its_history_over(
     hub_env: HubEnv, tmp_path: Path
 ) -> None:
@@ -158,6 +160,7 @@ async def test_a_rotated_key_carries_the_twin_and_its_history_over(
         assert not _of(env, new_ann)
 
 
+@both_stores
 async def test_a_move_interrupted_half_way_resumes_without_loss(hub_env: HubEnv) -> None:
     """As after a crash between copying and deleting: some points are already under the
     new id, all still under the old one. The next pass finishes the job exactly."""
@@ -170,10 +173,13 @@ async def test_a_move_interrupted_half_way_resumes_without_loss(hub_env: HubEnv)
         for i in range(1, 41)
     ]
     async with InfluxStore(env.config.influx) as store:
+        state = env.state()
         await store.ensure_database()
         await store.write(lines)
         await store.write([line.replace(old, new) for line in lines[:25]])  # the crashed copy
-        relinks = Relinks(env.config.registry.path, env.config.keys.secrets_dir, store, Metrics())
+        relinks = Relinks(
+            state=state, secrets_dir=env.config.keys.secrets_dir, store=store, metrics=Metrics()
+        )
         relinks.propose(env.brand, "dev-1", [TwinLink(old, new)])
         assert await relinks.step() == 1  # checked: dev-1 wrote the old twin -> aliased
         assert relinks.alias(env.brand) == {old: new}
@@ -182,8 +188,10 @@ async def test_a_move_interrupted_half_way_resumes_without_loss(hub_env: HubEnv)
     assert not _of(env, old)
     assert _of(env, new) == {("dev-1", new, t0 + i, "coffee.brews_total", i) for i in range(1, 41)}
     assert relinks.status(env.brand)["links"] == {"done": 1}
+    state.close()
 
 
+@both_stores
 async def test_brand_keys_from_the_command_line(
     hub_env: HubEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -191,7 +199,8 @@ async def test_brand_keys_from_the_command_line(
     toml = tmp_path / "hub.toml"
     toml.write_text(
         env.services.influxd.hub_toml(env.config.influx.database)
-        + '[registry]\npath = "registry.sqlite"\n[keys]\nsecrets_dir = "secrets"\n'
+        + env.state_toml(tmp_path)
+        + '[keys]\nsecrets_dir = "secrets"\n'
     )
     bundles = [str(env.bundles[d].parent) for d in ("dev-1", "dev-2")]
     cli = ["--config", str(toml), "--brand", env.brand]

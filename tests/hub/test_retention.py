@@ -5,15 +5,18 @@ created; bad durations are refused at start-up."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from hub_env import HubEnv, make_config
+from _poll import eventually
+from hub_env import HubEnv, both_stores, make_config
 
 from cloud_hub import ConfigError, Hub, Metrics, StoreError, load_hub_config
 from cloud_hub.privacy import RetentionSweeper
-from cloud_hub.store import InfluxStore, twin_lines
+from cloud_hub.store import InfluxStore, StateStore, open_state_store, twin_lines
 from protocol import HLC, Op, SystemClock, TwinOps, pseudonymize
 
 DAY_MS = 86_400_000
@@ -56,11 +59,12 @@ async def test_sweep_deletes_old_points_of_the_limited_class_only(
     assert len(env.points()) == 8
     async with Hub(env.config) as hub:
         await hub.ready.wait()
-        # The first sweep runs once the database is prepared.
-        for _ in range(100):
-            if hub.retention.last_swept().get("profile"):
-                break
-            await asyncio.sleep(0.05)
+        # The first sweep runs once the database is prepared; it reports when it is done
+        # (its claim already records a time, before the DELETE is answered).
+        profile = {"class": "profile"}
+        assert await eventually(
+            lambda: hub.metrics.get("twinsync_hub_retention_swept_ms", **profile) > 0, within=10
+        )
         left = env.points()
         assert {(p[1], p[3]) for p in left if p[3] == "coffee.segment"} == {
             (ann, "coffee.segment"),
@@ -77,30 +81,53 @@ async def test_sweep_deletes_old_points_of_the_limited_class_only(
         assert await hub.retention.sweep_due() == []
 
 
+@both_stores
 async def test_sweeps_are_shared_between_instances_and_failures_give_the_turn_back(
-    tmp_path: Path, hub_env: HubEnv
+    tmp_path: Path, hub_env: HubEnv, state: StateStore, state_url: tuple[str, str]
 ) -> None:
     settings = make_config(
         tmp_path, hub_env.services, "unused", retention={"profile": "1d", "sweep_s": 60}
     )
     down = settings.influx.model_copy(update={"url": "http://127.0.0.1:9", "timeout_s": 1})
-    path = tmp_path / "registry.sqlite"
+    url, password = state_url
+
+    def sweeper(on: StateStore, influx: InfluxStore) -> RetentionSweeper:
+        return RetentionSweeper(
+            settings.retention,
+            state=on,
+            store=influx,
+            clock=SystemClock(),
+            metrics=Metrics(),
+            brands=[hub_env.brand],
+        )
+
     async with InfluxStore(down) as dead, InfluxStore(settings.influx) as live:
         await live.ensure_database()
-        failing = RetentionSweeper(
-            settings.retention, dead, path, SystemClock(), Metrics(), [hub_env.brand]
-        )
+        failing = sweeper(state, dead)
         with pytest.raises(StoreError, match="InfluxDB"):
             await failing.sweep_due()
         assert failing.last_swept() == {"profile": 0}  # the turn was given back
-        one, two = (
-            RetentionSweeper(
-                settings.retention, live, path, SystemClock(), Metrics(), [hub_env.brand]
-            )
-            for _ in range(2)
+    # Six instances (each its own connection to the store and to InfluxDB, on a loop of
+    # its own) find the turn due at the same moment: one takes it (the claim reads and
+    # writes under the lock retention:profile).
+    start = threading.Barrier(6)
+
+    def instance() -> list[str]:
+        async def sweep() -> list[str]:
+            async with InfluxStore(settings.influx) as influx:
+                with open_state_store(url, password=password) as own:
+                    start.wait()
+                    return list(await sweeper(own, influx).sweep_due())
+
+        return asyncio.run(sweep())
+
+    with ThreadPoolExecutor(6) as pool:
+        swept = await asyncio.gather(
+            *(asyncio.wrap_future(pool.submit(instance)) for _ in range(6))
         )
-        assert await one.sweep_due() == ["profile"]
-        assert await two.sweep_due() == []
+    assert sorted(swept) == [[]] * 5 + [["profile"]]
+    async with InfluxStore(settings.influx) as live:
+        assert await sweeper(state, live).sweep_due() == []
 
 
 async def test_ceiling_policy_is_created_and_altered(tmp_path: Path, hub_env: HubEnv) -> None:

@@ -34,6 +34,7 @@ from cloud_hub import (
 from cloud_hub.cli import main as hub_cli
 from cloud_hub.models import ModelRepo, RolloutStore
 from cloud_hub.registry import Registry
+from cloud_hub.store import state_of
 from edge_agent import Agent, load_config
 from protocol import (
     ANOMALY_FEATURES,
@@ -507,9 +508,11 @@ reconcile_s = 0.2
 
 
 def test_set_versions_count_changes_per_device(tmp_path: Path) -> None:
-    registry = Registry(tmp_path / "r.sqlite")
+    state = state_of(tmp_path / "r.sqlite")
     store = RolloutStore(
-        tmp_path / "r.sqlite", ModelRepo(tmp_path / "r.sqlite", tmp_path / "m"), registry
+        state=state,
+        repo=ModelRepo(state=state, models_dir=tmp_path / "m"),
+        registry=Registry(state),
     )
     empty = {"": "E"}
     assert store.set_versions("b", {**empty, "d1": "A", "d2": "A"}) == {"d1": 1, "d2": 1}

@@ -18,6 +18,8 @@ from hub_env import HubEnv
 
 from cloud_hub import Hub, Metrics, WebhookSettings
 from cloud_hub.privacy import EgressPolicy, Webhooks, WebhookSender
+from cloud_hub.store import state_of
+from protocol import SystemClock
 from twinsync.services import free_port
 
 _ALLOW_LOCAL = WebhookSettings(allow=["127.0.0.1"], require_https=False)
@@ -48,7 +50,7 @@ async def test_the_sender_survives_an_unopenable_file_and_delivers_when_it_is_ba
 ) -> None:
     runner, port, got = await _receiver()
     db = tmp_path / "hub.sqlite"
-    hooks = Webhooks(db, EgressPolicy(_ALLOW_LOCAL))
+    hooks = Webhooks(state=state_of(db), clock=SystemClock(), egress=EgressPolicy(_ALLOW_LOCAL))
     hooks.register("acme", f"http://127.0.0.1:{port}/hooks")
     assert hooks.emit("acme", "erasure", {"receipt": {}}) is not None
     metrics = Metrics()
@@ -56,7 +58,9 @@ async def test_the_sender_survives_an_unopenable_file_and_delivers_when_it_is_ba
     aside = tmp_path / "aside.sqlite"
     db.rename(aside)
     db.mkdir()
-    sender = asyncio.create_task(WebhookSender(hooks, metrics).run())
+    sender = asyncio.create_task(
+        WebhookSender(hooks=hooks, metrics=metrics, clock=SystemClock()).run()
+    )
     try:
         assert await eventually(lambda: _errors(metrics) >= 2, within=15)
         assert not sender.done()

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
 from aiohttp import web
-from hub_env import HubEnv
+from hub_env import HubEnv, both_stores
 
 from cloud_hub import Hub, WebhookSettings
 from cloud_hub.privacy import EgressPolicy, Webhooks, sign, verify_signature
+from cloud_hub.store import StateStore, open_state_store
+from protocol import SystemClock
 from twinsync.services import free_port
 
 
@@ -86,6 +87,11 @@ async def test_erasure_and_consent_events_reach_the_backend_signed_and_retried(
         await runner.cleanup()
 
 
+def hooks_secret(state: StateStore, brand: str) -> str:
+    with state.transaction(readonly=True) as tx:
+        return str(tx.execute("SELECT secret FROM webhooks WHERE brand = ?", (brand,)).scalar())
+
+
 def test_signatures_expire() -> None:
     body = b'{"event": "erasure"}'
     old = sign("s", body, 1_000_000_000)
@@ -93,15 +99,22 @@ def test_signatures_expire() -> None:
     assert not verify_signature("s", body, "garbage")
 
 
-def test_an_event_is_claimed_by_one_sender_at_a_time(tmp_path: Path) -> None:
-    allow_local = WebhookSettings(allow=["127.0.0.1"], require_https=False)
-    hooks = Webhooks(tmp_path / "hub.sqlite", EgressPolicy(allow_local))
+@both_stores
+def test_an_event_is_claimed_by_one_sender_at_a_time(
+    state: StateStore, state_url: tuple[str, str]
+) -> None:
+    allow_local = EgressPolicy(WebhookSettings(allow=["127.0.0.1"], require_https=False))
+    hooks = Webhooks(state=state, clock=SystemClock(), egress=allow_local)
     hooks.register("acme", "http://127.0.0.1:9/hooks")
     event_id = hooks.emit("acme", "erasure", {"receipt": {}})
     assert event_id is not None
     now = int(time.time() * 1000) + 1000
     first = hooks.due(now)
     assert [json.loads(r[4])["event_id"] for r in first] == [event_id]
-    assert hooks.due(now) == []  # another instance finds it claimed
-    assert len(hooks.due(now + 61_000)) == 1  # the lease ran out: sent again
+    assert first[0][2:4] == ("http://127.0.0.1:9/hooks", hooks_secret(state, "acme"))
+    url, password = state_url
+    with open_state_store(url, password=password) as other_instance:
+        other = Webhooks(state=other_instance, clock=SystemClock(), egress=allow_local)
+        assert other.due(now) == []  # another instance finds it claimed
+        assert len(other.due(now + 61_000)) == 1  # the lease ran out: sent again
     assert hooks.emit("nobody", "erasure", {}) is None  # no endpoint, nothing queued

@@ -9,11 +9,20 @@ supervision) < ``store`` < ``registry`` < ``models`` < ``privacy`` < ``ingest`` 
 (``from cloud_hub.store import InfluxStore``), never through a private module, and no
 module imports itself back through a circle. Imports under ``if TYPE_CHECKING:`` are
 annotations only and do not count.
+
+Private means private for tests too: no module outside a package (``tests``, ``bench``,
+``twinsync``, ``firmware_sim`` or another of ours) imports one of its ``_private``
+modules or names (``edge_agent._twin``, ``from edge_agent import _ort``), not even the
+package's own tests. The line is drawn at a public module rather than around "a
+package's own tests": what tests need of a package's internals is named in its
+``testing`` module (``edge_agent.testing``, ``cloud_hub.testing``), so it is visible,
+documented and kept working, and a refactor inside the package breaks no test's import.
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +32,8 @@ TOP = {"protocol": 0, "edge_agent": 1, "cloud_hub": 1, "firmware_sim": 1, "twins
 ALLOWED_SAME_RANK = {("firmware_sim", "edge_agent")}
 HUB_LAYERS = ["core", "store", "registry", "models", "privacy", "ingest", "api", "top"]
 HUB_TOP = {"_hub", "cli", "__init__"}
+#: every package of ours: none imports another's private modules
+OURS = (*TOP, "tests")
 
 
 def _modules(package: str) -> Iterator[tuple[str, Path]]:
@@ -94,15 +105,68 @@ def test_hub_subpackages_import_only_lower_layers_and_through_their_roots() -> N
     assert wrong == []
 
 
-def test_code_outside_the_hub_uses_its_public_packages_only() -> None:
+def _private_import(package: str, target: str, names: list[str]) -> str | None:
+    """What ``package`` imports that is private to another of our packages, if anything."""
+    parts = target.split(".")
+    if parts[0] not in OURS or parts[0] == package:
+        return None
+    if any(p.startswith("_") for p in parts[1:]):
+        return target
+    private = [n for n in names if n.startswith("_")]
+    return f"{target}: {', '.join(private)}" if private else None
+
+
+def test_no_package_imports_anothers_private_modules() -> None:
     wrong = []
-    for package in ("twinsync", "bench", "tests", "firmware_sim", "edge_agent"):
+    for package in OURS:
         for module, path in _modules(package):
-            for target, _names in _runtime_imports(path, module):
-                parts = target.split(".")
-                if parts[0] == "cloud_hub" and any(p.startswith("_") for p in parts[1:]):
-                    wrong.append(f"{module} imports {target}")
+            for target, names in _runtime_imports(path, module):
+                found = _private_import(package, target, names)
+                if found is not None:
+                    wrong.append(f"{module} imports {found}")
     assert wrong == []
+
+
+#: ``import pkg._x`` or ``from pkg._x import`` (``from pkg import _x``) in a string: the
+#: scripts tests run in a fresh interpreter
+_SCRIPT_IMPORT = re.compile(
+    r"^\s*(?:from\s+(?P<from>[\w.]+)\s+import\s+(?P<names>[\w, ]+)|import\s+(?P<mod>[\w.]+))",
+    re.M,
+)
+
+
+def test_scripts_in_tests_import_no_private_modules() -> None:
+    """The same rule for code tests run in a subprocess (``python -c <script>``)."""
+    wrong = []
+    for module, path in _modules("tests"):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Constant) and isinstance(node.value, str)):
+                continue
+            for match in _SCRIPT_IMPORT.finditer(node.value):
+                target = match["from"] or match["mod"]
+                names = [n.strip() for n in (match["names"] or "").split(",")]
+                found = _private_import("tests", target, names)
+                if found is not None:
+                    wrong.append(f"{module}:{node.lineno} runs a script importing {found}")
+    assert wrong == []
+
+
+def test_the_private_import_rule_catches_each_form() -> None:
+    """The checks above can fail: each way of reaching a private module is caught, and
+    what is public (a root, ``pkg.testing``, a package's own modules) is not."""
+    assert _private_import("tests", "edge_agent._twin", ["TwinBook"]) == "edge_agent._twin"
+    assert _private_import("tests", "edge_agent", ["Agent", "_ort"]) == "edge_agent: _ort"
+    assert _private_import("bench", "twinsync.training._fit", ["fit_churn"]) is not None
+    assert _private_import("tests", "protocol._seal", []) == "protocol._seal"
+    assert _private_import("tests", "edge_agent.testing", ["TwinBook"]) is None
+    assert _private_import("tests", "cloud_hub.store", ["InfluxStore"]) is None
+    assert _private_import("edge_agent", "edge_agent._twin", ["TwinBook"]) is None
+    assert _private_import("tests", "tests._cli", ["run_cli"]) is None
+    # Built from parts so that the scan of this file's own strings does not see it.
+    script = "import json\n    from edge_agent." + "_ort import runtime\nimport protocol." + "_seal"
+    found = [m["from"] or m["mod"] for m in _SCRIPT_IMPORT.finditer(script)]
+    assert found == ["json", "edge_agent._ort", "protocol._seal"]
 
 
 def test_no_import_cycles() -> None:

@@ -18,15 +18,15 @@ from cloud_hub import load_hub_config
 from firmware_sim import DAY_MS, FaultSpec, Fleet, FleetSpec
 from protocol import ANOMALY_FEATURES, PRODUCTS, ModelManifest, SigningKey, feature_names
 from twinsync.cli import main as twinsync_main
-from twinsync.training._dataset import customer_rows
-from twinsync.training._fit import (
+from twinsync.training import (
     auc_interval,
     churn_columns,
+    customer_rows,
+    cutoffs,
     fit_churn,
     fit_segment,
     segment_columns,
 )
-from twinsync.training._train import _cutoffs
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +102,8 @@ def test_churners_are_scored_inside_the_simulated_window_only() -> None:
 
 def test_snapshots_fall_at_any_time_of_day() -> None:
     fleet = _fleet()
-    cuts = _cutoffs(fleet, 1.0, seed=1)
-    assert cuts == _cutoffs(fleet, 1.0, seed=1)
+    cuts = cutoffs(fleet, 1.0, seed=1)
+    assert cuts == cutoffs(fleet, 1.0, seed=1)
     assert cuts == sorted(cuts)
     assert all(fleet.start_ms + 14 * DAY_MS <= t < fleet.end_ms for t in cuts)
     assert len(cuts) == 16

@@ -233,15 +233,10 @@ def test_a_short_sealed_body_is_refused_at_envelope_decode() -> None:
     assert info.value.reason == "bad_seal"
 
 
-def test_the_openers_key_cache_is_bounded(
-    hub: BoxPrivateKey, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_openers_key_cache_is_bounded(hub: BoxPrivateKey) -> None:
     """Every new device box key costs one cache entry; old ones are forgotten, not kept
     forever (a device that wipes its outbox daily must not grow the hub)."""
-    import protocol._seal as seal_module
-
-    monkeypatch.setattr(seal_module, "_CACHE_MAX", 4)
-    opener = BodyOpener([hub])
+    opener = BodyOpener([hub], cache_max=4)
     assert opener.kids == {hub.kid}
     for _ in range(10):
         sealer = BodySealer(BoxPrivateKey.generate(), hub.public)

@@ -89,7 +89,7 @@ def _fleet(seed: int, devices: int, days: float, t: SimTraining) -> Fleet:
     return Fleet.generate(spec)
 
 
-def _cutoffs(fleet: Fleet, every_days: float, seed: int) -> list[int]:
+def cutoffs(fleet: Fleet, every_days: float, seed: int) -> list[int]:
     """Snapshot times from ``MIN_HISTORY_DAYS`` on, one per ``every_days`` at a random time.
 
     Agents score at any hour, so the rows must not all be at midnight (the day's usage
@@ -157,7 +157,7 @@ def _churn(
 ) -> tuple[Fitted, dict[str, float], _Scored]:
     """Fit on daily snapshots of ``train``; score 7 days before each churn in ``held``."""
     rows = customer_rows(
-        train, product, _cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
+        train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
     )
     keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
     churn = fit_churn(
@@ -168,7 +168,7 @@ def _churn(
     # Positives: each churner LEAD_DAYS before churning; negatives: weekly snapshots of
     # the customers who do not churn.
     ev = customer_rows(
-        held, product, _cutoffs(held, 7.0, t.eval_seed), before_churn_days=LEAD_DAYS,
+        held, product, cutoffs(held, 7.0, t.eval_seed), before_churn_days=LEAD_DAYS,
         min_history_days=MIN_HISTORY_DAYS,
     )  # fmt: skip
     pos = [i for i, d in enumerate(ev.days_to_churn) if d is not None and abs(d - LEAD_DAYS) < 1e-6]

@@ -1,0 +1,23 @@
+"""The typed application keys through which the hub hands the routes what they use."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from cloud_hub._metrics import Metrics
+from cloud_hub.ingest import SegmentFeed
+from cloud_hub.store import TwinReader
+from protocol import Clock
+
+__all__ = ["CLOCK", "FEED", "METRICS", "READER", "READY", "ReadyProbe"]
+
+ReadyProbe = Callable[[], Awaitable[dict[str, bool]]]
+
+#: the hub's clock: every wall-clock time a route reads or stamps comes from it
+CLOCK: web.AppKey[Clock] = web.AppKey("clock")
+FEED = web.AppKey("feed", SegmentFeed)
+METRICS = web.AppKey("metrics", Metrics)
+READER = web.AppKey("reader", TwinReader)
+READY: web.AppKey[ReadyProbe] = web.AppKey("ready")

@@ -1,0 +1,217 @@
+"""The hub's schema as numbered migrations, one list per backend.
+
+Migration 1 is every table the hub keeps in its shared state, with the columns the hub's
+modules created themselves before the state store existed (``CREATE TABLE IF NOT EXISTS``
+in each module, kept verbatim in tests/store/legacy_schema.sql), plus the store's own
+``state_leases``. Migration 2 indexes the webhook queue's due time. On SQLite migration 1
+is written so that it also adopts a file made by an older hub: every statement is ``IF NOT
+EXISTS`` and a registry from before broker credentials gets its ``mqtt_hash`` column. On
+PostgreSQL the types are mapped: INTEGER -> BIGINT (times are Unix ms), ``INTEGER PRIMARY KEY
+AUTOINCREMENT`` -> an identity column, TEXT -> ``TEXT COLLATE "C"`` so ``ORDER BY`` sorts
+by code point as SQLite does, whatever the database's locale (and BLOB -> BYTEA, should a
+later migration add one).
+
+A new migration is appended to both lists with the next number (never edit one that has
+shipped: databases record what they applied). tests/store/test_state_migrations.py checks
+that both backends end with the same tables, columns and indexes, and that migration 1
+creates exactly what the modules created (tests/store/legacy_schema.sql).
+"""
+
+from __future__ import annotations
+
+from ._state import Migration
+from ._state_tx import Tx
+
+__all__ = [
+    "IDENTITY_COLUMNS",
+    "POSTGRES_MIGRATIONS",
+    "SQLITE_MIGRATIONS",
+    "STATE_KEYS",
+    "STATE_TABLES",
+]
+
+#: every table of the hub's state and its primary key, the store's own last (the order
+#: the copy command walks them in: tests/store/test_state_migrations.py checks the keys)
+STATE_KEYS: dict[str, tuple[str, ...]] = {
+    "devices": ("brand", "device"),
+    "registry_meta": ("name",),
+    "api_keys": ("key_id",),
+    "audit": ("id",),
+    "cohorts": ("brand", "cohort", "device"),
+    "rollouts": ("id",),
+    "rollout_members": ("rollout", "device"),
+    "model_sets": ("brand", "device"),
+    "models": ("brand", "name", "version"),
+    "tombstones": ("brand", "twin"),
+    "privacy_requests": ("id",),
+    "field_blocks": ("brand", "twin", "target"),
+    "twin_links": ("brand", "old"),
+    "retired_epochs": ("brand", "epoch"),
+    "retention_sweeps": ("class",),
+    "rewrite_jobs": ("id",),
+    "webhooks": ("brand",),
+    "webhook_queue": ("id",),
+    "state_leases": ("name",),
+}
+#: every table of migration 1, the store's own last
+STATE_TABLES = tuple(STATE_KEYS)
+#: the tables whose key the database numbers (``AUTOINCREMENT``, an identity column)
+IDENTITY_COLUMNS = {"audit": "id", "rollouts": "id", "webhook_queue": "id"}
+
+_SQLITE_1 = (
+    # registry (cloud_hub/registry/_devices.py)
+    """CREATE TABLE IF NOT EXISTS devices (
+        brand TEXT NOT NULL, device TEXT NOT NULL, product TEXT NOT NULL,
+        public_key TEXT NOT NULL, created_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0, mqtt_hash TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (brand, device))""",
+    "CREATE TABLE IF NOT EXISTS registry_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    # API keys and audit (cloud_hub/api/_auth.py)
+    """CREATE TABLE IF NOT EXISTS api_keys (
+        key_id TEXT PRIMARY KEY, brand TEXT NOT NULL, name TEXT NOT NULL,
+        scopes TEXT NOT NULL, secret_hash TEXT NOT NULL, created_ms INTEGER NOT NULL,
+        revoked INTEGER NOT NULL DEFAULT 0)""",
+    """CREATE TABLE IF NOT EXISTS audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, ts_ms INTEGER NOT NULL, brand TEXT NOT NULL,
+        key_id TEXT NOT NULL, method TEXT NOT NULL, route TEXT NOT NULL,
+        status INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS audit_brand ON audit (brand, id)",
+    # models and rollouts (cloud_hub/models/_rollouts.py, _repository.py)
+    """CREATE TABLE IF NOT EXISTS cohorts (
+        brand TEXT NOT NULL, cohort TEXT NOT NULL, device TEXT NOT NULL,
+        PRIMARY KEY (brand, cohort, device))""",
+    """CREATE TABLE IF NOT EXISTS rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, brand TEXT NOT NULL, name TEXT NOT NULL,
+        version INTEGER NOT NULL, target TEXT NOT NULL, value TEXT NOT NULL,
+        created_ms INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rollout_members (
+        rollout INTEGER NOT NULL, device TEXT NOT NULL, PRIMARY KEY (rollout, device))""",
+    """CREATE TABLE IF NOT EXISTS model_sets (
+        brand TEXT NOT NULL, device TEXT NOT NULL, version INTEGER NOT NULL,
+        digest TEXT NOT NULL, PRIMARY KEY (brand, device))""",
+    """CREATE TABLE IF NOT EXISTS models (
+        brand TEXT NOT NULL, name TEXT NOT NULL, version INTEGER NOT NULL,
+        product TEXT NOT NULL, sha256 TEXT NOT NULL, manifest TEXT NOT NULL,
+        created_ms INTEGER NOT NULL, PRIMARY KEY (brand, name, version))""",
+    # privacy (cloud_hub/privacy/)
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        brand TEXT NOT NULL, twin TEXT NOT NULL, erased_ms INTEGER NOT NULL,
+        request_id TEXT NOT NULL, PRIMARY KEY (brand, twin))""",
+    """CREATE TABLE IF NOT EXISTS privacy_requests (
+        id TEXT PRIMARY KEY, brand TEXT NOT NULL, kind TEXT NOT NULL,
+        received_ms INTEGER NOT NULL, deadline_ms INTEGER NOT NULL, completed_ms INTEGER,
+        receipt TEXT)""",
+    """CREATE TABLE IF NOT EXISTS field_blocks (
+        brand TEXT NOT NULL, twin TEXT NOT NULL, target TEXT NOT NULL,
+        since_ms INTEGER NOT NULL, request_id TEXT NOT NULL,
+        PRIMARY KEY (brand, twin, target))""",
+    """CREATE TABLE IF NOT EXISTS twin_links (
+        brand TEXT NOT NULL, old TEXT NOT NULL, new TEXT NOT NULL, device TEXT NOT NULL,
+        state TEXT NOT NULL, reason TEXT NOT NULL DEFAULT '', proposed_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL, points INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (brand, old))""",
+    """CREATE TABLE IF NOT EXISTS retired_epochs (
+        brand TEXT NOT NULL, epoch INTEGER NOT NULL, retired_ms INTEGER NOT NULL,
+        PRIMARY KEY (brand, epoch))""",
+    """CREATE TABLE IF NOT EXISTS retention_sweeps (
+        class TEXT PRIMARY KEY, swept_ms INTEGER NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS rewrite_jobs (
+        id TEXT PRIMARY KEY, request_id TEXT NOT NULL, brand TEXT NOT NULL,
+        twin TEXT NOT NULL, field TEXT NOT NULL, state TEXT NOT NULL, points TEXT NOT NULL,
+        keep TEXT NOT NULL, lease_ms INTEGER NOT NULL DEFAULT 0)""",
+    # webhooks (cloud_hub/privacy/_webhooks.py)
+    """CREATE TABLE IF NOT EXISTS webhooks (
+        brand TEXT PRIMARY KEY, url TEXT NOT NULL, secret TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS webhook_queue (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, brand TEXT NOT NULL, event_id TEXT NOT NULL,
+        body TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, due_ms INTEGER NOT NULL)""",
+    # the store's named leases (StateStore.try_lease)
+    """CREATE TABLE IF NOT EXISTS state_leases (
+        name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_ms INTEGER NOT NULL)""",
+)
+
+
+def _registry_credentials(tx: Tx) -> None:
+    # Registries made before broker credentials have no mqtt_hash (what the registry
+    # module added itself with ALTER TABLE until the state store took over).
+    columns = {row[1] for row in tx.execute("PRAGMA table_info(devices)")}
+    if "mqtt_hash" not in columns:
+        tx.execute("ALTER TABLE devices ADD COLUMN mqtt_hash TEXT NOT NULL DEFAULT ''")
+
+
+#: migration 2: the webhook sender claims due events every second (``due_ms <= now``);
+#: without an index each claim reads the whole queue, which grows while an endpoint is down
+_WEBHOOK_DUE = "CREATE INDEX IF NOT EXISTS webhook_queue_due ON webhook_queue (due_ms)"
+
+SQLITE_MIGRATIONS = (
+    Migration(1, "hub state", _SQLITE_1, _registry_credentials),
+    Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
+)
+
+_T = 'TEXT COLLATE "C"'  # byte-order sorting and comparison, as in SQLite
+_I = "BIGINT"
+_ID = "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+
+_POSTGRES_1 = (
+    f"""CREATE TABLE devices (
+        brand {_T} NOT NULL, device {_T} NOT NULL, product {_T} NOT NULL,
+        public_key {_T} NOT NULL, created_ms {_I} NOT NULL, revoked {_I} NOT NULL DEFAULT 0,
+        mqtt_hash {_T} NOT NULL DEFAULT '', PRIMARY KEY (brand, device))""",
+    f"CREATE TABLE registry_meta (name {_T} PRIMARY KEY, value {_I} NOT NULL)",
+    f"""CREATE TABLE api_keys (
+        key_id {_T} PRIMARY KEY, brand {_T} NOT NULL, name {_T} NOT NULL,
+        scopes {_T} NOT NULL, secret_hash {_T} NOT NULL, created_ms {_I} NOT NULL,
+        revoked {_I} NOT NULL DEFAULT 0)""",
+    f"""CREATE TABLE audit (
+        id {_ID}, ts_ms {_I} NOT NULL, brand {_T} NOT NULL, key_id {_T} NOT NULL,
+        method {_T} NOT NULL, route {_T} NOT NULL, status {_I} NOT NULL)""",
+    "CREATE INDEX audit_brand ON audit (brand, id)",
+    f"""CREATE TABLE cohorts (
+        brand {_T} NOT NULL, cohort {_T} NOT NULL, device {_T} NOT NULL,
+        PRIMARY KEY (brand, cohort, device))""",
+    f"""CREATE TABLE rollouts (
+        id {_ID}, brand {_T} NOT NULL, name {_T} NOT NULL, version {_I} NOT NULL,
+        target {_T} NOT NULL, value {_T} NOT NULL, created_ms {_I} NOT NULL)""",
+    f"""CREATE TABLE rollout_members (
+        rollout {_I} NOT NULL, device {_T} NOT NULL, PRIMARY KEY (rollout, device))""",
+    f"""CREATE TABLE model_sets (
+        brand {_T} NOT NULL, device {_T} NOT NULL, version {_I} NOT NULL,
+        digest {_T} NOT NULL, PRIMARY KEY (brand, device))""",
+    f"""CREATE TABLE models (
+        brand {_T} NOT NULL, name {_T} NOT NULL, version {_I} NOT NULL, product {_T} NOT NULL,
+        sha256 {_T} NOT NULL, manifest {_T} NOT NULL, created_ms {_I} NOT NULL,
+        PRIMARY KEY (brand, name, version))""",
+    f"""CREATE TABLE tombstones (
+        brand {_T} NOT NULL, twin {_T} NOT NULL, erased_ms {_I} NOT NULL,
+        request_id {_T} NOT NULL, PRIMARY KEY (brand, twin))""",
+    f"""CREATE TABLE privacy_requests (
+        id {_T} PRIMARY KEY, brand {_T} NOT NULL, kind {_T} NOT NULL,
+        received_ms {_I} NOT NULL, deadline_ms {_I} NOT NULL, completed_ms {_I},
+        receipt {_T})""",
+    f"""CREATE TABLE field_blocks (
+        brand {_T} NOT NULL, twin {_T} NOT NULL, target {_T} NOT NULL,
+        since_ms {_I} NOT NULL, request_id {_T} NOT NULL, PRIMARY KEY (brand, twin, target))""",
+    f"""CREATE TABLE twin_links (
+        brand {_T} NOT NULL, old {_T} NOT NULL, new {_T} NOT NULL, device {_T} NOT NULL,
+        state {_T} NOT NULL, reason {_T} NOT NULL DEFAULT '', proposed_ms {_I} NOT NULL,
+        updated_ms {_I} NOT NULL, points {_I} NOT NULL DEFAULT 0, PRIMARY KEY (brand, old))""",
+    f"""CREATE TABLE retired_epochs (
+        brand {_T} NOT NULL, epoch {_I} NOT NULL, retired_ms {_I} NOT NULL,
+        PRIMARY KEY (brand, epoch))""",
+    f"CREATE TABLE retention_sweeps (class {_T} PRIMARY KEY, swept_ms {_I} NOT NULL)",
+    f"""CREATE TABLE rewrite_jobs (
+        id {_T} PRIMARY KEY, request_id {_T} NOT NULL, brand {_T} NOT NULL, twin {_T} NOT NULL,
+        field {_T} NOT NULL, state {_T} NOT NULL, points {_T} NOT NULL, keep {_T} NOT NULL,
+        lease_ms {_I} NOT NULL DEFAULT 0)""",
+    f"CREATE TABLE webhooks (brand {_T} PRIMARY KEY, url {_T} NOT NULL, secret {_T} NOT NULL)",
+    f"""CREATE TABLE webhook_queue (
+        id {_ID}, brand {_T} NOT NULL, event_id {_T} NOT NULL, body {_T} NOT NULL,
+        attempts {_I} NOT NULL DEFAULT 0, due_ms {_I} NOT NULL)""",
+    f"""CREATE TABLE state_leases (
+        name {_T} PRIMARY KEY, holder {_T} NOT NULL, expires_ms {_I} NOT NULL)""",
+)
+
+POSTGRES_MIGRATIONS = (
+    Migration(1, "hub state", _POSTGRES_1),
+    Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
+)

@@ -109,15 +109,26 @@ SCHEMAS: Final[dict[str, Schema]] = {
         },
         description="one bucket (with every=)",
     ),
-    "History": obj(
+    "HistoryPage": obj(
         {
             "brand": string(),
             "twin": string(),
             "field": string(),
-            "every": nullable(string()),
-            "points": array({"oneOf": [ref("HistoryPoint"), ref("HistoryBucket")]}),
+            "every": {"type": "null"},
+            "points": array(ref("HistoryPoint")),
         },
-        {"next": string("raw points: the URL of the next page; absent on the last one")},
+        {"next": string("the URL of the next page; absent on the last one")},
+        "raw points, a page at a time (without every=)",
+    ),
+    "HistoryBuckets": obj(
+        {
+            "brand": string(),
+            "twin": string(),
+            "field": string(),
+            "every": string(),
+            "points": array(ref("HistoryBucket")),
+        },
+        description="one point per bucket (with every=)",
     ),
     "Consent": obj(
         {
@@ -266,7 +277,7 @@ OPERATIONS: Final = (
                 description="the cursor of the previous page (follow `next`)",
             ),
         ),
-        answer=ref("History"),
+        answer={"oneOf": [ref("HistoryPage"), ref("HistoryBuckets")]},
         errors={
             400: (
                 "bad_brand",

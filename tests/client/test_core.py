@@ -10,6 +10,7 @@ import random
 
 import pytest
 
+from cloud_hub.privacy import sign
 from twinsync.client import (
     AuthenticationError,
     BadRequestError,
@@ -28,6 +29,7 @@ from twinsync.client import (
     TransportError,
     TwinPage,
     UnavailableError,
+    verify_webhook,
 )
 from twinsync.client.testing import (
     BaseUrl,
@@ -244,3 +246,19 @@ def test_the_base_url_is_checked() -> None:
     ):
         with pytest.raises(ClientConfigError):
             BaseUrl.parse(bad)
+
+
+def test_a_webhook_event_verifies_only_as_the_hub_signed_it_and_while_fresh() -> None:
+    """The hub's own signing (cloud_hub.privacy.sign) verifies; another secret, an
+    altered body, a stale or future time, or a malformed header do not."""
+    body = b'{"event": "erasure", "event_id": "e1"}'
+    now = 1_800_000_000
+    header = sign("s3cret", body, now)
+    assert verify_webhook("s3cret", body, header, now_s=now + 10)
+    assert not verify_webhook("other", body, header, now_s=now)
+    assert not verify_webhook("s3cret", body + b" ", header, now_s=now)
+    assert not verify_webhook("s3cret", body, header, now_s=now + 301)
+    assert not verify_webhook("s3cret", body, header, now_s=now - 301)
+    assert verify_webhook("s3cret", body, header, now_s=now + 3000, tolerance_s=3600)
+    for bad in ("", "t=1", "v1=ab", "t=x,v1=ab", f"t=１{now},v1=ab", "garbage"):
+        assert not verify_webhook("s3cret", body, bad, now_s=now)

@@ -10,7 +10,8 @@
 :class:`AsyncClient` has the same methods, awaited, on aiohttp (``pip install
 'twinsync[client]'``; imported only when asked for). Both are made of one sans-I/O core
 (_calls.py builds every request as data, _wire.py reads every answer into a typed
-result or an error) and a small transport each. Methods are named after the operation
+result or an error) and a small transport each. :func:`verify_webhook` checks the
+signature of an event the hub POSTed to the brand's webhook. Methods are named after the operation
 ids of the hub's OpenAPI document (``GET /v1/openapi.json``). Errors: one root,
 :class:`ClientError` (_errors.py draws the tree), with the hub's ``code`` and
 ``message``. docs/brand-api.md walks through it.
@@ -92,6 +93,7 @@ from ._results import (
 )
 from ._sync import Client
 from ._transport import DEFAULT_TIMEOUT_S
+from ._webhook import SIGNATURE_HEADER, verify_webhook
 from ._wire import API_KEY_ENV, RetryPolicy
 
 if TYPE_CHECKING:
@@ -102,6 +104,7 @@ __all__ = [
     "API_KEY_ENV",
     "DEFAULT_TIMEOUT_S",
     "ROUTES",
+    "SIGNATURE_HEADER",
     "AccessExport",
     "ApiError",
     "ApiKeyInfo",
@@ -169,6 +172,7 @@ __all__ = [
     "UploadedModel",
     "Webhook",
     "WebhookRegistration",
+    "verify_webhook",
 ]
 
 

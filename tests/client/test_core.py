@@ -113,6 +113,7 @@ def test_requests_are_built_with_encoded_paths_and_only_given_parameters() -> No
     assert (erase.method, erase.idempotent) == ("POST", False)
     assert json.loads(erase.body or b"") == {"subject": "ann@example.com"}
     assert "ann" not in erase.path  # the subject travels in the body only
+    assert "ann" not in repr(erase)  # and a request's repr leaves the body out
     assert calls.put_cohort("beta", ["d1"]).request.idempotent
     assert calls.revoke_key("0" * 12).request.idempotent
     assert not calls.set_webhook("https://x").request.idempotent  # a new secret each time

@@ -14,6 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from _poll import eventually
 
 from twinsync.client import (
     AsyncClient,
@@ -67,8 +68,14 @@ def test_nothing_listening_is_a_transport_error_after_the_policys_tries(
     assert len(waits) == 2  # three tries in all
 
 
+class Silent(int):
+    """The port of a server that never answers, and the connections it holds."""
+
+    held: list[socket.socket]
+
+
 @pytest.fixture
-def silent() -> Iterator[int]:
+def silent() -> Iterator[Silent]:
     """A server that accepts connections, reads, and never answers."""
     server = socket.create_server(("127.0.0.1", 0))
     held: list[socket.socket] = []
@@ -85,7 +92,9 @@ def silent() -> Iterator[int]:
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    yield server.getsockname()[1]
+    port = Silent(server.getsockname()[1])
+    port.held = held
+    yield port
     stop.set()
     thread.join()
     for conn in held:
@@ -164,3 +173,29 @@ def test_tls_to_a_plain_server_is_a_transport_error(
         flavour(f"https://127.0.0.1:{other}", retry=RetryPolicy(attempts=1))()
     assert "did not answer" in str(failed.value)
     assert seen == []  # nothing readable reached it, the key least of all
+
+
+def _closed_by_peer(conn: socket.socket) -> bool:
+    """Whether the client closed ``conn`` (what it sent read, then end of stream)."""
+    conn.settimeout(5)
+    try:
+        while chunk := conn.recv(65536):
+            del chunk
+    except TimeoutError:
+        return False
+    return True
+
+
+async def test_cancelling_an_async_call_propagates_and_leaves_no_connection_open(
+    silent: Silent,
+) -> None:
+    """A call waiting for an answer is cancelled: the caller gets CancelledError (not a
+    TransportError, not swallowed), and closing the client closes the connection."""
+    client = AsyncClient(f"http://127.0.0.1:{silent}", "acme", api_key=KEY, timeout=60)
+    waiting = asyncio.create_task(client.list_twins())
+    assert await eventually(lambda: bool(silent.held), within=10, every=0.01)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await client.aclose()
+    assert await asyncio.to_thread(lambda: all(_closed_by_peer(c) for c in silent.held))

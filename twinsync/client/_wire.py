@@ -17,7 +17,7 @@ import re
 import secrets
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -67,7 +67,8 @@ class Request:
     method: str
     #: path and query, percent-encoded, below the base URL
     path: str
-    body: bytes | None = None
+    #: kept out of repr: a privacy request's body holds the customer's identifier
+    body: bytes | None = field(default=None, repr=False)
     content_type: str | None = None
     #: safe to send again after a 503 or a lost connection
     idempotent: bool = False

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ._app import build_app
 from ._auth import SCOPES, ApiKey, ApiKeys
-from ._guard import route_scopes
+from ._guard import route, route_scopes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
@@ -31,5 +31,6 @@ __all__ = [
     "connection_cap",
     "install",
     "openapi_document",
+    "route",
     "route_scopes",
 ]

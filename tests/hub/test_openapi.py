@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp
 import pytest
 from _fakes import FakeDevice, now_hlc
+from aiohttp import web
 from hub_env import HubEnv
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
@@ -37,7 +38,7 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
 from cloud_hub import SCOPES, ApiKeys, Hub
-from cloud_hub.api import openapi_document, route_scopes
+from cloud_hub.api import openapi_document, route, route_scopes
 from protocol import Channel, ConsentEntry, Delta, Op, TwinOps, packb, sha256_hex
 
 REPO = Path(__file__).resolve().parents[2]
@@ -423,3 +424,16 @@ async def test_the_document_is_public_and_the_same_for_everyone(
     await asyncio.sleep(0)  # the hub keeps serving
     status_doc = await _document(hub)
     assert status_doc[0] == raw
+
+
+async def _nothing(_request: web.Request) -> web.Response:
+    return web.Response()
+
+
+def test_a_route_with_an_unknown_scope_is_refused_at_start() -> None:
+    """A typo in a route's scope would leave it unguarded (the guard passes what it does
+    not know) or unusable: registering it fails, so the hub does not start."""
+    app = web.Application()
+    with pytest.raises(ValueError, match="unknown scope 'pubic'"):
+        route(app, "GET", "/v1/brands/{brand}/x", _nothing, "pubic")
+    assert list(app.router.routes()) == []

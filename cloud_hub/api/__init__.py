@@ -2,17 +2,19 @@
 
 The aiohttp application (``build_app`` and the privacy and rollout routes), API keys and
 scopes (``ApiKeys``, the guard), the one error path every refusal takes, strict
-parameter parsing, and the gated listener that caps connections.
+parameter parsing, the gated listener that caps connections, and the OpenAPI document
+that describes every route (``openapi/``, served at ``GET /v1/openapi.json``).
 """
 
 from __future__ import annotations
 
 from ._app import build_app
 from ._auth import SCOPES, ApiKey, ApiKeys
-from ._guard import route_scopes
+from ._guard import route, route_scopes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
+from .openapi import document as openapi_document
 
 __all__ = [
     "PROBE_LIFETIME_S",
@@ -28,5 +30,7 @@ __all__ = [
     "build_app",
     "connection_cap",
     "install",
+    "openapi_document",
+    "route",
     "route_scopes",
 ]

@@ -36,6 +36,7 @@ from ._guard import add_key_routes, guard, route, setup
 from ._listener import connection_limits
 from ._params import path_brand, path_twin, query_int, query_text, time_range_ns
 from ._stream import segment_change_events, stream_segment_changes
+from .openapi import serve_document
 
 __all__ = ["build_app", "twin_scores"]
 
@@ -208,4 +209,6 @@ def build_app(
     route(app, "GET", f"{base}/segments/changes", segment_change_events, "read")
     route(app, "GET", f"{base}/segments/changes/stream", stream_segment_changes, "read")
     add_key_routes(app)
+    # Every route is described there (cloud_hub/api/openapi/, one module per area).
+    route(app, "GET", "/v1/openapi.json", serve_document, "public")
     return app

@@ -96,6 +96,15 @@ COVERAGE: list[tuple[str, str, str]] = [
         "(hub train --sim --unsigned) parses here",
     ),
     ("docs/privacy.md", r"^twinsync hub brand-key\b", RUN_HERE),
+    ("docs/brand-api.md", r"^twinsync hub apikey create\b", RUN_HERE),
+    (
+        "docs/brand-api.md",
+        r"^pip install /path/to/checkout(\[client\])?$",
+        "NOT RUN: installs this checkout (the same pip form runs for [hub] and [edge] in "
+        + README_REAL
+        + "); the client's examples run in "
+        "tests/docs/test_brand_api_docs.py::test_every_example_of_the_brand_api_page_runs_against_a_real_hub",
+    ),
     ("docs/simulation.md", r"^twinsync sim (stats|generate)\b", RUN_HERE),
     (
         "deploy/README.md",
@@ -254,6 +263,7 @@ def test_cheap_documented_commands_run(
         "deploy/mosquitto/README.md",
         "docs/edge-agent.md",
         "docs/privacy.md",
+        "docs/brand-api.md",
         "docs/simulation.md",
     ]
     mine = sorted(

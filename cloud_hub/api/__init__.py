@@ -3,13 +3,15 @@
 The aiohttp application (``build_app`` and the privacy and rollout routes), API keys and
 scopes (``ApiKeys``, the guard), the one error path every refusal takes, strict
 parameter parsing, the gated listener that caps connections, and the OpenAPI document
-that describes every route (``openapi/``, served at ``GET /v1/openapi.json``).
+that describes every route (``openapi/``, served at ``GET /v1/openapi.json``), and the
+brand dashboard's static pages (``dashboard/``, served under ``/dashboard/``).
 """
 
 from __future__ import annotations
 
 from ._app import build_app
 from ._auth import SCOPES, ApiKey, ApiKeys
+from ._dashboard import CONTENT_SECURITY_POLICY as DASHBOARD_CSP
 from ._guard import route, route_scopes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
@@ -17,6 +19,7 @@ from ._rollouts import RolloutContext, add_rollout_routes
 from .openapi import document as openapi_document
 
 __all__ = [
+    "DASHBOARD_CSP",
     "PROBE_LIFETIME_S",
     "SCOPES",
     "ApiKey",

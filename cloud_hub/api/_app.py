@@ -31,6 +31,7 @@ from protocol import FIELDS, MODEL_FIELDS, Clock, TwinSyncError, check_twin
 
 from ._auth import ApiKeys
 from ._context import CLOCK, FEED, METRICS, READER, READY, ReadyProbe
+from ._dashboard import add_dashboard_routes
 from ._errors import refusals
 from ._guard import add_key_routes, guard, route, setup
 from ._listener import connection_limits
@@ -211,4 +212,6 @@ def build_app(
     add_key_routes(app)
     # Every route is described there (cloud_hub/api/openapi/, one module per area).
     route(app, "GET", "/v1/openapi.json", serve_document, "public")
+    # The brand dashboard: static pages that call the routes above (docs/dashboard.md).
+    add_dashboard_routes(app)
     return app

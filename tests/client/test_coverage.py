@@ -28,6 +28,9 @@ NOT_IN_CLIENT = {
     "get_readiness": "a load balancer's probe, no key",
     "get_metrics": "Prometheus scrapes it",
     "get_openapi": "for tools; the client is its Python form",
+    "get_dashboard": "a page for a browser (docs/dashboard.md)",
+    "get_dashboard_css": "the page's style sheet",
+    "get_dashboard_module": "the page's scripts",
 }
 #: methods that are not one operation: (operation they use, or None)
 HELPERS = {

@@ -74,6 +74,7 @@ _PATH_PARAMS = {
     "cohort": "beta",
     "id": "1",
     "key_id": "0" * 12,
+    "module": "app.js",
 }
 _HOSTILE_PATH = {
     "twin": ("１-" + "0" * 32, "x" * 3000),
@@ -82,6 +83,7 @@ _HOSTILE_PATH = {
     "name": ("x" * 3000,),
     "cohort": ("x" * 3000, "²"),
     "key_id": ("²" * 12,),
+    "module": ("x" * 3000, "..", "%2e%2e%2f_app.py", "app.js\x00"),
 }
 
 

@@ -285,6 +285,7 @@ async def spec(hub: Hub, hub_env: HubEnv, device: FakeDevice) -> Spec:
         "version": "1",
         "id": "1",
         "key_id": "",
+        "module": "app.js",
     }
     return Spec(hub, doc, hub_env.token, values)
 

@@ -35,7 +35,7 @@ from ._ledger import RequestLedger
 from ._points import delete_until_gone, twin_points_where
 from ._subjects import Subjects
 
-__all__ = ["PROFILE_BLOCK", "PROFILING_PURPOSES", "FieldBlocks", "Objections"]
+__all__ = ["PROFILE_BLOCK", "PROFILE_FIELDS", "PROFILING_PURPOSES", "FieldBlocks", "Objections"]
 
 log = logging.getLogger("cloud_hub.objection")
 
@@ -45,7 +45,8 @@ PROFILE_BLOCK = "class:profile"
 #: ``personalization`` (protocol catalog); withdrawing them stops the device's models
 #: from keeping or sending any profile field
 PROFILING_PURPOSES = ("analytics", "personalization")
-_PROFILE_FIELDS = frozenset(n for n, s in FIELDS.items() if s.field_class == "profile")
+#: every field of the ``profile`` class (what an objection removes)
+PROFILE_FIELDS = frozenset(n for n, s in FIELDS.items() if s.field_class == "profile")
 
 Blocked = dict[str, frozenset[str]]
 
@@ -62,7 +63,7 @@ class FieldBlocks(SharedView[dict[str, Blocked]]):
     def _load(self, tx: Tx) -> dict[str, Blocked]:
         fields: dict[str, dict[str, set[str]]] = {}
         for brand, twin, target in tx.execute("SELECT brand, twin, target FROM field_blocks"):
-            names = _PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
+            names = PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
             fields.setdefault(brand, {}).setdefault(twin, set()).update(names)
         return {b: {t: frozenset(f) for t, f in tw.items()} for b, tw in fields.items()}
 

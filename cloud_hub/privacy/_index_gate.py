@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from cloud_hub.store import Admit, IndexOp, Tx, chunks, marks
-from protocol import FIELDS, Clock, FieldClass, twin_epoch
+from protocol import FIELDS, Clock, twin_epoch
 
 from ._erasure import Tombstones
 from ._objection import PROFILE_BLOCK, PROFILE_FIELDS, FieldBlocks
@@ -50,7 +50,7 @@ def stamps_in(tx: Tx) -> Stamps:
 def index_gate(
     seen: Stamps | None,
     *,
-    retention: Mapping[FieldClass, int] | None = None,
+    retention: Mapping[str, int] | None = None,
     clock: Clock | None = None,
 ) -> Admit:
     """The ``admit`` step of :meth:`TwinIndex.apply` for values checked against the

@@ -13,7 +13,8 @@ An objection, for each twin id of the customer (one per key epoch):
    (:data:`PROFILING_PURPOSES`) with notice ``"objection"``: devices stop computing and
    sending features and predictions for the twin, and their ledger records it;
 3. once every instance has learnt of the block, deletes the twins' ``twin_profile``
-   series and checks none is left (deleting again if a write already on the wire landed);
+   series and checks none is left (deleting again if a write already on the wire landed),
+   and removes the twins' profile fields from the twin query index;
 4. answers with a receipt signed by the hub key and sends it in an ``objection`` webhook.
 
 The block holds until the brand records the customer's consent to a profiling purpose
@@ -27,7 +28,7 @@ import logging
 from typing import Any
 
 from cloud_hub._errors import IncompleteError
-from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, SharedView, Tx, marks
+from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, SharedView, TwinIndex, Tx, marks
 from protocol import FIELDS, Clock, TwinOps
 
 from ._commands import DeviceCommands
@@ -163,6 +164,7 @@ class Objections:
         blocks: FieldBlocks,
         commands: DeviceCommands,
         store: InfluxStore,
+        index: TwinIndex,
         clock: Clock,
     ) -> None:
         self._subjects = subjects
@@ -170,6 +172,7 @@ class Objections:
         self._blocks = blocks
         self._commands = commands
         self._store = store
+        self._index = index
         self._clock = clock
 
     async def object(self, brand: str, subject: str) -> dict[str, Any]:
@@ -189,6 +192,7 @@ class Objections:
         found, left = await delete_until_gone(
             self._store, (measurement,), twin_points_where(brand, twins)
         )
+        await asyncio.to_thread(self._index.drop_fields, brand, twins, PROFILE_FIELDS)
         if left:
             raise IncompleteError(
                 f"{left} profile points of the twins are still in InfluxDB; retry the request",

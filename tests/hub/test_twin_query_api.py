@@ -151,7 +151,8 @@ async def test_every_filter_pages_through_exactly_its_matches(scenario: Scenario
     satisfy it, in twin id order, each once; ``count`` says how many."""
     everyone, body = await scenario.all_pages(limit=7)
     assert everyone == sorted(scenario.twins)
-    assert body["count"] == N and body["count_exact"] is True
+    assert body["count"] == N
+    assert body["count_exact"] is True
     for where, test in FILTERS:
         got, first = await scenario.all_pages(where=where, limit=7)
         assert got == scenario.where(test), where
@@ -240,7 +241,8 @@ async def test_the_plain_listing_pages_by_twin_id_as_before(scenario: Scenario) 
     body = await scenario.get(limit=10, after=ordered[9])
     assert body["twins"] == ordered[10:20]
     body = await scenario.get(limit=100, after=ordered[-1])
-    assert body["twins"] == [] and "next" not in body
+    assert body["twins"] == []
+    assert "next" not in body
 
 
 BAD_WHERE: list[tuple[str, str]] = [
@@ -333,7 +335,8 @@ async def test_sql_in_values_and_names_is_data_or_refused(scenario: Scenario) ->
     ):
         quoted = "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
         body = await scenario.get(where=f"thermostat.mode = {quoted}")
-        assert body["twins"] == [] and body["count"] == 0, value
+        assert body["twins"] == [], value
+        assert body["count"] == 0, value
     for where in ("coffee.segment = 1 or 1 = 1", "brand = 'x'", "twin_index.brand = 'x'"):
         body = await scenario.get(400, where=where)
         assert body["error"]["code"] == "bad_where"
@@ -379,4 +382,5 @@ async def test_only_the_brands_own_read_key_may_query(
         assert (await r.json())["error"]["code"] == "unauthenticated"
     first = await scenario.get(**where)
     again = await scenario.get(**where)
-    assert first == again and first["count"] == N // 4
+    assert first == again
+    assert first["count"] == N // 4

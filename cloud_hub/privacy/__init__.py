@@ -19,7 +19,7 @@ from ._egress import EgressPolicy, classify, parse_allow
 from ._erasure import Erasures, Tombstones
 from ._index_gate import Stamps, index_gate
 from ._ledger import DEADLINE_MS, RequestLedger, verify_receipt
-from ._objection import FieldBlocks, Objections
+from ._objection import PROFILE_BLOCK, PROFILE_FIELDS, FieldBlocks, Objections
 from ._policy import Admitted, Generation, IngestPolicy
 from ._rectify import Rectifier
 from ._rekey import Relinks
@@ -30,6 +30,8 @@ from ._webhooks import Webhooks, WebhookSender, sign, verify_signature
 
 __all__ = [
     "DEADLINE_MS",
+    "PROFILE_BLOCK",
+    "PROFILE_FIELDS",
     "PURPOSE_TEXT",
     "Admitted",
     "ConsentChanges",

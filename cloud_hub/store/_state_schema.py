@@ -59,7 +59,7 @@ STATE_KEYS: dict[str, tuple[str, ...]] = {
     "twin_index": ("brand", "twin"),
     "twin_fields": ("brand", "twin", "field"),
     "twin_counter_parts": ("brand", "twin", "field", "device"),
-    "twin_products": ("brand", "product", "twin"),
+    "twin_products": ("brand", "twin", "product"),
     "state_leases": ("name",),
 }
 #: every table of the hub's state, the store's own last
@@ -158,15 +158,17 @@ def _registry_credentials(tx: Tx) -> None:
 _WEBHOOK_DUE = "CREATE INDEX IF NOT EXISTS webhook_queue_due ON webhook_queue (due_ms)"
 
 
-def _index(text: str, integer: str, real: str) -> tuple[str, ...]:
+def _index(text: str, integer: str, real: str, clustered: str) -> tuple[str, ...]:
     """Migration 3, the twin query index (cloud_hub/store/_twin_index.py), in a backend's
-    types: ``text``, ``integer`` (Unix ms, packed HLCs) and ``real`` (numbers)."""
-    t, i, r = text, integer, real
+    types: ``text``, ``integer`` (Unix ms, packed HLCs) and ``real`` (numbers);
+    ``clustered`` ends a table stored in its key's order (SQLite's ``WITHOUT ROWID``: a
+    twin's rows are read as one range, as a page's details and every merge read them)."""
+    t, i, r, c = text, integer, real, clustered
     return (
         # one row per twin: what every query lists, pages and sorts by
         f"""CREATE TABLE twin_index (
             brand {t} NOT NULL, twin {t} NOT NULL, first_seen_ms {i} NOT NULL,
-            last_seen_ms {i} NOT NULL, churn_risk {r}, PRIMARY KEY (brand, twin))""",
+            last_seen_ms {i} NOT NULL, churn_risk {r}, PRIMARY KEY (brand, twin)){c}""",
         "CREATE INDEX twin_index_last_seen ON twin_index (brand, last_seen_ms, twin)",
         "CREATE INDEX twin_index_first_seen ON twin_index (brand, first_seen_ms, twin)",
         "CREATE INDEX twin_index_churn ON twin_index (brand, churn_risk, twin) "
@@ -174,7 +176,7 @@ def _index(text: str, integer: str, real: str) -> tuple[str, ...]:
         # one row per (twin, field): the merged value, numbers in num, text in txt
         f"""CREATE TABLE twin_fields (
             brand {t} NOT NULL, twin {t} NOT NULL, field {t} NOT NULL, device {t} NOT NULL,
-            hlc {i} NOT NULL, num {r}, txt {t}, PRIMARY KEY (brand, twin, field))""",
+            hlc {i} NOT NULL, num {r}, txt {t}, PRIMARY KEY (brand, twin, field)){c}""",
         "CREATE INDEX twin_fields_num ON twin_fields (brand, field, num, twin) "
         "WHERE num IS NOT NULL",
         "CREATE INDEX twin_fields_txt ON twin_fields (brand, field, txt, twin) "
@@ -182,11 +184,12 @@ def _index(text: str, integer: str, real: str) -> tuple[str, ...]:
         # each device's latest cumulative total of a counter field (the G-counter parts)
         f"""CREATE TABLE twin_counter_parts (
             brand {t} NOT NULL, twin {t} NOT NULL, field {t} NOT NULL, device {t} NOT NULL,
-            hlc {i} NOT NULL, num {r} NOT NULL, PRIMARY KEY (brand, twin, field, device))""",
+            hlc {i} NOT NULL, num {r} NOT NULL, PRIMARY KEY (brand, twin, field, device)){c}""",
         # which products a twin holds fields of (``product = coffee``)
         f"""CREATE TABLE twin_products (
-            brand {t} NOT NULL, product {t} NOT NULL, twin {t} NOT NULL,
-            PRIMARY KEY (brand, product, twin))""",
+            brand {t} NOT NULL, twin {t} NOT NULL, product {t} NOT NULL,
+            PRIMARY KEY (brand, twin, product)){c}""",
+        "CREATE INDEX twin_products_product ON twin_products (brand, product, twin)",
     )
 
 
@@ -203,7 +206,12 @@ def _index_complete_if_new(tx: Tx) -> None:
 SQLITE_MIGRATIONS = (
     Migration(1, "hub state", _SQLITE_1, _registry_credentials),
     Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
-    Migration(3, "twin query index", _index("TEXT", "INTEGER", "REAL"), _index_complete_if_new),
+    Migration(
+        3,
+        "twin query index",
+        _index("TEXT", "INTEGER", "REAL", " WITHOUT ROWID"),
+        _index_complete_if_new,
+    ),
 )
 
 _T = 'TEXT COLLATE "C"'  # byte-order sorting and comparison, as in SQLite
@@ -272,5 +280,7 @@ _POSTGRES_1 = (
 POSTGRES_MIGRATIONS = (
     Migration(1, "hub state", _POSTGRES_1),
     Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
-    Migration(3, "twin query index", _index(_T, _I, "DOUBLE PRECISION"), _index_complete_if_new),
+    Migration(
+        3, "twin query index", _index(_T, _I, "DOUBLE PRECISION", ""), _index_complete_if_new
+    ),
 )

@@ -228,10 +228,12 @@ class IndexReader:
             ):
                 devices[str(twin)].add(str(device))
         names = sorted({*fields, *_SEGMENTS})
+        # "field || ''" keeps the twins' key driving the read (an OR of conditions on
+        # the field could otherwise send it through the value index, across every twin)
         for twin, raw, num, txt in tx.execute(
             f"SELECT twin, field, num, txt FROM twin_fields WHERE {inside} AND "
-            f"(field IN ({marks(len(names))}) OR (field LIKE ? ESCAPE '!' AND num = 1)) "
-            "ORDER BY field",
+            f"((field || '') IN ({marks(len(names))}) OR "
+            "((field || '') LIKE ? ESCAPE '!' AND num = 1))",
             (brand, *twins, *names, "%.tag!_%"),
         ):
             name = str(raw)

@@ -224,8 +224,8 @@ def refresh(tx: Tx, brand: str, twins: Sequence[str]) -> None:
             (brand, *piece),
         )
         tx.executemany(
-            "INSERT INTO twin_products (brand, product, twin) VALUES (?, ?, ?)",
-            sorted((brand, p, t) for t, ps in products.items() for p in ps),
+            "INSERT INTO twin_products (brand, twin, product) VALUES (?, ?, ?)",
+            sorted((brand, t, p) for t, ps in products.items() for p in ps),
         )
         empty = [t for t in piece if t not in newest]
         tx.executemany(

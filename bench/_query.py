@@ -100,7 +100,7 @@ def _value(field: str, rnd: random.Random, product_risk: float) -> Scalar:
     if name == "segment":
         return rnd.choices(range(6), weights=(30, 25, 18, 12, 10, 5))[0]
     if name.endswith("_model"):
-        return f"{name.removesuffix('_model')}-{field.split('.', maxsplit=1)[0]}@{rnd.choice((3, 4))}"
+        return f"{name.removesuffix('_model')}-{spec.product}@{rnd.choice((3, 4))}"
     if name == "anomalies_total":
         return rnd.choices((0, 1, 2, 5), weights=(85, 10, 4, 1))[0]
     if spec.type == "bool":
@@ -113,9 +113,9 @@ def _value(field: str, rnd: random.Random, product_risk: float) -> Scalar:
         )
     if spec.type == "int":
         return rnd.randrange(0, 5000) if spec.merge == "counter" else rnd.randrange(1, 6)
-    if name.startswith("f_share") or name.startswith("f_habit_share"):
+    if name.startswith(("f_share", "f_habit_share")):
         return round(rnd.random(), 4)
-    if name.startswith("f_trend") or name.startswith("f_uses_vs"):
+    if name.startswith(("f_trend", "f_uses_vs")):
         return round(rnd.gauss(0, 0.4), 4)
     return round(rnd.lognormvariate(0, 0.8), 4)
 

@@ -222,11 +222,10 @@ def _measure(backend: str, state: StateStore, now_ms: int, runs: int) -> list[Qu
         sort = SortKey(sort_text.removeprefix("-") or "twin", sort_text.startswith("-"))
         after: Position | None = None
         for _ in range(depth):  # walk to the page the query resumes from
-            after = reader.page(BRAND, where, sort, 100, after).next
-        page = functools.partial(reader.page, BRAND, where, sort, 100, after)
-        count = functools.partial(reader.count, BRAND, where, COUNT_CAP)
-        matches = count()
-        times = _times(lambda page=page, count=count: (page(), count()), runs)
+            after = reader.query(BRAND, where, sort, 100, after, cap=COUNT_CAP).next
+        query = functools.partial(reader.query, BRAND, where, sort, 100, after, cap=COUNT_CAP)
+        matches = query().count
+        times = _times(query, runs)
         out.append(QueryRun(backend, label, _p(times, 50), _p(times, 99), matches))
     return out
 

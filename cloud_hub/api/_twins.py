@@ -132,8 +132,8 @@ async def list_twins(request: web.Request) -> web.Response:
     if where_text is not None:
         where = parse_where(where_text, request.app[CLOCK].now_ms())
     after = None if raw_after is None else decode_cursor(raw_after, sort)
-    page = await asyncio.to_thread(index.page, brand, where, sort, limit, after, fields)
-    count = await asyncio.to_thread(index.count, brand, where, COUNT_CAP)
+    page = await asyncio.to_thread(index.query, brand, where, sort, limit, after, fields, COUNT_CAP)
+    count = page.count
     body: dict[str, Any] = {
         "brand": brand,
         "twins": [item["twin"] for item in page.items],

@@ -250,11 +250,13 @@ class Pipeline:
         written: list[tuple[list[str], Stamps]] = []
         try:
             await self._write_until_durable(batch.lines, batch.generation, written)
+            elapsed = time.perf_counter() - t0
+            # Still holding the writer's slot: batches waiting for the index count against
+            # influx.write_concurrency like those waiting for InfluxDB (bounded).
+            if self._index is not None and written:
+                await self._to_index(batch, written)
         finally:
             writers.release()
-        elapsed = time.perf_counter() - t0
-        if self._index is not None and written:
-            await self._to_index(batch, written)
         for (brand, device), seqs in batch.written.items():
             for seq in seqs:
                 self._verifier.windows.mark(brand, device, seq)

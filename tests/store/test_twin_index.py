@@ -56,7 +56,7 @@ def merged(ops: list[IndexOp]) -> dict[str, dict[str, FieldValue]]:
 
 def index_content(store: StateStore) -> dict[str, Any]:
     """Everything the index holds of BRAND: fields as TwinState's, twin rows, products."""
-    page = IndexReader(state=store).page(BRAND, None, SortKey(), 1000)
+    page = IndexReader(state=store).query(BRAND, None, SortKey(), 1000)
     out: dict[str, Any] = {}
     with store.transaction(readonly=True) as tx:
         for twin, field, device, hlc, num, txt in tx.execute(

@@ -72,6 +72,10 @@ class _SqliteTx(Tx):
         # BEGIN IMMEDIATE made this the only writer of the file until it ends.
         return True
 
+    def _lock_shared(self, key: int) -> None:
+        # The same: one writer at a time is stricter than any shared lock.
+        return None
+
 
 class SqliteStateStore(StateStore):
     """The state store in the SQLite file ``path`` (created, with its folder, if missing)."""

@@ -58,7 +58,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     ("docs/hub.md", r"^twinsync hub run\b", README_REAL),
     (
         "docs/hub.md",
-        r"^twinsync hub (keys|provision|broker-auth|brand-key|check-config|apikey|device)\b",
+        r"^twinsync hub (keys|provision|broker-auth|brand-key|check-config|apikey|device|index)\b",
         RUN_HERE,
     ),
     (
@@ -75,6 +75,11 @@ COVERAGE: list[tuple[str, str, str]] = [
         "docs/hub.md",
         r"^twinsync hub (models|rollout)\b",
         "tests/hub/test_rollout.py::test_models_and_rollouts_from_the_command_line",
+    ),
+    (
+        "docs/brand-api.md",
+        r"^curl ",
+        "tests/docs/test_api_docs.py::test_documented_curl_commands_are_answered_as_an_authenticated_client",
     ),
     ("docs/edge-agent.md", r"^twinsync edge check-config\b", RUN_HERE),
     ("docs/edge-agent.md", r"^twinsync edge run\b", README_REAL),

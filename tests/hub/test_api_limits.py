@@ -31,8 +31,12 @@ _HOUR_MS = 3_600_000
 _END_MS = 1_700_000_000_000
 _START_MS = _END_MS - _HOUR_MS
 
-#: every query parameter the API reads (cloud_hub/api/_app.py, _guard.py, _rollout_api.py)
+#: every query parameter the API reads (cloud_hub/api/_app.py, _twins.py, _guard.py,
+#: _rollout_api.py)
 _QUERY_PARAMS = (
+    "where",
+    "sort",
+    "fields",
     "field",
     "start",
     "end",
@@ -64,6 +68,9 @@ _HOSTILE = (
     "0ms",
     "'; DROP DATABASE x; --",
     '" OR 1=1',
+    "coffee.churn_risk > 0 or 1=1; --",
+    "(" * 200 + "coffee.strength = 1" + ")" * 200,
+    "not " * 100 + "coffee.strength = 1",
     "\x00",
     "x" * 4000,
 )

@@ -52,6 +52,8 @@ REPO = Path(__file__).resolve().parents[2]
 ANN, BOB = "ann@example.com", "bob@example.com"
 MANIFEST = REPO / "edge_agent/models/churn-coffee.manifest.json"
 MODEL = REPO / "edge_agent/models/churn-coffee.onnx"
+#: a well-formed twin id no device ever made
+UNKNOWN_TWIN = "1-" + "0" * 32
 
 
 class Blocking:
@@ -351,10 +353,11 @@ def own_hub_env(tmp_path: Path, own_services: LocalServices, unique: str) -> Hub
 async def test_reads_are_retried_on_503_and_privacy_requests_never(
     own_hub_env: HubEnv, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """InfluxDB stopped: a read is sent ``attempts`` times, waiting at least the hub's
-    Retry-After (capped) between tries, then raises the 503 class; a privacy request is
-    sent once. With InfluxDB started during the first wait, the read succeeds. The key
-    is in no log line."""
+    """InfluxDB stopped: a read of it (a twin's state) is sent ``attempts`` times, waiting
+    at least the hub's Retry-After (capped) between tries, then raises the 503 class; a
+    privacy request is sent once. With InfluxDB started during the first wait, the read
+    goes through (the hub answers that it holds no such twin). The key is in no log
+    line."""
     env = own_hub_env
     influxd = env.services.influxd
     async with Hub(env.config) as hub:
@@ -369,13 +372,13 @@ async def test_reads_are_retried_on_503_and_privacy_requests_never(
                 caplog.at_level(logging.WARNING, logger="twinsync.client"),
                 pytest.raises(UnavailableError) as down,
             ):
-                await asyncio.to_thread(client.list_twins)
+                await asyncio.to_thread(client.get_twin, UNKNOWN_TWIN)
             assert (down.value.code, down.value.retry_after) == ("store_unavailable", 5.0)
             assert waits == [0.05, 0.05]  # Retry-After: 5, capped at max_backoff_s
             assert hub.metrics.get("twinsync_hub_api_refused_total", status="503") == refused + 3
             assert [r.getMessage() for r in caplog.records if r.name == "twinsync.client"] == [
-                "list_twins: 503 store_unavailable; try 2 of 3 in 0.05 s",
-                "list_twins: 503 store_unavailable; try 3 of 3 in 0.05 s",
+                "get_twin: 503 store_unavailable; try 2 of 3 in 0.05 s",
+                "get_twin: 503 store_unavailable; try 3 of 3 in 0.05 s",
             ]
             with pytest.raises(UnavailableError):
                 await asyncio.to_thread(client.request_access, ANN)
@@ -393,7 +396,8 @@ async def test_reads_are_retried_on_503_and_privacy_requests_never(
             back = Client(
                 hub.api_url, env.brand, api_key=env.token, retry=policy, sleep=start_influx
             )
-            page = await asyncio.to_thread(back.list_twins)
-        assert page.twins == ()
+            with pytest.raises(NotFoundError) as gone:
+                await asyncio.to_thread(back.get_twin, UNKNOWN_TWIN)
+        assert gone.value.code == "twin_not_found"
         assert len(started) == 1
         assert all(env.token not in r.getMessage() for r in caplog.records)

@@ -158,15 +158,24 @@ async def test_segments_show_sizes_per_product_and_moves(
         clean(page.problems)
 
 
-async def test_churn_risk_list_says_it_needs_the_query_index(
+async def test_churn_risk_list_ranks_the_riskiest_twins_as_the_index_does(
     chromium: Chromium, dash: Dash, tmp_path: Path
 ) -> None:
-    """This hub answers GET .../twins without the index's items: the list says so
-    instead of ranking on a guess."""
-    assert "items" not in dash.api(f"/v1/brands/{dash.brand}/twins?where=churn_risk%20%3E%3D%200")
+    """The list is the twin query index's answer to "scored twins, riskiest first": the
+    same twins in the same order, with their risks falling."""
+    body = dash.api(
+        f"/v1/brands/{dash.brand}/twins?where=churn_risk%20%3E%3D%200&sort=-churn_risk&limit=50"
+    )
+    assert body["items"], "the fleet's models scored some twins"
     async with chromium.page() as page:
         assert await show(page, dash, "churn") == "ready"
-        assert "needs the twin query index" in await text(page, "#needs-index")
+        assert await count(page, "#needs-index") == 0
+        shown = await texts(page, "#churn tbody tr td:first-child")
+        assert shown == [item["twin"] for item in body["items"]]
+        risks = [float(r) for r in await texts(page, "#churn tbody tr td:nth-child(2)")]
+        assert risks == sorted(risks, reverse=True)
+        want = [item["churn_risk"] for item in body["items"]]
+        assert all(abs(r - w) <= 0.0005 + 1e-9 for r, w in zip(risks, want, strict=True))
         await picture(page, tmp_path / "churn.png")
         clean(page.problems)
 

@@ -89,6 +89,7 @@ from ._results import (
     Twin,
     TwinConsent,
     TwinPage,
+    TwinRow,
     UploadedModel,
 )
 from ._sync import Client
@@ -168,6 +169,7 @@ __all__ = [
     "TwinConsent",
     "TwinExport",
     "TwinPage",
+    "TwinRow",
     "UnavailableError",
     "UploadedModel",
     "Webhook",

@@ -117,13 +117,28 @@ class AsyncClient:
                 await self._sleep(wait)
 
     # -- twins ------------------------------------------------------------------------------
-    async def list_twins(self, *, limit: int | None = None, after: str | None = None) -> TwinPage:
-        """A page of twin ids (``next`` names the following page)."""
-        return await self._send(self._calls.list_twins(limit=limit, after=after))
+    async def list_twins(
+        self,
+        *,
+        where: str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> TwinPage:
+        """A page of twins matching ``where`` (all without), in ``sort`` order, each
+        item with the values of ``fields`` (``next`` names the following page)."""
+        call = self._calls.list_twins(
+            where=where, sort=sort, fields=fields, limit=limit, after=after
+        )
+        return await self._send(call)
 
-    async def iter_twins(self, *, limit: int | None = None) -> AsyncIterator[str]:
-        """Every twin id, following the pages (``limit`` ids a page)."""
-        page = await self.list_twins(limit=limit)
+    async def iter_twins(
+        self, *, where: str | None = None, sort: str | None = None, limit: int | None = None
+    ) -> AsyncIterator[str]:
+        """Every twin id matching ``where`` (all without), in ``sort`` order, following
+        the pages (``limit`` ids a page)."""
+        page = await self.list_twins(where=where, sort=sort, limit=limit)
         for twin in page.twins:
             yield twin
         while page.next is not None:

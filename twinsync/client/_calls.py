@@ -153,9 +153,24 @@ class Calls:
         return Call(Request(operation, method, next_url, idempotent=True), json_result(model))
 
     # -- twins ------------------------------------------------------------------------------
-    def list_twins(self, *, limit: int | None = None, after: str | None = None) -> Call[TwinPage]:
-        """A page of twin ids."""
-        params = {"limit": limit, "after": after}
+    def list_twins(
+        self,
+        *,
+        where: str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> Call[TwinPage]:
+        """A page of twins matching ``where``, in ``sort`` order (docs/brand-api.md,
+        "Finding twins"), with the values of ``fields``."""
+        params = {
+            "where": where,
+            "sort": sort,
+            "fields": None if fields is None else ",".join(fields),
+            "limit": limit,
+            "after": after,
+        }
         return Call(self._request("list_twins", params=params), json_result(TwinPage))
 
     def get_twin(self, twin: str) -> Call[Twin]:

@@ -43,6 +43,7 @@ __all__ = [
     "Twin",
     "TwinConsent",
     "TwinPage",
+    "TwinRow",
     "UploadedModel",
 ]
 
@@ -57,11 +58,32 @@ class Result(BaseModel):
 
 
 # -- twins ----------------------------------------------------------------------------------
+class TwinRow(Result):
+    """What the hub's twin query index holds about one twin (docs/brand-api.md,
+    "Finding twins")."""
+
+    twin: str
+    first_seen_ms: int
+    last_seen_ms: int
+    churn_risk: float | None = None
+    products: tuple[str, ...] = ()
+    devices: tuple[str, ...] = ()
+    segments: dict[str, int] = Field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    #: the values of the fields asked for with ``fields=``
+    fields: dict[str, Scalar] = Field(default_factory=dict)
+
+
 class TwinPage(Result):
-    """A page of twin ids; ``next`` is the next page's URL (None on the last)."""
+    """A page of twins; ``next`` is the next page's URL (None on the last). ``items``
+    and ``count`` come from the hub's twin query index (empty and None on a hub
+    without it); ``count_exact`` is False when more than ``count`` twins match."""
 
     brand: str
     twins: tuple[str, ...]
+    items: tuple[TwinRow, ...] = ()
+    count: int | None = None
+    count_exact: bool | None = None
     next: str | None = None
 
 

@@ -117,13 +117,28 @@ class Client:
                 self._sleep(wait)
 
     # -- twins ------------------------------------------------------------------------------
-    def list_twins(self, *, limit: int | None = None, after: str | None = None) -> TwinPage:
-        """A page of twin ids (``next`` names the following page)."""
-        return self._send(self._calls.list_twins(limit=limit, after=after))
+    def list_twins(
+        self,
+        *,
+        where: str | None = None,
+        sort: str | None = None,
+        fields: Iterable[str] | None = None,
+        limit: int | None = None,
+        after: str | None = None,
+    ) -> TwinPage:
+        """A page of twins matching ``where`` (all without), in ``sort`` order, each
+        item with the values of ``fields`` (``next`` names the following page)."""
+        call = self._calls.list_twins(
+            where=where, sort=sort, fields=fields, limit=limit, after=after
+        )
+        return self._send(call)
 
-    def iter_twins(self, *, limit: int | None = None) -> Iterator[str]:
-        """Every twin id, following the pages (``limit`` ids a page)."""
-        page = self.list_twins(limit=limit)
+    def iter_twins(
+        self, *, where: str | None = None, sort: str | None = None, limit: int | None = None
+    ) -> Iterator[str]:
+        """Every twin id matching ``where`` (all without), in ``sort`` order, following
+        the pages (``limit`` ids a page)."""
+        page = self.list_twins(where=where, sort=sort, limit=limit)
         yield from page.twins
         while page.next is not None:
             page = self._send(self._calls.follow("list_twins", page.next, TwinPage))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Final
 
 from cloud_hub.api._params import DEFAULT_RANGE_MS, MAX_TIME_MS
+from cloud_hub.api._twin_query import MAX_WHERE
+from cloud_hub.api._twins import COUNT_CAP, MAX_FIELDS
 from cloud_hub.store import DEFAULT_PAGE, MAX_BUCKETS, MAX_CHANGES, MAX_PAGE
 from protocol import FIELDS, OPTIONAL_PURPOSES, PRODUCTS
 
@@ -59,8 +61,33 @@ _END = _time("end", "range end, exclusive (default: now)")
 
 SCHEMAS: Final[dict[str, Schema]] = {
     "TwinPage": obj(
-        {"brand": string(), "twins": array(string(), "twin ids in lexical order")},
-        {"next": string("the URL of the next page; absent on the last one")},
+        {
+            "brand": string(),
+            "twins": array(string(), "the twin ids of this page, in the page's order"),
+        },
+        {
+            "items": array(
+                ref("TwinRow"), "the same twins with what the index holds (with the index)"
+            ),
+            "count": integer(
+                f"twins matching `where` over all pages, at most {COUNT_CAP:,}", minimum=0
+            ),
+            "count_exact": boolean("false: more than `count` twins match"),
+            "next": string("the URL of the next page; absent on the last one"),
+        },
+    ),
+    "TwinRow": obj(
+        {
+            "twin": string(),
+            "first_seen_ms": MS,
+            "last_seen_ms": MS,
+            "churn_risk": nullable(number("the highest of its products' churn risks")),
+            "products": array(string(enum=list(PRODUCTS))),
+            "devices": array(string(), "devices whose values make up its current state"),
+            "segments": mapping(integer(), "product -> segment number"),
+            "tags": array(string(), "behaviour tags that are true for it"),
+            "fields": mapping(FIELD_VALUE, "the values of the fields asked in `fields`"),
+        }
     ),
     "FieldValue": obj(
         {
@@ -197,11 +224,34 @@ OPERATIONS: Final = (
         method="GET",
         path="/v1/brands/{brand}/twins",
         operation_id="list_twins",
-        summary="List twin ids, a page at a time",
+        summary="Find twins by what they hold now, sorted, a page at a time",
         tag="twins",
         scope="read",
+        description="docs/brand-api.md, 'Finding twins': the filter language and the "
+        "order; `where`, `sort` and `fields` need the twin query index (503 "
+        "`index_disabled` on an instance without it).",
         params=(
             BRAND,
+            Param(
+                name="where",
+                where="query",
+                schema=string(maxLength=MAX_WHERE),
+                description="a filter: conditions joined with and/or/not and parentheses",
+            ),
+            Param(
+                name="sort",
+                where="query",
+                schema=string(maxLength=100),
+                description="twin, last_seen, first_seen, churn_risk or a twin field; "
+                "'-' in front for descending",
+            ),
+            Param(
+                name="fields",
+                where="query",
+                schema=string(maxLength=4000),
+                description=f"up to {MAX_FIELDS} twin fields, comma-separated, whose "
+                "values each item carries",
+            ),
             Param(
                 name="limit",
                 where="query",
@@ -211,13 +261,17 @@ OPERATIONS: Final = (
             Param(
                 name="after",
                 where="query",
-                schema=TWIN.schema,
-                description="the last twin id of the previous page",
+                schema=string(maxLength=1000),
+                description="where the page starts: from the previous answer's `next` "
+                "(a twin id without `sort`, an opaque cursor with one)",
             ),
         ),
         answer=ref("TwinPage"),
-        answer_text="twin ids; `next` when the page is full",
-        errors={400: ("bad_brand", "bad_limit", "bad_after")},
+        answer_text="the matching twins; `next` when more follow",
+        errors={
+            400: ("bad_brand", "bad_where", "bad_sort", "bad_fields", "bad_limit", "bad_after"),
+            503: ("index_disabled",),
+        },
         store=True,
     ),
     Operation(

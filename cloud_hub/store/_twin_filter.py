@@ -1,0 +1,255 @@
+"""What a twin query asks, as a tree, and that tree as parameterised SQL on the index.
+
+The API parses the ``where`` text (cloud_hub.api._twin_query) into these nodes; only
+this module knows the index's tables (``_twin_index``), and it writes SQL text from code
+alone: every field name, tag, product, number, text and time a client sent is a
+parameter (:class:`Sql`). A filter becomes two pieces (the reader,
+``_twin_index_read``, puts them together):
+
+- :func:`driver`: the twin ids of the fewest index rows that hold every match: one
+  condition's range in ``(brand, field, value, twin)``, ``(brand, product, twin)`` or a
+  twin column's index; for ``and`` the smallest of its parts' (counted on the store),
+  for ``or`` the union of its parts';
+- :func:`matches`: whether one twin matches the whole filter, each condition a lookup by
+  the tables' keys (``EXISTS`` on ``(brand, twin, field)`` and the like).
+
+So a query reads what its most selective condition names and looks up the rest per twin:
+its cost follows the matches, not the brand's size (docs/benchmarks.md, "Twin queries").
+
+Semantics, as docs/brand-api.md states them: a comparison holds for twins that hold the
+field with a value that compares so (``coffee.strength != 3`` needs the field;
+``not coffee.strength = 3`` does not); ``churn_risk`` is the twin's highest product
+churn risk; ``tag has x`` holds when any product's ``<product>.tag_x`` is true.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+from protocol import PRODUCTS
+
+from ._state_tx import marks
+
+__all__ = [
+    "OPERATORS",
+    "And",
+    "Compare",
+    "Filter",
+    "HasProduct",
+    "HasTag",
+    "Not",
+    "OneOf",
+    "Or",
+    "Size",
+    "Sql",
+    "TwinColumn",
+    "driver",
+    "exact",
+    "matches",
+    "tag_fields",
+]
+
+Operator: TypeAlias = Literal["=", "!=", "<", "<=", ">", ">="]
+#: comparison operators and their SQL
+OPERATORS: dict[str, str] = {"=": "=", "!=": "<>", "<": "<", "<=": "<=", ">": ">", ">=": ">="}
+#: the twin's own columns a query may compare: name -> column of ``twin_index``
+_TWIN_COLUMNS = {
+    "last_seen": "t.last_seen_ms",
+    "first_seen": "t.first_seen_ms",
+    "churn_risk": "t.churn_risk",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """``field op value``: a twin field (``num`` for numbers and booleans, ``txt`` for text)."""
+
+    field: str
+    op: Operator
+    value: float | str
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    """``field in (v1, v2, ...)``."""
+
+    field: str
+    values: tuple[float | str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TwinColumn:
+    """``last_seen``, ``first_seen`` (Unix ms) or ``churn_risk`` compared with a number."""
+
+    name: Literal["last_seen", "first_seen", "churn_risk"]
+    op: Operator
+    value: float
+
+
+@dataclass(frozen=True, slots=True)
+class HasTag:
+    """``tag has name``: any product's boolean field ``<product>.tag_<name>`` is true."""
+
+    tag: str
+
+
+@dataclass(frozen=True, slots=True)
+class HasProduct:
+    """``product = name``: the twin holds a field of that product."""
+
+    product: str
+
+
+@dataclass(frozen=True, slots=True)
+class And:
+    """``a and b and ...``."""
+
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Or:
+    """``a or b or ...``."""
+
+    parts: tuple[Filter, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """``not a``."""
+
+    part: Filter
+
+
+Filter: TypeAlias = Compare | OneOf | TwinColumn | HasTag | HasProduct | And | Or | Not
+
+
+def tag_fields(tag: str) -> tuple[str, ...]:
+    """The fields that carry behaviour tag ``tag``: one per product."""
+    return tuple(f"{product}.tag_{tag}" for product in PRODUCTS)
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """A piece of SQL written by this module and its parameters (values a client sent
+    are only ever here, never in ``text``)."""
+
+    text: str
+    params: tuple[object, ...] = ()
+
+
+#: how many twins a source yields, counted on the store (the reader passes it in)
+Size: TypeAlias = Callable[[Sql], int]
+
+
+def _column(value: float | str) -> str:
+    return "txt" if isinstance(value, str) else "num"
+
+
+def _source(node: Filter, brand: str) -> Sql | None:
+    """A query of twin ids (column ``twin``) holding every twin that matches the
+    condition ``node`` (a leaf), from one index range; None when no index range serves
+    it (``!=``: its matches are most twins)."""
+    if isinstance(node, Compare) and node.op != "!=":
+        column = _column(node.value)
+        return Sql(
+            f"SELECT twin FROM twin_fields WHERE brand = ? AND field = ? "
+            f"AND {column} {OPERATORS[node.op]} ?",
+            (brand, node.field, node.value),
+        )
+    if isinstance(node, OneOf):
+        return Sql(
+            f"SELECT twin FROM twin_fields WHERE brand = ? AND field = ? "
+            f"AND {_column(node.values[0])} IN ({marks(len(node.values))})",
+            (brand, node.field, *node.values),
+        )
+    if isinstance(node, HasTag):
+        names = tag_fields(node.tag)
+        return Sql(
+            f"SELECT twin FROM twin_fields WHERE brand = ? AND field IN ({marks(len(names))}) "
+            "AND num = 1",
+            (brand, *names),
+        )
+    if isinstance(node, HasProduct):
+        return Sql(
+            "SELECT twin FROM twin_products WHERE brand = ? AND product = ?", (brand, node.product)
+        )
+    if isinstance(node, TwinColumn):
+        column = _TWIN_COLUMNS[node.name].removeprefix("t.")
+        return Sql(
+            f"SELECT twin FROM twin_index WHERE brand = ? AND {column} {OPERATORS[node.op]} ?",
+            (brand, node.value),
+        )
+    return None
+
+
+def driver(node: Filter, brand: str, size: Size) -> Sql | None:
+    """Twin ids that hold every match of ``node`` (a superset, each once), from the
+    index ranges that give the fewest: for ``and``, the smallest of its parts' (``size``
+    counts them on the store); for ``or``, the union of its parts' (when each has one).
+    None: no index range serves ``node`` (a ``not``, a ``!=``); the reader then goes
+    through every twin of the brand, or along the sort order."""
+    if isinstance(node, And):
+        options = [d for d in (driver(part, brand, size) for part in node.parts) if d]
+        return min(options, key=size) if options else None
+    if isinstance(node, Or):
+        parts = [driver(part, brand, size) for part in node.parts]
+        if any(p is None for p in parts):
+            return None
+        chosen = [p for p in parts if p is not None]
+        return Sql(
+            " UNION ".join(p.text for p in chosen), tuple(v for p in chosen for v in p.params)
+        )
+    leaf = _source(node, brand)
+    if leaf is None or not isinstance(node, HasTag):
+        return leaf
+    # A twin may hold a tag under several products: each once.
+    return Sql(f"SELECT DISTINCT twin FROM ({leaf.text}) d", leaf.params)
+
+
+def exact(node: Filter) -> bool:
+    """Whether :func:`driver` yields exactly the matches of ``node`` (one condition that
+    an index range serves), so they need no further check."""
+    return not isinstance(node, And | Or | Not) and _source(node, "") is not None
+
+
+def matches(node: Filter, brand: str, twin: str) -> Sql:
+    """Whether the twin whose id is the SQL expression ``twin`` matches ``node``: each
+    condition a lookup by the index tables' keys, so it costs the same whatever the
+    brand's size."""
+    params: list[object] = []
+    return Sql(_match(node, brand, twin, params), tuple(params))
+
+
+def _probe(table: str, condition: str) -> str:
+    return f"EXISTS (SELECT 1 FROM {table} WHERE brand = ? AND twin = {{twin}} AND {condition})"
+
+
+def _match(node: Filter, brand: str, twin: str, params: list[object]) -> str:
+    if isinstance(node, Compare):
+        params += [brand, node.field, node.value]
+        condition = f"field = ? AND {_column(node.value)} {OPERATORS[node.op]} ?"
+        return _probe("twin_fields", condition).format(twin=twin)
+    if isinstance(node, OneOf):
+        params += [brand, node.field, *node.values]
+        condition = f"field = ? AND {_column(node.values[0])} IN ({marks(len(node.values))})"
+        return _probe("twin_fields", condition).format(twin=twin)
+    if isinstance(node, HasTag):
+        names = tag_fields(node.tag)
+        params += [brand, *names]
+        condition = f"field IN ({marks(len(names))}) AND num = 1"
+        return _probe("twin_fields", condition).format(twin=twin)
+    if isinstance(node, HasProduct):
+        params += [brand, node.product]
+        return _probe("twin_products", "product = ?").format(twin=twin)
+    if isinstance(node, TwinColumn):
+        params += [brand, node.value]
+        column = _TWIN_COLUMNS[node.name].removeprefix("t.")
+        # (no churn risk: no row matches, so "not churn_risk > x" holds for such twins)
+        return _probe("twin_index", f"{column} {OPERATORS[node.op]} ?").format(twin=twin)
+    if isinstance(node, Not):
+        return f"NOT ({_match(node.part, brand, twin, params)})"
+    joiner = " AND " if isinstance(node, And) else " OR "
+    return "(" + joiner.join(_match(part, brand, twin, params) for part in node.parts) + ")"

@@ -1,0 +1,332 @@
+"""Reading the twin query index: a filtered page in a stable order, with the count of
+matches, and the twins of the page with what a brand backend lists them by.
+
+One read-only transaction per query (a snapshot of the index). The filter's pieces
+(``_twin_filter``): a *driver*, the twin ids of its most selective condition's index
+range, and a *check* of the whole filter per twin by key lookups. The count goes
+through the driver's twins (or every twin, when no condition has an index range), checks
+each, and stops at the cap. The page then takes the cheaper of two ways, judged by the
+count just made: along the sort order's index, checking twins until the page is full
+(cheap when matches are dense), or through the driver's twins, checking and sorting them
+(cheap when they are few).
+
+A page is keyset-paged: the query resumes after the last (sort value, twin id) it gave,
+never at an offset, so a page costs the same however deep it is, and a twin whose sort
+value did not change while a client paged appears exactly once. Sorting by a field or by
+``churn_risk`` lists the twins that hold a value first (phase 1, in the asked order),
+then those without one (phase 2, by twin id), so every match appears whatever the sort.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from protocol import FIELDS, MODEL_FIELDS, PRODUCTS, Scalar
+
+from ._state import StateStore
+from ._state_tx import Tx, marks
+from ._twin_filter import Filter, Sql, driver, exact, matches
+from ._twin_rows import stored_value
+
+__all__ = ["IndexPage", "IndexReader", "Position", "SortKey"]
+
+#: the twin's own columns a query may sort by
+_COLUMNS = {
+    "twin": "t.twin",
+    "last_seen": "t.last_seen_ms",
+    "first_seen": "t.first_seen_ms",
+    "churn_risk": "t.churn_risk",
+}
+_SEGMENTS = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS if (p, "segment") in MODEL_FIELDS}
+_SELECT = "t.twin, t.first_seen_ms, t.last_seen_ms, t.churn_risk"
+
+
+@dataclass(frozen=True, slots=True)
+class SortKey:
+    """What a page is ordered by: ``twin`` (the default), ``last_seen``, ``first_seen``,
+    ``churn_risk`` or a twin field, ascending or descending."""
+
+    key: str = "twin"
+    descending: bool = False
+
+    @property
+    def nullable(self) -> bool:
+        """Whether some twins have no value to sort by (they come after, by twin id)."""
+        return self.key not in ("twin", "last_seen", "first_seen")
+
+    @property
+    def text(self) -> bool:
+        """Whether the values are text (a ``str`` field)."""
+        spec = FIELDS.get(self.key)
+        return spec is not None and spec.type == "str"
+
+    def __str__(self) -> str:
+        return f"-{self.key}" if self.descending else self.key
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a page ended: the phase (1: twins with a sort value, 2: without), the last
+    sort value and the last twin id."""
+
+    phase: Literal[1, 2]
+    value: float | str | None
+    twin: str
+
+
+@dataclass
+class IndexPage:
+    """One page: the twins, each with what the index holds about it, where the next page
+    starts (None: this was the last), and how many twins match (counted up to the cap
+    and one more: a count above the cap means "more than the cap")."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+    next: Position | None = None
+    count: int = 0
+
+
+class _Plan:
+    """One query's pieces in one transaction: the driver, the check, what things cost."""
+
+    def __init__(self, tx: Tx, brand: str, where: Filter | None, sort: SortKey) -> None:
+        self.tx, self.brand, self.sort = tx, brand, sort
+        self._sizes: dict[Sql, int] = {}
+        self.driver = driver(where, brand, self.size) if where is not None else None
+        self.exact = where is not None and exact(where)
+        self.where = where
+
+    def size(self, sql: Sql) -> int:
+        """How many twin ids ``sql`` yields (counted in the index, remembered)."""
+        if sql not in self._sizes:
+            found = self.tx.execute(f"SELECT COUNT(*) FROM ({sql.text}) s", sql.params).scalar()
+            self._sizes[sql] = int(found)
+        return self._sizes[sql]
+
+    def check(self, twin: str, *, driven: bool) -> Sql:
+        """The whole filter on the twin id expression ``twin`` (true without a filter, or
+        for twins ``driven`` from a driver that yields exactly the matches)."""
+        if self.where is None or (driven and self.exact and self.driver is not None):
+            return Sql("1 = 1")
+        return matches(self.where, self.brand, twin)
+
+    def candidates(self) -> Sql:
+        """The twins to look through: the driver's, or every twin of the brand."""
+        return self.driver or Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
+
+    def count(self, cap: int) -> int:
+        source, check = self.candidates(), self.check("c.twin", driven=True)
+        return int(
+            self.tx.execute(
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM ({source.text}) c WHERE {check.text} "
+                "LIMIT ?) q",
+                (*source.params, *check.params, cap + 1),
+            ).scalar()
+        )
+
+    def along_sort(self, limit: int, count: int) -> bool:
+        """Whether walking the sort order's index is cheaper than sorting the driver's
+        twins: the rows it would walk to fill a page, at the density the count shows,
+        against the driver's size."""
+        if self.driver is None:
+            return True
+        if count == 0:
+            return False
+        key = self.sort.key
+        if key in ("twin", "last_seen", "first_seen"):
+            rows = Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
+        elif key == "churn_risk":
+            rows = Sql(
+                "SELECT twin FROM twin_index WHERE brand = ? AND churn_risk IS NOT NULL",
+                (self.brand,),
+            )
+        else:
+            rows = Sql(
+                "SELECT twin FROM twin_fields WHERE brand = ? AND field = ?", (self.brand, key)
+            )
+        return (limit + 1) * self.size(rows) / count < self.size(self.driver)
+
+
+class IndexReader:
+    """Queries on the twin query index (module docstring); blocking, thread-safe."""
+
+    def __init__(self, *, state: StateStore) -> None:
+        self._state = state
+
+    def query(
+        self,
+        brand: str,
+        where: Filter | None,
+        sort: SortKey,
+        limit: int,
+        after: Position | None = None,
+        fields: Sequence[str] = (),
+        cap: int = 10_000,
+        way: Literal["cheaper", "along", "through"] = "cheaper",
+    ) -> IndexPage:
+        """Up to ``limit`` twins of ``brand`` matching ``where`` in ``sort`` order after
+        ``after``, with the values of ``fields`` (and the sort field), and how many match
+        (counted up to ``cap + 1``). ``way`` forces the page along the sort order or
+        through the driver's twins (tests and diagnostics: both give the same page)."""
+        wanted = [*fields, *([sort.key] if sort.key in FIELDS and sort.key not in fields else [])]
+        with self._state.transaction(readonly=True) as tx:
+            plan = _Plan(tx, brand, where, sort)
+            page = IndexPage(count=plan.count(cap))
+            if page.count == 0:
+                return page
+            along = (
+                plan.along_sort(limit, min(page.count, cap))
+                if way == "cheaper" or plan.driver is None
+                else way == "along"
+            )
+            rows: list[tuple[Literal[1, 2], tuple[Any, ...]]] = []
+            if after is None or after.phase == 1:
+                found = self._phase1(plan, limit + 1, after, along)
+                rows = [(1, r) for r in found]
+            if sort.nullable and len(rows) <= limit:
+                resume = after if after is not None and after.phase == 2 else None
+                more = self._phase2(plan, limit + 1 - len(rows), resume, along)
+                rows += [(2, (*r, None)) for r in more]
+            if len(rows) > limit:
+                phase, last = rows[limit - 1]
+                page.next = Position(phase, last[4], str(last[0]))
+                rows = rows[:limit]
+            page.items = self._items(tx, brand, [r for _p, r in rows], wanted)
+        return page
+
+    @staticmethod
+    def _phase1(
+        plan: _Plan, limit: int, after: Position | None, along: bool
+    ) -> list[tuple[Any, ...]]:
+        sort = plan.sort
+        params: list[object]
+        # FROM: the sort order's index (along) or the driver's twins, joined to their
+        # row (and to the sort field); parameters in the order they appear.
+        field_sort = sort.key not in _COLUMNS
+        value = ("s.txt" if sort.text else "s.num") if field_sort else _COLUMNS[sort.key]
+        conditions = [f"{value} IS NOT NULL"] if sort.nullable else []
+        if along and field_sort:
+            # walk the sort field's index in order (brand, field, value, twin)
+            source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
+            conditions += ["s.brand = ?", "s.field = ?"]
+            params = [plan.brand, sort.key]
+            check = plan.check("t.twin", driven=False)
+        elif along:
+            source, params, check = "twin_index t", [plan.brand], plan.check("t.twin", driven=False)
+            conditions.insert(0, "t.brand = ?")
+        else:
+            candidates = plan.candidates()
+            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
+            params, check = [*candidates.params, plan.brand], plan.check("c.twin", driven=True)
+            if field_sort:
+                source += (
+                    " JOIN twin_fields s ON s.brand = t.brand AND s.twin = t.twin AND s.field = ?"
+                )
+                params.append(sort.key)
+        conditions.append(check.text)
+        params += check.params
+        way, cmp = ("DESC", "<") if sort.descending else ("ASC", ">")
+        if after is not None:
+            if sort.key == "twin":
+                conditions.append(f"t.twin {cmp} ?")
+                params.append(after.twin)
+            else:
+                conditions.append(f"({value} {cmp} ? OR ({value} = ? AND t.twin {cmp} ?))")
+                params += [after.value, after.value, after.twin]
+        order = f"t.twin {way}" if sort.key == "twin" else f"{value} {way}, t.twin {way}"
+        return plan.tx.execute(
+            f"SELECT {_SELECT}, {value} FROM {source} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY {order} LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+
+    @staticmethod
+    def _phase2(
+        plan: _Plan, limit: int, after: Position | None, along: bool
+    ) -> list[tuple[Any, ...]]:
+        sort, brand = plan.sort, plan.brand
+        params: list[object]
+        if along:
+            source, params = "twin_index t", [brand]
+            conditions = ["t.brand = ?"]
+            check = plan.check("t.twin", driven=False)
+        else:
+            candidates = plan.candidates()
+            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
+            params, conditions = [*candidates.params, brand], []
+            check = plan.check("c.twin", driven=True)
+        if sort.key in _COLUMNS:
+            conditions.append(f"{_COLUMNS[sort.key]} IS NULL")
+        else:
+            conditions.append(
+                "NOT EXISTS (SELECT 1 FROM twin_fields s WHERE s.brand = t.brand "
+                "AND s.twin = t.twin AND s.field = ?)"
+            )
+            params.append(sort.key)
+        conditions.append(check.text)
+        params += check.params
+        if after is not None:
+            conditions.append("t.twin > ?")
+            params.append(after.twin)
+        return plan.tx.execute(
+            f"SELECT {_SELECT} FROM {source} WHERE {' AND '.join(conditions)} "
+            "ORDER BY t.twin LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+
+    @staticmethod
+    def _items(
+        tx: Tx, brand: str, rows: list[tuple[Any, ...]], fields: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        """Each twin of a page with its products, devices, segments, tags and ``fields``."""
+        twins = [str(r[0]) for r in rows]
+        if not twins:
+            return []
+        inside = f"brand = ? AND twin IN ({marks(len(twins))})"
+        products: dict[str, list[str]] = {t: [] for t in twins}
+        devices: dict[str, set[str]] = {t: set() for t in twins}
+        segments: dict[str, dict[str, Scalar]] = {t: {} for t in twins}
+        tags: dict[str, set[str]] = {t: set() for t in twins}
+        values: dict[str, dict[str, Scalar]] = {t: {} for t in twins}
+        for twin, product in tx.execute(
+            f"SELECT twin, product FROM twin_products WHERE {inside} ORDER BY product",
+            (brand, *twins),
+        ):
+            products[str(twin)].append(str(product))
+        for table in ("twin_fields", "twin_counter_parts"):
+            for twin, device in tx.execute(
+                f"SELECT DISTINCT twin, device FROM {table} WHERE {inside}", (brand, *twins)
+            ):
+                devices[str(twin)].add(str(device))
+        names = sorted({*fields, *_SEGMENTS})
+        # "field || ''" keeps the twins' key driving the read (an OR of conditions on
+        # the field could otherwise send it through the value index, across every twin)
+        for twin, raw, num, txt in tx.execute(
+            f"SELECT twin, field, num, txt FROM twin_fields WHERE {inside} AND "
+            f"((field || '') IN ({marks(len(names))}) OR "
+            "((field || '') LIKE ? ESCAPE '!' AND num = 1))",
+            (brand, *twins, *names, "%.tag!_%"),
+        ):
+            name = str(raw)
+            value = stored_value(name, num, txt)
+            if name in _SEGMENTS:
+                segments[str(twin)][_SEGMENTS[name]] = value
+            if name in fields:
+                values[str(twin)][name] = value
+            elif ".tag_" in name and value:
+                tags[str(twin)].add(name.split(".tag_", 1)[1])
+        return [
+            {
+                "twin": twin,
+                "first_seen_ms": int(first),
+                "last_seen_ms": int(last),
+                "churn_risk": None if churn is None else float(churn),
+                "products": products[twin],
+                "devices": sorted(devices[twin]),
+                "segments": segments[twin],
+                "tags": sorted(tags[twin]),
+                "fields": values[twin],
+            }
+            for twin, (_t, first, last, churn, *_rest) in zip(twins, rows, strict=True)
+        ]

@@ -19,6 +19,8 @@ then those without one (phase 2, by twin id), so every match appears whatever th
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +29,7 @@ from protocol import FIELDS, MODEL_FIELDS, PRODUCTS, Scalar
 
 from ._state import StateStore
 from ._state_tx import Tx, marks
-from ._twin_filter import Filter, Sql, driver, exact, matches
+from ._twin_filter import Filter, Sql, driver, matches
 from ._twin_rows import stored_value
 
 __all__ = ["IndexPage", "IndexReader", "Position", "SortKey"]
@@ -41,6 +43,11 @@ _COLUMNS = {
 }
 _SEGMENTS = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS if (p, "segment") in MODEL_FIELDS}
 _SELECT = "t.twin, t.first_seen_ms, t.last_seen_ms, t.churn_risk"
+#: what a row walked along the sort order costs against a twin read from the driver's
+#: ids (those come in key order, so their lookups hit the same pages; the walk's come in
+#: sort order, so each is a random read): about eight times, measured at 100,000 twins
+#: (docs/benchmarks.md, "Twin queries")
+_WALK_COST = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +94,42 @@ class IndexPage:
     count: int = 0
 
 
+#: how long the size of a sort order's index (its rows) is taken as known: it only
+#: steers the choice between the two ways, which give the same page
+_ROWS_TTL_S = 60.0
+
+
+class _Rows:
+    """Sizes of sort orders' indexes, remembered a while (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Sql, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tx: Tx, sql: Sql) -> int:
+        now = time.monotonic()
+        with self._lock:
+            known = self._known.get(sql)
+        if known is not None and now - known[0] < _ROWS_TTL_S:
+            return known[1]
+        rows = int(tx.execute(f"SELECT COUNT(*) FROM ({sql.text}) s", sql.params).scalar())
+        with self._lock:
+            if len(self._known) > 4096:  # one per brand and sort key: bounded all the same
+                self._known.clear()
+            self._known[sql] = (now, rows)
+        return rows
+
+
 class _Plan:
     """One query's pieces in one transaction: the driver, the check, what things cost."""
 
-    def __init__(self, tx: Tx, brand: str, where: Filter | None, sort: SortKey) -> None:
-        self.tx, self.brand, self.sort = tx, brand, sort
+    def __init__(
+        self, tx: Tx, brand: str, where: Filter | None, sort: SortKey, rows: _Rows
+    ) -> None:
+        self.tx, self.brand, self.sort, self.where = tx, brand, sort, where
+        self._rows = rows
         self._sizes: dict[Sql, int] = {}
         self.driver = driver(where, brand, self.size) if where is not None else None
-        self.exact = where is not None and exact(where)
-        self.where = where
 
     def size(self, sql: Sql) -> int:
         """How many twin ids ``sql`` yields (counted in the index, remembered)."""
@@ -104,35 +138,46 @@ class _Plan:
             self._sizes[sql] = int(found)
         return self._sizes[sql]
 
-    def check(self, twin: str, *, driven: bool) -> Sql:
-        """The whole filter on the twin id expression ``twin`` (true without a filter, or
-        for twins ``driven`` from a driver that yields exactly the matches)."""
-        if self.where is None or (driven and self.exact and self.driver is not None):
-            return Sql("1 = 1")
-        return matches(self.where, self.brand, twin)
+    def check(self, twin: str, *, driven: bool, row: str | None = None) -> Sql:
+        """The filter on the twin id expression ``twin`` (and its ``twin_index`` row
+        ``row``, when joined): all of it, or for twins ``driven`` from the driver only
+        what the driver's ids do not already hold (true when nothing is left)."""
+        node = self.where
+        if driven and self.driver is not None:
+            node = self.driver.rest
+        return Sql("1 = 1") if node is None else matches(node, self.brand, twin, row)
 
     def candidates(self) -> Sql:
         """The twins to look through: the driver's, or every twin of the brand."""
-        return self.driver or Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
+        if self.driver is not None:
+            return self.driver.ids
+        return Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
 
     def count(self, cap: int) -> int:
-        source, check = self.candidates(), self.check("c.twin", driven=True)
+        """The matches, counted through the driver's twins (or every twin) up to ``cap + 1``."""
+        if self.driver is None:
+            source, check = Sql("twin_index t"), self.check("t.twin", driven=False, row="t")
+            where, params = f"t.brand = ? AND {check.text}", (self.brand, *check.params)
+        else:
+            ids, check = self.driver.ids, self.check("c.twin", driven=True)
+            source, where = Sql(f"({ids.text}) c", ids.params), check.text
+            params = (*ids.params, *check.params)
         return int(
             self.tx.execute(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM ({source.text}) c WHERE {check.text} "
-                "LIMIT ?) q",
-                (*source.params, *check.params, cap + 1),
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {source.text} WHERE {where} LIMIT ?) q",
+                (*params, cap + 1),
             ).scalar()
         )
 
     def along_sort(self, limit: int, count: int) -> bool:
         """Whether walking the sort order's index is cheaper than sorting the driver's
-        twins: the rows it would walk to fill a page, at the density the count shows,
-        against the driver's size."""
+        twins: the rows it would walk to fill a page, at the density the count shows
+        (each a random read, :data:`_WALK_COST`), against the index rows the driver
+        reads."""
         if self.driver is None:
             return True
-        if count == 0:
-            return False
+        if count == 0 or (limit + 1) * _WALK_COST >= self.driver.cost:
+            return False  # (the walk reads at least a page of rows)
         key = self.sort.key
         if key in ("twin", "last_seen", "first_seen"):
             rows = Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
@@ -142,10 +187,15 @@ class _Plan:
                 (self.brand,),
             )
         else:
+            # (the value's own partial index counts them: "field = ?" alone would not)
+            column = "txt" if self.sort.text else "num"
             rows = Sql(
-                "SELECT twin FROM twin_fields WHERE brand = ? AND field = ?", (self.brand, key)
+                f"SELECT twin FROM twin_fields WHERE brand = ? AND field = ? "
+                f"AND {column} IS NOT NULL",
+                (self.brand, key),
             )
-        return (limit + 1) * self.size(rows) / count < self.size(self.driver)
+        walk = (limit + 1) * self._rows.get(self.tx, rows) / count
+        return walk * _WALK_COST < self.driver.cost
 
 
 class IndexReader:
@@ -153,6 +203,7 @@ class IndexReader:
 
     def __init__(self, *, state: StateStore) -> None:
         self._state = state
+        self._rows = _Rows()
 
     def query(
         self,
@@ -170,8 +221,8 @@ class IndexReader:
         (counted up to ``cap + 1``). ``way`` forces the page along the sort order or
         through the driver's twins (tests and diagnostics: both give the same page)."""
         wanted = [*fields, *([sort.key] if sort.key in FIELDS and sort.key not in fields else [])]
-        with self._state.transaction(readonly=True) as tx:
-            plan = _Plan(tx, brand, where, sort)
+        with self._state.snapshot() as tx:
+            plan = _Plan(tx, brand, where, sort, self._rows)
             page = IndexPage(count=plan.count(cap))
             if page.count == 0:
                 return page
@@ -201,6 +252,7 @@ class IndexReader:
     ) -> list[tuple[Any, ...]]:
         sort = plan.sort
         params: list[object]
+        head = ""  # through the driver: its ids first, as such (never merged into the join)
         # FROM: the sort order's index (along) or the driver's twins, joined to their
         # row (and to the sort field); parameters in the order they appear.
         field_sort = sort.key not in _COLUMNS
@@ -211,14 +263,19 @@ class IndexReader:
             source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
             conditions += ["s.brand = ?", "s.field = ?"]
             params = [plan.brand, sort.key]
-            check = plan.check("t.twin", driven=False)
+            check = plan.check("t.twin", driven=False, row="t")
         elif along:
-            source, params, check = "twin_index t", [plan.brand], plan.check("t.twin", driven=False)
+            source, params = "twin_index t", [plan.brand]
+            check = plan.check("t.twin", driven=False, row="t")
             conditions.insert(0, "t.brand = ?")
         else:
             candidates = plan.candidates()
-            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
-            params, check = [*candidates.params, plan.brand], plan.check("c.twin", driven=True)
+            head = f"WITH c AS MATERIALIZED ({candidates.text}) "
+            source = "c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
+            params, check = (
+                [*candidates.params, plan.brand],
+                plan.check("c.twin", driven=True, row="t"),
+            )
             if field_sort:
                 source += (
                     " JOIN twin_fields s ON s.brand = t.brand AND s.twin = t.twin AND s.field = ?"
@@ -227,16 +284,19 @@ class IndexReader:
         conditions.append(check.text)
         params += check.params
         way, cmp = ("DESC", "<") if sort.descending else ("ASC", ">")
+        # The twin id of the walked index's own row: SQLite then reads (value, twin) in
+        # the index's order instead of sorting each value's twins.
+        twin = "s.twin" if field_sort else "t.twin"
         if after is not None:
             if sort.key == "twin":
                 conditions.append(f"t.twin {cmp} ?")
                 params.append(after.twin)
             else:
-                conditions.append(f"({value} {cmp} ? OR ({value} = ? AND t.twin {cmp} ?))")
+                conditions.append(f"({value} {cmp} ? OR ({value} = ? AND {twin} {cmp} ?))")
                 params += [after.value, after.value, after.twin]
-        order = f"t.twin {way}" if sort.key == "twin" else f"{value} {way}, t.twin {way}"
+        order = f"t.twin {way}" if sort.key == "twin" else f"{value} {way}, {twin} {way}"
         return plan.tx.execute(
-            f"SELECT {_SELECT}, {value} FROM {source} WHERE {' AND '.join(conditions)} "
+            f"{head}SELECT {_SELECT}, {value} FROM {source} WHERE {' AND '.join(conditions)} "
             f"ORDER BY {order} LIMIT ?",
             (*params, limit),
         ).fetchall()
@@ -247,15 +307,17 @@ class IndexReader:
     ) -> list[tuple[Any, ...]]:
         sort, brand = plan.sort, plan.brand
         params: list[object]
+        head = ""
         if along:
             source, params = "twin_index t", [brand]
             conditions = ["t.brand = ?"]
-            check = plan.check("t.twin", driven=False)
+            check = plan.check("t.twin", driven=False, row="t")
         else:
             candidates = plan.candidates()
-            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
+            head = f"WITH c AS MATERIALIZED ({candidates.text}) "
+            source = "c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
             params, conditions = [*candidates.params, brand], []
-            check = plan.check("c.twin", driven=True)
+            check = plan.check("c.twin", driven=True, row="t")
         if sort.key in _COLUMNS:
             conditions.append(f"{_COLUMNS[sort.key]} IS NULL")
         else:
@@ -270,7 +332,7 @@ class IndexReader:
             conditions.append("t.twin > ?")
             params.append(after.twin)
         return plan.tx.execute(
-            f"SELECT {_SELECT} FROM {source} WHERE {' AND '.join(conditions)} "
+            f"{head}SELECT {_SELECT} FROM {source} WHERE {' AND '.join(conditions)} "
             "ORDER BY t.twin LIMIT ?",
             (*params, limit),
         ).fetchall()

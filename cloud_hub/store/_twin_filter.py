@@ -226,11 +226,20 @@ def _ids(node: Filter, brand: str) -> Sql | None:
 _INTERSECT_RATIO = 20
 
 
+def _in_key_order(node: Filter) -> bool:
+    """Whether the ids of ``node``'s range come in twin order (one value, or a few: the
+    index is (brand, field, value, twin)), so lookups for them hit neighbouring pages."""
+    return isinstance(node, OneOf | HasProduct | HasTag) or (
+        isinstance(node, Compare) and node.op == "="
+    )
+
+
 def driver(node: Filter, brand: str, size: Size) -> Driver | None:
     """The fewest twin ids that hold every match of ``node``, from index ranges, and the
     conditions left to check per twin. Of a conjunction's conditions that have a range
-    (``size`` counts their ids on the store), the fewest ids, intersected with those of
-    the others within :data:`_INTERSECT_RATIO` of it; the rest is checked per twin.
+    (``size`` counts their ids on the store), the fewest ids; when those come in value
+    order (a range), intersected with those of the others within
+    :data:`_INTERSECT_RATIO` of it; the rest is checked per twin.
     None: no condition has an index range (a ``not``, a ``!=``, an ``or`` with such a
     part); the reader then goes through every twin of the brand, or along the sort
     order."""
@@ -238,8 +247,13 @@ def driver(node: Filter, brand: str, size: Size) -> Driver | None:
     options = [(ids, part) for part in parts if (ids := _ids(part, brand)) is not None]
     if not options:
         return None
-    fewest = min(size(ids) for ids, _part in options)
-    chosen = [(ids, part) for ids, part in options if size(ids) <= _INTERSECT_RATIO * fewest]
+    ids, first = min(options, key=lambda option: size(option[0]))
+    chosen = [(ids, first)]
+    if not _in_key_order(first):
+        # A range yields its twins in value order: a lookup per twin lands on a random
+        # page, so the other ranges are read (in order) and intersected instead.
+        limit = _INTERSECT_RATIO * size(ids)
+        chosen += [(i, part) for i, part in options if part is not first and size(i) <= limit]
     served = [part for _ids_, part in chosen]
     rest = [part for part in parts if all(part is not s for s in served)]
     ids = Sql(

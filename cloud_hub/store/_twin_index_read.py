@@ -42,7 +42,6 @@ _COLUMNS = {
     "churn_risk": "t.churn_risk",
 }
 _SEGMENTS = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS if (p, "segment") in MODEL_FIELDS}
-_SELECT = "t.twin, t.first_seen_ms, t.last_seen_ms, t.churn_risk"
 #: what a row walked along the sort order costs against a twin read from the driver's
 #: ids (those come in key order, so their lookups hit the same pages; the walk's come in
 #: sort order, so each is a random read): about eight times, measured at 100,000 twins
@@ -238,114 +237,129 @@ class IndexReader:
             if sort.nullable and len(rows) <= limit:
                 resume = after if after is not None and after.phase == 2 else None
                 more = self._phase2(plan, limit + 1 - len(rows), resume, along)
-                rows += [(2, (*r, None)) for r in more]
+                rows += [(2, (r[0], None)) for r in more]
             if len(rows) > limit:
                 phase, last = rows[limit - 1]
-                page.next = Position(phase, last[4], str(last[0]))
+                page.next = Position(phase, last[1], str(last[0]))
                 rows = rows[:limit]
-            page.items = self._items(tx, brand, [r for _p, r in rows], wanted)
+            page.items = self._items(tx, brand, [str(r[0]) for _p, r in rows], wanted)
         return page
 
     @staticmethod
     def _phase1(
         plan: _Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
+        """(twin, sort value) of the next twins that hold a sort value."""
         sort = plan.sort
-        params: list[object]
-        head = ""  # through the driver: its ids first, as such (never merged into the join)
-        # FROM: the sort order's index (along) or the driver's twins, joined to their
-        # row (and to the sort field); parameters in the order they appear.
         field_sort = sort.key not in _COLUMNS
-        value = ("s.txt" if sort.text else "s.num") if field_sort else _COLUMNS[sort.key]
-        conditions = [f"{value} IS NOT NULL"] if sort.nullable else []
-        if along and field_sort:
-            # walk the sort field's index in order (brand, field, value, twin)
-            source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
-            conditions += ["s.brand = ?", "s.field = ?"]
-            params = [plan.brand, sort.key]
-            check = plan.check("t.twin", driven=False, row="t")
-        elif along:
-            source, params = "twin_index t", [plan.brand]
-            check = plan.check("t.twin", driven=False, row="t")
-            conditions.insert(0, "t.brand = ?")
-        else:
-            candidates = plan.candidates()
-            head = f"WITH c AS MATERIALIZED ({candidates.text}) "
-            source = "c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
-            params, check = (
-                [*candidates.params, plan.brand],
-                plan.check("c.twin", driven=True, row="t"),
-            )
-            if field_sort:
-                source += (
-                    " JOIN twin_fields s ON s.brand = t.brand AND s.twin = t.twin AND s.field = ?"
-                )
-                params.append(sort.key)
-        conditions.append(check.text)
-        params += check.params
         way, cmp = ("DESC", "<") if sort.descending else ("ASC", ">")
-        # The twin id of the walked index's own row: SQLite then reads (value, twin) in
-        # the index's order instead of sorting each value's twins.
-        twin = "s.twin" if field_sort else "t.twin"
+        params: list[object]
+        if along:
+            # Walk the sort order's index: the field's (brand, field, value, twin) or the
+            # twin row's; the twin id of the walked index itself, so SQLite reads (value,
+            # twin) in the index's order instead of sorting each value's twins.
+            if field_sort:
+                value = "s.txt" if sort.text else "s.num"
+                source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
+                conditions = ["s.brand = ?", "s.field = ?", f"{value} IS NOT NULL"]
+                params, twin = [plan.brand, sort.key], "s.twin"
+            else:
+                value, twin = _COLUMNS[sort.key], "t.twin"
+                source, conditions, params = "twin_index t", ["t.brand = ?"], [plan.brand]
+                if sort.nullable:
+                    conditions.append(f"{value} IS NOT NULL")
+            check = plan.check("t.twin", driven=False, row="t")
+            head = f"SELECT {twin} AS twin, {value} AS v FROM {source} WHERE "
+            conditions.append(check.text)
+            params += check.params
+        else:
+            # Through the driver's ids (materialized: never merged into a join a planner
+            # could misjudge), each one's sort value looked up by key.
+            ids = plan.candidates()
+            check = plan.check("c.twin", driven=True)
+            if field_sort:
+                column = "txt" if sort.text else "num"
+                lookup = (
+                    f"(SELECT {column} FROM twin_fields WHERE brand = ? AND twin = c.twin "
+                    "AND field = ?)"
+                )
+                lookup_params: list[object] = [plan.brand, sort.key]
+            elif sort.key == "twin":
+                lookup, lookup_params = "c.twin", []
+            else:
+                column = _COLUMNS[sort.key].removeprefix("t.")
+                lookup = f"(SELECT {column} FROM twin_index WHERE brand = ? AND twin = c.twin)"
+                lookup_params = [plan.brand]
+            head = (
+                f"WITH c AS MATERIALIZED ({ids.text}) SELECT twin, v FROM (SELECT c.twin AS "
+                f"twin, {lookup} AS v FROM c WHERE {check.text}) x WHERE "
+            )
+            params = [*ids.params, *lookup_params, *check.params]
+            value, twin = "v", "twin"
+            conditions = ["v IS NOT NULL"]
         if after is not None:
             if sort.key == "twin":
-                conditions.append(f"t.twin {cmp} ?")
+                conditions.append(f"{twin} {cmp} ?")
                 params.append(after.twin)
             else:
                 conditions.append(f"({value} {cmp} ? OR ({value} = ? AND {twin} {cmp} ?))")
                 params += [after.value, after.value, after.twin]
-        order = f"t.twin {way}" if sort.key == "twin" else f"{value} {way}, {twin} {way}"
+        order = f"{twin} {way}" if sort.key == "twin" else f"{value} {way}, {twin} {way}"
         return plan.tx.execute(
-            f"{head}SELECT {_SELECT}, {value} FROM {source} WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {order} LIMIT ?",
-            (*params, limit),
+            f"{head}{' AND '.join(conditions)} ORDER BY {order} LIMIT ?", (*params, limit)
         ).fetchall()
 
     @staticmethod
     def _phase2(
         plan: _Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
+        """(twin,) of the next twins that hold no sort value, by twin id."""
         sort, brand = plan.sort, plan.brand
-        params: list[object]
-        head = ""
-        if along:
-            source, params = "twin_index t", [brand]
-            conditions = ["t.brand = ?"]
-            check = plan.check("t.twin", driven=False, row="t")
-        else:
-            candidates = plan.candidates()
-            head = f"WITH c AS MATERIALIZED ({candidates.text}) "
-            source = "c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
-            params, conditions = [*candidates.params, brand], []
-            check = plan.check("c.twin", driven=True, row="t")
         if sort.key in _COLUMNS:
-            conditions.append(f"{_COLUMNS[sort.key]} IS NULL")
-        else:
-            conditions.append(
-                "NOT EXISTS (SELECT 1 FROM twin_fields s WHERE s.brand = t.brand "
-                "AND s.twin = t.twin AND s.field = ?)"
+            absent = (
+                f"NOT EXISTS (SELECT 1 FROM twin_index WHERE brand = ? AND twin = {{twin}} "
+                f"AND {_COLUMNS[sort.key].removeprefix('t.')} IS NOT NULL)"
             )
-            params.append(sort.key)
-        conditions.append(check.text)
-        params += check.params
+        else:
+            absent = (
+                "NOT EXISTS (SELECT 1 FROM twin_fields WHERE brand = ? AND twin = {twin} "
+                "AND field = ?)"
+            )
+        absent_params: list[object] = [brand] if sort.key in _COLUMNS else [brand, sort.key]
+        params: list[object]
+        if along:
+            check = plan.check("t.twin", driven=False, row="t")
+            head = "SELECT t.twin FROM twin_index t WHERE t.brand = ? AND "
+            params, twin = [brand], "t.twin"
+        else:
+            ids = plan.candidates()
+            check = plan.check("c.twin", driven=True)
+            head = f"WITH c AS MATERIALIZED ({ids.text}) SELECT c.twin FROM c WHERE "
+            params, twin = [*ids.params], "c.twin"
+        conditions = [absent.format(twin=twin), check.text]
+        params += [*absent_params, *check.params]
         if after is not None:
-            conditions.append("t.twin > ?")
+            conditions.append(f"{twin} > ?")
             params.append(after.twin)
         return plan.tx.execute(
-            f"{head}SELECT {_SELECT} FROM {source} WHERE {' AND '.join(conditions)} "
-            "ORDER BY t.twin LIMIT ?",
-            (*params, limit),
+            f"{head}{' AND '.join(conditions)} ORDER BY {twin} LIMIT ?", (*params, limit)
         ).fetchall()
 
     @staticmethod
-    def _items(
-        tx: Tx, brand: str, rows: list[tuple[Any, ...]], fields: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """Each twin of a page with its products, devices, segments, tags and ``fields``."""
-        twins = [str(r[0]) for r in rows]
+    def _items(tx: Tx, brand: str, twins: list[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Each twin of a page with its own row, products, devices, segments, tags and
+        ``fields``."""
         if not twins:
             return []
         inside = f"brand = ? AND twin IN ({marks(len(twins))})"
+        own = {
+            str(r[0]): r[1:]
+            for r in tx.execute(
+                f"SELECT twin, first_seen_ms, last_seen_ms, churn_risk FROM twin_index "
+                f"WHERE {inside}",
+                (brand, *twins),
+            )
+        }
         products: dict[str, list[str]] = {t: [] for t in twins}
         devices: dict[str, set[str]] = {t: set() for t in twins}
         segments: dict[str, dict[str, Scalar]] = {t: {} for t in twins}
@@ -390,5 +404,6 @@ class IndexReader:
                 "tags": sorted(tags[twin]),
                 "fields": values[twin],
             }
-            for twin, (_t, first, last, churn, *_rest) in zip(twins, rows, strict=True)
+            for twin in twins
+            for first, last, churn in (own[twin],)
         ]

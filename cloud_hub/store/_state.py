@@ -98,6 +98,13 @@ class StateStore(ABC):
             assert tx is not None  # waiting transactions always begin, or raise
             yield tx
 
+    def snapshot(self) -> AbstractContextManager[Tx]:
+        """A read-only transaction for queries that read much of large tables (the twin
+        query index): :meth:`transaction` ``(readonly=True)``, except that the SQLite store
+        keeps one connection per thread for these, so the pages they read stay in its
+        cache from one query to the next."""
+        return self.transaction(readonly=True)
+
     @contextmanager
     def exclusive(self, name: str, *, wait: bool = True) -> Iterator[Tx | None]:
         """A write transaction holding the lock ``name`` (None when ``wait`` is False and

@@ -10,7 +10,9 @@ never fails half-way on a lock upgrade; a writer waits up to ``timeout_s`` for a
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,9 @@ from ._state_schema import SQLITE_MIGRATIONS
 from ._state_tx import Dialect, Params, Tx
 
 __all__ = ["SqliteStateStore"]
+
+#: the page cache of each thread's snapshot connection (KiB; SQLite's default is 2 MiB)
+_SNAPSHOT_CACHE_KIB = 32_768
 
 SQLITE = Dialect(
     "sqlite",
@@ -86,6 +91,10 @@ class SqliteStateStore(StateStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.timeout_s = timeout_s
+        #: each thread's snapshot connection and the file (inode) it opened
+        self._readers = threading.local()
+        self._reader_list: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._use_wal()
@@ -150,5 +159,65 @@ class SqliteStateStore(StateStore):
         finally:
             db.close()
 
+    @contextmanager
+    def snapshot(self) -> Iterator[Tx]:
+        """A read-only transaction on this thread's own connection, kept between calls
+        so its page cache stays warm (the twin query index's queries read much of large
+        tables); reopened when the file was replaced, dropped after an error."""
+        db = self._reader()
+        try:
+            db.execute("BEGIN")
+        except sqlite3.Error as exc:
+            self._drop_reader(db)
+            raise _translate(exc, self.path) from exc
+        try:
+            yield _SqliteTx(db, self.path, True)
+        except BaseException:
+            self._drop_reader(db)
+            raise
+        try:
+            db.execute("COMMIT")  # (ends the read: the writers' WAL can be checkpointed)
+        except sqlite3.Error as exc:
+            self._drop_reader(db)
+            raise _translate(exc, self.path) from exc
+
+    def _reader(self) -> sqlite3.Connection:
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError as exc:
+            raise StateUnavailableError(
+                f"the state file {self.path} cannot be read now ({exc.strerror}); retry later"
+            ) from exc
+        held: tuple[sqlite3.Connection, int] | None = getattr(self._readers, "db", None)
+        if held is not None and held[1] == inode:
+            return held[0]
+        if held is not None:
+            self._drop_reader(held[0])
+        try:
+            # check_same_thread=False only so close() may close it from another thread:
+            # it is used by this thread alone.
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+            )
+            db.execute("PRAGMA query_only = ON")
+            db.execute(f"PRAGMA cache_size = -{_SNAPSHOT_CACHE_KIB}")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        self._readers.db = (db, inode)
+        with self._reader_lock:
+            self._reader_list.append(db)
+        return db
+
+    def _drop_reader(self, db: sqlite3.Connection) -> None:
+        self._readers.db = None
+        with self._reader_lock:
+            if db in self._reader_list:
+                self._reader_list.remove(db)
+        db.close()
+
     def close(self) -> None:
-        """Nothing stays open between transactions."""
+        """Close the snapshot connections (transactions keep nothing open between them)."""
+        with self._reader_lock:
+            readers, self._reader_list = self._reader_list, []
+        for db in readers:
+            db.close()

@@ -36,6 +36,7 @@ __all__ = [
     "OPERATORS",
     "And",
     "Compare",
+    "Driver",
     "Filter",
     "HasProduct",
     "HasTag",
@@ -46,7 +47,6 @@ __all__ = [
     "Sql",
     "TwinColumn",
     "driver",
-    "exact",
     "matches",
     "tag_fields",
 ]
@@ -185,20 +185,32 @@ def _source(node: Filter, brand: str) -> Sql | None:
     return None
 
 
-def driver(node: Filter, brand: str, size: Size) -> Sql | None:
-    """Twin ids that hold every match of ``node`` (a superset, each once), from the
-    index ranges that give the fewest: for ``and``, the smallest of its parts' (``size``
-    counts them on the store); for ``or``, the union of its parts' (when each has one).
-    None: no index range serves ``node`` (a ``not``, a ``!=``); the reader then goes
-    through every twin of the brand, or along the sort order."""
+@dataclass(frozen=True, slots=True)
+class Driver:
+    """The twin ids of the index rows that hold every match of a filter, and what is
+    left to check of the filter for each (None: nothing, the ids are the matches)."""
+
+    ids: Sql
+    rest: Filter | None
+    #: the index rows reading the ids takes (the sizes of the ranges it reads)
+    cost: int
+
+
+def _parts(node: Filter) -> list[Filter]:
+    """The conditions of a conjunction, nested ones flattened."""
     if isinstance(node, And):
-        options = [d for d in (driver(part, brand, size) for part in node.parts) if d]
-        return min(options, key=size) if options else None
+        return [leaf for part in node.parts for leaf in _parts(part)]
+    return [node]
+
+
+def _ids(node: Filter, brand: str) -> Sql | None:
+    """The twin ids that match ``node`` exactly, each once, from index ranges: a
+    condition's range, or for ``or`` the union of its parts' (when each has one)."""
     if isinstance(node, Or):
-        parts = [driver(part, brand, size) for part in node.parts]
-        if any(p is None for p in parts):
-            return None
+        parts = [_ids(part, brand) for part in node.parts]
         chosen = [p for p in parts if p is not None]
+        if len(chosen) != len(parts):
+            return None
         return Sql(
             " UNION ".join(p.text for p in chosen), tuple(v for p in chosen for v in p.params)
         )
@@ -209,25 +221,64 @@ def driver(node: Filter, brand: str, size: Size) -> Sql | None:
     return Sql(f"SELECT DISTINCT twin FROM ({leaf.text}) d", leaf.params)
 
 
-def exact(node: Filter) -> bool:
-    """Whether :func:`driver` yields exactly the matches of ``node`` (one condition that
-    an index range serves), so they need no further check."""
-    return not isinstance(node, And | Or | Not) and _source(node, "") is not None
+#: conditions whose ids are at most this many times the fewest are intersected with
+#: them (reading an index range in order is far cheaper than a lookup per twin)
+_INTERSECT_RATIO = 20
 
 
-def matches(node: Filter, brand: str, twin: str) -> Sql:
+def _in_key_order(node: Filter) -> bool:
+    """Whether the ids of ``node``'s range come in twin order (one value, or a few: the
+    index is (brand, field, value, twin)), so lookups for them hit neighbouring pages."""
+    return isinstance(node, OneOf | HasProduct | HasTag) or (
+        isinstance(node, Compare) and node.op == "="
+    )
+
+
+def driver(node: Filter, brand: str, size: Size) -> Driver | None:
+    """The fewest twin ids that hold every match of ``node``, from index ranges, and the
+    conditions left to check per twin. Of a conjunction's conditions that have a range
+    (``size`` counts their ids on the store), the fewest ids; when those come in value
+    order (a range), intersected with those of the others within
+    :data:`_INTERSECT_RATIO` of it; the rest is checked per twin.
+    None: no condition has an index range (a ``not``, a ``!=``, an ``or`` with such a
+    part); the reader then goes through every twin of the brand, or along the sort
+    order."""
+    parts = _parts(node)
+    options = [(ids, part) for part in parts if (ids := _ids(part, brand)) is not None]
+    if not options:
+        return None
+    ids, first = min(options, key=lambda option: size(option[0]))
+    chosen = [(ids, first)]
+    if not _in_key_order(first):
+        # A range yields its twins in value order: a lookup per twin lands on a random
+        # page, so the other ranges are read (in order) and intersected instead.
+        limit = _INTERSECT_RATIO * size(ids)
+        chosen += [(i, part) for i, part in options if part is not first and size(i) <= limit]
+    served = [part for _ids_, part in chosen]
+    rest = [part for part in parts if all(part is not s for s in served)]
+    ids = Sql(
+        " INTERSECT ".join(i.text for i, _part in chosen),
+        tuple(v for i, _part in chosen for v in i.params),
+    )
+    cost = sum(size(i) for i, _part in chosen)
+    left = None if not rest else rest[0] if len(rest) == 1 else And(tuple(rest))
+    return Driver(ids, left, cost)
+
+
+def matches(node: Filter, brand: str, twin: str, row: str | None = None) -> Sql:
     """Whether the twin whose id is the SQL expression ``twin`` matches ``node``: each
     condition a lookup by the index tables' keys, so it costs the same whatever the
-    brand's size."""
+    brand's size. With ``row``, the alias of the twin's ``twin_index`` row in the query,
+    its own columns are compared there (so a range on the sort column bounds the walk)."""
     params: list[object] = []
-    return Sql(_match(node, brand, twin, params), tuple(params))
+    return Sql(_match(node, brand, twin, row, params), tuple(params))
 
 
 def _probe(table: str, condition: str) -> str:
     return f"EXISTS (SELECT 1 FROM {table} WHERE brand = ? AND twin = {{twin}} AND {condition})"
 
 
-def _match(node: Filter, brand: str, twin: str, params: list[object]) -> str:
+def _match(node: Filter, brand: str, twin: str, row: str | None, params: list[object]) -> str:
     if isinstance(node, Compare):
         params += [brand, node.field, node.value]
         condition = f"field = ? AND {_column(node.value)} {OPERATORS[node.op]} ?"
@@ -245,11 +296,17 @@ def _match(node: Filter, brand: str, twin: str, params: list[object]) -> str:
         params += [brand, node.product]
         return _probe("twin_products", "product = ?").format(twin=twin)
     if isinstance(node, TwinColumn):
-        params += [brand, node.value]
         column = _TWIN_COLUMNS[node.name].removeprefix("t.")
-        # (no churn risk: no row matches, so "not churn_risk > x" holds for such twins)
-        return _probe("twin_index", f"{column} {OPERATORS[node.op]} ?").format(twin=twin)
+        comparison = f"{column} {OPERATORS[node.op]} ?"
+        if row is not None:
+            params.append(node.value)
+            if node.name != "churn_risk":
+                return f"{row}.{comparison}"
+            # no churn risk (NULL): false, so "not churn_risk > x" holds for such twins
+            return f"({row}.{column} IS NOT NULL AND {row}.{comparison})"
+        params += [brand, node.value]
+        return _probe("twin_index", comparison).format(twin=twin)
     if isinstance(node, Not):
-        return f"NOT ({_match(node.part, brand, twin, params)})"
+        return f"NOT ({_match(node.part, brand, twin, row, params)})"
     joiner = " AND " if isinstance(node, And) else " OR "
-    return "(" + joiner.join(_match(part, brand, twin, params) for part in node.parts) + ")"
+    return "(" + joiner.join(_match(p, brand, twin, row, params) for p in node.parts) + ")"

@@ -19,6 +19,8 @@ then those without one (phase 2, by twin id), so every match appears whatever th
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -27,7 +29,7 @@ from protocol import FIELDS, MODEL_FIELDS, PRODUCTS, Scalar
 
 from ._state import StateStore
 from ._state_tx import Tx, marks
-from ._twin_filter import Filter, Sql, driver, exact, matches
+from ._twin_filter import Filter, Sql, driver, matches
 from ._twin_rows import stored_value
 
 __all__ = ["IndexPage", "IndexReader", "Position", "SortKey"]
@@ -40,7 +42,11 @@ _COLUMNS = {
     "churn_risk": "t.churn_risk",
 }
 _SEGMENTS = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS if (p, "segment") in MODEL_FIELDS}
-_SELECT = "t.twin, t.first_seen_ms, t.last_seen_ms, t.churn_risk"
+#: what a row walked along the sort order costs against a twin read from the driver's
+#: ids (those come in key order, so their lookups hit the same pages; the walk's come in
+#: sort order, so each is a random read): about eight times, measured at 100,000 twins
+#: (docs/benchmarks.md, "Twin queries")
+_WALK_COST = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,15 +93,42 @@ class IndexPage:
     count: int = 0
 
 
+#: how long the size of a sort order's index (its rows) is taken as known: it only
+#: steers the choice between the two ways, which give the same page
+_ROWS_TTL_S = 60.0
+
+
+class _Rows:
+    """Sizes of sort orders' indexes, remembered a while (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._known: dict[Sql, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, tx: Tx, sql: Sql) -> int:
+        now = time.monotonic()
+        with self._lock:
+            known = self._known.get(sql)
+        if known is not None and now - known[0] < _ROWS_TTL_S:
+            return known[1]
+        rows = int(tx.execute(f"SELECT COUNT(*) FROM ({sql.text}) s", sql.params).scalar())
+        with self._lock:
+            if len(self._known) > 4096:  # one per brand and sort key: bounded all the same
+                self._known.clear()
+            self._known[sql] = (now, rows)
+        return rows
+
+
 class _Plan:
     """One query's pieces in one transaction: the driver, the check, what things cost."""
 
-    def __init__(self, tx: Tx, brand: str, where: Filter | None, sort: SortKey) -> None:
-        self.tx, self.brand, self.sort = tx, brand, sort
+    def __init__(
+        self, tx: Tx, brand: str, where: Filter | None, sort: SortKey, rows: _Rows
+    ) -> None:
+        self.tx, self.brand, self.sort, self.where = tx, brand, sort, where
+        self._rows = rows
         self._sizes: dict[Sql, int] = {}
         self.driver = driver(where, brand, self.size) if where is not None else None
-        self.exact = where is not None and exact(where)
-        self.where = where
 
     def size(self, sql: Sql) -> int:
         """How many twin ids ``sql`` yields (counted in the index, remembered)."""
@@ -104,35 +137,46 @@ class _Plan:
             self._sizes[sql] = int(found)
         return self._sizes[sql]
 
-    def check(self, twin: str, *, driven: bool) -> Sql:
-        """The whole filter on the twin id expression ``twin`` (true without a filter, or
-        for twins ``driven`` from a driver that yields exactly the matches)."""
-        if self.where is None or (driven and self.exact and self.driver is not None):
-            return Sql("1 = 1")
-        return matches(self.where, self.brand, twin)
+    def check(self, twin: str, *, driven: bool, row: str | None = None) -> Sql:
+        """The filter on the twin id expression ``twin`` (and its ``twin_index`` row
+        ``row``, when joined): all of it, or for twins ``driven`` from the driver only
+        what the driver's ids do not already hold (true when nothing is left)."""
+        node = self.where
+        if driven and self.driver is not None:
+            node = self.driver.rest
+        return Sql("1 = 1") if node is None else matches(node, self.brand, twin, row)
 
     def candidates(self) -> Sql:
         """The twins to look through: the driver's, or every twin of the brand."""
-        return self.driver or Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
+        if self.driver is not None:
+            return self.driver.ids
+        return Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
 
     def count(self, cap: int) -> int:
-        source, check = self.candidates(), self.check("c.twin", driven=True)
+        """The matches, counted through the driver's twins (or every twin) up to ``cap + 1``."""
+        if self.driver is None:
+            source, check = Sql("twin_index t"), self.check("t.twin", driven=False, row="t")
+            where, params = f"t.brand = ? AND {check.text}", (self.brand, *check.params)
+        else:
+            ids, check = self.driver.ids, self.check("c.twin", driven=True)
+            source, where = Sql(f"({ids.text}) c", ids.params), check.text
+            params = (*ids.params, *check.params)
         return int(
             self.tx.execute(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM ({source.text}) c WHERE {check.text} "
-                "LIMIT ?) q",
-                (*source.params, *check.params, cap + 1),
+                f"SELECT COUNT(*) FROM (SELECT 1 FROM {source.text} WHERE {where} LIMIT ?) q",
+                (*params, cap + 1),
             ).scalar()
         )
 
     def along_sort(self, limit: int, count: int) -> bool:
         """Whether walking the sort order's index is cheaper than sorting the driver's
-        twins: the rows it would walk to fill a page, at the density the count shows,
-        against the driver's size."""
+        twins: the rows it would walk to fill a page, at the density the count shows
+        (each a random read, :data:`_WALK_COST`), against the index rows the driver
+        reads."""
         if self.driver is None:
             return True
-        if count == 0:
-            return False
+        if count == 0 or (limit + 1) * _WALK_COST >= self.driver.cost:
+            return False  # (the walk reads at least a page of rows)
         key = self.sort.key
         if key in ("twin", "last_seen", "first_seen"):
             rows = Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
@@ -142,10 +186,15 @@ class _Plan:
                 (self.brand,),
             )
         else:
+            # (the value's own partial index counts them: "field = ?" alone would not)
+            column = "txt" if self.sort.text else "num"
             rows = Sql(
-                "SELECT twin FROM twin_fields WHERE brand = ? AND field = ?", (self.brand, key)
+                f"SELECT twin FROM twin_fields WHERE brand = ? AND field = ? "
+                f"AND {column} IS NOT NULL",
+                (self.brand, key),
             )
-        return (limit + 1) * self.size(rows) / count < self.size(self.driver)
+        walk = (limit + 1) * self._rows.get(self.tx, rows) / count
+        return walk * _WALK_COST < self.driver.cost
 
 
 class IndexReader:
@@ -153,6 +202,7 @@ class IndexReader:
 
     def __init__(self, *, state: StateStore) -> None:
         self._state = state
+        self._rows = _Rows()
 
     def query(
         self,
@@ -170,8 +220,8 @@ class IndexReader:
         (counted up to ``cap + 1``). ``way`` forces the page along the sort order or
         through the driver's twins (tests and diagnostics: both give the same page)."""
         wanted = [*fields, *([sort.key] if sort.key in FIELDS and sort.key not in fields else [])]
-        with self._state.transaction(readonly=True) as tx:
-            plan = _Plan(tx, brand, where, sort)
+        with self._state.snapshot() as tx:
+            plan = _Plan(tx, brand, where, sort, self._rows)
             page = IndexPage(count=plan.count(cap))
             if page.count == 0:
                 return page
@@ -187,103 +237,129 @@ class IndexReader:
             if sort.nullable and len(rows) <= limit:
                 resume = after if after is not None and after.phase == 2 else None
                 more = self._phase2(plan, limit + 1 - len(rows), resume, along)
-                rows += [(2, (*r, None)) for r in more]
+                rows += [(2, (r[0], None)) for r in more]
             if len(rows) > limit:
                 phase, last = rows[limit - 1]
-                page.next = Position(phase, last[4], str(last[0]))
+                page.next = Position(phase, last[1], str(last[0]))
                 rows = rows[:limit]
-            page.items = self._items(tx, brand, [r for _p, r in rows], wanted)
+            page.items = self._items(tx, brand, [str(r[0]) for _p, r in rows], wanted)
         return page
 
     @staticmethod
     def _phase1(
         plan: _Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
+        """(twin, sort value) of the next twins that hold a sort value."""
         sort = plan.sort
-        params: list[object]
-        # FROM: the sort order's index (along) or the driver's twins, joined to their
-        # row (and to the sort field); parameters in the order they appear.
         field_sort = sort.key not in _COLUMNS
-        value = ("s.txt" if sort.text else "s.num") if field_sort else _COLUMNS[sort.key]
-        conditions = [f"{value} IS NOT NULL"] if sort.nullable else []
-        if along and field_sort:
-            # walk the sort field's index in order (brand, field, value, twin)
-            source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
-            conditions += ["s.brand = ?", "s.field = ?"]
-            params = [plan.brand, sort.key]
-            check = plan.check("t.twin", driven=False)
-        elif along:
-            source, params, check = "twin_index t", [plan.brand], plan.check("t.twin", driven=False)
-            conditions.insert(0, "t.brand = ?")
-        else:
-            candidates = plan.candidates()
-            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
-            params, check = [*candidates.params, plan.brand], plan.check("c.twin", driven=True)
-            if field_sort:
-                source += (
-                    " JOIN twin_fields s ON s.brand = t.brand AND s.twin = t.twin AND s.field = ?"
-                )
-                params.append(sort.key)
-        conditions.append(check.text)
-        params += check.params
         way, cmp = ("DESC", "<") if sort.descending else ("ASC", ">")
+        params: list[object]
+        if along:
+            # Walk the sort order's index: the field's (brand, field, value, twin) or the
+            # twin row's; the twin id of the walked index itself, so SQLite reads (value,
+            # twin) in the index's order instead of sorting each value's twins.
+            if field_sort:
+                value = "s.txt" if sort.text else "s.num"
+                source = "twin_fields s JOIN twin_index t ON t.brand = s.brand AND t.twin = s.twin"
+                conditions = ["s.brand = ?", "s.field = ?", f"{value} IS NOT NULL"]
+                params, twin = [plan.brand, sort.key], "s.twin"
+            else:
+                value, twin = _COLUMNS[sort.key], "t.twin"
+                source, conditions, params = "twin_index t", ["t.brand = ?"], [plan.brand]
+                if sort.nullable:
+                    conditions.append(f"{value} IS NOT NULL")
+            check = plan.check("t.twin", driven=False, row="t")
+            head = f"SELECT {twin} AS twin, {value} AS v FROM {source} WHERE "
+            conditions.append(check.text)
+            params += check.params
+        else:
+            # Through the driver's ids (materialized: never merged into a join a planner
+            # could misjudge), each one's sort value looked up by key.
+            ids = plan.candidates()
+            check = plan.check("c.twin", driven=True)
+            if field_sort:
+                column = "txt" if sort.text else "num"
+                lookup = (
+                    f"(SELECT {column} FROM twin_fields WHERE brand = ? AND twin = c.twin "
+                    "AND field = ?)"
+                )
+                lookup_params: list[object] = [plan.brand, sort.key]
+            elif sort.key == "twin":
+                lookup, lookup_params = "c.twin", []
+            else:
+                column = _COLUMNS[sort.key].removeprefix("t.")
+                lookup = f"(SELECT {column} FROM twin_index WHERE brand = ? AND twin = c.twin)"
+                lookup_params = [plan.brand]
+            head = (
+                f"WITH c AS MATERIALIZED ({ids.text}) SELECT twin, v FROM (SELECT c.twin AS "
+                f"twin, {lookup} AS v FROM c WHERE {check.text}) x WHERE "
+            )
+            params = [*ids.params, *lookup_params, *check.params]
+            value, twin = "v", "twin"
+            conditions = ["v IS NOT NULL"]
         if after is not None:
             if sort.key == "twin":
-                conditions.append(f"t.twin {cmp} ?")
+                conditions.append(f"{twin} {cmp} ?")
                 params.append(after.twin)
             else:
-                conditions.append(f"({value} {cmp} ? OR ({value} = ? AND t.twin {cmp} ?))")
+                conditions.append(f"({value} {cmp} ? OR ({value} = ? AND {twin} {cmp} ?))")
                 params += [after.value, after.value, after.twin]
-        order = f"t.twin {way}" if sort.key == "twin" else f"{value} {way}, t.twin {way}"
+        order = f"{twin} {way}" if sort.key == "twin" else f"{value} {way}, {twin} {way}"
         return plan.tx.execute(
-            f"SELECT {_SELECT}, {value} FROM {source} WHERE {' AND '.join(conditions)} "
-            f"ORDER BY {order} LIMIT ?",
-            (*params, limit),
+            f"{head}{' AND '.join(conditions)} ORDER BY {order} LIMIT ?", (*params, limit)
         ).fetchall()
 
     @staticmethod
     def _phase2(
         plan: _Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
+        """(twin,) of the next twins that hold no sort value, by twin id."""
         sort, brand = plan.sort, plan.brand
+        if sort.key in _COLUMNS:
+            absent = (
+                f"NOT EXISTS (SELECT 1 FROM twin_index WHERE brand = ? AND twin = {{twin}} "
+                f"AND {_COLUMNS[sort.key].removeprefix('t.')} IS NOT NULL)"
+            )
+        else:
+            absent = (
+                "NOT EXISTS (SELECT 1 FROM twin_fields WHERE brand = ? AND twin = {twin} "
+                "AND field = ?)"
+            )
+        absent_params: list[object] = [brand] if sort.key in _COLUMNS else [brand, sort.key]
         params: list[object]
         if along:
-            source, params = "twin_index t", [brand]
-            conditions = ["t.brand = ?"]
-            check = plan.check("t.twin", driven=False)
+            check = plan.check("t.twin", driven=False, row="t")
+            head = "SELECT t.twin FROM twin_index t WHERE t.brand = ? AND "
+            params, twin = [brand], "t.twin"
         else:
-            candidates = plan.candidates()
-            source = f"({candidates.text}) c JOIN twin_index t ON t.brand = ? AND t.twin = c.twin"
-            params, conditions = [*candidates.params, brand], []
+            ids = plan.candidates()
             check = plan.check("c.twin", driven=True)
-        if sort.key in _COLUMNS:
-            conditions.append(f"{_COLUMNS[sort.key]} IS NULL")
-        else:
-            conditions.append(
-                "NOT EXISTS (SELECT 1 FROM twin_fields s WHERE s.brand = t.brand "
-                "AND s.twin = t.twin AND s.field = ?)"
-            )
-            params.append(sort.key)
-        conditions.append(check.text)
-        params += check.params
+            head = f"WITH c AS MATERIALIZED ({ids.text}) SELECT c.twin FROM c WHERE "
+            params, twin = [*ids.params], "c.twin"
+        conditions = [absent.format(twin=twin), check.text]
+        params += [*absent_params, *check.params]
         if after is not None:
-            conditions.append("t.twin > ?")
+            conditions.append(f"{twin} > ?")
             params.append(after.twin)
         return plan.tx.execute(
-            f"SELECT {_SELECT} FROM {source} WHERE {' AND '.join(conditions)} "
-            "ORDER BY t.twin LIMIT ?",
-            (*params, limit),
+            f"{head}{' AND '.join(conditions)} ORDER BY {twin} LIMIT ?", (*params, limit)
         ).fetchall()
 
     @staticmethod
-    def _items(
-        tx: Tx, brand: str, rows: list[tuple[Any, ...]], fields: Sequence[str]
-    ) -> list[dict[str, Any]]:
-        """Each twin of a page with its products, devices, segments, tags and ``fields``."""
-        twins = [str(r[0]) for r in rows]
+    def _items(tx: Tx, brand: str, twins: list[str], fields: Sequence[str]) -> list[dict[str, Any]]:
+        """Each twin of a page with its own row, products, devices, segments, tags and
+        ``fields``."""
         if not twins:
             return []
         inside = f"brand = ? AND twin IN ({marks(len(twins))})"
+        own = {
+            str(r[0]): r[1:]
+            for r in tx.execute(
+                f"SELECT twin, first_seen_ms, last_seen_ms, churn_risk FROM twin_index "
+                f"WHERE {inside}",
+                (brand, *twins),
+            )
+        }
         products: dict[str, list[str]] = {t: [] for t in twins}
         devices: dict[str, set[str]] = {t: set() for t in twins}
         segments: dict[str, dict[str, Scalar]] = {t: {} for t in twins}
@@ -328,5 +404,6 @@ class IndexReader:
                 "tags": sorted(tags[twin]),
                 "fields": values[twin],
             }
-            for twin, (_t, first, last, churn, *_rest) in zip(twins, rows, strict=True)
+            for twin in twins
+            for first, last, churn in (own[twin],)
         ]

@@ -80,7 +80,7 @@ class IndexReader:
         (counted up to ``cap + 1``). ``way`` forces the page along the sort order or
         through the driver's twins (tests and diagnostics: both give the same page)."""
         wanted = [*fields, *([sort.key] if sort.key in FIELDS and sort.key not in fields else [])]
-        with self._state.snapshot() as tx:
+        with self._state.warm(readonly=True) as tx:
             plan = Plan(tx, brand, where, sort, self._rows)
             page = IndexPage(count=plan.count(cap))
             if page.count == 0:

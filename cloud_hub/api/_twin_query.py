@@ -236,11 +236,13 @@ class _Parser:
             return TwinColumn("churn_risk", op, float(token.text))
         return TwinColumn(cast(Literal["last_seen", "first_seen"], name), op, self.time(token))
 
-    def time(self, token: _Token) -> float:
+    def time(self, token: _Token) -> int:
+        """Unix ms (an integer: compared with a float, PostgreSQL would not use the
+        column's index)."""
         if token.kind == "ago":
-            return float(self.now_ms - int(token.text[1:-1]) * _UNITS[token.text[-1]])
+            return self.now_ms - int(token.text[1:-1]) * _UNITS[token.text[-1]]
         if token.kind == "number" and token.text.isdigit() and len(token.text) <= 16:
-            return float(int(token.text))
+            return int(token.text)
         if token.kind == "iso":
             try:
                 when = dt.datetime.fromisoformat(token.text.replace("Z", "+00:00"))
@@ -248,7 +250,7 @@ class _Parser:
                 self.fail(f"not a date: {exc}", token)
             if when.tzinfo is None:
                 when = when.replace(tzinfo=dt.UTC)
-            return float(round(when.timestamp() * 1000))
+            return round(when.timestamp() * 1000)
         return self.fail(
             "expected a time: -7d (s, m, h, d or w before now), an ISO date "
             "(2026-12-01 or 2026-12-01T10:00:00Z) or Unix ms",

@@ -98,12 +98,13 @@ class StateStore(ABC):
             assert tx is not None  # waiting transactions always begin, or raise
             yield tx
 
-    def snapshot(self) -> AbstractContextManager[Tx]:
-        """A read-only transaction for queries that read much of large tables (the twin
-        query index): :meth:`transaction` ``(readonly=True)``, except that the SQLite store
-        keeps one connection per thread for these, so the pages they read stay in its
-        cache from one query to the next."""
-        return self.transaction(readonly=True)
+    def warm(self, *, readonly: bool) -> AbstractContextManager[Tx]:
+        """A transaction for work on large tables done again and again (the twin query
+        index: its queries, ingest's merges): :meth:`transaction`, except that the SQLite
+        store keeps a connection per thread for these, so the pages they touch stay in its
+        cache from one transaction to the next (PostgreSQL's pooled connections and shared
+        buffers already do). As durable as :meth:`transaction`."""
+        return self.transaction(readonly=readonly)
 
     @contextmanager
     def exclusive(self, name: str, *, wait: bool = True) -> Iterator[Tx | None]:

@@ -10,6 +10,7 @@ never fails half-way on a lock upgrade; a writer waits up to ``timeout_s`` for a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -31,8 +32,8 @@ from ._state_tx import Dialect, Params, Tx
 
 __all__ = ["SqliteStateStore"]
 
-#: the page cache of each thread's snapshot connection (KiB; SQLite's default is 2 MiB)
-_SNAPSHOT_CACHE_KIB = 32_768
+#: the page cache of each thread's kept connections (KiB; SQLite's default is 2 MiB)
+_KEPT_CACHE_KIB = 32_768
 
 SQLITE = Dialect(
     "sqlite",
@@ -91,7 +92,7 @@ class SqliteStateStore(StateStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.timeout_s = timeout_s
-        #: each thread's snapshot connection and the file (inode) it opened
+        #: each thread's kept connections (reader, writer) and the file (inode) it opened
         self._readers = threading.local()
         self._reader_list: list[sqlite3.Connection] = []
         self._reader_lock = threading.Lock()
@@ -160,63 +161,71 @@ class SqliteStateStore(StateStore):
             db.close()
 
     @contextmanager
-    def snapshot(self) -> Iterator[Tx]:
-        """A read-only transaction on this thread's own connection, kept between calls
-        so its page cache stays warm (the twin query index's queries read much of large
-        tables); reopened when the file was replaced, dropped after an error."""
-        db = self._reader()
+    def warm(self, *, readonly: bool) -> Iterator[Tx]:
+        """A transaction on this thread's own connection for ``readonly`` work, kept
+        between calls so its page cache stays warm (the twin query index reads and
+        merges much of large tables); reopened when the file was replaced, dropped after
+        an error. Writers take the write lock up front, as :meth:`transaction` does."""
+        db = self._kept(readonly)
         try:
-            db.execute("BEGIN")
+            db.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
-            self._drop_reader(db)
+            self._drop(db, readonly)
             raise _translate(exc, self.path) from exc
         try:
-            yield _SqliteTx(db, self.path, True)
+            yield _SqliteTx(db, self.path, readonly)
         except BaseException:
-            self._drop_reader(db)
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            self._drop(db, readonly)
             raise
         try:
-            db.execute("COMMIT")  # (ends the read: the writers' WAL can be checkpointed)
+            db.execute("COMMIT")
         except sqlite3.Error as exc:
-            self._drop_reader(db)
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            self._drop(db, readonly)
             raise _translate(exc, self.path) from exc
 
-    def _reader(self) -> sqlite3.Connection:
+    def _kept(self, readonly: bool) -> sqlite3.Connection:
         try:
             inode = os.stat(self.path).st_ino
         except OSError as exc:
             raise StateUnavailableError(
-                f"the state file {self.path} cannot be read now ({exc.strerror}); retry later"
+                f"the state file {self.path} cannot be opened now ({exc.strerror}); retry later"
             ) from exc
-        held: tuple[sqlite3.Connection, int] | None = getattr(self._readers, "db", None)
+        name = "reader" if readonly else "writer"
+        held: tuple[sqlite3.Connection, int] | None = getattr(self._readers, name, None)
         if held is not None and held[1] == inode:
             return held[0]
         if held is not None:
-            self._drop_reader(held[0])
+            self._drop(held[0], readonly)
         try:
             # check_same_thread=False only so close() may close it from another thread:
             # it is used by this thread alone.
             db = sqlite3.connect(
                 self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
             )
-            db.execute("PRAGMA query_only = ON")
-            db.execute(f"PRAGMA cache_size = -{_SNAPSHOT_CACHE_KIB}")
+            if readonly:
+                db.execute("PRAGMA query_only = ON")
+            db.execute(f"PRAGMA cache_size = -{_KEPT_CACHE_KIB}")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
-        self._readers.db = (db, inode)
+        setattr(self._readers, name, (db, inode))
         with self._reader_lock:
             self._reader_list.append(db)
         return db
 
-    def _drop_reader(self, db: sqlite3.Connection) -> None:
-        self._readers.db = None
+    def _drop(self, db: sqlite3.Connection, readonly: bool) -> None:
+        setattr(self._readers, "reader" if readonly else "writer", None)
         with self._reader_lock:
             if db in self._reader_list:
                 self._reader_list.remove(db)
         db.close()
 
     def close(self) -> None:
-        """Close the snapshot connections (transactions keep nothing open between them)."""
+        """Close the kept connections of :meth:`warm` (other transactions keep nothing
+        open between them)."""
         with self._reader_lock:
             readers, self._reader_list = self._reader_list, []
         for db in readers:

@@ -81,11 +81,12 @@ class OneOf:
 
 @dataclass(frozen=True, slots=True)
 class TwinColumn:
-    """``last_seen``, ``first_seen`` (Unix ms) or ``churn_risk`` compared with a number."""
+    """``last_seen``, ``first_seen`` (Unix ms, an integer) or ``churn_risk`` compared
+    with a number."""
 
     name: Literal["last_seen", "first_seen", "churn_risk"]
     op: Operator
-    value: float
+    value: float | int
 
 
 @dataclass(frozen=True, slots=True)

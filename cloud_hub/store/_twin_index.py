@@ -77,7 +77,8 @@ class TwinIndex:
         (run inside it) kept what may be indexed; return how many ops were taken."""
         if not ops:
             return 0
-        with self._state.transaction() as tx:
+        # (a kept connection on SQLite: merging touches pages all over large tables)
+        with self._state.warm(readonly=False) as tx:
             for brand in sorted({op[0] for op in ops}):
                 tx.lock_shared(index_lock(brand))
             kept = admit(tx, list(ops)) if admit is not None else list(ops)

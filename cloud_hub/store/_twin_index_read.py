@@ -19,8 +19,6 @@ then those without one (phase 2, by twin id), so every match appears whatever th
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -29,47 +27,13 @@ from protocol import FIELDS, MODEL_FIELDS, PRODUCTS, Scalar
 
 from ._state import StateStore
 from ._state_tx import Tx, marks
-from ._twin_filter import Filter, Sql, driver, matches
+from ._twin_filter import Filter
+from ._twin_plan import COLUMNS, Plan, Rows, SortKey
 from ._twin_rows import stored_value
 
 __all__ = ["IndexPage", "IndexReader", "Position", "SortKey"]
 
-#: the twin's own columns a query may sort by
-_COLUMNS = {
-    "twin": "t.twin",
-    "last_seen": "t.last_seen_ms",
-    "first_seen": "t.first_seen_ms",
-    "churn_risk": "t.churn_risk",
-}
 _SEGMENTS = {MODEL_FIELDS[(p, "segment")]: p for p in PRODUCTS if (p, "segment") in MODEL_FIELDS}
-#: what a row walked along the sort order costs against a twin read from the driver's
-#: ids (those come in key order, so their lookups hit the same pages; the walk's come in
-#: sort order, so each is a random read): about eight times, measured at 100,000 twins
-#: (docs/benchmarks.md, "Twin queries")
-_WALK_COST = 8
-
-
-@dataclass(frozen=True, slots=True)
-class SortKey:
-    """What a page is ordered by: ``twin`` (the default), ``last_seen``, ``first_seen``,
-    ``churn_risk`` or a twin field, ascending or descending."""
-
-    key: str = "twin"
-    descending: bool = False
-
-    @property
-    def nullable(self) -> bool:
-        """Whether some twins have no value to sort by (they come after, by twin id)."""
-        return self.key not in ("twin", "last_seen", "first_seen")
-
-    @property
-    def text(self) -> bool:
-        """Whether the values are text (a ``str`` field)."""
-        spec = FIELDS.get(self.key)
-        return spec is not None and spec.type == "str"
-
-    def __str__(self) -> str:
-        return f"-{self.key}" if self.descending else self.key
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,116 +57,12 @@ class IndexPage:
     count: int = 0
 
 
-#: how long the size of a sort order's index (its rows) is taken as known: it only
-#: steers the choice between the two ways, which give the same page
-_ROWS_TTL_S = 60.0
-
-
-class _Rows:
-    """Sizes of sort orders' indexes, remembered a while (thread-safe)."""
-
-    def __init__(self) -> None:
-        self._known: dict[Sql, tuple[float, int]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, tx: Tx, sql: Sql) -> int:
-        now = time.monotonic()
-        with self._lock:
-            known = self._known.get(sql)
-        if known is not None and now - known[0] < _ROWS_TTL_S:
-            return known[1]
-        rows = int(tx.execute(f"SELECT COUNT(*) FROM ({sql.text}) s", sql.params).scalar())
-        with self._lock:
-            if len(self._known) > 4096:  # one per brand and sort key: bounded all the same
-                self._known.clear()
-            self._known[sql] = (now, rows)
-        return rows
-
-
-class _Plan:
-    """One query's pieces in one transaction: the driver, the check, what things cost."""
-
-    def __init__(
-        self, tx: Tx, brand: str, where: Filter | None, sort: SortKey, rows: _Rows
-    ) -> None:
-        self.tx, self.brand, self.sort, self.where = tx, brand, sort, where
-        self._rows = rows
-        self._sizes: dict[Sql, int] = {}
-        self.driver = driver(where, brand, self.size) if where is not None else None
-
-    def size(self, sql: Sql) -> int:
-        """How many twin ids ``sql`` yields (counted in the index, remembered)."""
-        if sql not in self._sizes:
-            found = self.tx.execute(f"SELECT COUNT(*) FROM ({sql.text}) s", sql.params).scalar()
-            self._sizes[sql] = int(found)
-        return self._sizes[sql]
-
-    def check(self, twin: str, *, driven: bool, row: str | None = None) -> Sql:
-        """The filter on the twin id expression ``twin`` (and its ``twin_index`` row
-        ``row``, when joined): all of it, or for twins ``driven`` from the driver only
-        what the driver's ids do not already hold (true when nothing is left)."""
-        node = self.where
-        if driven and self.driver is not None:
-            node = self.driver.rest
-        return Sql("1 = 1") if node is None else matches(node, self.brand, twin, row)
-
-    def candidates(self) -> Sql:
-        """The twins to look through: the driver's, or every twin of the brand."""
-        if self.driver is not None:
-            return self.driver.ids
-        return Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
-
-    def count(self, cap: int) -> int:
-        """The matches, counted through the driver's twins (or every twin) up to ``cap + 1``."""
-        if self.driver is None:
-            source, check = Sql("twin_index t"), self.check("t.twin", driven=False, row="t")
-            where, params = f"t.brand = ? AND {check.text}", (self.brand, *check.params)
-        else:
-            ids, check = self.driver.ids, self.check("c.twin", driven=True)
-            source, where = Sql(f"({ids.text}) c", ids.params), check.text
-            params = (*ids.params, *check.params)
-        return int(
-            self.tx.execute(
-                f"SELECT COUNT(*) FROM (SELECT 1 FROM {source.text} WHERE {where} LIMIT ?) q",
-                (*params, cap + 1),
-            ).scalar()
-        )
-
-    def along_sort(self, limit: int, count: int) -> bool:
-        """Whether walking the sort order's index is cheaper than sorting the driver's
-        twins: the rows it would walk to fill a page, at the density the count shows
-        (each a random read, :data:`_WALK_COST`), against the index rows the driver
-        reads."""
-        if self.driver is None:
-            return True
-        if count == 0 or (limit + 1) * _WALK_COST >= self.driver.cost:
-            return False  # (the walk reads at least a page of rows)
-        key = self.sort.key
-        if key in ("twin", "last_seen", "first_seen"):
-            rows = Sql("SELECT twin FROM twin_index WHERE brand = ?", (self.brand,))
-        elif key == "churn_risk":
-            rows = Sql(
-                "SELECT twin FROM twin_index WHERE brand = ? AND churn_risk IS NOT NULL",
-                (self.brand,),
-            )
-        else:
-            # (the value's own partial index counts them: "field = ?" alone would not)
-            column = "txt" if self.sort.text else "num"
-            rows = Sql(
-                f"SELECT twin FROM twin_fields WHERE brand = ? AND field = ? "
-                f"AND {column} IS NOT NULL",
-                (self.brand, key),
-            )
-        walk = (limit + 1) * self._rows.get(self.tx, rows) / count
-        return walk * _WALK_COST < self.driver.cost
-
-
 class IndexReader:
     """Queries on the twin query index (module docstring); blocking, thread-safe."""
 
     def __init__(self, *, state: StateStore) -> None:
         self._state = state
-        self._rows = _Rows()
+        self._rows = Rows()
 
     def query(
         self,
@@ -220,8 +80,8 @@ class IndexReader:
         (counted up to ``cap + 1``). ``way`` forces the page along the sort order or
         through the driver's twins (tests and diagnostics: both give the same page)."""
         wanted = [*fields, *([sort.key] if sort.key in FIELDS and sort.key not in fields else [])]
-        with self._state.snapshot() as tx:
-            plan = _Plan(tx, brand, where, sort, self._rows)
+        with self._state.warm(readonly=True) as tx:
+            plan = Plan(tx, brand, where, sort, self._rows)
             page = IndexPage(count=plan.count(cap))
             if page.count == 0:
                 return page
@@ -247,11 +107,11 @@ class IndexReader:
 
     @staticmethod
     def _phase1(
-        plan: _Plan, limit: int, after: Position | None, along: bool
+        plan: Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
         """(twin, sort value) of the next twins that hold a sort value."""
         sort = plan.sort
-        field_sort = sort.key not in _COLUMNS
+        field_sort = sort.key not in COLUMNS
         way, cmp = ("DESC", "<") if sort.descending else ("ASC", ">")
         params: list[object]
         if along:
@@ -264,7 +124,7 @@ class IndexReader:
                 conditions = ["s.brand = ?", "s.field = ?", f"{value} IS NOT NULL"]
                 params, twin = [plan.brand, sort.key], "s.twin"
             else:
-                value, twin = _COLUMNS[sort.key], "t.twin"
+                value, twin = COLUMNS[sort.key], "t.twin"
                 source, conditions, params = "twin_index t", ["t.brand = ?"], [plan.brand]
                 if sort.nullable:
                     conditions.append(f"{value} IS NOT NULL")
@@ -287,12 +147,25 @@ class IndexReader:
             elif sort.key == "twin":
                 lookup, lookup_params = "c.twin", []
             else:
-                column = _COLUMNS[sort.key].removeprefix("t.")
+                column = COLUMNS[sort.key].removeprefix("t.")
                 lookup = f"(SELECT {column} FROM twin_index WHERE brand = ? AND twin = c.twin)"
                 lookup_params = [plan.brand]
+            source = "c"
+            if plan.tx.dialect.name == "postgresql" and sort.key != "twin":
+                # PostgreSQL runs a scalar subquery as a sub-plan per row, far dearer than
+                # a join (SQLite's are cheap, and its joins the ones misjudged).
+                if field_sort:
+                    source = (
+                        "c LEFT JOIN twin_fields l ON l.brand = ? AND l.twin = c.twin "
+                        "AND l.field = ?"
+                    )
+                    lookup = f"l.{column}"
+                else:
+                    source = "c JOIN twin_index l ON l.brand = ? AND l.twin = c.twin"
+                    lookup = f"l.{column}"
             head = (
                 f"WITH c AS MATERIALIZED ({ids.text}) SELECT twin, v FROM (SELECT c.twin AS "
-                f"twin, {lookup} AS v FROM c WHERE {check.text}) x WHERE "
+                f"twin, {lookup} AS v FROM {source} WHERE {check.text}) x WHERE "
             )
             params = [*ids.params, *lookup_params, *check.params]
             value, twin = "v", "twin"
@@ -311,21 +184,21 @@ class IndexReader:
 
     @staticmethod
     def _phase2(
-        plan: _Plan, limit: int, after: Position | None, along: bool
+        plan: Plan, limit: int, after: Position | None, along: bool
     ) -> list[tuple[Any, ...]]:
         """(twin,) of the next twins that hold no sort value, by twin id."""
         sort, brand = plan.sort, plan.brand
-        if sort.key in _COLUMNS:
+        if sort.key in COLUMNS:
             absent = (
                 f"NOT EXISTS (SELECT 1 FROM twin_index WHERE brand = ? AND twin = {{twin}} "
-                f"AND {_COLUMNS[sort.key].removeprefix('t.')} IS NOT NULL)"
+                f"AND {COLUMNS[sort.key].removeprefix('t.')} IS NOT NULL)"
             )
         else:
             absent = (
                 "NOT EXISTS (SELECT 1 FROM twin_fields WHERE brand = ? AND twin = {twin} "
                 "AND field = ?)"
             )
-        absent_params: list[object] = [brand] if sort.key in _COLUMNS else [brand, sort.key]
+        absent_params: list[object] = [brand] if sort.key in COLUMNS else [brand, sort.key]
         params: list[object]
         if along:
             check = plan.check("t.twin", driven=False, row="t")

@@ -118,13 +118,13 @@ FILTERS: list[Filter | None] = [
     Not(HasProduct("coffee")),
     TwinColumn("churn_risk", ">", 0.8),
     Not(TwinColumn("churn_risk", ">", 0.5)),
-    TwinColumn("last_seen", ">=", T0 + 40_000.0),
+    TwinColumn("last_seen", ">=", T0 + 40_000),
     And((Compare("coffee.churn_risk", ">", 0.5), HasProduct("thermostat"))),
     And(
         (
             HasTag("weekend_heavy"),
             Not(Compare("thermostat.mode", "=", "eco")),
-            TwinColumn("last_seen", "<", T0 + 30_000.0),
+            TwinColumn("last_seen", "<", T0 + 30_000),
         )
     ),
     Or((Compare("thermostat.setpoint_c", ">", 24.0), Compare("tv.churn_risk", "<", 0.1))),

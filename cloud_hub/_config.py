@@ -316,6 +316,16 @@ class IndexSettings(_Section):
     enabled: bool = True
 
 
+class TriggerSettings(_Section):
+    """Trigger events (docs/hub.md, "Triggers"): how much of the event log is kept for
+    the resumable stream (``Last-Event-ID``)."""
+
+    #: events older than this many days leave the log (queued deliveries are kept)
+    log_retention_days: int = Field(7, ge=1, le=365)
+    #: at most this many events per brand stay in the log (the oldest leave first)
+    log_max_events: int = Field(100_000, ge=100, le=10_000_000)
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -330,6 +340,7 @@ class HubConfig(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
+    triggers: TriggerSettings = TriggerSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

@@ -41,7 +41,7 @@ from protocol import Clock, SystemClock, check_brand
 
 from ._egress import EgressPolicy
 
-__all__ = ["WebhookSender", "Webhooks", "sign", "verify_signature"]
+__all__ = ["WebhookSender", "Webhooks", "post_signed", "sign", "verify_signature"]
 
 log = logging.getLogger("cloud_hub.webhooks")
 
@@ -71,6 +71,40 @@ def verify_signature(
     if abs(now_s - at) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, body, at), header)
+
+
+async def post_signed(
+    session: aiohttp.ClientSession,
+    egress: EgressPolicy,
+    url: str,
+    secret: str,
+    data: bytes,
+    clock: Clock,
+) -> tuple[bool, str, str]:
+    """POST ``data`` (JSON) to ``url`` signed with ``secret``, the egress policy checked
+    again first; returns (delivered, why not, the metric result of a failure: ``retry``
+    or ``refused``). Shared by every signed webhook the hub sends (privacy events,
+    trigger events), so they are signed and confined alike."""
+    headers = {
+        "Content-Type": "application/json",
+        "TwinSync-Signature": sign(secret, data, clock.now_ms() // 1000),
+    }
+    result = "retry"
+    try:
+        # Checked again at every send: the policy or the name's DNS may have changed
+        # since registration (literal addresses never reach the connector's resolver).
+        await egress.check_url_async(url)
+        async with session.post(url, data=data, headers=headers, allow_redirects=False) as resp:
+            ok = 200 <= resp.status < 300
+            why = f"HTTP {resp.status}"
+            if 300 <= resp.status < 400:
+                why += " (a redirect; redirects are not followed: register the final URL)"
+    except CloudHubError as exc:  # the egress policy refused it, or the name is unknown
+        ok, why = False, str(exc)
+        result = "refused" if exc.reason == "url_refused" else "retry"
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    return ok, why, result
 
 
 class Webhooks:
@@ -230,26 +264,9 @@ class WebhookSender:
         body: str,
         attempts: int,
     ) -> None:
-        data = body.encode()
-        headers = {
-            "Content-Type": "application/json",
-            "TwinSync-Signature": sign(secret, data, self._clock.now_ms() // 1000),
-        }
-        result = "retry"
-        try:
-            # Checked again at every send: the policy or the name's DNS may have changed
-            # since registration (literal addresses never reach the connector's resolver).
-            await self._egress.check_url_async(url)
-            async with session.post(url, data=data, headers=headers, allow_redirects=False) as resp:
-                ok = 200 <= resp.status < 300
-                why = f"HTTP {resp.status}"
-                if 300 <= resp.status < 400:
-                    why += " (a redirect; redirects are not followed: register the final URL)"
-        except CloudHubError as exc:  # the egress policy refused it, or the name is unknown
-            ok, why = False, str(exc)
-            result = "refused" if exc.reason == "url_refused" else "retry"
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            ok, why = False, f"{type(exc).__name__}: {exc}"
+        ok, why, result = await post_signed(
+            session, self._egress, url, secret, body.encode(), self._clock
+        )
         now = self._clock.now_ms()
         if ok:
             await asyncio.to_thread(self._hooks.delivered, queue_id)

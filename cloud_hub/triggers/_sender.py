@@ -1,0 +1,120 @@
+"""Deliver queued trigger events to their rules' webhooks, and follow the customer's
+rights (objection, consent, erasure) into the trigger tables.
+
+The sender is a background task of the hub like the privacy webhook sender
+(cloud_hub.privacy._webhooks), and shares its signing and egress checks
+(``post_signed``): every second it claims what is due (each the oldest waiting event of
+its rule and twin, so a twin's events arrive in order), POSTs each signed with its
+rule's secret, and backs off 1 s doubling to 5 minutes on a failure; a failed round
+(the state store down) is logged, counted and retried. It also applies the event log's
+retention once a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from cloud_hub._errors import CloudHubError
+from cloud_hub._metrics import Metrics
+from cloud_hub.privacy import EgressPolicy, post_signed
+from protocol import Clock
+
+from ._events import TriggerEvents
+
+__all__ = ["TriggerSender", "follow_privacy"]
+
+log = logging.getLogger("cloud_hub.triggers")
+
+_MAX_ROUND_BACKOFF_S = 30.0
+_PRUNE_EVERY_S = 60.0
+#: the consent purposes that are profiling (cloud_hub.privacy._objection)
+_PROFILING = ("analytics", "personalization")
+
+
+def follow_privacy(
+    events: TriggerEvents, clock: Clock, brand: str, event: str, data: dict[str, Any]
+) -> None:
+    """A privacy event (what the brand's privacy webhook also gets): an erasure forgets
+    the twins' trigger events; an objection or consent to profiling withdrawn holds their
+    triggers; consent to profiling given again releases them."""
+    receipt = data.get("receipt")
+    twins = [str(t) for t in (receipt.get("twins", []) if isinstance(receipt, dict) else [])]
+    if event == "erasure" and twins:
+        events.forget(brand, twins)
+    elif event == "objection" and twins:
+        events.hold(brand, twins, "objection", clock.now_ms())
+    elif event == "consent":
+        purposes = data.get("purposes", {})
+        chosen = [purposes[p] for p in _PROFILING if p in purposes]
+        twins = [str(t) for t in data.get("twins", [])]
+        if twins and False in chosen:
+            events.hold(brand, twins, "consent withdrawn", clock.now_ms())
+        elif twins and True in chosen:
+            events.release(brand, twins)
+
+
+class TriggerSender:
+    """Sends due trigger events; :meth:`run` until cancelled (owned by the hub)."""
+
+    def __init__(
+        self, *, events: TriggerEvents, egress: EgressPolicy, metrics: Metrics, clock: Clock
+    ) -> None:
+        self._events = events
+        self._egress = egress
+        self._metrics = metrics
+        self._clock = clock
+        self._timeout = aiohttp.ClientTimeout(total=egress.settings.timeout_s)
+
+    async def run(self) -> None:
+        """Send what is due every second, prune the log every minute; only cancellation
+        ends this."""
+        async with aiohttp.ClientSession(
+            timeout=self._timeout, connector=self._egress.connector()
+        ) as session:
+            failures, pruned_at = 0, float("-inf")
+            loop = asyncio.get_running_loop()
+            while True:
+                try:
+                    if loop.time() - pruned_at >= _PRUNE_EVERY_S:
+                        await asyncio.to_thread(self._events.prune, self._clock.now_ms())
+                        pruned_at = loop.time()
+                    await self.round(session)
+                    failures = 0
+                except Exception as exc:  # CancelledError is no Exception: it propagates
+                    failures += 1
+                    delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
+                    self._metrics.inc("twinsync_hub_trigger_webhooks_total", result="error")
+                    log.error(
+                        "trigger delivery round failed (%s: %s); retrying in %.0fs",
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        exc_info=not isinstance(exc, CloudHubError | OSError),
+                    )
+                    await asyncio.sleep(delay)
+                    continue
+                await asyncio.sleep(1.0)
+
+    async def round(self, session: aiohttp.ClientSession) -> int:
+        """Send every event due now; return how many were delivered."""
+        delivered = 0
+        for queue_id, brand, url, secret, body, attempts in await asyncio.to_thread(
+            self._events.due, self._clock.now_ms()
+        ):
+            ok, why, result = await post_signed(
+                session, self._egress, url, secret, body.encode(), self._clock
+            )
+            if ok:
+                await asyncio.to_thread(self._events.delivered, queue_id)
+                self._metrics.inc("twinsync_hub_trigger_webhooks_total", result="delivered")
+                delivered += 1
+            else:
+                now = self._clock.now_ms()
+                await asyncio.to_thread(self._events.retry_later, queue_id, attempts, now)
+                self._metrics.inc("twinsync_hub_trigger_webhooks_total", result=result)
+                log.warning("trigger webhook of brand %s failed (%s); retrying", brand, why)
+        return delivered

@@ -27,7 +27,14 @@ from typing import Any
 from aiohttp import web
 
 from cloud_hub._errors import RequestError
-from cloud_hub.triggers import MAX_RULE_BYTES, MAX_RULES, ParseWhere, Rules, TriggerEvents
+from cloud_hub.triggers import (
+    MAX_RULE_BYTES,
+    MAX_RULES,
+    SEQ_MAX,
+    ParseWhere,
+    Rules,
+    TriggerEvents,
+)
 from cloud_hub.triggers import parse_rule as _parse_rule
 
 from ._context import CLOCK, FEED, METRICS
@@ -42,7 +49,6 @@ _KEEPALIVE_S = 15.0
 _WRITE_TIMEOUT_S = 10.0
 _POLL_S = 1.0
 _STREAM_PAGE = 100
-_SEQ_MAX = 2**62
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,7 +120,7 @@ async def list_events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", 50, 1, 500)
     events = request.app[TRIGGERS].events
     if "after" in request.query:
-        after = query_int(request, "after", 0, 0, _SEQ_MAX)
+        after = query_int(request, "after", 0, 0, SEQ_MAX)
         rows = await asyncio.to_thread(events.page, brand, after, limit)
     else:
         rows = await asyncio.to_thread(events.recent, brand, limit)
@@ -127,10 +133,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     resumes after ``Last-Event-ID`` (or ``?after=``), else starts with what comes next."""
     brand = path_brand(request)
     raw = request.headers.get("Last-Event-ID") or request.query.get("after")
-    after = None if raw is None else ascii_int(raw, 0, _SEQ_MAX)
+    after = None if raw is None else ascii_int(raw, 0, SEQ_MAX)
     if raw is not None and after is None:
         raise RequestError(
-            f"Last-Event-ID / after must be an event's seq (0 to {_SEQ_MAX})", reason="bad_after"
+            f"Last-Event-ID / after must be an event's seq (0 to {SEQ_MAX})", reason="bad_after"
         )
     events = request.app[TRIGGERS].events
     gap = None

@@ -9,7 +9,7 @@ event log, the delivery queue and the customer's holds, ``TriggerSender`` delive
 
 from __future__ import annotations
 
-from ._events import TriggerEvents, event_id
+from ._events import SEQ_MAX, TriggerEvents, event_id
 from ._rules import MAX_RULE_BYTES, MAX_RULES, Rule, Rules, StoredRule, parse_rule
 from ._sender import TriggerSender, follow_privacy
 from ._watch import ParseWhere, TriggerWatch
@@ -17,6 +17,7 @@ from ._watch import ParseWhere, TriggerWatch
 __all__ = [
     "MAX_RULES",
     "MAX_RULE_BYTES",
+    "SEQ_MAX",
     "ParseWhere",
     "Rule",
     "Rules",

@@ -31,11 +31,13 @@ from typing import Any
 
 from cloud_hub.store import StateStore, Tx, chunks, marks
 
-__all__ = ["TriggerEvents", "event_id", "log_lock"]
+__all__ = ["SEQ_MAX", "TriggerEvents", "event_id", "log_lock"]
 
 _MAX_BACKOFF_S = 300.0
 #: a delivery attempt takes at most webhooks.timeout_s (<= 30 s): well inside this
 _LEASE_MS = 60_000
+#: the largest ``seq`` a client may name (a resume position)
+SEQ_MAX = 2**62
 #: the most events one stream or list read returns (a client's bounded batch)
 PAGE_MAX = 500
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
 from ._results import Result, Scalar
 
@@ -42,7 +42,7 @@ class TriggerRuleCreated(Result):
 
     brand: str
     rule: TriggerRule
-    secret: str | None = None
+    secret: SecretStr | None = None
 
 
 class TriggerRuleOne(Result):

@@ -26,7 +26,14 @@ from ._rekey import Relinks
 from ._retention import RetentionSweeper, ensure_ceiling
 from ._subjects import Subjects
 from ._twin_edits import parse_rectification
-from ._webhooks import Webhooks, WebhookSender, post_signed, sign, verify_signature
+from ._webhooks import (
+    Webhooks,
+    WebhookSender,
+    post_signed,
+    send_forever,
+    sign,
+    verify_signature,
+)
 
 __all__ = [
     "DEADLINE_MS",
@@ -57,6 +64,7 @@ __all__ = [
     "parse_allow",
     "parse_rectification",
     "post_signed",
+    "send_forever",
     "sign",
     "twin_export",
     "verify_receipt",

@@ -29,6 +29,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,14 @@ from protocol import Clock, SystemClock, check_brand
 
 from ._egress import EgressPolicy
 
-__all__ = ["WebhookSender", "Webhooks", "post_signed", "sign", "verify_signature"]
+__all__ = [
+    "WebhookSender",
+    "Webhooks",
+    "post_signed",
+    "send_forever",
+    "sign",
+    "verify_signature",
+]
 
 log = logging.getLogger("cloud_hub.webhooks")
 
@@ -105,6 +113,43 @@ async def post_signed(
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
         ok, why = False, f"{type(exc).__name__}: {exc}"
     return ok, why, result
+
+
+async def send_forever(
+    round_: Callable[[aiohttp.ClientSession], Awaitable[object]],
+    *,
+    egress: EgressPolicy,
+    metrics: Metrics,
+    metric: str,
+    what: str,
+) -> None:
+    """Run ``round_`` every second on one session confined by ``egress``, until
+    cancelled: a round that fails is logged, counted (``metric{result="error"}``) and
+    retried after 1 s doubling to 30 s. The loop of every webhook sender."""
+    # The policy's connector resolves and checks every name at connect time; no
+    # proxy from the environment (trust_env is off) could route around it.
+    timeout = aiohttp.ClientTimeout(total=egress.settings.timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, connector=egress.connector()) as session:
+        failures = 0
+        while True:
+            try:
+                await round_(session)
+                failures = 0
+            except Exception as exc:  # CancelledError is no Exception: it propagates
+                failures += 1
+                delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
+                metrics.inc(metric, result="error")
+                log.error(
+                    "%s round failed (%s: %s); retrying in %.0fs",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, CloudHubError | OSError),
+                )
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.sleep(1.0)
 
 
 class Webhooks:
@@ -218,36 +263,18 @@ class WebhookSender:
         self._egress = hooks.egress
         self._metrics = metrics
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=hooks.egress.settings.timeout_s)
 
     async def run(self) -> None:
         """Send what is due, every second (events are queued from any thread or instance,
         so polling the shared queue is what sees them all). A round that fails is logged,
         counted and retried after a backoff; only cancellation ends this."""
-        # The policy's connector resolves and checks every name at connect time; no
-        # proxy from the environment (trust_env is off) could route around it.
-        async with aiohttp.ClientSession(
-            timeout=self._timeout, connector=self._egress.connector()
-        ) as session:
-            failures = 0
-            while True:
-                try:
-                    await self._round(session)
-                    failures = 0
-                except Exception as exc:  # CancelledError is no Exception: it propagates
-                    failures += 1
-                    delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
-                    self._metrics.inc("twinsync_hub_webhooks_total", result="error")
-                    log.error(
-                        "webhook round failed (%s: %s); retrying in %.0fs",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=not isinstance(exc, CloudHubError | OSError),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                await asyncio.sleep(1.0)
+        await send_forever(
+            self._round,
+            egress=self._egress,
+            metrics=self._metrics,
+            metric="twinsync_hub_webhooks_total",
+            what="webhook",
+        )
 
     async def _round(self, session: aiohttp.ClientSession) -> None:
         now = self._clock.now_ms()

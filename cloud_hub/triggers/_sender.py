@@ -18,9 +18,8 @@ from typing import Any
 
 import aiohttp
 
-from cloud_hub._errors import CloudHubError
 from cloud_hub._metrics import Metrics
-from cloud_hub.privacy import EgressPolicy, post_signed
+from cloud_hub.privacy import EgressPolicy, post_signed, send_forever
 from protocol import Clock
 
 from ._events import TriggerEvents
@@ -29,7 +28,6 @@ __all__ = ["TriggerSender", "follow_privacy"]
 
 log = logging.getLogger("cloud_hub.triggers")
 
-_MAX_ROUND_BACKOFF_S = 30.0
 _PRUNE_EVERY_S = 60.0
 #: the consent purposes that are profiling (cloud_hub.privacy._objection)
 _PROFILING = ("analytics", "personalization")
@@ -67,37 +65,25 @@ class TriggerSender:
         self._egress = egress
         self._metrics = metrics
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=egress.settings.timeout_s)
+        self._pruned_at = float("-inf")  # loop time of the last prune (monotonic)
 
     async def run(self) -> None:
         """Send what is due every second, prune the log every minute; only cancellation
-        ends this."""
-        async with aiohttp.ClientSession(
-            timeout=self._timeout, connector=self._egress.connector()
-        ) as session:
-            failures, pruned_at = 0, float("-inf")
-            loop = asyncio.get_running_loop()
-            while True:
-                try:
-                    if loop.time() - pruned_at >= _PRUNE_EVERY_S:
-                        await asyncio.to_thread(self._events.prune, self._clock.now_ms())
-                        pruned_at = loop.time()
-                    await self.round(session)
-                    failures = 0
-                except Exception as exc:  # CancelledError is no Exception: it propagates
-                    failures += 1
-                    delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
-                    self._metrics.inc("twinsync_hub_trigger_webhooks_total", result="error")
-                    log.error(
-                        "trigger delivery round failed (%s: %s); retrying in %.0fs",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=not isinstance(exc, CloudHubError | OSError),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                await asyncio.sleep(1.0)
+        ends this (a failed round is logged, counted and retried: ``send_forever``)."""
+        await send_forever(
+            self._round,
+            egress=self._egress,
+            metrics=self._metrics,
+            metric="twinsync_hub_trigger_webhooks_total",
+            what="trigger delivery",
+        )
+
+    async def _round(self, session: aiohttp.ClientSession) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pruned_at >= _PRUNE_EVERY_S:
+            await asyncio.to_thread(self._events.prune, self._clock.now_ms())
+            self._pruned_at = loop.time()
+        await self.round(session)
 
     async def round(self, session: aiohttp.ClientSession) -> int:
         """Send every event due now; return how many were delivered."""

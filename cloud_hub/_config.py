@@ -324,6 +324,9 @@ class TriggerSettings(_Section):
     log_retention_days: int = Field(7, ge=1, le=365)
     #: at most this many events per brand stay in the log (the oldest leave first)
     log_max_events: int = Field(100_000, ge=100, le=10_000_000)
+    #: a stream client that takes no data for this long is dropped (it resumes with
+    #: Last-Event-ID)
+    stream_write_timeout_s: float = Field(10.0, gt=0, le=300)
 
 
 class HubConfig(_Section):

@@ -344,7 +344,10 @@ class Hub:
             add_trigger_routes(
                 app,
                 TriggerContext(
-                    rules=self.trigger_rules, events=self.trigger_events, parse_where=parse_where
+                    rules=self.trigger_rules,
+                    events=self.trigger_events,
+                    parse_where=parse_where,
+                    write_timeout_s=self.config.triggers.stream_write_timeout_s,
                 ),
             )
             add_rollout_routes(

@@ -10,7 +10,7 @@
 The stream reads the shared event log (every instance sees every event, whichever stored
 it) from the client's position on, at most a page at a time: a client's queue is that
 page, never more. A client that stops reading is dropped when a write has waited
-:data:`_WRITE_TIMEOUT_S` (logged, ``twinsync_hub_trigger_streams_dropped_total{reason=
+``triggers.stream_write_timeout_s`` (logged, ``twinsync_hub_trigger_streams_dropped_total{reason=
 "slow_client"}``); it reconnects with ``Last-Event-ID`` and misses nothing the log still
 holds. A position older than the log's retention gets an ``event: gap`` first, saying so.
 """
@@ -46,7 +46,6 @@ __all__ = ["TRIGGERS", "TriggerContext", "add_trigger_routes"]
 log = logging.getLogger("cloud_hub.triggers")
 
 _KEEPALIVE_S = 15.0
-_WRITE_TIMEOUT_S = 10.0
 _POLL_S = 1.0
 _STREAM_PAGE = 100
 
@@ -58,6 +57,8 @@ class TriggerContext:
     rules: Rules
     events: TriggerEvents
     parse_where: ParseWhere
+    #: a stream client that takes no data for this long is dropped (triggers settings)
+    write_timeout_s: float = 10.0
 
 
 TRIGGERS = web.AppKey("triggers", TriggerContext)
@@ -165,7 +166,8 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 async def _pump(request: web.Request, response: web.StreamResponse, brand: str, after: int) -> None:
-    events, feed = request.app[TRIGGERS].events, request.app[FEED]
+    ctx, feed = request.app[TRIGGERS], request.app[FEED]
+    events = ctx.events
     loop = asyncio.get_running_loop()
     quiet_since = loop.time()
     while not feed.closed:  # the hub stopping closes the feed: streams end
@@ -178,7 +180,7 @@ async def _pump(request: web.Request, response: web.StreamResponse, brand: str, 
             frames = b": keepalive\n\n"
         if frames:
             try:
-                async with asyncio.timeout(_WRITE_TIMEOUT_S):
+                async with asyncio.timeout(ctx.write_timeout_s):
                     await response.write(frames)
             except TimeoutError:
                 request.app[METRICS].inc(
@@ -188,7 +190,7 @@ async def _pump(request: web.Request, response: web.StreamResponse, brand: str, 
                     "trigger stream of brand %s dropped: the client read nothing for %.0fs "
                     "(it may reconnect with Last-Event-ID %d)",
                     brand,
-                    _WRITE_TIMEOUT_S,
+                    ctx.write_timeout_s,
                     after,
                 )
                 transport.close()

@@ -6,9 +6,12 @@ forged ids, hostile sizes, SSRF targets) leaves nothing behind."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
 from typing import Any
 
+import pytest
 from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
 from aiohttp import web
@@ -16,7 +19,7 @@ from hub_env import HubEnv
 
 from cloud_hub import SCOPES, ApiKeys, Hub
 from cloud_hub.privacy import verify_signature
-from cloud_hub.triggers import MAX_RULES
+from cloud_hub.triggers import MAX_RULES, TriggerEvents
 from twinsync.client import AsyncClient, StreamGap, TriggerEvent
 from twinsync.services import free_port
 
@@ -257,3 +260,46 @@ async def test_refusals_change_nothing(hub: Hub, hub_env: HubEnv, device: FakeDe
     assert len(listed["rules"]) == MAX_RULES
     assert rule_id in {r["rule_id"] for r in listed["rules"]}
     assert all("secret" not in r for r in listed["rules"])
+
+
+async def test_a_stream_client_that_stops_reading_is_dropped_with_its_reason(
+    hub_env: HubEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    triggers = hub_env.config.triggers.model_copy(update={"stream_write_timeout_s": 1.0})
+    config = hub_env.config.model_copy(update={"triggers": triggers})
+    # Far more events than the socket buffers between the hub and the client hold.
+    with hub_env.state() as state, state.transaction() as tx:
+        bodies = [
+            {"event_id": f"{i:032x}", "rule_id": "trg_000000000000", "twin": "1-" + "0" * 32,
+             "event": "trigger", "padding": "x" * 300}
+            for i in range(30_000)
+        ]  # fmt: skip
+        TriggerEvents.record_in(tx, hub_env.brand, [(b, False) for b in bodies], tx.now_ms())
+    async with Hub(config) as hub:
+        await hub.ready.wait()
+        path = f"/v1/brands/{hub_env.brand}/triggers/events/stream?after=0"
+        reader, writer = await asyncio.open_connection("127.0.0.1", hub.api_port, limit=1024)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        auth = f"Authorization: Bearer {hub_env.token}"
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n\r\n".encode())
+        await writer.drain()
+        head = await reader.readuntil(b"\r\n\r\n")  # the answer starts; then it reads nothing
+        assert b" 200 " in head.split(b"\r\n")[0]
+        reader._transport.pause_reading()  # type: ignore[attr-defined]
+
+        def dropped() -> bool:
+            return (
+                hub.metrics.get("twinsync_hub_trigger_streams_dropped_total", reason="slow_client")
+                == 1
+            )
+
+        assert await eventually(dropped, within=60)
+        assert "dropped: the client read nothing" in caplog.text
+        writer.close()
+        # the hub serves on: a client that reads gets the log from where it asks
+        listed = await get_json(
+            f"{hub.api_url}/v1/brands/{hub_env.brand}/triggers/events?after=29990",
+            token=hub_env.token,
+        )
+        assert [e["seq"] for e in listed["events"]] == list(range(29_991, 30_001))

@@ -75,12 +75,6 @@ class TriggerEvents:
         tx.lock(log_lock(brand))
         new = 0
         for body, queued in events:
-            known = tx.execute(
-                "SELECT 1 FROM trigger_events WHERE brand = ? AND event_id = ?",
-                (brand, body["event_id"]),
-            ).fetchone()
-            if known is not None:
-                continue
             row = {
                 "brand": brand,
                 "event_id": body["event_id"],
@@ -89,7 +83,14 @@ class TriggerEvents:
                 "body": json.dumps(body, sort_keys=True),
                 "created_ms": now_ms,
             }
-            seq = tx.insert("trigger_events", row, returning="id")
+            # One statement: an event_id already logged (unique per brand) returns no id.
+            seq = tx.execute(
+                "INSERT INTO trigger_events (brand, event_id, rule_id, twin, body, created_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id",
+                list(row.values()),
+            ).scalar()
+            if seq is None:
+                continue
             new += 1
             if queued:
                 sent = json.dumps({**body, "seq": int(seq)}, sort_keys=True)

@@ -49,9 +49,11 @@ class TriggerWatch:
             rules = rules_in(tx, brand)
             if not rules:
                 continue
-            fields = sorted({f for r in rules for f in r.rule.fields()})
-            watched = set(fields)
-            twins = sorted({op[1] for op in ops if op[0] == brand and op[3] in watched})
+            watched = {f for r in rules for f in r.rule.fields()}
+            mine = [op for op in ops if op[0] == brand and op[3] in watched]
+            # only the watched fields this batch holds: nothing else of these twins changes
+            fields = sorted({op[3] for op in mine})
+            twins = sorted({op[1] for op in mine})
             if twins:
                 plans.append((brand, rules, twins, fields, _values(tx, brand, twins, fields)))
         if not plans:
@@ -74,13 +76,17 @@ class TriggerWatch:
     ) -> None:
         now = self._clock.now_ms()
         held = TriggerEvents.held_in(tx, brand, twins, PROFILE_BLOCK)
+        watching: dict[str, list[StoredRule]] = {}
+        for stored in rules:
+            for name in stored.rule.fields():
+                watching.setdefault(name, []).append(stored)
         fired: list[tuple[StoredRule, str, str, object, object, int]] = []
         for (twin, field), (value, hlc) in sorted(_values(tx, brand, twins, fields).items()):
-            if twin in held:
-                continue
             previous = before.get((twin, field), (None, 0))[0]
-            for stored in rules:
-                if field in stored.rule.fields() and stored.rule.fires(previous, value):
+            if twin in held or previous == value:
+                continue
+            for stored in watching.get(field, ()):
+                if stored.rule.fires(previous, value):
                     fired.append((stored, twin, field, previous, value, hlc))
         events: list[tuple[dict[str, Any], bool]] = []
         for stored in rules:

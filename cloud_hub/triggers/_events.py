@@ -17,7 +17,8 @@ leaves it due again when the lease ends: at-least-once.
 
 The customer's rights: an objection or a withdrawal of consent to profiling *holds* the
 twin's triggers (no event is recorded for it after that, its queued events are dropped)
-until consent to profiling is given again; an erasure removes its events from the log
+until consent to profiling is given again, and follows the twin to its new id when a key
+rotation moves it; an erasure removes its events from the log
 and the queue and its hold (nothing of the twin is kept). Retention: the log keeps
 ``triggers.log_retention`` worth and at most ``triggers.log_max_events`` per brand.
 """
@@ -223,6 +224,17 @@ class TriggerEvents:
         """Consent to profiling given again: triggers for ``twins`` resume."""
         with self._state.transaction() as tx:
             _delete(tx, "trigger_holds", brand, twins)
+
+    def relink(self, brand: str, old: str, new: str) -> None:
+        """Key rotation moved twin ``old`` to ``new``: a hold follows it."""
+        with self._state.transaction() as tx:
+            tx.execute(
+                "INSERT INTO trigger_holds (brand, twin, reason, since_ms) SELECT brand, ?, "
+                "reason, since_ms FROM trigger_holds WHERE brand = ? AND twin = ? "
+                "ON CONFLICT DO NOTHING",
+                (new, brand, old),
+            )
+            _delete(tx, "trigger_holds", brand, [old])
 
     def forget(self, brand: str, twins: Sequence[str]) -> None:
         """Erasure: remove every event, queued event and hold of ``twins``."""

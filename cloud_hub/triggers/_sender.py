@@ -38,13 +38,16 @@ def follow_privacy(
 ) -> None:
     """A privacy event (what the brand's privacy webhook also gets): an erasure forgets
     the twins' trigger events; an objection or consent to profiling withdrawn holds their
-    triggers; consent to profiling given again releases them."""
+    triggers; consent to profiling given again releases them; a key rotation's relink
+    moves a hold to the twin's new id."""
     receipt = data.get("receipt")
     twins = [str(t) for t in (receipt.get("twins", []) if isinstance(receipt, dict) else [])]
     if event == "erasure" and twins:
         events.forget(brand, twins)
     elif event == "objection" and twins:
         events.hold(brand, twins, "objection", clock.now_ms())
+    elif event == "twin_relinked" and data.get("old") and data.get("new"):
+        events.relink(brand, str(data["old"]), str(data["new"]))
     elif event == "consent":
         purposes = data.get("purposes", {})
         chosen = [purposes[p] for p in _PROFILING if p in purposes]

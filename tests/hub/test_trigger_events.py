@@ -2,20 +2,34 @@
 stores: each condition kind fires on its change and only then, a replay or a second
 instance merging the same change makes no second event, ``where`` restricts a rule, the
 delivery queue hands out a twin's events in order, and the customer's rights (objection,
-consent withdrawn, erasure) stop and remove a twin's events."""
+consent withdrawn, erasure, and a key rotation moving a held twin) stop and remove a
+twin's events, and a sender cancelled mid-delivery loses nothing."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+from aiohttp import web
 from hub_env import both_stores
 
 from cloud_hub import Metrics, WebhookSettings
 from cloud_hub.api import parse_where
 from cloud_hub.privacy import PROFILE_BLOCK, EgressPolicy
-from cloud_hub.store import StateStore, TwinIndex
-from cloud_hub.triggers import Rules, TriggerEvents, TriggerWatch, follow_privacy, parse_rule
+from cloud_hub.store import StateStore, TwinIndex, open_state_store, state_of
+from cloud_hub.triggers import (
+    Rules,
+    TriggerEvents,
+    TriggerSender,
+    TriggerWatch,
+    follow_privacy,
+    parse_rule,
+)
 from protocol import Clock, SystemClock
+from twinsync.services import free_port
 
 BRAND = "acme"
 _ALLOW_LOCAL = EgressPolicy(WebhookSettings(allow=["127.0.0.1"], require_https=False))
@@ -36,8 +50,6 @@ class _Env:
         self.watch = TriggerWatch(parse_where=parse_where, clock=self.clock, metrics=self.metrics)
 
     def rule(self, **body: Any) -> str:
-        import json
-
         stored, _secret = self.rules.add(BRAND, parse_rule(json.dumps(body).encode()))
         return stored.rule_id
 
@@ -77,8 +89,6 @@ def test_churn_risk_crossing_upward_fires_once_and_not_on_a_replay(state: StateS
 def test_a_second_instance_merging_the_same_change_logs_no_second_event(
     state: StateStore, state_url: tuple[str, str]
 ) -> None:
-    from cloud_hub.store import open_state_store
-
     env = _Env(state)
     env.rule(name="seg", kind="segment_change")
     op = ("t1", "coffee.segment", _hlc(T0), 2)
@@ -134,8 +144,6 @@ def test_the_queue_hands_out_a_twins_events_in_order(state: StateStore) -> None:
 
 
 def _body(row: tuple[int, str, str, str, str, int]) -> dict[str, Any]:
-    import json
-
     return dict(json.loads(row[4]))
 
 
@@ -176,9 +184,51 @@ def test_objection_consent_withdrawal_and_erasure_stop_and_remove_events(
         )
     env.merge(("t4", "coffee.anomalies_total", _hlc(T0 + 9), 9))
     assert len(env.log()) == 4
-    # consent to profiling given again: t1's triggers resume
+    # a key rotation moves t1 to a new id: its hold follows
+    follow_privacy(env.events, clock, BRAND, "twin_relinked", {"old": "t1", "new": "t1b"})
+    env.merge(("t1b", "coffee.anomalies_total", _hlc(T0 + 9), 5))
+    assert "t1b" not in [e["twin"] for e in env.log()]
+    # consent to profiling given again: its triggers resume
     follow_privacy(
-        env.events, clock, BRAND, "consent", {"twins": ["t1"], "purposes": {"analytics": True}}
+        env.events, clock, BRAND, "consent", {"twins": ["t1b"], "purposes": {"analytics": True}}
     )
-    env.merge(("t1", "coffee.anomalies_total", _hlc(T0 + 9), 7))
-    assert [e["twin"] for e in env.log()][-1] == "t1"
+    env.merge(("t1b", "coffee.anomalies_total", _hlc(T0 + 10), 6))
+    assert [e["twin"] for e in env.log()][-1] == "t1b"
+
+
+async def test_a_sender_cancelled_mid_delivery_loses_nothing(tmp_path: Path) -> None:
+    """Cancelled while its POST waits for the endpoint, the sender ends (no task or
+    session left behind) and the event is still queued, leased: due again after the
+    lease, when any instance sends it."""
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def hang(request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hooks", hang)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        env = _Env(state_of(tmp_path / "state.sqlite"))
+        env.rule(name="seg", kind="segment_change", webhook=f"http://127.0.0.1:{port}/hooks")
+        env.merge(("t1", "coffee.segment", _hlc(T0), 1))
+        sender = TriggerSender(
+            events=env.events, egress=_ALLOW_LOCAL, metrics=env.metrics, clock=env.clock
+        )
+        task = asyncio.create_task(sender.run())
+        await asyncio.wait_for(arrived.wait(), 20)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert env.events.pending(BRAND) == 1  # not lost
+        assert env.events.due(env.clock.now_ms()) == []  # leased by the cancelled send
+        later = env.clock.now_ms() + 61_000
+        assert [_body(r)["to"] for r in env.events.due(later)] == [1]
+    finally:
+        release.set()
+        await runner.cleanup()

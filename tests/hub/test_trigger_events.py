@@ -121,7 +121,9 @@ def test_tags_anomalies_and_where(state: StateStore) -> None:
 
 
 @both_stores
-def test_the_queue_hands_out_a_twins_events_in_order(state: StateStore) -> None:
+def test_the_queue_hands_out_a_twins_events_in_order_and_a_deleted_rule_drops_its_own(
+    state: StateStore,
+) -> None:
     env = _Env(state)
     env.rule(name="seg", kind="segment_change", webhook="http://127.0.0.1:9/hooks")
     env.merge(("t1", "coffee.segment", _hlc(T0), 1))
@@ -141,6 +143,11 @@ def test_the_queue_hands_out_a_twins_events_in_order(state: StateStore) -> None:
     env.events.delivered(t1_first[0])
     after = env.events.due(now)
     assert [(_body(r)["twin"], _body(r)["to"]) for r in after] == [("t1", 2)]
+    # deleting the rule drops its undelivered events; the log keeps them
+    rule_id = _body(after[0])["rule_id"]
+    env.rules.delete(BRAND, rule_id)
+    assert env.events.pending(BRAND) == 0
+    assert len(env.log()) == 3
 
 
 def _body(row: tuple[int, str, str, str, str, int]) -> dict[str, Any]:

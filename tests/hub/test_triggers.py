@@ -20,6 +20,7 @@ from hub_env import HubEnv
 from cloud_hub import SCOPES, ApiKeys, Hub
 from cloud_hub.privacy import verify_signature
 from cloud_hub.triggers import MAX_RULES, TriggerEvents
+from protocol import ManualClock
 from twinsync.client import AsyncClient, StreamGap, TriggerEvent
 from twinsync.services import free_port
 
@@ -96,6 +97,9 @@ async def test_a_threshold_crossing_is_one_signed_webhook_retried_and_in_order(
         for body, header in receiver.accepted:
             assert verify_signature(secret, body, header)
             assert not verify_signature(secret, body + b" ", header)  # altered in transit
+            # replayed ten minutes later: the receiver's check refuses it
+            later = ManualClock(hub.clock.now_ms() + 600_000)
+            assert not verify_signature(secret, body, header, clock=later)
             assert SUBJECT not in body.decode()  # pseudonyms only
             events.append(json.loads(body))
         # in order of the twin's changes; each crossing once (the first after a 500)

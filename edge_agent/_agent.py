@@ -107,7 +107,9 @@ class Agent:
             store = ModelStore(
                 cfg.models.dir, cfg.device.product, self._keys.hub, builtin=BUILTIN_MODELS
             )
-            runner = ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000)
+            runner = ModelRunner(
+                store, cfg.device.product, cfg.models.every_s * 1000, cfg.device.timezone
+            )
             self._models = store
             log.info("models serving: %s", ", ".join(sorted(store.running().values())) or "none")
         self._book = TwinBook(

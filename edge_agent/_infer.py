@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any
 from protocol import (
     FEATURE_FIELDS,
     MODEL_FIELDS,
+    Coverage,
     FeatureState,
+    LocalTime,
     Scalar,
     SchemaError,
     SignalBaseline,
@@ -41,12 +43,19 @@ _DEVICE = "_device"
 
 
 class ModelRunner:
-    """Feature state and predictions of one device (one product)."""
+    """Feature state and predictions of one device (one product).
 
-    def __init__(self, store: ModelStore, product: str, every_ms: int) -> None:
+    ``zone``: the household's time zone (``[device] timezone``): features count days,
+    dayparts and weekends on its local clock. The device's coverage (the hours it
+    reported in, whoever the signal was about) is shared by its customers' features.
+    """
+
+    def __init__(self, store: ModelStore, product: str, every_ms: int, zone: str = "UTC") -> None:
         self.store = store
         self.product = product
         self.every_ms = every_ms
+        self.clock = LocalTime(zone)
+        self._coverage = Coverage(self.clock)
         self._features: dict[str, FeatureState] = {}
         self._scored: dict[str, int] = {}
         self._baselines: dict[str, SignalBaseline] = {}
@@ -56,17 +65,25 @@ class ModelRunner:
 
     def restore(self, values: dict[tuple[str, str], Any]) -> None:
         """Load persisted state (the twin book's values after the outbox loaded them)."""
+        device = values.get((_DEVICE, STATE_FIELD))
+        if isinstance(device, dict):
+            try:
+                # The coverage first: every customer's features read it.
+                self._coverage = Coverage.from_state(device["coverage"], self.clock)
+                self._baselines = {
+                    name: SignalBaseline.from_state(name, s)
+                    for name, s in device["baselines"].items()
+                }
+            except (SchemaError, KeyError, TypeError, ValueError, AttributeError):
+                pass  # a state from an older agent: the device's baselines start afresh
         for (twin, field), state in values.items():
-            if field != STATE_FIELD or not isinstance(state, dict):
+            if field != STATE_FIELD or not isinstance(state, dict) or twin == _DEVICE:
                 continue
             try:
-                if twin == _DEVICE:
-                    self._baselines = {
-                        name: SignalBaseline.from_state(name, s) for name, s in state.items()
-                    }
-                else:
-                    self._features[twin] = FeatureState.from_state(state["features"])
-                    self._scored[twin] = int(state["scored_ms"])
+                self._features[twin] = FeatureState.from_state(
+                    state["features"], self.clock, self._coverage
+                )
+                self._scored[twin] = int(state["scored_ms"])
             except (SchemaError, KeyError, TypeError, ValueError):
                 continue  # a state from an older agent: start that twin afresh
 
@@ -98,9 +115,11 @@ class ModelRunner:
     ) -> list[tuple[str, Scalar]]:
         """Account one accepted signal; return the model fields that change with it."""
         out: list[tuple[str, Scalar]] = []
+        if self._coverage.observe(ts_ms):  # the device was on, whoever the signal is about
+            self._dirty.add(_DEVICE)
         features = self._features.get(twin)
         if features is None:
-            features = self._features[twin] = FeatureState(self.product)
+            features = self._features[twin] = FeatureState(self.product, self.clock, self._coverage)
         features.update(signal, ts_ms, value)
         self._dirty.add(twin)
         if is_baselined(signal) and not isinstance(value, bool | str):
@@ -139,7 +158,8 @@ class ModelRunner:
         rows: list[tuple[str, dict[str, Any]]] = []
         for twin in self._dirty:
             if twin == _DEVICE:
-                rows.append((twin, {n: b.to_state() for n, b in self._baselines.items()}))
+                baselines = {n: b.to_state() for n, b in self._baselines.items()}
+                rows.append((twin, {"baselines": baselines, "coverage": self._coverage.to_state()}))
             elif twin in self._features:
                 state = {
                     "features": self._features[twin].to_state(),

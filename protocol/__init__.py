@@ -37,6 +37,7 @@ from ._consent import (
     check_notice,
     check_purposes,
 )
+from ._coverage import Coverage
 from ._envelope import (
     ENVELOPE_VERSION,
     SEALED_VERSION,
@@ -56,17 +57,19 @@ from ._errors import (
     TopicError,
     TwinSyncError,
 )
-from ._features import (
+from ._feature_schema import (
     COMMON_FEATURES,
     FEATURE_FIELDS,
-    WINDOW_DAYS,
-    FeatureState,
+    HEARTBEAT_PRODUCTS,
+    feature_floor,
     feature_names,
 )
+from ._features import WINDOW_DAYS, FeatureState
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._hub_seal import HubMessage, HubSealer
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
+from ._local_time import LocalTime, check_timezone
 from ._manifest import (
     ANOMALY_FEATURES,
     MANIFEST_VERSION,
@@ -141,6 +144,7 @@ __all__ = [
     "FEATURE_FIELDS",
     "FIELDS",
     "FIELD_CLASSES",
+    "HEARTBEAT_PRODUCTS",
     "HLC",
     "MANIFEST_VERSION",
     "MAX_CONSENT_ENTRIES",
@@ -167,6 +171,7 @@ __all__ = [
     "ClockError",
     "ConsentCommand",
     "ConsentEntry",
+    "Coverage",
     "DecodeError",
     "Delta",
     "Desired",
@@ -183,6 +188,7 @@ __all__ = [
     "Kind",
     "LimitError",
     "Limits",
+    "LocalTime",
     "ManualClock",
     "MessageKind",
     "ModelKind",
@@ -221,8 +227,10 @@ __all__ = [
     "check_notice",
     "check_purposes",
     "check_signal_value",
+    "check_timezone",
     "check_twin",
     "decode_body",
+    "feature_floor",
     "feature_names",
     "field_spec",
     "hub_box_key",

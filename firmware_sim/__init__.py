@@ -17,22 +17,15 @@ from ._churn import CHURN_PRECURSOR_MS, ProductChurn
 from ._errors import SimulationError
 from ._feeder import ExternalFeeder
 from ._fleet import Fleet
+from ._knobs import AnomalyMix, ChurnSpec, FaultSpec, LifeSpec, PopulationSpec, SensorSpec
 from ._labels import AnomalyLabel, DeviceClock, DeviceTruth, GenuineEvent, SensorFault
 from ._life import LifeEvent
 from ._personas import NOVEL_PERSONAS, PERSONAS, Persona
 from ._population import Customer, Household, SimDevice
 from ._runner import FleetRunner
-from ._spec import (
-    DAY_MS,
-    AnomalyMix,
-    ChurnSpec,
-    FaultSpec,
-    FleetSpec,
-    LifeSpec,
-    PopulationSpec,
-    SensorSpec,
-)
+from ._spec import DAY_MS, FleetSpec
 from ._truth import GroundTruth, Outcome, Point, normalise_value
+from ._zones import Climate, LocalClock
 
 __all__ = [
     "ANOMALY_SIZES",
@@ -43,6 +36,7 @@ __all__ = [
     "AnomalyLabel",
     "AnomalyMix",
     "ChurnSpec",
+    "Climate",
     "Customer",
     "DeviceClock",
     "DeviceTruth",
@@ -56,6 +50,7 @@ __all__ = [
     "Household",
     "LifeEvent",
     "LifeSpec",
+    "LocalClock",
     "Outcome",
     "Persona",
     "Point",

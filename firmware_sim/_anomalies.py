@@ -18,8 +18,8 @@ from typing import cast
 
 from protocol import CATALOG, Scalar
 
+from ._knobs import ANOMALY_KINDS, SIZE_CLASSES, AnomalyMix
 from ._labels import AnomalyKind, AnomalyLabel, SizeClass
-from ._spec import ANOMALY_KINDS, SIZE_CLASSES, AnomalyMix
 from ._stream import DAY_MS, HOUR_MS, MINUTE_MS, Event
 
 __all__ = ["SIZES", "Extra", "inject", "legacy_spikes", "next_at_hour", "quiet_hour"]

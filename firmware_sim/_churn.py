@@ -16,8 +16,8 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._knobs import ChurnSpec
     from ._population import Customer
-    from ._spec import ChurnSpec
 
 __all__ = [
     "CHURN_FLOOR",

@@ -33,7 +33,7 @@ from ._population import Customer, Household, SimDevice, populate
 from ._products import GENERATORS, Event, Stream
 from ._sensors import drifts, drop, outages, perturb
 from ._spec import DAY_MS, FleetSpec
-from ._zones import LocalClock, climate_of
+from ._zones import LocalClock
 
 __all__ = ["Fleet"]
 
@@ -199,7 +199,7 @@ class Fleet:
             local=zone.local,
             offset=zone.fixed,
             life_of=self._life_of,
-            climate=climate_of(home.tz) if spec.life.seasons else None,
+            climate=home.climate if spec.life.seasons else None,
             extra=random.Random(f"world:{spec.seed}:{dev.device_id}"),
             events_per_month=spec.life.events_per_month,
             variation=spec.population.variation,

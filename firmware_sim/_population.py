@@ -16,10 +16,11 @@ from protocol import PRODUCTS, check_device
 from ._churn import CHURN_FLOOR, CHURN_PRECURSOR_MS, ProductChurn, plan_churn, ramp
 from ._errors import SimulationError
 from ._habits import blend, personalise
+from ._knobs import FaultSpec
 from ._life import LifeEvent, draw_holidays, draw_life
 from ._personas import ALL_PERSONAS, FIRST_NAMES, LAST_NAMES, PERSONAS, Persona
-from ._spec import DAY_MS, FaultSpec, FleetSpec
-from ._zones import climate_of
+from ._spec import DAY_MS, FleetSpec
+from ._zones import Climate, climate_of
 
 __all__ = ["Customer", "Household", "Population", "SimDevice", "populate"]
 
@@ -40,6 +41,12 @@ class Household:
     heat_loss: float = 1.0
     #: water level (%) at which someone refills the coffee machine
     refill_at: float = 15.0
+
+    @property
+    def climate(self) -> Climate:
+        """The outdoor climate of the household's zone (seasons, daylight; only used by
+        fleets with ``LifeSpec.seasons``)."""
+        return climate_of(self.tz)
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._spec import AnomalyMix, ChurnSpec, FaultSpec, LifeSpec, PopulationSpec, SensorSpec
+from ._knobs import AnomalyMix, ChurnSpec, FaultSpec, LifeSpec, PopulationSpec, SensorSpec
 
 __all__ = ["PROFILES", "REALISTIC_ZONES", "realistic_parts"]
 

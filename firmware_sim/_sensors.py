@@ -15,9 +15,9 @@ from typing import TypeVar
 
 from protocol import CATALOG
 
+from ._knobs import SensorSpec
 from ._labels import SensorFault
 from ._life import poisson
-from ._spec import SensorSpec
 from ._stream import DAY_MS, HOUR_MS, Event
 
 __all__ = ["NOISE_SD", "drifts", "drop", "outages", "perturb"]

@@ -36,8 +36,9 @@ from protocol import TwinSyncError
 from ._bundles import bundle_identity
 from ._errors import SimulationError
 from ._fleet import Fleet
+from ._knobs import FaultSpec
 from ._profiles import PROFILES
-from ._spec import DAY_MS, FaultSpec, FleetSpec
+from ._spec import DAY_MS, FleetSpec
 from ._truth import GroundTruth
 
 __all__ = ["main", "parser"]

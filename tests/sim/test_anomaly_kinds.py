@@ -75,14 +75,14 @@ def _episodes(fleet: Fleet, plain: Fleet, kind: str) -> list[tuple[str, str, flo
     out: dict[tuple[str, int], tuple[str, str, float, list[float]]] = {}
     for d in fleet.devices:
         labels = fleet.truth(d.device_id).anomalies
-        clean = {(s.ts, s.name): float(s.value) for s in plain.signals(d.device_id)  # type: ignore[arg-type]
+        clean = {(s.ts, s.name): float(s.value) for s in plain.signals(d.device_id)
                  if s.name in ANOMALY_SIZES}  # fmt: skip
         last: dict[str, float] = {}
         for s in fleet.signals(d.device_id):
             label = labels.get(s.seq)
             if label is None:
                 if s.name in ANOMALY_SIZES:
-                    last[s.name] = float(s.value)  # type: ignore[arg-type]
+                    last[s.name] = float(s.value)
                 continue
             if label.kind != kind:
                 continue
@@ -92,7 +92,7 @@ def _episodes(fleet: Fleet, plain: Fleet, kind: str) -> list[tuple[str, str, flo
             entry = out.setdefault(
                 (d.device_id, label.episode), (s.name, label.size, label.magnitude, [])
             )
-            entry[3].append(float(s.value) - genuine)  # type: ignore[arg-type]
+            entry[3].append(float(s.value) - genuine)
     return list(out.values())
 
 
@@ -174,7 +174,7 @@ def test_small_anomalies_are_not_what_a_jump_threshold_catches(
         for s in fleet.signals(d.device_id):
             if s.name not in DETECT:
                 continue
-            x = float(s.value)  # type: ignore[arg-type]
+            x = float(s.value)
             flag = s.name in prev and abs(x - prev[s.name]) > DETECT[s.name]
             prev[s.name] = x
             label = labels.get(s.seq)

@@ -72,7 +72,7 @@ def test_a_churners_products_stop_one_after_the_other() -> None:
     for c in churners:
         stops = [p.churn_ms for p in c.product_churn]
         assert max(stops) == c.churn_ms  # the last product stops on the churn date
-        assert min(stops) >= c.churn_ms - REALISTIC.stagger_days * DAY_MS  # type: ignore[operator]
+        assert min(stops) >= c.churn_ms - REALISTIC.stagger_days * DAY_MS
         assert not any(p.partial for p in c.product_churn if p.churn_ms == c.churn_ms)
         spreads.append((max(stops) - min(stops)) / DAY_MS)
         if c.disengage_ms != c.churn_ms:  # each product on a ramp of its own

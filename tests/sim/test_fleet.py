@@ -50,11 +50,11 @@ def test_signals_are_cached_and_lazy() -> None:
         fleet.signals("no-such-device")
 
 
-def test_generates_100_device_days_fast_and_at_scale() -> None:
-    t0 = time.perf_counter()
+def test_generates_100_device_days_at_scale() -> None:
+    """Every product, a realistic number of signals. (Speed is measured, not asserted:
+    docs/simulation.md has the figures.)"""
     fleet = Fleet.generate(FleetSpec(seed=1, devices=100, days=1.0, start_ms=START))
     total = sum(len(s) for s in fleet.all_signals().values())
-    assert time.perf_counter() - t0 < 2.0
     assert 20_000 < total < 150_000
     per_product = Counter[str]()
     for d in fleet.devices:

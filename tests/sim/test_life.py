@@ -12,10 +12,10 @@ from firmware_sim import (
     FaultSpec,
     Fleet,
     FleetSpec,
+    Household,
     LifeSpec,
     PopulationSpec,
 )
-from firmware_sim._zones import climate_of
 
 JANUARY = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 JULY = 1_782_864_000_000  # 2026-07-01 00:00 UTC
@@ -39,7 +39,7 @@ def _energy_per_day(fleet: Fleet) -> float:
     for d in fleet.devices:
         if d.product == "thermostat":
             count += 1
-            total += sum(float(s.value) for s in fleet.signals(d.device_id)  # type: ignore[arg-type]
+            total += sum(float(s.value) for s in fleet.signals(d.device_id)
                          if s.name == "thermostat.energy")  # fmt: skip
     return total / count / days
 
@@ -71,10 +71,10 @@ def test_homes_with_air_conditioning_cool_in_summer() -> None:
     assert "cool" not in modes[False]
     assert modes[False]["off"] > 0.8 * sum(modes[False].values())
     assert (
-        climate_of("Europe/Helsinki").daylight_h(JULY)
+        Household(1, "Europe/Helsinki").climate.daylight_h(JULY)
         > 18
         > 6.5
-        > climate_of("Europe/Helsinki").daylight_h(JANUARY)
+        > Household(1, "Europe/Helsinki").climate.daylight_h(JANUARY)
     )
 
 
@@ -162,11 +162,11 @@ def test_genuine_large_events_are_labelled_and_are_not_anomalies() -> None:
             if g.kind == "workout":
                 assert (
                     max(int(s.value) for s in values if s.name == "wearable.heart_rate_bpm") >= 115
-                )  # type: ignore[arg-type]
+                )
             if g.kind == "movie_night":
-                assert max(int(s.value) for s in values if s.name == "tv.volume") >= 55  # type: ignore[arg-type]
+                assert max(int(s.value) for s in values if s.name == "tv.volume") >= 55
             if g.kind == "refill":
-                assert float(values[0].value) >= 75  # type: ignore[arg-type]
+                assert float(values[0].value) >= 75
     assert {"refill", "party", "window_open", "workout", "movie_night"} <= set(kinds)
 
 
@@ -181,7 +181,7 @@ def test_an_opened_window_cools_the_room_fast() -> None:
         if d.product != "thermostat":
             continue
         signals = fleet.signals(d.device_id)
-        temps = [(s.ts, float(s.value)) for s in signals if s.name == "thermostat.temperature_c"]  # type: ignore[arg-type]
+        temps = [(s.ts, float(s.value)) for s in signals if s.name == "thermostat.temperature_c"]
         for g in fleet.truth(d.device_id).genuine:
             assert g.kind == "window_open"
             before = [v for t, v in temps if g.start_ms - 1_800_000 <= t < g.start_ms]

@@ -16,9 +16,9 @@ from firmware_sim import (
     FaultSpec,
     Fleet,
     FleetSpec,
+    LocalClock,
     PopulationSpec,
 )
-from firmware_sim._zones import LocalClock
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
 DAY_MS = 86_400_000

@@ -23,7 +23,7 @@ def _with(**sensors: object) -> Fleet:
 
 def _readings(fleet: Fleet, name: str) -> dict[tuple[str, int], float]:
     return {
-        (d.device_id, s.ts): float(s.value)  # type: ignore[arg-type]
+        (d.device_id, s.ts): float(s.value)
         for d in fleet.devices
         for s in fleet.signals(d.device_id)
         if s.name == name
@@ -53,7 +53,7 @@ def test_a_drifting_sensor_reads_further_off_each_day() -> None:
             assert faults == ()
             continue
         (fault,) = faults
-        a = {s.ts: float(s.value) for s in plain.signals(d.device_id) if s.name == fault.signal}  # type: ignore[arg-type]
+        a = {s.ts: float(s.value) for s in plain.signals(d.device_id) if s.name == fault.signal}
         for s in drifting.signals(d.device_id):
             if s.name != fault.signal or s.ts < fault.start_ms + DAY_MS or s.ts not in a:
                 continue
@@ -61,7 +61,7 @@ def test_a_drifting_sensor_reads_further_off_each_day() -> None:
             lo, hi = RANGES.get(fault.signal, (-40, 70))
             if not lo < a[s.ts] + expected < hi:
                 continue  # (readings clipped at the catalog's range are not compared)
-            assert float(s.value) - a[s.ts] == pytest.approx(expected, abs=0.6)  # type: ignore[arg-type]
+            assert float(s.value) - a[s.ts] == pytest.approx(expected, abs=0.6)
             checked += 1
         assert 0.01 < abs(fault.per_day) < 0.31
     assert checked > 100

@@ -17,6 +17,7 @@ from edge_agent import BUILTIN_MODELS, Agent, ModelStore, load_config
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from protocol import (
     FEATURE_FIELDS,
+    Coverage,
     FeatureState,
     SchemaError,
     SignalBaseline,
@@ -55,7 +56,10 @@ def _expected(
     """(anomalies flagged, segment, churn risk, features) of ``subject`` computed by hand."""
     store = ModelStore(root, "coffee", {}, builtin=BUILTIN_MODELS)
     now = time.time_ns() // 1_000_000
-    features, baselines, flagged, seen = FeatureState("coffee"), {}, 0, set()
+    # The device's coverage (hours it reported in) hears every accepted signal, whoever
+    # it is about; the customer's features read it (docs/models.md, "Features").
+    coverage = Coverage()
+    features, baselines, flagged, seen = FeatureState("coffee", coverage=coverage), {}, 0, set()
     last_scored: int | None = None
     segment = churn = None
     vector: list[float] = []
@@ -69,6 +73,7 @@ def _expected(
             continue
         if not now - 7 * DAY < s.ts <= now + 300_000:  # the agent's timestamp window
             continue
+        coverage.observe(s.ts)
         if is_baselined(s.name):  # baselines are per device: every customer's readings
             b = baselines.setdefault(s.name, SignalBaseline(s.name))
             flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]

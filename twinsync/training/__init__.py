@@ -16,26 +16,39 @@ without the extra runs everything else.
   customers (:func:`auc_interval`, :func:`matched_accuracy`).
 """
 
-from ._dataset import CustomerRows, customer_rows
+from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
+from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay
+from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
-from ._metrics import auc_interval, matched_accuracy
+from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
 from ._segments import fit_segment, segment_columns
+from ._targets import check_targets
 from ._train import train_from_sim
 
 __all__ = [
+    "AnomalyRows",
     "CustomerRows",
     "Fitted",
+    "SegmentBaseline",
     "SimTraining",
+    "Threshold",
+    "anomaly_flag_scores",
     "auc_interval",
+    "average_precision",
+    "check_targets",
     "churn_columns",
     "customer_rows",
     "cutoffs",
     "fetch_features",
+    "fit_anomaly_thresholds",
     "fit_churn",
     "fit_segment",
+    "fit_segment_baselines",
     "matched_accuracy",
+    "precision_at_rate",
+    "replay",
     "robust_scaler",
     "segment_columns",
     "train_from_sim",

@@ -28,7 +28,14 @@ from ._metrics import (
 )
 from ._onnx import run
 
-__all__ = ["LEADS", "evaluate_anomaly", "evaluate_churn", "evaluate_segments", "monthly_to_horizon"]
+__all__ = [
+    "LEADS",
+    "anomaly_flag_scores",
+    "evaluate_anomaly",
+    "evaluate_churn",
+    "evaluate_segments",
+    "monthly_to_horizon",
+]
 
 #: lead times (days before the churn) the churn models are scored at
 LEADS = tuple(range(1, 15))
@@ -152,14 +159,17 @@ def evaluate_anomaly(
         return {}
     scores = run(model, "scores", rows.x)[:, 0]
     out: dict[str, Any] = {"readings": len(rows.x)}
-    out.update(_flag_scores(scores >= threshold, rows))
+    out.update(anomaly_flag_scores(scores >= threshold, rows))
     out["baselines"] = {
-        f"{b.feature}>={b.threshold:.3g}": _flag_scores(b.flags(rows.x), rows) for b in baselines
+        f"{b.feature}>={b.threshold:.3g}": anomaly_flag_scores(b.flags(rows.x), rows)
+        for b in baselines
     }
     return out
 
 
-def _flag_scores(flagged: np.ndarray, rows: AnomalyRows) -> dict[str, Any]:
+def anomaly_flag_scores(flagged: np.ndarray, rows: AnomalyRows) -> dict[str, Any]:
+    """Precision and recall of ``flagged`` readings, overall, by size class and by kind
+    (see :func:`evaluate_anomaly`)."""
     truth = np.asarray(rows.injected, dtype=bool)
     episodes = np.asarray(rows.episode)
     # Every anomaly: the scored ones by their readings, and the ones never scored.

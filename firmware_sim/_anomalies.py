@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import cast
 
 from protocol import CATALOG, Scalar
@@ -104,6 +104,17 @@ def _next_same(events: list[Event], end_ms: int) -> list[int]:
     return after
 
 
+def _next_reading(events: list[Event], gauges: list[int], end_ms: int) -> dict[int, int]:
+    """:func:`_next_same` of the ``gauges`` only (every reading of their signals)."""
+    following: dict[str, int] = {}
+    after: dict[int, int] = {}
+    for i in reversed(gauges):
+        name = events[i][1]
+        after[i] = following.get(name, end_ms)
+        following[name] = events[i][0]
+    return after
+
+
 def legacy_spikes(events: list[Event], rate: float, rng: random.Random, end_ms: int) -> list[Extra]:
     """The easy fleet's anomalies: extra large jumps, (event, label) in time order."""
     after = _next_same(events, end_ms)
@@ -144,6 +155,19 @@ def _offset(rng: random.Random, name: str, value: float, magnitude: float) -> fl
     return value + magnitude if up else value - magnitude
 
 
+def _starts(gauges: list[int], rate: float, rng: random.Random) -> Iterator[int]:
+    """The ``gauges`` (event indices) where an anomaly starts: each with probability
+    ``rate``, independently. The gaps between starts are drawn (geometric) rather than a
+    draw per reading: a training fleet has millions of readings and a few hundred starts."""
+    miss = math.log1p(-rate) if rate < 1.0 else -math.inf  # log P(no start at a reading)
+    k = -1
+    while True:
+        k += 1 + int(math.log(1.0 - rng.random()) / miss)  # readings passed over, then one
+        if k >= len(gauges):
+            return
+        yield gauges[k]
+
+
 def inject(
     events: list[Event],
     rate: float,
@@ -161,13 +185,14 @@ def inject(
     out = list(events)
     tags: dict[int, AnomalyLabel] = {}
     extra: list[Extra] = []
-    after = _next_same(events, end_ms)
+    gauges = [i for i, e in enumerate(events) if e[1] in SIZES]  # numeric readings
+    after: dict[int, int] = {}  # the next reading of the same signal: made at the first spike
     times = [e[0] for e in events]
     busy: dict[str, int] = {}  # signal -> no new anomaly of it before this time
     episode = 0
-    for i, (ts, name, value, subject) in enumerate(events):
-        if name not in SIZES or isinstance(value, bool | str) or rng.random() >= rate:
-            continue
+    for i in _starts(gauges, rate, rng):
+        ts, name, value, subject = events[i]
+        assert not isinstance(value, bool | str)  # gauges are numeric
         if ts < busy.get(name, 0) or i in tags:
             continue
         kind = cast(AnomalyKind, _pick(rng, ANOMALY_KINDS, mix))
@@ -175,6 +200,7 @@ def inject(
         magnitude = rng.uniform(*SIZES[name][SIZE_CLASSES.index(size)])
         episode += 1
         if kind == "spike":
+            after = after or _next_reading(events, gauges, end_ms)
             at = ts + min((after[i] - ts) // 2, 2 * MINUTE_MS)
             new = _typed(name, _clip(name, _offset(rng, name, value, magnitude)))
             label = AnomalyLabel(kind, size, name, episode, round(magnitude, 3))

@@ -277,18 +277,27 @@ class Fleet:
             labels[seq] = extra_labels[k]
             k += 1
 
+        # The loop runs for every signal of a fleet (millions for a training fleet): the
+        # rates and the next inserted anomaly's time are held in locals, and the genuine
+        # signal is sent inline (same draws, same order as send()).
+        chance = rng.random
+        glitch_rate, absurd_rate, duplicate_rate = f.glitch_rate, f.absurd_ts_rate, f.duplicate_rate
+        next_extra = extra[0][0] if extra else self.end_ms + 1
         for i, (ts, name, value, subject) in enumerate(events):
-            while k < len(extra) and extra[k][0] < ts:
+            while next_extra < ts:
                 send_extra()
-            if out and rng.random() < reboot_p:
+                next_extra = extra[k][0] if k < len(extra) else self.end_ms + 1
+            if out and chance() < reboot_p:
                 reboots.append(len(out))
-            if rng.random() < f.glitch_rate:
+            if chance() < glitch_rate:
                 send(ts, *_glitch(rng, name, value), subject)
-            if rng.random() < f.absurd_ts_rate:
+            if chance() < absurd_rate:
                 seq += 1
                 absurd = rng.choice((0, YEAR_2100_MS))
                 out.append(SignalIn(seq=seq, ts=absurd, subject=subject, name=name, value=value))
-            send(ts, name, value, subject)
+            seq += 1
+            stamp = clock.device_ms(ts) if drifting else ts + skew
+            out.append(SignalIn(seq=seq, ts=stamp, subject=subject, name=name, value=value))
             if changed and i in changed:
                 labels[seq] = changed[i]
             elif marks and i in marks:
@@ -296,7 +305,7 @@ class Fleet:
                     genuine_seqs[g].append(seq)
             if credited and (ts, name) in credited:
                 true_subjects[seq] = credited[(ts, name)]
-            if rng.random() < f.duplicate_rate:  # a re-send of one of the last few signals
+            if chance() < duplicate_rate:  # a re-send of one of the last few signals
                 out.append(out[-rng.randint(1, min(3, len(out)))])
         while k < len(extra):
             send_extra()

@@ -37,7 +37,8 @@ def realistic_parts() -> dict[str, Any]:
             max_skew_ms=2 * 3_600_000,
             # ... and their cheap real-time clocks drift: up to 50 ppm (4 s a day)
             max_drift_ppm=50.0,
-            # anomalies are rare (0.3 % of gauge readings start one), of every size and kind
+            # anomalies of every size and kind: 0.3 % of gauge readings start one; shifts
+            # and stuck sensors last hours, so ~6 % of gauge readings are anomalous
             anomaly_rate=0.003,
             anomaly_mix=AnomalyMix.varied(),
         ),

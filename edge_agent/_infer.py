@@ -46,7 +46,8 @@ class ModelRunner:
     """Feature state and predictions of one device (one product).
 
     ``zone``: the household's time zone (``[device] timezone``): features count days,
-    dayparts and weekends on its local clock. The device's coverage (the hours it
+    dayparts and weekends on its local clock, and the anomaly baselines know each
+    reading's local hour. The device's coverage (the hours it
     reported in, whoever the signal was about) is shared by its customers' features.
     """
 
@@ -71,7 +72,7 @@ class ModelRunner:
                 # The coverage first: every customer's features read it.
                 self._coverage = Coverage.from_state(device["coverage"], self.clock)
                 self._baselines = {
-                    name: SignalBaseline.from_state(name, s)
+                    name: SignalBaseline.from_state(name, s, self.clock)
                     for name, s in device["baselines"].items()
                 }
             except (SchemaError, KeyError, TypeError, ValueError, AttributeError):
@@ -125,8 +126,8 @@ class ModelRunner:
         if is_baselined(signal) and not isinstance(value, bool | str):
             baseline = self._baselines.get(signal)
             if baseline is None:
-                baseline = self._baselines[signal] = SignalBaseline(signal)
-            scored = self.store.anomaly(baseline.observe(float(value)))
+                baseline = self._baselines[signal] = SignalBaseline(signal, self.clock)
+            scored = self.store.anomaly(baseline.observe(float(value), ts_ms))
             self._dirty.add(_DEVICE)
             if scored is not None:
                 _score, flagged, ref = scored

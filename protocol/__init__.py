@@ -7,7 +7,7 @@ hybrid logical clocks, merge rules (``TwinState``), pseudonymization and the sig
 catalog. No sockets, files or event loops here: a test enforces it.
 """
 
-from ._baseline import SignalBaseline, is_baselined
+from ._baseline import ANOMALY_FEATURES, SignalBaseline, is_baselined
 from ._catalog import (
     CATALOG,
     FIELD_CLASSES,
@@ -71,7 +71,6 @@ from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
 from ._local_time import LocalTime, check_timezone
 from ._manifest import (
-    ANOMALY_FEATURES,
     MANIFEST_VERSION,
     MAX_MODEL_BYTES,
     ModelKind,

@@ -19,7 +19,7 @@ without the extra runs everything else.
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
 from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay
 from ._evaluate import anomaly_flag_scores
-from ._fit import Fitted, churn_columns, fit_churn, robust_scaler
+from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
@@ -42,6 +42,7 @@ __all__ = [
     "customer_rows",
     "cutoffs",
     "fetch_features",
+    "fit_anomaly",
     "fit_anomaly_thresholds",
     "fit_churn",
     "fit_segment",

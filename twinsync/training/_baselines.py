@@ -24,6 +24,7 @@ from itertools import combinations
 
 import numpy as np
 from sklearn.cluster import KMeans
+from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.tree import DecisionTreeClassifier
 
 from protocol import ANOMALY_FEATURES, feature_names
@@ -38,6 +39,7 @@ __all__ = [
     "churn_baseline",
     "fit_anomaly_thresholds",
     "fit_segment_baselines",
+    "fit_segment_reference",
 ]
 
 #: The one-feature churn baseline (negated: the lower, the riskier).
@@ -104,6 +106,31 @@ def fit_segment_baselines(
             assert best is not None
             out.append(best)
     return out
+
+
+def fit_segment_reference(
+    x: list[list[float]], personas: list[str], product: str, columns: Sequence[int]
+) -> SegmentBaseline:
+    """Not a baseline but a reference: a classifier told the personas, on every segment
+    input (robustly scaled, linear discriminant analysis). What the segment model's
+    inputs can tell about personas when the answer is given at training: where it falls
+    short of a target, so does any segmentation of those inputs."""
+    xs = np.asarray(x, dtype=np.float64)[:, list(columns)]
+    names = feature_names(product)
+    scaler = robust_scaler(xs, [names[i] for i in columns])
+    lda = LinearDiscriminantAnalysis().fit(scaler.transform(xs), personas)
+
+    def predict(rows: np.ndarray) -> np.ndarray:
+        labels: np.ndarray = lda.predict(scaler.transform(rows))
+        return labels
+
+    accuracy = matched_accuracy(predict(xs).tolist(), personas)
+    return SegmentBaseline(
+        "persona_classifier",
+        tuple(names[i] for i in columns),
+        accuracy,
+        _on_columns(predict, list(columns)),
+    )
 
 
 def _on_columns(

@@ -63,6 +63,12 @@ class CustomerRows:
     subject: list[str] = field(default_factory=list)
     device: list[str] = field(default_factory=list)
     cutoff_ms: list[int] = field(default_factory=list)
+    #: the customer's true engagement with the product at the cut-off (ground truth:
+    #: 1.0 unless winding down; the churn ceiling, never a model input)
+    engagement: list[float] = field(default_factory=list)
+    #: how plainly the device shows the customer's persona (ground truth:
+    #: :meth:`._truth.Truth.segment_group`)
+    group: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -85,6 +91,12 @@ class AnomalyRows:
     #: anomalies none of whose readings the anomaly model scores (out-of-pattern brews
     #: or TV sessions: no gauge), episode -> (size, kind); they count as missed
     unscored: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def extend(self, other: AnomalyRows) -> None:
+        """Append ``other``'s rows (another fleet's: episodes are keyed by device)."""
+        for name in ("x", "injected", "size", "kind", "episode", "event", "signal", "device"):
+            getattr(self, name).extend(getattr(other, name))
+        self.unscored.update(other.unscored)
 
 
 @dataclass(frozen=True)
@@ -229,6 +241,8 @@ def _snapshots(
             out.subject.append(subject)
             out.device.append(dev.device_id)
             out.cutoff_ms.append(cut)
+            out.engagement.append(truth.engagement(subject, out.product, cut))
+            out.group.append(truth.segment_group(subject, dev.device_id))
 
 
 def anomaly_rows(
@@ -247,14 +261,15 @@ def anomaly_rows(
             continue
         labels = truth.anomalies(dev.device_id)
         events = truth.genuine_events(dev.device_id)
+        clock = LocalTime(device_zone(dev))
         baselines: dict[str, SignalBaseline] = {}
         for s in replay(fleet, dev.device_id):
             if not is_baselined(s.name) or isinstance(s.value, bool | str):
                 continue
             baseline = baselines.get(s.name)
             if baseline is None:
-                baseline = baselines[s.name] = SignalBaseline(s.name)
-            out.x.append(baseline.observe(float(s.value)))
+                baseline = baselines[s.name] = SignalBaseline(s.name, clock)
+            out.x.append(baseline.observe(float(s.value), s.ts))
             label = labels.get(s.seq)
             out.injected.append(label is not None)
             out.size.append(label[0] if label is not None else "")

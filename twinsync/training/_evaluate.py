@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from protocol import feature_names
+
 from ._baselines import SegmentBaseline, Threshold, churn_baseline
 from ._dataset import AnomalyRows, CustomerRows
 from ._metrics import (
@@ -23,6 +25,7 @@ from ._metrics import (
     average_precision,
     bootstrap,
     matched_accuracy,
+    matched_pairs,
     precision_at_rate,
     precision_recall,
 )
@@ -47,9 +50,18 @@ def monthly_to_horizon(monthly: float, horizon_days: float) -> float:
 
 
 def evaluate_segments(
-    model: bytes, rows: CustomerRows, baselines: Sequence[SegmentBaseline]
+    model: bytes,
+    rows: CustomerRows,
+    baselines: Sequence[SegmentBaseline],
+    reference: SegmentBaseline | None = None,
 ) -> dict[str, Any]:
-    """ARI and matched accuracy of the model's segments and of each baseline."""
+    """ARI and matched accuracy of the model's segments and of each baseline.
+
+    Also, per group of customers (:meth:`._truth.Truth.segment_group`: their own
+    device, a blended persona, a shared device that cannot tell its users apart), the
+    model's accuracy on them (segments matched to personas over all rows); and with
+    ``reference`` (a classifier told the personas), its accuracy.
+    """
     if not rows.x:
         return {"rows": 0}
     labels = run(model, "label", rows.x).tolist()
@@ -66,6 +78,17 @@ def evaluate_segments(
     out["accuracy_low"], out["accuracy_high"] = bootstrap(
         lambda r: matched_accuracy(predicted[r].tolist(), truth[r].tolist()), groups
     )
+    matched = _matched(labels, rows.persona)
+    if rows.group:
+        by_group: dict[str, Any] = {}
+        for group in sorted(set(rows.group)):
+            members = [i for i, g in enumerate(rows.group) if g == group]
+            hits = sum(matched[i] for i in members)
+            by_group[group] = {"rows": len(members), "accuracy": hits / len(members)}
+        out["by_group"] = by_group
+    if reference is not None:
+        predicted_ref = reference.predict(np.asarray(rows.x)).tolist()
+        out["reference_accuracy"] = matched_accuracy(predicted_ref, rows.persona)
     for b in baselines:
         base = b.predict(np.asarray(rows.x)).tolist()
         out["baselines"][b.name] = {
@@ -82,6 +105,13 @@ def evaluate_segments(
     return out
 
 
+def _matched(labels: Sequence[int], personas: Sequence[str]) -> list[bool]:
+    """Per row: whether its segment is the one matched to its persona (as in
+    :func:`._metrics.matched_accuracy`)."""
+    pairs = matched_pairs(labels, personas)
+    return [pairs.get(label) == persona for label, persona in zip(labels, personas, strict=True)]
+
+
 def evaluate_churn(
     model: bytes,
     rows: CustomerRows,
@@ -92,6 +122,10 @@ def evaluate_churn(
     seed: int = 0,
 ) -> dict[str, Any]:
     """AUC and average precision by lead time, and precision at a real churn rate.
+
+    Beside the model and the one-feature baseline, ``ceiling_auc``: the AUC of the
+    customers' true engagement (see the code), and ``declining``: the share of the
+    lead's churners already winding down.
 
     ``rows``: snapshots of the held-out fleet (weekly, random times of day) and, for
     each churner of the product, one snapshot at each lead time of :data:`LEADS` before
@@ -105,6 +139,14 @@ def evaluate_churn(
         return {}
     risk = run(model, "probabilities", rows.x)[:, 1].astype(np.float64)
     base = churn_baseline(rows.x, product)
+    # The ceiling: a score that knows how far each customer has truly wound down at the
+    # snapshot. A churner not yet declining uses the product exactly as a loyal
+    # customer does, so no model of their use can rank them above one: no model beats
+    # this AUC except by chance.
+    ceiling = 1.0 - np.asarray(rows.engagement, dtype=np.float64)
+    names = feature_names(product)
+    x = np.asarray(rows.x, dtype=np.float64)
+    ratios = {d: x[:, names.index(f"use_ratio_{d}d")] for d in (7, 14)}
     days = rows.days_to_churn
     negative = np.asarray([d is None for d in days])
     out: dict[str, Any] = {"negatives": int(negative.sum()), "by_lead": {}}
@@ -121,8 +163,17 @@ def evaluate_churn(
             "ap": average_precision(y, risk[use]),
             "baseline_auc": auc(y, base[use]),
             "baseline_ap": average_precision(y, base[use]),
+            "ceiling_auc": auc(y, ceiling[use]),
+            "declining": float(np.mean(ceiling[positive] > 0)),
         }
         if lead in (7, 14):
+            # Signal against noise, in the customer's own terms: the median churner's use
+            # over the last ``lead`` days against their usual, and the share of loyal
+            # snapshots at or below it (holidays, illness, a shared device, chance).
+            ratio = ratios[7 if lead == 7 else 14]
+            median = float(np.median(ratio[positive]))
+            entry["churner_median_use_ratio"] = median
+            entry["loyal_share_as_quiet"] = float(np.mean(ratio[negative] <= median))
             _, entry["auc_low"], entry["auc_high"] = auc_interval(
                 y.tolist(), risk[use], groups, seed=seed
             )

@@ -39,6 +39,8 @@ __all__ = [
 
 # The interquartile range of a normal distribution is 1.349 standard deviations.
 _IQR_PER_SIGMA = 1.349
+# The largest raw-score step one tree's leaf may make in the anomaly model (see there).
+_MAX_LEAF = 10.0
 
 
 @dataclass
@@ -129,6 +131,12 @@ def fit_anomaly(x: list[list[float]], injected: list[bool], *, seed: int = 0) ->
     model = GradientBoostingClassifier(
         n_estimators=80, max_depth=3, learning_rate=0.1, random_state=seed
     ).fit(xs, truth.astype(np.int64))
+    # A leaf whose rows are all of one class gets a Newton step of sum / ~0: values of
+    # 1e100 and more, which become infinities in ONNX's float32 (and a NaN where two
+    # meet). Such leaves sit where earlier trees are already sure, so a cap changes no
+    # decision; it keeps every score finite.
+    for stage in model.estimators_[:, 0]:
+        np.clip(stage.tree_.value, -_MAX_LEAF, _MAX_LEAF, out=stage.tree_.value)
     # A probability: flag at even odds. (Tuning it on the training rows picked thresholds
     # at the saturated top, which float32 inference then never reached.)
     threshold = 0.5

@@ -23,6 +23,7 @@ __all__ = [
     "average_precision",
     "bootstrap",
     "matched_accuracy",
+    "matched_pairs",
     "precision_at_rate",
     "precision_recall",
 ]
@@ -43,6 +44,14 @@ def matched_accuracy(labels: Sequence[int], personas: Sequence[str]) -> float:
     """
     if not labels:
         return float("nan")
+    pairs = matched_pairs(labels, personas)
+    hits = sum(pairs.get(s) == p for s, p in zip(labels, personas, strict=True))
+    return hits / len(labels)
+
+
+def matched_pairs(labels: Sequence[int], personas: Sequence[str]) -> dict[int, str]:
+    """The one-to-one matching of segments to personas that maximises agreeing rows
+    (Hungarian algorithm); segments left without a persona are not in the map."""
     segs = sorted(set(labels))
     names = sorted(set(personas))
     counts = np.zeros((len(segs), len(names)))
@@ -50,7 +59,7 @@ def matched_accuracy(labels: Sequence[int], personas: Sequence[str]) -> float:
     for s, p in zip(labels, personas, strict=True):
         counts[si[s], pi[p]] += 1
     rows, cols = linear_sum_assignment(-counts)
-    return float(counts[rows, cols].sum() / len(labels))
+    return {segs[r]: names[c] for r, c in zip(rows, cols, strict=True)}
 
 
 def precision_recall(flagged: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

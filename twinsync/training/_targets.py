@@ -50,6 +50,8 @@ def _product(scores: dict[str, Any]) -> dict[str, Any]:
             e = by_lead[lead]
             name = f"churn_auc_{lead}d"
             out[name] = _entry(e["auc"], TARGETS[name], above=e["baseline_auc"])
+            if "ceiling_auc" in e:  # what any model of use could reach at best
+                out[name]["ceiling"] = e["ceiling_auc"]
     sizes = scores.get("anomaly", {}).get("by_size", {})
     if sizes:
         for metric in ("precision", "recall"):

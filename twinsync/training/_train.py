@@ -27,11 +27,12 @@ from ._baselines import (
     Threshold,
     fit_anomaly_thresholds,
     fit_segment_baselines,
+    fit_segment_reference,
 )
 from ._dataset import CustomerRows, anomaly_rows, customer_rows, segment_rows
 from ._evaluate import LEADS, evaluate_anomaly, evaluate_churn, evaluate_segments
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn
-from ._fleets import MIN_HISTORY_DAYS, SimTraining, cutoffs, fleet
+from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, fleet
 from ._segments import SegmentSpace, choose_k, fit_segment, segment_columns, stability
 from ._targets import check_targets
 
@@ -55,6 +56,7 @@ class _Product:
     segment_rows: CustomerRows
     segment: Fitted | None = None
     segment_baselines: list[SegmentBaseline] = dataclasses.field(default_factory=list)
+    segment_reference: SegmentBaseline | None = None
 
 
 def _fit_product(product: str, t: SimTraining) -> _Product:
@@ -72,6 +74,9 @@ def _fit_product(product: str, t: SimTraining) -> _Product:
         churn_columns(product),
     )
     arows = anomaly_rows(train, [product])
+    if t.profile != "easy" and t.clean_share > 0:
+        clean = clean_fleet(t.seed, max(4, round(t.devices * t.clean_share)), t)
+        arows.extend(anomaly_rows(clean, [product]))
     anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
     thresholds = fit_anomaly_thresholds(arows.x, arows.injected, ("abs_z", "jump_of_range"))
     return _Product(churn, anomaly, thresholds, seg_rows)
@@ -81,7 +86,7 @@ def _evaluate(product: str, fitted: _Product, seed: int, t: SimTraining) -> dict
     """Every model of ``product`` on the held-out fleet of ``seed``."""
     held = fleet(seed, t.eval_devices * t.churn_eval_factor, t)
     evaluated = set(held.devices[: t.eval_devices])
-    seg_rows = segment_rows(held, product, min_history_days=MIN_HISTORY_DAYS, devices=evaluated)
+    seg_rows = segment_rows(held, product, min_history_days=MIN_HISTORY_DAYS)
     churn_rows = customer_rows(
         held, product, cutoffs(held, 7.0, seed), before_churn_days=LEADS,
         min_history_days=MIN_HISTORY_DAYS,
@@ -89,7 +94,9 @@ def _evaluate(product: str, fitted: _Product, seed: int, t: SimTraining) -> dict
     arows = anomaly_rows(held, [product], devices=evaluated)
     assert fitted.segment is not None
     return {
-        "segment": evaluate_segments(fitted.segment.onnx, seg_rows, fitted.segment_baselines),
+        "segment": evaluate_segments(
+            fitted.segment.onnx, seg_rows, fitted.segment_baselines, fitted.segment_reference
+        ),
         "churn": evaluate_churn(
             fitted.churn.onnx,
             churn_rows,
@@ -133,16 +140,25 @@ def train_from_sim(
     started = time.perf_counter()
     report: dict[str, Any] = {"training": dataclasses.asdict(t), "models": {}, "evaluation": {}}
     products = {p: _fit_product(p, t) for p in sorted(PRODUCTS)}
-    # Segments: one k for all products (segments describe customers, not devices).
+    # Segments: one k for all products (segments describe customers, not devices): as
+    # many as the training fleet has personas. The held-out score is agreement with the
+    # personas, and the training fleet says how many there are; k by resampling
+    # stability (what --influx uses, without labels) is reported beside it.
     curves = {p: stability(_space(p, f.segment_rows), seed=t.seed) for p, f in products.items()}
-    k = choose_k(list(curves.values()))
-    report["segments"] = {"k": k, "stability": curves}
+    personas = {name for f in products.values() for name in f.segment_rows.persona}
+    k = len(personas)
+    report["segments"] = {
+        "k": k,
+        "k_by_stability": choose_k(list(curves.values())),
+        "stability": curves,
+    }
     for p, f in products.items():
         rows, columns = f.segment_rows, segment_columns(p)
         f.segment = fit_segment(rows.x, k, p, columns, personas=rows.persona, seed=t.seed)
         f.segment_baselines = fit_segment_baselines(
             rows.x, rows.persona, p, columns, k, seed=t.seed
         )
+        f.segment_reference = fit_segment_reference(rows.x, rows.persona, p, columns)
     for seed in t.eval_seeds:
         report["evaluation"][str(seed)] = {p: _evaluate(p, f, seed, t) for p, f in products.items()}
     first = report["evaluation"][str(t.eval_seed)]

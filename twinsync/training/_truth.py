@@ -38,6 +38,23 @@ class Truth:
         """When the customer stops using ``product`` (None: not in the data)."""
         return self.fleet.customer(subject).churns(product)
 
+    def segment_group(self, subject: str, device_id: str) -> str:
+        """How plainly the device's data can show the customer's persona: ``own`` (their
+        uses are theirs: a device of one user, or one that tells its users apart, and a
+        pure persona), ``blended`` (a customer between two personas), ``shared`` (a
+        shared device that files uses under the account holder or mixes users up: its
+        features describe a household). Segment accuracy is reported per group."""
+        dev = self.fleet.device_map[device_id]
+        if len(dev.users) > 1 and dev.attribution != "per_user":
+            return "shared"
+        return "blended" if self.fleet.customer(subject).blend else "own"
+
+    def engagement(self, subject: str, product: str, at_ms: int) -> float:
+        """The customer's use of ``product`` at ``at_ms`` relative to their usual use, by
+        their churn ramp alone (1.0: not winding down; life events not counted). No
+        device knows it; the evaluation uses it for the churn ceiling."""
+        return self.fleet.customer(subject).engagement(at_ms, product)
+
     def disengaging(self, subject: str, product: str, at_ms: int) -> bool:
         """Whether the customer has started to wind down ``product`` at ``at_ms``."""
         customer = self.fleet.customer(subject)

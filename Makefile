@@ -17,7 +17,8 @@ setup: system venv
 # PostgreSQL's initdb lives in /usr/lib/postgresql/<version>/bin, off PATH; the package
 # makes and starts a system cluster, which is stopped and disabled again.
 SYSTEM_NEEDS := mosquitto:mosquitto influxd:influxdb initdb:postgresql \
-	systemd-analyze:systemd curl:curl openssl:openssl
+	systemd-analyze:systemd curl:curl openssl:openssl \
+	chromium:chromium
 
 system:
 	@missing=""; for need in $(SYSTEM_NEEDS); do \

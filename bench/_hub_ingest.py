@@ -56,6 +56,10 @@ class HubIngestResult:
     seconds: float
     payload_bytes: float
     sealed: bool = False
+    #: seconds the hub spent merging batches into the twin query index (0: it was off)
+    index_seconds: float = 0.0
+    #: whether the hub kept the twin query index
+    index: bool = True
 
     @property
     def values_per_s(self) -> float:
@@ -82,10 +86,16 @@ def _value(field: str, rnd: random.Random) -> object:
 
 
 def messages(
-    bundles: dict[str, Path], deltas: int, ops_per_delta: int, seed: int, sealed: bool = False
+    bundles: dict[str, Path],
+    deltas: int,
+    ops_per_delta: int,
+    seed: int,
+    sealed: bool = False,
+    twins_per_device: int = 1,
 ) -> list[tuple[str, bytes]]:
     """Real signed delta envelopes (bodies sealed to the hub if ``sealed``), round-robin
-    over the devices, HLCs in the recent past."""
+    over the devices, HLCs in the recent past; each device's deltas go round its
+    ``twins_per_device`` customers."""
     rnd = random.Random(seed)
     devices = sorted(bundles)
     keys = {
@@ -102,7 +112,8 @@ def messages(
         seq = i // len(devices) + 1
         product = device.split("-", 1)[0]
         fields = [f for f in FIELDS if FIELDS[f].product == product]
-        twin = pseudonymize(brand_key, 1, f"customer-{device}@example.com")
+        customer = f"customer-{device}-{seq % twins_per_device}@example.com"
+        twin = pseudonymize(brand_key, 1, customer)
         base = start_ms + i  # unique per delta, so no two ops share a series point
         ops = tuple(
             Op(HLC(base, k).pack(), fields[k % len(fields)], _value(fields[k % len(fields)], rnd))
@@ -140,7 +151,9 @@ def publish_all(port: int, messages: list[tuple[str, bytes]]) -> None:
         client.disconnect()
 
 
-def _config(tmp: Path, mqtt_port: int, influx: Mapping[str, str], name: str) -> HubConfig:
+def _config(
+    tmp: Path, mqtt_port: int, influx: Mapping[str, str], name: str, index: bool = True
+) -> HubConfig:
     return load_hub_config(
         None,
         {
@@ -149,6 +162,7 @@ def _config(tmp: Path, mqtt_port: int, influx: Mapping[str, str], name: str) -> 
             "api": {"port": 0},
             "registry": {"path": str(tmp / "registry.sqlite")},
             "keys": {"secrets_dir": str(tmp / "secrets")},
+            "index": {"enabled": index},
         },
         environ={},
     )
@@ -165,14 +179,17 @@ async def hub_ingest(
     seed: int = 1,
     sealed: bool = False,
     tag: str = "",
+    index: bool = True,
+    twins_per_device: int = 1,
 ) -> HubIngestResult:
     """Queue ``deltas`` signed (and, if ``sealed``, sealed) deltas in the broker, then time
     one hub draining them. ``influx`` is the hub's ``[influx]`` section (url,
     credentials); the database is chosen here (``tag`` keeps runs of the same shape in
-    databases of their own)."""
+    databases of their own). ``index`` off: the hub does not keep the twin query index
+    (the reference its cost is measured against)."""
     name = f"bench_ingest{tag}_{ops_per_delta}{'_sealed' if sealed else ''}"
     await asyncio.to_thread(tmp.mkdir, parents=True, exist_ok=True)
-    config = _config(tmp, mqtt_port, influx, name)
+    config = _config(tmp, mqtt_port, influx, name, index)
     products = list(PRODUCTS)
     bundles = provision_devices(
         config.registry.path,
@@ -186,7 +203,9 @@ async def hub_ingest(
         "127.0.0.1",
         mqtt_port,
     )
-    batch = await asyncio.to_thread(messages, bundles, deltas, ops_per_delta, seed, sealed)
+    batch = await asyncio.to_thread(
+        messages, bundles, deltas, ops_per_delta, seed, sealed, twins_per_device
+    )
     # First connection creates the persistent session and shared subscription.
     async with Hub(config) as hub:
         await hub.ready.wait()
@@ -201,5 +220,6 @@ async def hub_ingest(
         seconds = time.perf_counter() - t0
         lines = int(hub.metrics.get("twinsync_hub_lines_written_total"))
         ops = int(hub.metrics.get("twinsync_hub_ops_written_total"))
+        index_s = hub.metrics.get("twinsync_hub_index_seconds_total")
     size = sum(len(p) for _, p in batch) / len(batch)
-    return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size, sealed)
+    return HubIngestResult(ops_per_delta, deltas, ops, lines, seconds, size, sealed, index_s, index)

@@ -7,7 +7,9 @@ from typing import Any
 
 __all__ = [
     "drain_table",
+    "index_cost_table",
     "latency_table",
+    "query_table",
     "scale_out_table",
     "seal_cost_table",
     "swarm_table",
@@ -273,4 +275,62 @@ def seal_cost_table(rows: list[dict[str, Any]]) -> str:
             ]
             for r in rows
         ],
+    )
+
+
+def index_cost_table(runs: list[dict[str, Any]], devices: int) -> str:
+    """Hub ingest with the twin query index against the same run without it."""
+    best: dict[tuple[int, int, bool], dict[str, Any]] = {}
+    for r in runs:
+        key = (r["ops_per_delta"], r["per_device"], r["index"])
+        if key not in best or r["values_per_s"] > best[key]["values_per_s"]:
+            best[key] = r
+    rows = []
+    for ops, per_device in sorted({(k[0], k[1]) for k in best}):
+        on, off = best[(ops, per_device, True)], best[(ops, per_device, False)]
+        rows.append(
+            [
+                str(ops),
+                _n(devices * per_device),
+                _n(on["values_per_s"]),
+                _n(off["values_per_s"]),
+                f"{on['values_per_s'] / off['values_per_s']:.0%}",
+                f"{on['index_seconds'] / on['seconds']:.0%}",
+            ]
+        )
+    return table(
+        "Twin query index at ingest (SQLite state store): hub ingest with the index vs the "
+        f"same run without it ({devices} devices, best of 2 alternating runs each)",
+        [
+            "ops/delta",
+            "twins",
+            "values/s with",
+            "values/s without",
+            "with/without",
+            "time in index",
+        ],
+        rows,
+    )
+
+
+def query_table(q: dict[str, Any]) -> str:
+    """Twin query latencies per backend against the same run's one-twin lookup."""
+    refs = {r["backend"]: r["p50"] for r in q["results"] if r["label"].startswith("reference")}
+    rows = [
+        [
+            r["label"],
+            r["backend"],
+            _n(r["matches"]),
+            f"{r['p50']:.1f}",
+            f"{r['p99']:.1f}",
+            f"{r['p50'] / refs[r['backend']]:.0f}x",
+        ]
+        for r in q["results"]
+    ]
+    fill = ", ".join(f"{k} {v:.0f} s" for k, v in q["fill_s"].items())
+    return table(
+        f"Twin queries over {q['twins']:,} twins (a page of 100 and the count, {q['runs']} runs "
+        f"each; filled through the index's writer in {fill})",
+        ["query", "store", "matches", "p50 ms", "p99 ms", "p50 vs lookup"],
+        rows,
     )

@@ -1,5 +1,5 @@
-"""``twinsync bench``: hub ingest, agent costs and their references, and the scale
-sections (device swarm, end-to-end latency, backlog drain, scale-out, hub vs a
+"""``twinsync bench``: hub ingest, agent costs and their references, twin queries, and
+the scale sections (device swarm, end-to-end latency, backlog drain, scale-out, hub vs a
 Node-RED-style flow), from one run.
 
 Everything runs against private mosquitto and influxd instances started here (the scale
@@ -31,12 +31,15 @@ from ._hub_ingest import hub_ingest
 from ._latency import PROBE, latency
 from ._models import model_costs
 from ._nodered import seal_costs
+from ._query import query_bench
 from ._reference import RawBroker, RawInflux, twin_lines
 from ._swarm import max_sustained, scale_out, swarm_sizes
 from ._swarm_fleet import Swarm, raise_fd_limit
 from ._tables import (
     drain_table,
+    index_cost_table,
     latency_table,
+    query_table,
     scale_out_table,
     seal_cost_table,
     swarm_table,
@@ -48,7 +51,17 @@ from ._throughput import throughput
 __all__ = ["main"]
 
 #: every section, in the order they run; ``--sections`` picks some
-SECTIONS = ("hub", "agents", "models", "throughput", "swarm", "latency", "drain", "scaleout")
+SECTIONS = (
+    "hub",
+    "agents",
+    "models",
+    "throughput",
+    "query",
+    "swarm",
+    "latency",
+    "drain",
+    "scaleout",
+)
 _SWARM_SECTIONS = ("swarm", "latency", "drain", "scaleout")
 
 #: the issue's memory budget for an agent with its product's 3 models loaded and running
@@ -80,6 +93,15 @@ def _parser() -> argparse.ArgumentParser:
         "--sections",
         default=",".join(SECTIONS),
         help=f"comma-separated parts to run (default all: {','.join(SECTIONS)})",
+    )
+    query = p.add_argument_group("query section")
+    query.add_argument("--query-twins", type=int, default=100_000, help="twins indexed (100000)")
+    query.add_argument("--query-runs", type=int, default=200, help="runs per query (200)")
+    query.add_argument(
+        "--index-deltas",
+        type=int,
+        default=20_000,
+        help="deltas per ingest run with/without (20000)",
     )
     scale = p.add_argument_group("scale sections")
     scale.add_argument("--swarm", default="100,1000,10000", help="swarm sizes (100,1000,10000)")
@@ -141,6 +163,8 @@ async def _bench(args: argparse.Namespace, tmp: Path, figures: dict[str, Any]) -
                 devices=args.devices,
             )
             figures["seal_costs"] = await asyncio.to_thread(seal_costs)
+        if "query" in sections:
+            await _query_section(args, tmp, svc, figures)
         if sections & set(_SWARM_SECTIONS):
             await asyncio.to_thread(_scale, args, sections, tmp, svc, figures)
     if "models" in sections:
@@ -251,6 +275,47 @@ async def _hub_section(
         )
 
 
+#: (ops per delta, customers per device) of the ingest runs with and without the index
+_INDEX_SHAPES = ((10, 1), (10, 50), (100, 1))
+
+
+async def _query_section(
+    args: argparse.Namespace, tmp: Path, svc: LocalServices, figures: dict[str, Any]
+) -> None:
+    """The twin query index: hub ingest with it against the same run without it (twice
+    each, alternating, best of each), then queries over ``--query-twins`` twins."""
+    influx = svc.influxd.hub_settings("bench")
+    runs = []
+    for ops, per_device in _INDEX_SHAPES:
+        for attempt in range(2):
+            for index in (True, False):
+                r = await hub_ingest(
+                    tmp / f"ix{ops}-{per_device}-{attempt}-{index}",
+                    svc.mosquitto.port,
+                    influx,
+                    devices=args.devices,
+                    deltas=args.index_deltas,
+                    ops_per_delta=ops,
+                    tag=f"_ix{per_device}_{attempt}_{int(index)}",
+                    index=index,
+                    twins_per_device=per_device,
+                )
+                runs.append(
+                    {**r.__dict__, "values_per_s": r.values_per_s, "per_device": per_device}
+                )
+                print(
+                    f"hub ingest {ops} ops/delta, {per_device} customers/device, index "
+                    f"{'on' if index else 'off'}: {r.values_per_s:,.0f} values/s",
+                    flush=True,
+                )
+    figures["index_cost"] = runs
+    figures["query"] = await asyncio.to_thread(
+        query_bench, tmp / "query", twins=args.query_twins, runs=args.query_runs
+    )
+    for q in figures["query"]["results"]:
+        print(f"{q['backend']:10} {q['label']:45} p50 {q['p50']:.1f} ms p99 {q['p99']:.1f} ms")
+
+
 def _train_time(out: Path) -> dict[str, float]:
     """One small `hub train --sim` run: seconds per 1,000 trained customer-device pairs."""
     from twinsync.training import SimTraining, train_from_sim
@@ -274,6 +339,10 @@ def _report(f: dict[str, Any], args: argparse.Namespace) -> str:
         parts.append(_models_report(f))
     if "throughput" in f:
         parts += [throughput_table(f["throughput"]), seal_cost_table(f["seal_costs"])]
+    if "index_cost" in f:
+        parts.append(index_cost_table(f["index_cost"], args.devices))
+    if "query" in f:
+        parts.append(query_table(f["query"]))
     if "swarm" in f:
         parts.append(swarm_table(f["swarm"], args.swarm_ops, f["idle_broker_rss"]))
     if "latency" in f:

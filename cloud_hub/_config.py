@@ -307,6 +307,15 @@ class RetentionSettings(_Section):
         return out
 
 
+class IndexSettings(_Section):
+    """The twin query index (docs/hub.md, "Twin query index")."""
+
+    #: keep the index up to date at ingest and answer filtered twin queries; off: this
+    #: instance neither (privacy requests still clean the index); every instance of a
+    #: deployment must agree, and an index turned on again needs a rebuild
+    enabled: bool = True
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -320,6 +329,7 @@ class HubConfig(_Section):
     retention: RetentionSettings = RetentionSettings()
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
+    index: IndexSettings = IndexSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

@@ -7,7 +7,7 @@ protocol.TwinSyncError
     ├── ConfigError        hub.toml / environment invalid            500 internal_error
     ├── IncompleteError    a privacy request could not finish        503
     ├── RegistryError      registry unreadable, device unknown       500 internal_error
-    ├── RequestError       a request that cannot be done as asked    400 (404, 409, 413, 422)
+    ├── RequestError       a request that cannot be done as asked    400 (404 ... 422, 503)
     │   └── RolloutError   a model upload or rollout request         400 (404, 409, 413, 422)
     └── StoreError         InfluxDB unreachable or refused           503, 400 or 500
 
@@ -21,7 +21,8 @@ protocol.TwinSyncError
   delete (a write already on the wire landed); repeating the request is safe.
 - ``RequestError``: 400, or 404 when the request names nothing that exists, 409 when it
   conflicts with what does, 413 when it is too large, 422 when a file does not match its
-  manifest; ``reason`` is the answer's code.
+  manifest, 503 when this instance does not serve it (``index_disabled``); ``reason`` is
+  the answer's code.
 - ``StoreError``: 503 ``store_unavailable`` (with ``Retry-After: 5``) when InfluxDB is
   unreachable, times out or fails; 400 ``query_too_large`` for a read over its own
   limits; 500 ``query_refused`` for any other refusal (a bug).
@@ -139,8 +140,8 @@ class StoreError(CloudHubError):
 class RequestError(CloudHubError):
     """A request that cannot be done as asked; ``reason`` is the answer's code and
     ``status`` its HTTP status (400 unless the request names something that does not
-    exist, 404, conflicts with what does, 409, is too large, 413, or is unprocessable,
-    422)."""
+    exist, 404, conflicts with what does, 409, is too large, 413, is unprocessable,
+    422, or is not served by this instance, 503)."""
 
     reason = "bad_request"
     status: int

@@ -60,7 +60,14 @@ from cloud_hub.privacy import (
     ensure_ceiling,
 )
 from cloud_hub.registry import Registry, ensure_hub_key
-from cloud_hub.store import InfluxStore, StateStore, TwinReader, wait_for_state
+from cloud_hub.store import (
+    IndexReader,
+    InfluxStore,
+    StateStore,
+    TwinIndex,
+    TwinReader,
+    wait_for_state,
+)
 from protocol import Clock, SystemClock, hub_box_key
 
 from ._config import HubConfig
@@ -80,6 +87,7 @@ class Hub:
     registry: Registry
     tombstones: Tombstones
     blocks: FieldBlocks
+    index: TwinIndex
     reader: TwinReader
     feed: SegmentFeed
     api_keys: ApiKeys
@@ -128,6 +136,8 @@ class Hub:
         # What every instance re-reads from the state store: tombstones and field blocks.
         self.tombstones = Tombstones(state)
         self.blocks = FieldBlocks(state)
+        # The twin query index: kept by ingest (when enabled) and every privacy procedure.
+        self.index = TwinIndex(state=state)
         self.reader = TwinReader(store, devices=self.registry, hidden=self.blocks.hidden)
         # The hub's box key is derived from its signing key (docs/privacy.md, "Sealed
         # deltas"): whoever holds the one can open what devices seal to the other.
@@ -165,6 +175,7 @@ class Hub:
             config.retention,
             state=state,
             store=store,
+            index=self.index,
             clock=clock,
             metrics=metrics,
             brands=config.mqtt.brands,
@@ -185,12 +196,14 @@ class Hub:
             ledger=ledger,
             commands=commands,
             store=store,
+            index=self.index,
             clock=clock,
         )
         self.relinks = Relinks(
             state=state,
             secrets_dir=config.keys.secrets_dir,
             store=store,
+            index=self.index,
             metrics=metrics,
             clock=clock,
             is_erased=self.tombstones.is_erased,
@@ -206,6 +219,7 @@ class Hub:
             blocks=blocks,
             commands=commands,
             store=store,
+            index=self.index,
             clock=clock,
         )
         self.rectifier = Rectifier(
@@ -215,6 +229,7 @@ class Hub:
             blocks=blocks,
             commands=commands,
             store=store,
+            index=self.index,
             clock=clock,
         )
         self.consent = ConsentChanges(
@@ -235,6 +250,23 @@ class Hub:
             "state": self.tombstones.fresh,
         }
 
+    async def _index_state(self) -> None:
+        """Say at start-up what the twin query index lacks (docs/hub.md, "Twin query
+        index"): a rebuild, or, when this instance does not keep it, that it goes stale."""
+        if not self.config.index.enabled:
+            await asyncio.to_thread(self.index.mark_complete, False)
+            log.warning(
+                "index.enabled is false: this instance does not keep the twin query index "
+                "(filtered twin queries answer 503 index_disabled); after turning it on "
+                "again, run 'twinsync hub index rebuild'"
+            )
+        elif not await asyncio.to_thread(self.index.complete):
+            log.warning(
+                "the twin query index does not hold the twins stored before it existed or "
+                "while it was off: run 'twinsync hub index rebuild' (the hub keeps serving; "
+                "queries miss those twins until then)"
+            )
+
     async def _open_state(self) -> StateStore:
         """The state store: the one passed in, or ``config.state`` opened now, waiting
         (logged) while the database is unavailable; a wrong setting ends the start."""
@@ -247,6 +279,7 @@ class Hub:
         state = await self._open_state()
         try:
             self._build(state)
+            await self._index_state()
             await self._store.__aenter__()
         except BaseException:
             self._close_state()
@@ -254,6 +287,7 @@ class Hub:
         try:
             app = build_app(
                 reader=self.reader,
+                index=IndexReader(state=state) if self.config.index.enabled else None,
                 metrics=self.metrics,
                 ready=self._checks,
                 feed=self.feed,
@@ -412,6 +446,7 @@ class Hub:
                 metrics=self.metrics,
                 clock=self.clock,
                 policy=self.policy,
+                index=self.index if self.config.index.enabled else None,
             )
             run = asyncio.ensure_future(pipeline.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())

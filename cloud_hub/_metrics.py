@@ -104,6 +104,17 @@ _DECLARED = (
         "Background loops restarted after an unexpected error, by task",
     ),
     ("twinsync_hub_batch_seconds_total", "counter", "Seconds spent writing batches"),
+    (
+        "twinsync_hub_index_seconds_total",
+        "counter",
+        "Seconds spent merging written batches into the twin query index",
+    ),
+    ("twinsync_hub_index_ops_total", "counter", "Ops merged into the twin query index"),
+    (
+        "twinsync_hub_index_ops_dropped_total",
+        "counter",
+        "Written ops the index left out: erased, blocked or moved since they were checked",
+    ),
     ("twinsync_hub_queue_depth", "gauge", "Messages waiting between MQTT and the writer"),
     ("twinsync_hub_mqtt_connected", "gauge", "1 when connected to the broker"),
     ("twinsync_hub_store_up", "gauge", "1 when the last InfluxDB request succeeded"),

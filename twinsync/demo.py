@@ -149,6 +149,9 @@ async def _summary(hub: Hub, brand: str, show: int) -> None:
         _say(f"  {auth} {base}/devices")
         _say(f"  {auth} '{base}/segments/changes/stream?product=coffee&since=0'")
         _say(f"  curl {hub.api_url}/metrics")
+        _say()
+        # The key above is read-only: every page but the privacy requests (docs/dashboard.md).
+        _say(f"Dashboard: {hub.api_url}/dashboard/  (brand {brand}, the key above)")
 
 
 async def _progress(runner: FleetRunner, total: int, started: float) -> None:

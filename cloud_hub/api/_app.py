@@ -22,20 +22,24 @@ from cloud_hub.store import (
     MAX_BUCKETS,
     MAX_PAGE,
     Cursor,
+    IndexReader,
     TwinReader,
     bucket_advice,
     bucket_count,
     parse_duration_ms,
 )
-from protocol import FIELDS, MODEL_FIELDS, Clock, TwinSyncError, check_twin
+from protocol import FIELDS, MODEL_FIELDS, Clock
 
 from ._auth import ApiKeys
-from ._context import CLOCK, FEED, METRICS, READER, READY, ReadyProbe
+from ._context import CLOCK, FEED, INDEX, METRICS, READER, READY, ReadyProbe
+from ._dashboard import add_dashboard_routes
 from ._errors import refusals
 from ._guard import add_key_routes, guard, route, setup
 from ._listener import connection_limits
 from ._params import path_brand, path_twin, query_int, query_text, time_range_ns
 from ._stream import segment_change_events, stream_segment_changes
+from ._twins import list_twins
+from .openapi import serve_document
 
 __all__ = ["build_app", "twin_scores"]
 
@@ -62,25 +66,6 @@ async def metrics_text(request: web.Request) -> web.Response:
         charset="utf-8",
         headers={"X-Content-Type-Version": "0.0.4"},
     )
-
-
-async def list_twins(request: web.Request) -> web.Response:
-    """``GET /v1/brands/{brand}/twins?limit=100&after=<twin>``."""
-    brand = path_brand(request)
-    limit = query_int(request, "limit", 100, 1, 10_000)
-    after = request.query.get("after")
-    if after is not None:
-        try:
-            check_twin(after)
-        except TwinSyncError:
-            raise RequestError(
-                "after must be a twin id (the last of a page)", reason="bad_after"
-            ) from None
-    twins = await request.app[READER].list_twins(brand, limit, after)
-    body: dict[str, Any] = {"brand": brand, "twins": twins}
-    if len(twins) == limit:
-        body["next"] = f"/v1/brands/{brand}/twins?limit={limit}&after={twins[-1]}"
-    return web.json_response(body)
 
 
 async def get_twin(request: web.Request) -> web.Response:
@@ -180,6 +165,7 @@ async def list_devices(request: web.Request) -> web.Response:
 def build_app(
     *,
     reader: TwinReader,
+    index: IndexReader | None,
     metrics: Metrics,
     ready: ReadyProbe,
     feed: SegmentFeed,
@@ -187,12 +173,14 @@ def build_app(
     url_signer: bytes,
     clock: Clock,
 ) -> web.Application:
-    """The aiohttp application with every route (each ``/v1`` route with its scope)."""
+    """The aiohttp application with every route (each ``/v1`` route with its scope);
+    ``index`` answers twin queries (None: this instance does not keep the index)."""
     # The error path outermost: it answers what the limits, the guard and the handlers
     # raise. The limits before the guard: a probe connection past the cap gets health only.
     app = web.Application(middlewares=[refusals, connection_limits, guard])
     setup(app, keys, url_signer)
     app[READER] = reader
+    app[INDEX] = index
     app[FEED] = feed
     app[METRICS] = metrics
     app[READY] = ready
@@ -208,4 +196,8 @@ def build_app(
     route(app, "GET", f"{base}/segments/changes", segment_change_events, "read")
     route(app, "GET", f"{base}/segments/changes/stream", stream_segment_changes, "read")
     add_key_routes(app)
+    # Every route is described there (cloud_hub/api/openapi/, one module per area).
+    route(app, "GET", "/v1/openapi.json", serve_document, "public")
+    # The brand dashboard: static pages that call the routes above (docs/dashboard.md).
+    add_dashboard_routes(app)
     return app

@@ -8,6 +8,9 @@ Every route under ``/v1/`` is registered with :func:`route` and the scope it nee
 - 403 ``wrong_brand`` when the key belongs to another brand than the path's;
 - 403 ``missing_scope`` when the key lacks the route's scope.
 
+A route registered with scope ``"public"`` (the OpenAPI document) takes no key: it
+answers the same to everyone and holds no tenant's data.
+
 A route registered with scope ``"device"`` (the model file download) also accepts a
 capability instead of a key: the ``sig`` parameter of the URL the hub put in a device's
 signed model set, an HMAC over brand, model and file hash with a secret derived from the
@@ -31,7 +34,7 @@ from aiohttp import web
 from cloud_hub._errors import AuthError, CloudHubError, RequestError
 from cloud_hub.models import model_url_signature
 
-from ._auth import ApiKey, ApiKeys
+from ._auth import SCOPES, ApiKey, ApiKeys
 from ._errors import status_of
 from ._params import ascii_int, query_int
 
@@ -49,6 +52,9 @@ KEYS = web.AppKey("api_keys", ApiKeys)
 _SCOPES = web.AppKey("route_scopes", dict[tuple[str, str], str])
 _SIGNER = web.AppKey("url_signer", bytes)
 _AUDITED_SCOPES = frozenset(("privacy", "admin"))
+#: what a route may be registered with: a key's scope, "device" (a key with read or a
+#: model file's signed URL), "public" (no key)
+_ROUTE_SCOPES = frozenset((*SCOPES, "device", "public"))
 
 
 def setup(app: web.Application, keys: ApiKeys, signer: bytes) -> None:
@@ -60,6 +66,9 @@ def setup(app: web.Application, keys: ApiKeys, signer: bytes) -> None:
 
 def route(app: web.Application, method: str, path: str, handler: Handler, scope: str) -> None:
     """Register ``handler`` and the scope a key needs to call it."""
+    if scope not in _ROUTE_SCOPES:
+        # A typo here would leave a route unguarded or unusable: refuse to start.
+        raise ValueError(f"route {method} {path}: unknown scope {scope!r}")
     app.router.add_route(method, path, handler)
     app[_SCOPES][(method, path)] = scope
     if method == "GET":
@@ -67,7 +76,8 @@ def route(app: web.Application, method: str, path: str, handler: Handler, scope:
 
 
 def route_scopes(app: web.Application) -> dict[tuple[str, str], str]:
-    """(method, route template) -> scope, of every guarded route of ``app``."""
+    """(method, route template) -> scope, of every ``/v1`` route of ``app`` (``public``:
+    no key)."""
     scopes: dict[tuple[str, str], str] = app[_SCOPES]
     return dict(scopes)
 
@@ -78,8 +88,8 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     resource = request.match_info.route.resource
     path = resource.canonical if resource is not None else ""
     scope = request.app[_SCOPES].get((request.method, path)) if path.startswith("/v1/") else None
-    if scope is None:
-        return await handler(request)  # health, metrics, 404 and 405 answers
+    if scope is None or scope == "public":
+        return await handler(request)  # health, metrics, the OpenAPI document, 404, 405
     brand = request.match_info.get("brand", "")
     if scope == "device" and _capability_ok(request, brand):
         return await handler(request)

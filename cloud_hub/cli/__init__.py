@@ -3,7 +3,8 @@ configuration. (``twinsync hub train`` is routed to twinsync.training by ``twins
 
 One module per command group: ``_run`` (run, check-config), ``_devices`` (provision,
 device list/revoke), ``_broker`` (broker-auth), ``_keys`` (keys, brand-key, apikey),
-``_models`` (models, rollout), ``_state`` (state migrate); ``_common`` holds the parser
+``_models`` (models, rollout), ``_state`` (state migrate), ``_index`` (index rebuild,
+check); ``_common`` holds the parser
 that answers every mistake in one line and opens the state store. Each group adds its
 subcommands with their handler; :func:`main` loads the configuration, runs the handler
 and turns any error into one line and exit code 2. A command that needs the shared state
@@ -22,6 +23,7 @@ from protocol import TwinSyncError
 from ._broker import add_broker_auth
 from ._common import Handler, Parser
 from ._devices import add_device, add_provision
+from ._index import add_index
 from ._keys import add_apikey, add_brand_key, add_keys
 from ._models import add_models, add_rollout
 from ._run import add_check_config, add_run
@@ -51,6 +53,7 @@ def parser() -> argparse.ArgumentParser:
         add_apikey,
         add_device,
         add_state,
+        add_index,
     ):
         add(sub)
     return p

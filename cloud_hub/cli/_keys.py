@@ -16,7 +16,7 @@ from cloud_hub._metrics import Metrics
 from cloud_hub.api import SCOPES, ApiKeys
 from cloud_hub.privacy import Relinks
 from cloud_hub.registry import ensure_hub_key, retire_in_bundles, rotate_brand_key
-from cloud_hub.store import InfluxStore, StateStore
+from cloud_hub.store import InfluxStore, StateStore, TwinIndex
 
 from ._common import config_arg, open_state
 
@@ -106,7 +106,13 @@ def _brand_key(args: argparse.Namespace, config: HubConfig) -> int:
 
     async def with_relinks(state: StateStore) -> Any:
         async with InfluxStore(config.influx) as store:
-            relinks = Relinks(state=state, secrets_dir=secrets_dir, store=store, metrics=Metrics())
+            relinks = Relinks(
+                state=state,
+                secrets_dir=secrets_dir,
+                store=store,
+                index=TwinIndex(state=state),
+                metrics=Metrics(),
+            )
             if args.action == "status":
                 return relinks.status(args.brand)
             if args.epoch is None:

@@ -9,6 +9,14 @@ own point (see docs/architecture.md), so at-least-once delivery is exactly-once 
 What of a delta may be stored (erased twins, blocked fields, key rotation's aliases,
 retired key epochs) is the privacy policy's answer (cloud_hub.privacy.IngestPolicy), asked
 per delta and again for each batch just before it is written.
+
+Once a batch is durable, and before anything of it is acked, its values are merged into
+the twin query index (cloud_hub.store.TwinIndex) in one state-store transaction. If that
+fails the batch is not acked (ingest stops and the supervisor restarts it): the broker
+redelivers it, InfluxDB takes the same points again as a no-op and the index gets them,
+so the index never lacks what InfluxDB holds. The values indexed are the ops the batch's
+lines were built from, or, when the lines were changed after they were built (a twin
+erased or aliased meanwhile), the lines as written, parsed back.
 """
 
 from __future__ import annotations
@@ -25,8 +33,16 @@ from cloud_hub._config import InfluxSettings
 from cloud_hub._downlink import seal_downlink
 from cloud_hub._errors import StoreError
 from cloud_hub._metrics import Metrics
-from cloud_hub.privacy import Generation, IngestPolicy
-from cloud_hub.store import InfluxStore, consent_line, device_line, twin_lines
+from cloud_hub.privacy import Generation, IngestPolicy, Stamps
+from cloud_hub.store import (
+    IndexOp,
+    InfluxStore,
+    TwinIndex,
+    consent_line,
+    device_line,
+    parse_twin_lines,
+    twin_lines,
+)
 from protocol import (
     Ack,
     Channel,
@@ -36,6 +52,7 @@ from protocol import (
     Rejection,
     SigningKey,
     Status,
+    TwinOps,
     topic,
 )
 
@@ -68,6 +85,8 @@ class _Batch:
     replayed: dict[tuple[str, str], list[int]] = field(default_factory=lambda: defaultdict(list))
     #: brand -> segment ops stored by this batch (announced once the write is durable)
     segments: dict[str, list[list[object]]] = field(default_factory=lambda: defaultdict(list))
+    #: (brand, device, twins' ops) as admitted: what the lines were built from
+    admitted: list[tuple[str, str, tuple[TwinOps, ...]]] = field(default_factory=list)
     ops: int = 0
     deltas: int = 0
 
@@ -86,8 +105,11 @@ class Pipeline:
         metrics: Metrics,
         clock: Clock,
         policy: IngestPolicy,
+        index: TwinIndex | None,
     ) -> None:
         self._policy = policy
+        #: the twin query index (None: this instance does not keep it, index.enabled)
+        self._index = index
         self._mqtt = mqtt
         self._store = store
         self._verifier = verifier
@@ -178,6 +200,8 @@ class Pipeline:
             # device lets go of them).
             twins, consent = self._policy.admit(verdict.brand, verdict.device, verdict.body)
             batch.ops += twin_lines(verdict.brand, verdict.device, twins, batch.lines)
+            if twins:
+                batch.admitted.append((verdict.brand, verdict.device, twins))
             for entry in consent:
                 batch.lines.append(consent_line(verdict.brand, verdict.device, entry))
             # A byte search (C speed) spares the per-op scan for the many deltas that
@@ -223,11 +247,16 @@ class Pipeline:
 
     async def _commit(self, batch: _Batch, writers: asyncio.Semaphore) -> None:
         t0 = time.perf_counter()  # a duration: monotonic, not the hub's (wall) clock
+        written: list[tuple[list[str], Stamps]] = []
         try:
-            await self._write_until_durable(batch.lines, batch.generation)
+            await self._write_until_durable(batch.lines, batch.generation, written)
+            elapsed = time.perf_counter() - t0
+            # Still holding the writer's slot: batches waiting for the index count against
+            # influx.write_concurrency like those waiting for InfluxDB (bounded).
+            if self._index is not None and written:
+                await self._to_index(batch, written)
         finally:
             writers.release()
-        elapsed = time.perf_counter() - t0
         for (brand, device), seqs in batch.written.items():
             for seq in seqs:
                 self._verifier.windows.mark(brand, device, seq)
@@ -245,11 +274,46 @@ class Pipeline:
         for incoming in batch.incoming:
             self._mqtt.ack(incoming)
 
-    async def _write_until_durable(self, lines: list[str], generation: Generation) -> None:
+    async def _to_index(self, batch: _Batch, written: list[tuple[list[str], Stamps]]) -> None:
+        """Merge what the batch wrote into the twin query index (module docstring)."""
+        assert self._index is not None
+        ops: list[IndexOp]
+        if len(written) == 1 and written[0][0] is batch.lines:
+            # The lines went out as built: index the ops they were built from.
+            ops = [
+                (brand, twin_ops.twin, device, op[1], op[0], op[2])
+                for brand, device, twins in batch.admitted
+                for twin_ops in twins
+                for op in twin_ops.ops
+            ]
+        else:
+            ops = [op for lines, _stamps in written for op in parse_twin_lines(lines)]
+        if not ops:
+            return
+        # Chunks checked at different stamps (a refused batch, halved): look everything up.
+        stamps = {stamps for _lines, stamps in written}
+        seen = stamps.pop() if len(stamps) == 1 else None
+        t0 = time.perf_counter()
+        taken = await asyncio.to_thread(
+            self._index.apply, ops, admit=self._policy.index_admit(seen)
+        )
+        self._metrics.inc("twinsync_hub_index_seconds_total", time.perf_counter() - t0)
+        self._metrics.inc("twinsync_hub_index_ops_total", taken)
+        if taken < len(ops):
+            self._metrics.inc("twinsync_hub_index_ops_dropped_total", len(ops) - taken)
+
+    async def _write_until_durable(
+        self, lines: list[str], generation: Generation, written: list[tuple[list[str], Stamps]]
+    ) -> None:
+        """Write ``lines`` (re-checked against the privacy policy before every try) until
+        InfluxDB has them; append what was written and the policy's stamps it was checked
+        at to ``written``."""
         delay = 0.2
         while True:
             # Twins erased, aliased or fields blocked since these lines were built (or since
-            # the last try) are applied now: cloud_hub.privacy._policy.
+            # the last try) are applied now: cloud_hub.privacy._policy. The stamps first:
+            # the re-check is then at least as new as they are.
+            stamps = self._policy.stamps()
             checked = self._policy.recheck(lines, generation)
             if checked is None:
                 return  # every line was of a twin erased meanwhile
@@ -257,6 +321,7 @@ class Pipeline:
             try:
                 await self._store.write(lines)
                 self._metrics.set("twinsync_hub_store_up", 1)
+                written.append((lines, stamps))
                 return
             except StoreError as exc:
                 self._metrics.inc("twinsync_hub_write_errors_total")
@@ -266,8 +331,8 @@ class Pipeline:
                     # over the server's limit): halve it until the refused lines are
                     # isolated, so one bad point cannot block the rest.
                     half = len(lines) // 2
-                    await self._write_until_durable(lines[:half], generation)
-                    await self._write_until_durable(lines[half:], generation)
+                    await self._write_until_durable(lines[:half], generation, written)
+                    await self._write_until_durable(lines[half:], generation, written)
                     return
                 if not exc.retryable:
                     log.error("InfluxDB refused a point for good, dropping it: %s", exc)

@@ -1,8 +1,9 @@
 """privacy: the customer's rights, enforced at ingest and on the stored twin.
 
 What ingest may store (``IngestPolicy``: tombstones, field blocks, twin aliases, retired
-key epochs, asked in one place); the data-subject procedures, each recorded in the
-request ledger with its deadline and finished with a signed receipt (``RequestLedger``):
+key epochs, asked in one place, and once more by the twin query index: ``index_gate``);
+the data-subject procedures, each recorded in the request ledger with its deadline and
+finished with a signed receipt (``RequestLedger``):
 access exports, consent changes, erasure, objection, rectification and suppression; key
 rotation's twin links; retention sweeps; hub-signed commands to a brand's devices; and
 the signed webhooks that tell a brand's systems (sent only where the egress policy
@@ -16,8 +17,9 @@ from ._commands import DeviceCommands
 from ._consent import ConsentChanges
 from ._egress import EgressPolicy, classify, parse_allow
 from ._erasure import Erasures, Tombstones
+from ._index_gate import Stamps, index_gate
 from ._ledger import DEADLINE_MS, RequestLedger, verify_receipt
-from ._objection import FieldBlocks, Objections
+from ._objection import PROFILE_BLOCK, PROFILE_FIELDS, FieldBlocks, Objections
 from ._policy import Admitted, Generation, IngestPolicy
 from ._rectify import Rectifier
 from ._rekey import Relinks
@@ -28,6 +30,8 @@ from ._webhooks import Webhooks, WebhookSender, sign, verify_signature
 
 __all__ = [
     "DEADLINE_MS",
+    "PROFILE_BLOCK",
+    "PROFILE_FIELDS",
     "PURPOSE_TEXT",
     "Admitted",
     "ConsentChanges",
@@ -42,12 +46,14 @@ __all__ = [
     "Relinks",
     "RequestLedger",
     "RetentionSweeper",
+    "Stamps",
     "Subjects",
     "Tombstones",
     "WebhookSender",
     "Webhooks",
     "classify",
     "ensure_ceiling",
+    "index_gate",
     "parse_allow",
     "parse_rectification",
     "sign",

@@ -13,7 +13,9 @@ is no lookup table from twins back to people) and then:
    state and unsent ops and store nothing for them again);
 3. waits until every instance has learnt of it (``refresh_s``), deletes the twin's series
    from InfluxDB, and checks, deleting again if a write that was already on the wire
-   landed meanwhile, until no point is left;
+   landed meanwhile, until no point is left; then removes the twins from the twin query
+   index (cloud_hub.store.TwinIndex, which a batch checked before the tombstone cannot
+   bring back: cloud_hub.privacy._index_gate);
 4. answers with a **receipt** signed by the hub's Ed25519 key: request id, brand, twin ids,
    when, points found and points left (0). Anyone with the hub's public key can check it
    (cloud_hub.privacy._ledger).
@@ -30,7 +32,7 @@ import uuid
 from typing import Any
 
 from cloud_hub._errors import IncompleteError
-from cloud_hub.store import TWIN_MEASUREMENTS, InfluxStore, SharedView, StateStore, Tx
+from cloud_hub.store import TWIN_MEASUREMENTS, InfluxStore, SharedView, StateStore, TwinIndex, Tx
 from protocol import Clock
 
 from ._commands import DeviceCommands
@@ -100,9 +102,11 @@ class Erasures:
         ledger: RequestLedger,
         commands: DeviceCommands,
         store: InfluxStore,
+        index: TwinIndex,
         clock: Clock,
     ) -> None:
         self._state = state
+        self._index = index
         self._tombstones = tombstones
         #: per-twin blocked fields (an erased twin's are dropped with it)
         self.blocks = blocks
@@ -132,6 +136,9 @@ class Erasures:
         found, left = await delete_until_gone(self._store, TWIN_MEASUREMENTS, where)
         # The twin's consent history goes with it (the request record remains).
         await self._store.query(f'DELETE FROM "consent" WHERE {where}', write=True)
+        # And its rows in the twin query index (after InfluxDB's: an index row is never
+        # the only trace of what InfluxDB still holds, but always gone with the twin).
+        await asyncio.to_thread(self._index.erase, brand, twins)
         if left:
             raise IncompleteError(
                 f"{left} points of the erased twins are still in InfluxDB; retry the request",

@@ -13,7 +13,8 @@ An objection, for each twin id of the customer (one per key epoch):
    (:data:`PROFILING_PURPOSES`) with notice ``"objection"``: devices stop computing and
    sending features and predictions for the twin, and their ledger records it;
 3. once every instance has learnt of the block, deletes the twins' ``twin_profile``
-   series and checks none is left (deleting again if a write already on the wire landed);
+   series and checks none is left (deleting again if a write already on the wire landed),
+   and removes the twins' profile fields from the twin query index;
 4. answers with a receipt signed by the hub key and sends it in an ``objection`` webhook.
 
 The block holds until the brand records the customer's consent to a profiling purpose
@@ -27,7 +28,7 @@ import logging
 from typing import Any
 
 from cloud_hub._errors import IncompleteError
-from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, SharedView, Tx, marks
+from cloud_hub.store import CLASS_MEASUREMENT, InfluxStore, SharedView, TwinIndex, Tx, marks
 from protocol import FIELDS, Clock, TwinOps
 
 from ._commands import DeviceCommands
@@ -35,7 +36,7 @@ from ._ledger import RequestLedger
 from ._points import delete_until_gone, twin_points_where
 from ._subjects import Subjects
 
-__all__ = ["PROFILE_BLOCK", "PROFILING_PURPOSES", "FieldBlocks", "Objections"]
+__all__ = ["PROFILE_BLOCK", "PROFILE_FIELDS", "PROFILING_PURPOSES", "FieldBlocks", "Objections"]
 
 log = logging.getLogger("cloud_hub.objection")
 
@@ -45,7 +46,8 @@ PROFILE_BLOCK = "class:profile"
 #: ``personalization`` (protocol catalog); withdrawing them stops the device's models
 #: from keeping or sending any profile field
 PROFILING_PURPOSES = ("analytics", "personalization")
-_PROFILE_FIELDS = frozenset(n for n, s in FIELDS.items() if s.field_class == "profile")
+#: every field of the ``profile`` class (what an objection removes)
+PROFILE_FIELDS = frozenset(n for n, s in FIELDS.items() if s.field_class == "profile")
 
 Blocked = dict[str, frozenset[str]]
 
@@ -62,7 +64,7 @@ class FieldBlocks(SharedView[dict[str, Blocked]]):
     def _load(self, tx: Tx) -> dict[str, Blocked]:
         fields: dict[str, dict[str, set[str]]] = {}
         for brand, twin, target in tx.execute("SELECT brand, twin, target FROM field_blocks"):
-            names = _PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
+            names = PROFILE_FIELDS if target == PROFILE_BLOCK else {target}
             fields.setdefault(brand, {}).setdefault(twin, set()).update(names)
         return {b: {t: frozenset(f) for t, f in tw.items()} for b, tw in fields.items()}
 
@@ -162,6 +164,7 @@ class Objections:
         blocks: FieldBlocks,
         commands: DeviceCommands,
         store: InfluxStore,
+        index: TwinIndex,
         clock: Clock,
     ) -> None:
         self._subjects = subjects
@@ -169,6 +172,7 @@ class Objections:
         self._blocks = blocks
         self._commands = commands
         self._store = store
+        self._index = index
         self._clock = clock
 
     async def object(self, brand: str, subject: str) -> dict[str, Any]:
@@ -188,6 +192,7 @@ class Objections:
         found, left = await delete_until_gone(
             self._store, (measurement,), twin_points_where(brand, twins)
         )
+        await asyncio.to_thread(self._index.drop_fields, brand, twins, PROFILE_FIELDS)
         if left:
             raise IncompleteError(
                 f"{left} profile points of the twins are still in InfluxDB; retry the request",

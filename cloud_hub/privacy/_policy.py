@@ -20,7 +20,9 @@ All of it is state every hub instance re-reads from the shared file at most ever
 ``refresh_s``. A batch is built against what the policy knew then (its
 :class:`Generation`); if that changed before the write, :meth:`IngestPolicy.recheck`
 applies the change to the batch's lines: points of twins aliased since are rewritten to
-the new id, points of twins erased or fields blocked since are left out.
+the new id, points of twins erased or fields blocked since are left out. The twin query
+index asks once more, inside its own transaction (:meth:`IngestPolicy.index_admit`,
+cloud_hub.privacy._index_gate), what changed since the views' :meth:`stamps`.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from cloud_hub._metrics import Metrics
-from cloud_hub.store import TWIN_MEASUREMENTS
+from cloud_hub.store import TWIN_MEASUREMENTS, Admit
 from protocol import ConsentEntry, Delta, TwinOps
 
 from ._erasure import Tombstones
+from ._index_gate import Stamps, index_gate
 from ._objection import FieldBlocks
 from ._rekey import Relinks
 
@@ -78,6 +81,18 @@ class IngestPolicy:
         return Generation(
             self._tombstones.generation + self._blocks.generation, self._relinks.generation
         )
+
+    def stamps(self) -> Stamps:
+        """The stamps of the views as this instance read them: take them *before*
+        :meth:`recheck`, so the lines it passes are checked against at least these."""
+        return self._tombstones.stamp, self._blocks.stamp, self._relinks.stamp
+
+    @staticmethod
+    def index_admit(seen: Stamps | None) -> Admit:
+        """The twin query index's ``admit`` step for values written after a
+        :meth:`recheck` at stamps ``seen`` (None: unknown, look everything up;
+        cloud_hub.privacy._index_gate)."""
+        return index_gate(seen)
 
     def admit(self, brand: str, device: str, delta: Delta) -> Admitted:
         """The twins' ops and consent entries of ``delta`` (from ``device`` of ``brand``)

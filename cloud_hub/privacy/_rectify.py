@@ -17,7 +17,8 @@ job per (twin, field) in the state store:
 
 1. ``staged``: the points holding the field, and any other field sharing such a point
    (as line protocol to write back), are recorded in one transaction;
-2. those points are deleted (idempotent), then the job is ``deleted``;
+2. those points are deleted (idempotent), then the job is ``deleted``; the field leaves
+   the twin query index;
 3. the recorded other fields are written back (idempotent: same series and time), a
    count checks the field is gone, and the job is ``done``.
 
@@ -39,7 +40,9 @@ from cloud_hub.store import (
     MEASUREMENT_OF,
     InfluxStore,
     StateStore,
+    TwinIndex,
     format_value,
+    parse_twin_lines,
     quote_ident,
     quote_str,
     typed_value,
@@ -51,6 +54,7 @@ from protocol import (
 )
 
 from ._commands import DeviceCommands
+from ._index_gate import index_gate
 from ._ledger import RequestLedger
 from ._objection import FieldBlocks
 from ._points import twin_points_where
@@ -78,9 +82,11 @@ class Rectifier:
         blocks: FieldBlocks,
         commands: DeviceCommands,
         store: InfluxStore,
+        index: TwinIndex,
         clock: Clock,
     ) -> None:
         self._state = state
+        self._index = index
         self._subjects = subjects
         self._ledger = ledger
         self._blocks = blocks
@@ -112,7 +118,12 @@ class Rectifier:
         if values:
             # The twin id devices use now: the newest key epoch's.
             current = max(twins, key=lambda t: int(t.split("-", 1)[0]))
-            await self._store.write(customer_lines(brand, current, values, received))
+            lines = customer_lines(brand, current, values, received)
+            await self._store.write(lines)
+            # Into the twin query index like any written value (a block since is respected).
+            await asyncio.to_thread(
+                self._index.apply, parse_twin_lines(lines), admit=index_gate(None)
+            )
         if restore:
             for name in restore:
                 await asyncio.to_thread(blocks.lift, brand, twins, name)
@@ -221,6 +232,8 @@ class Rectifier:
                 await asyncio.to_thread(self._renew, job)
                 await self._store.query(";".join(deletes[i : i + _DELETE_CHUNK]), write=True)
             await asyncio.to_thread(self._set_state, job, "deleted")
+        # The field leaves the twin query index with its points (also when resumed).
+        await asyncio.to_thread(self._index.drop_fields, brand, [twin], [field])
         await asyncio.to_thread(self._renew, job)
         await self._store.write(json.loads(keep))
         results = await self._store.query(

@@ -16,8 +16,9 @@ a device that holds both keys and knows the customer under the old id sends a
    built before it learnt of the alias.
 3. ``done``: after ``refresh_s`` more, every point of the old id (every measurement with
    a twin tag, ``_lines.TWIN_TAGGED``) is rewritten under the new id, the copy is checked,
-   and only then the old series are deleted. A crash anywhere resumes from the row's
-   state (the copy is idempotent: the same points land on the same keys).
+   and only then the old series are deleted; the twin query index merges the old id's
+   rows into the new id's. A crash anywhere resumes from the row's state (the copy is
+   idempotent: the same points land on the same keys).
 
 A link that cannot be checked within ``grace_s`` is ``refused``. The rows map old to new
 ids, so they live only until the old epoch is retired (``brand-key retire``): from then on
@@ -40,6 +41,7 @@ from cloud_hub.store import (
     InfluxStore,
     SharedView,
     StateStore,
+    TwinIndex,
     Tx,
     count_values,
     quote_ident,
@@ -84,6 +86,7 @@ class Relinks(SharedView[_Links]):
         state: StateStore,
         secrets_dir: Path,
         store: InfluxStore,
+        index: TwinIndex,
         metrics: Metrics,
         clock: Clock | None = None,
         is_erased: Callable[[str, str], bool] = lambda brand, twin: False,
@@ -95,6 +98,7 @@ class Relinks(SharedView[_Links]):
         self._clock: Clock = clock or SystemClock()
         self._secrets = Path(secrets_dir)
         self._store = store
+        self._index = index
         self._metrics = metrics
         self._is_erased = is_erased
         self._notify = notify
@@ -272,6 +276,8 @@ class Relinks(SharedView[_Links]):
         left = await self._count(brand, old)
         if left:
             raise StoreError(f"twin link {old}: {left} values still under the old id; retrying")
+        # The twin query index follows (idempotent: a rerun finds the old id gone).
+        await asyncio.to_thread(self._index.move, brand, old, new)
         await asyncio.to_thread(self._set, brand, old, "done", "", moved)
         self._metrics.inc("twinsync_hub_twin_links_total", state="done", reason="ok")
         log.info(
@@ -339,6 +345,7 @@ class Relinks(SharedView[_Links]):
             )
         for twin in left:
             await self._delete(twin_points_where(brand, [twin]))
+        await asyncio.to_thread(self._index.erase, brand, left)
         await asyncio.to_thread(self._forget_links, brand, epoch)
         (folder / f"{epoch}.key").unlink()
         await asyncio.to_thread(self.refresh)

@@ -1,12 +1,12 @@
 """Retention per field class: the hub's own sweeps under an InfluxDB policy ceiling.
 
 Each field class (``protocol.FieldClass``) lives in its own measurement
-(``cloud_hub.store._lines``), so a class's limit is one ``DELETE FROM <measurement> WHERE time <
-now - limit`` (for the brands this hub serves, or the whole measurement when it serves
-every brand). InfluxDB 1.x retention policies are per database, not per measurement, so
-the policy named ``influx.retention_policy`` is only the database-wide ceiling
-(``retention.ceiling``), created or altered at start-up; the sweeps enforce the shorter
-per-class limits.
+(``cloud_hub.store._lines``), so a class's limit is one ``DELETE FROM <measurement> WHERE
+time < now - limit`` (for the brands this hub serves, or the whole measurement when it
+serves every brand); the twin query index then drops the same values. InfluxDB 1.x
+retention policies are per database, not per measurement, so the policy named
+``influx.retention_policy`` is only the database-wide ceiling (``retention.ceiling``),
+created or altered at start-up; the sweeps enforce the shorter per-class limits.
 
 Several hub instances share the work through the state store: an instance sweeps a
 class only when nobody did for ``sweep_s``; it reads and claims the turn in one
@@ -19,6 +19,7 @@ class is in the store, so every instance reports the same
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 
 from cloud_hub._config import RetentionSettings, duration_ms
@@ -28,10 +29,11 @@ from cloud_hub.store import (
     CLASS_MEASUREMENT,
     InfluxStore,
     StateStore,
+    TwinIndex,
     quote_ident,
     quote_str,
 )
-from protocol import FIELD_CLASSES, Clock, FieldClass
+from protocol import FIELD_CLASSES, FIELDS, Clock, FieldClass
 
 __all__ = ["RetentionSweeper", "ensure_ceiling"]
 
@@ -67,11 +69,13 @@ class RetentionSweeper:
         *,
         state: StateStore,
         store: InfluxStore,
+        index: TwinIndex,
         clock: Clock,
         metrics: Metrics,
         brands: list[str],
     ) -> None:
         self._limits = settings.limits_ms()
+        self._index = index
         self._interval_ms = int(settings.sweep_s * 1000)
         self._store = store
         self._state = state
@@ -130,6 +134,15 @@ class RetentionSweeper:
             ";".join(f"DELETE FROM {measurement} WHERE {w}time < {cutoff_ns}" for w in wheres),
             write=True,
         )
+        # The twin query index drops the same values, a chunk of twins per transaction.
+        fields = [name for name, spec in FIELDS.items() if spec.field_class == cls]
+        cutoff_ms = now - self._limits[cls]
+        for brand in self._brands or await asyncio.to_thread(self._index.brands):
+            after: str | None = ""
+            while after is not None:
+                after = await asyncio.to_thread(
+                    functools.partial(self._index.expire, brand, fields, cutoff_ms, after=after)
+                )
         await asyncio.to_thread(self._done, cls, now)
         log.info("retention: %s points older than %d ms deleted", cls, self._limits[cls])
 

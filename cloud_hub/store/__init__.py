@@ -3,7 +3,9 @@
 InfluxDB holds the time series (``InfluxStore``, the line protocol in ``_lines``, the
 read side ``TwinReader`` with history and segment changes); the state store holds what
 every hub instance must agree on (``StateStore`` on a SQLite file or PostgreSQL, opened
-with ``state_store_from``; ``SharedView`` for state every instance keeps in memory).
+with ``state_store_from``; ``SharedView`` for state every instance keeps in memory) and
+the twin query index derived from InfluxDB (``TwinIndex`` writes it, ``IndexReader``
+queries it with a ``Filter``, ``rebuild_index``/``check_index`` against InfluxDB).
 Nothing here knows about devices, privacy or HTTP: the layers above pass it in.
 """
 
@@ -27,6 +29,7 @@ from ._lines import (
     consent_line,
     device_line,
     format_value,
+    parse_twin_lines,
     twin_lines,
     typed_value,
 )
@@ -49,11 +52,28 @@ from ._state_open import (
     wait_for_state,
 )
 from ._state_postgres import PostgresStateStore
-from ._state_schema import STATE_KEYS, STATE_TABLES
+from ._state_schema import STATE_KEYS, STATE_TABLES, TWIN_INDEX_TABLES
 from ._state_sqlite import SqliteStateStore
 from ._state_tx import Dialect, Result, Tx, marks
+from ._twin_filter import (
+    And,
+    Compare,
+    Filter,
+    HasProduct,
+    HasTag,
+    Not,
+    OneOf,
+    Or,
+    TwinColumn,
+    tag_fields,
+)
+from ._twin_index import TwinIndex, index_lock
+from ._twin_index_read import IndexPage, IndexReader, Position, SortKey
+from ._twin_index_rebuild import check_index, index_brands, rebuild_index
+from ._twin_rows import CHURN_FIELDS, Admit, IndexOp, chunks, stored_value
 
 __all__ = [
+    "CHURN_FIELDS",
     "CLASS_MEASUREMENT",
     "COPIED_TABLES",
     "DEFAULT_PAGE",
@@ -63,38 +83,63 @@ __all__ = [
     "MEASUREMENT_OF",
     "STATE_KEYS",
     "STATE_TABLES",
+    "TWIN_INDEX_TABLES",
     "TWIN_MEASUREMENTS",
     "TWIN_TAGGED",
+    "Admit",
+    "And",
+    "Compare",
     "Cursor",
     "Dialect",
+    "Filter",
+    "HasProduct",
+    "HasTag",
+    "IndexOp",
+    "IndexPage",
+    "IndexReader",
     "InfluxStore",
     "Migration",
+    "Not",
+    "OneOf",
+    "Or",
+    "Position",
     "PostgresStateStore",
     "Result",
     "SharedView",
+    "SortKey",
     "SqliteStateStore",
     "StateConflictError",
     "StateSchemaError",
     "StateStore",
     "StateStoreError",
     "StateUnavailableError",
+    "TwinColumn",
+    "TwinIndex",
     "TwinReader",
     "Tx",
     "bucket_advice",
     "bucket_count",
+    "check_index",
+    "chunks",
     "consent_line",
     "copy_state",
     "count_values",
     "device_line",
     "format_value",
+    "index_brands",
+    "index_lock",
     "marks",
     "open_state_retrying",
     "open_state_store",
     "parse_duration_ms",
+    "parse_twin_lines",
     "quote_ident",
     "quote_str",
+    "rebuild_index",
     "state_of",
     "state_store_from",
+    "stored_value",
+    "tag_fields",
     "twin_lines",
     "typed_value",
     "wait_for_state",

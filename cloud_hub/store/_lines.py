@@ -12,7 +12,18 @@ can delete them without touching the usage history in ``twin``.
 
 from __future__ import annotations
 
-from protocol import FIELD_CLASSES, FIELDS, HLC, ConsentEntry, FieldClass, TwinOps, ValueType
+import re
+
+from protocol import (
+    FIELD_CLASSES,
+    FIELDS,
+    HLC,
+    ConsentEntry,
+    FieldClass,
+    Scalar,
+    TwinOps,
+    ValueType,
+)
 
 __all__ = [
     "CLASS_MEASUREMENT",
@@ -22,6 +33,7 @@ __all__ = [
     "consent_line",
     "device_line",
     "format_value",
+    "parse_twin_lines",
     "twin_lines",
     "typed_value",
 ]
@@ -35,6 +47,7 @@ TWIN_MEASUREMENTS: tuple[str, ...] = tuple(CLASS_MEASUREMENT[c] for c in FIELD_C
 #: every measurement whose points carry a ``twin`` tag: the twin fields and the consent
 #: ledger (what a twin's move to a new key epoch takes along)
 TWIN_TAGGED: tuple[str, ...] = (*TWIN_MEASUREMENTS, "consent")
+_TWIN_PREFIXES = tuple(f"{m}," for m in TWIN_MEASUREMENTS)
 #: the measurement of each twin field
 MEASUREMENT_OF: dict[str, str] = {n: CLASS_MEASUREMENT[s.field_class] for n, s in FIELDS.items()}
 # field -> (value type, index of its measurement's line prefix): one dict lookup per op
@@ -80,6 +93,40 @@ def twin_lines(brand: str, device: str, twins: tuple[TwinOps, ...], out: list[st
             )
         n += len(twin_ops.ops)
     return n
+
+
+_ESCAPED = re.compile(r"\\(.)")
+
+
+def parse_twin_lines(lines: list[str]) -> list[tuple[str, str, str, str, int, Scalar]]:
+    """The twin points among ``lines`` (as :func:`twin_lines` and the privacy paths write
+    them: ``<measurement>,brand=..,device=..,twin=.. <field>=<value> <ns>``) as
+    (brand, twin, device, field, packed HLC, value); other lines are skipped. The
+    inverse of :func:`twin_lines`, for the index when a batch's lines were changed
+    after they were built (cloud_hub.ingest)."""
+    out: list[tuple[str, str, str, str, int, Scalar]] = []
+    for line in lines:
+        if not line.startswith(_TWIN_PREFIXES):
+            continue
+        head, _, rest = line.partition(" ")
+        pair, _, ns = rest.rpartition(" ")
+        name, _, raw = pair.partition("=")
+        kind = _TYPES.get(name)
+        if kind is None:
+            continue
+        tags = dict(tag.split("=", 1) for tag in head.split(",")[1:])
+        value: Scalar
+        if kind == "float":
+            value = float(raw)
+        elif kind == "int":
+            value = int(raw.removesuffix("i"))
+        elif kind == "bool":
+            value = raw in ("true", "t", "T", "True", "TRUE")
+        else:
+            value = _ESCAPED.sub(r"\1", raw[1:-1])
+        hlc = HLC.from_ns(int(ns)).pack()
+        out.append((tags["brand"], tags["twin"], tags["device"], name, hlc, value))
+    return out
 
 
 def device_line(brand: str, device: str, fields: dict[str, bool | int | str], ts_ms: int) -> str:

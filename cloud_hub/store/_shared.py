@@ -118,6 +118,13 @@ class SharedView(ABC, Generic[T]):
             self._loaded_at = time.monotonic()
 
     @property
+    def stamp(self) -> int:
+        """The stamp the view was last read at (it only grows): a writer that must know
+        whether the tables changed since compares it with the stamp row in its own
+        transaction (cloud_hub.privacy's index gate)."""
+        return self._stamp
+
+    @property
     def fresh(self) -> bool:
         """Whether the last re-read succeeded and was recent (a few ``refresh_s``): what
         readiness reports of the state store, without asking it."""

@@ -98,6 +98,14 @@ class StateStore(ABC):
             assert tx is not None  # waiting transactions always begin, or raise
             yield tx
 
+    def warm(self, *, readonly: bool) -> AbstractContextManager[Tx]:
+        """A transaction for work on large tables done again and again (the twin query
+        index: its queries, ingest's merges): :meth:`transaction`, except that the SQLite
+        store keeps a connection per thread for these, so the pages they touch stay in its
+        cache from one transaction to the next (PostgreSQL's pooled connections and shared
+        buffers already do). As durable as :meth:`transaction`."""
+        return self.transaction(readonly=readonly)
+
     @contextmanager
     def exclusive(self, name: str, *, wait: bool = True) -> Iterator[Tx | None]:
         """A write transaction holding the lock ``name`` (None when ``wait`` is False and

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from ._state import StateStore
 from ._state_errors import StateConflictError
-from ._state_schema import IDENTITY_COLUMNS, STATE_KEYS
+from ._state_schema import IDENTITY_COLUMNS, INDEX_COMPLETE, STATE_KEYS
 from ._state_tx import Row, Tx, ident, marks
 
 __all__ = ["COPIED_TABLES", "copy_state"]
@@ -35,6 +35,9 @@ def copy_state(source: StateStore, target: StateStore) -> dict[str, int]:
     of it)."""
     counts: dict[str, int] = {}
     with source.transaction(readonly=True) as src, target.transaction() as dst:
+        # A new store's one row of its own (its empty twin index is complete) is no hub
+        # state: the source's word on its index replaces it.
+        dst.execute("DELETE FROM registry_meta WHERE name = ?", (INDEX_COMPLETE,))
         held = [t for t in COPIED_TABLES if dst.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]
         if held:
             raise StateConflictError(

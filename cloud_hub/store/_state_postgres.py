@@ -114,6 +114,9 @@ class _PostgresTx(Tx):
             return True
         return bool(self.execute("SELECT pg_try_advisory_xact_lock(?)", (key,)).scalar())
 
+    def _lock_shared(self, key: int) -> None:
+        self.execute("SELECT pg_advisory_xact_lock_shared(?)", (key,))
+
 
 class PostgresStateStore(StateStore):
     """The state store in the PostgreSQL database ``target`` names (``state.url``)."""

@@ -5,7 +5,9 @@ modules created themselves before the state store existed (``CREATE TABLE IF NOT
 in each module, kept verbatim in tests/store/legacy_schema.sql), plus the store's own
 ``state_leases``. Migration 2 indexes the webhook queue's due time. On SQLite migration 1
 is written so that it also adopts a file made by an older hub: every statement is ``IF NOT
-EXISTS`` and a registry from before broker credentials gets its ``mqtt_hash`` column. On
+EXISTS`` and a registry from before broker credentials gets its ``mqtt_hash`` column.
+Migration 3 adds the twin query index (cloud_hub/store/_twin_index.py), complete at once
+on a store without devices, to be rebuilt from InfluxDB on one an older hub wrote. On
 PostgreSQL the types are mapped: INTEGER -> BIGINT (times are Unix ms), ``INTEGER PRIMARY KEY
 AUTOINCREMENT`` -> an identity column, TEXT -> ``TEXT COLLATE "C"`` so ``ORDER BY`` sorts
 by code point as SQLite does, whatever the database's locale (and BLOB -> BYTEA, should a
@@ -24,10 +26,12 @@ from ._state_tx import Tx
 
 __all__ = [
     "IDENTITY_COLUMNS",
+    "INDEX_COMPLETE",
     "POSTGRES_MIGRATIONS",
     "SQLITE_MIGRATIONS",
     "STATE_KEYS",
     "STATE_TABLES",
+    "TWIN_INDEX_TABLES",
 ]
 
 #: every table of the hub's state and its primary key, the store's own last (the order
@@ -51,10 +55,20 @@ STATE_KEYS: dict[str, tuple[str, ...]] = {
     "rewrite_jobs": ("id",),
     "webhooks": ("brand",),
     "webhook_queue": ("id",),
+    # the twin query index (migration 3, cloud_hub/store/_twin_index.py)
+    "twin_index": ("brand", "twin"),
+    "twin_fields": ("brand", "twin", "field"),
+    "twin_counter_parts": ("brand", "twin", "field", "device"),
+    "twin_products": ("brand", "twin", "product"),
     "state_leases": ("name",),
 }
-#: every table of migration 1, the store's own last
+#: every table of the hub's state, the store's own last
 STATE_TABLES = tuple(STATE_KEYS)
+#: the tables of the twin query index (migration 3): derived from InfluxDB, rebuildable
+TWIN_INDEX_TABLES = ("twin_index", "twin_fields", "twin_counter_parts", "twin_products")
+#: the ``registry_meta`` row saying the index holds every twin InfluxDB holds (set by
+#: migration 3 on a store with no devices yet, and by ``twinsync hub index rebuild``)
+INDEX_COMPLETE = "twin_index:complete"
 #: the tables whose key the database numbers (``AUTOINCREMENT``, an identity column)
 IDENTITY_COLUMNS = {"audit": "id", "rollouts": "id", "webhook_queue": "id"}
 
@@ -143,9 +157,61 @@ def _registry_credentials(tx: Tx) -> None:
 #: without an index each claim reads the whole queue, which grows while an endpoint is down
 _WEBHOOK_DUE = "CREATE INDEX IF NOT EXISTS webhook_queue_due ON webhook_queue (due_ms)"
 
+
+def _index(text: str, integer: str, real: str, clustered: str) -> tuple[str, ...]:
+    """Migration 3, the twin query index (cloud_hub/store/_twin_index.py), in a backend's
+    types: ``text``, ``integer`` (Unix ms, packed HLCs) and ``real`` (numbers);
+    ``clustered`` ends a table stored in its key's order (SQLite's ``WITHOUT ROWID``: a
+    twin's rows are read as one range, as a page's details and every merge read them)."""
+    t, i, r, c = text, integer, real, clustered
+    return (
+        # one row per twin: what every query lists, pages and sorts by
+        f"""CREATE TABLE twin_index (
+            brand {t} NOT NULL, twin {t} NOT NULL, first_seen_ms {i} NOT NULL,
+            last_seen_ms {i} NOT NULL, churn_risk {r}, PRIMARY KEY (brand, twin)){c}""",
+        "CREATE INDEX twin_index_last_seen ON twin_index (brand, last_seen_ms, twin)",
+        "CREATE INDEX twin_index_first_seen ON twin_index (brand, first_seen_ms, twin)",
+        "CREATE INDEX twin_index_churn ON twin_index (brand, churn_risk, twin) "
+        "WHERE churn_risk IS NOT NULL",
+        # one row per (twin, field): the merged value, numbers in num, text in txt
+        f"""CREATE TABLE twin_fields (
+            brand {t} NOT NULL, twin {t} NOT NULL, field {t} NOT NULL, device {t} NOT NULL,
+            hlc {i} NOT NULL, num {r}, txt {t}, PRIMARY KEY (brand, twin, field)){c}""",
+        "CREATE INDEX twin_fields_num ON twin_fields (brand, field, num, twin) "
+        "WHERE num IS NOT NULL",
+        "CREATE INDEX twin_fields_txt ON twin_fields (brand, field, txt, twin) "
+        "WHERE txt IS NOT NULL",
+        # each device's latest cumulative total of a counter field (the G-counter parts)
+        f"""CREATE TABLE twin_counter_parts (
+            brand {t} NOT NULL, twin {t} NOT NULL, field {t} NOT NULL, device {t} NOT NULL,
+            hlc {i} NOT NULL, num {r} NOT NULL, PRIMARY KEY (brand, twin, field, device)){c}""",
+        # which products a twin holds fields of (``product = coffee``)
+        f"""CREATE TABLE twin_products (
+            brand {t} NOT NULL, twin {t} NOT NULL, product {t} NOT NULL,
+            PRIMARY KEY (brand, twin, product)){c}""",
+        "CREATE INDEX twin_products_product ON twin_products (brand, product, twin)",
+    )
+
+
+def _index_complete_if_new(tx: Tx) -> None:
+    # A store with no devices has no twins in InfluxDB to index: complete as it is. One
+    # that has devices was written by an older hub: a rebuild fills it (docs/hub.md).
+    tx.execute(
+        "INSERT INTO registry_meta (name, value) SELECT ?, 1 "
+        "WHERE NOT EXISTS (SELECT 1 FROM devices)",
+        (INDEX_COMPLETE,),
+    )
+
+
 SQLITE_MIGRATIONS = (
     Migration(1, "hub state", _SQLITE_1, _registry_credentials),
     Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
+    Migration(
+        3,
+        "twin query index",
+        _index("TEXT", "INTEGER", "REAL", " WITHOUT ROWID"),
+        _index_complete_if_new,
+    ),
 )
 
 _T = 'TEXT COLLATE "C"'  # byte-order sorting and comparison, as in SQLite
@@ -214,4 +280,7 @@ _POSTGRES_1 = (
 POSTGRES_MIGRATIONS = (
     Migration(1, "hub state", _POSTGRES_1),
     Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
+    Migration(
+        3, "twin query index", _index(_T, _I, "DOUBLE PRECISION", ""), _index_complete_if_new
+    ),
 )

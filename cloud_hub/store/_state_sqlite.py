@@ -10,7 +10,10 @@ never fails half-way on a lock upgrade; a writer waits up to ``timeout_s`` for a
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +31,9 @@ from ._state_schema import SQLITE_MIGRATIONS
 from ._state_tx import Dialect, Params, Tx
 
 __all__ = ["SqliteStateStore"]
+
+#: the page cache of each thread's kept connections (KiB; SQLite's default is 2 MiB)
+_KEPT_CACHE_KIB = 32_768
 
 SQLITE = Dialect(
     "sqlite",
@@ -72,6 +78,10 @@ class _SqliteTx(Tx):
         # BEGIN IMMEDIATE made this the only writer of the file until it ends.
         return True
 
+    def _lock_shared(self, key: int) -> None:
+        # The same: one writer at a time is stricter than any shared lock.
+        return None
+
 
 class SqliteStateStore(StateStore):
     """The state store in the SQLite file ``path`` (created, with its folder, if missing)."""
@@ -82,6 +92,10 @@ class SqliteStateStore(StateStore):
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.timeout_s = timeout_s
+        #: each thread's kept connections (reader, writer) and the file (inode) it opened
+        self._readers = threading.local()
+        self._reader_list: list[sqlite3.Connection] = []
+        self._reader_lock = threading.Lock()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._use_wal()
@@ -146,5 +160,73 @@ class SqliteStateStore(StateStore):
         finally:
             db.close()
 
+    @contextmanager
+    def warm(self, *, readonly: bool) -> Iterator[Tx]:
+        """A transaction on this thread's own connection for ``readonly`` work, kept
+        between calls so its page cache stays warm (the twin query index reads and
+        merges much of large tables); reopened when the file was replaced, dropped after
+        an error. Writers take the write lock up front, as :meth:`transaction` does."""
+        db = self._kept(readonly)
+        try:
+            db.execute("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._drop(db, readonly)
+            raise _translate(exc, self.path) from exc
+        try:
+            yield _SqliteTx(db, self.path, readonly)
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            self._drop(db, readonly)
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                db.rollback()
+            self._drop(db, readonly)
+            raise _translate(exc, self.path) from exc
+
+    def _kept(self, readonly: bool) -> sqlite3.Connection:
+        try:
+            inode = os.stat(self.path).st_ino
+        except OSError as exc:
+            raise StateUnavailableError(
+                f"the state file {self.path} cannot be opened now ({exc.strerror}); retry later"
+            ) from exc
+        name = "reader" if readonly else "writer"
+        held: tuple[sqlite3.Connection, int] | None = getattr(self._readers, name, None)
+        if held is not None and held[1] == inode:
+            return held[0]
+        if held is not None:
+            self._drop(held[0], readonly)
+        try:
+            # check_same_thread=False only so close() may close it from another thread:
+            # it is used by this thread alone.
+            db = sqlite3.connect(
+                self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+            )
+            if readonly:
+                db.execute("PRAGMA query_only = ON")
+            db.execute(f"PRAGMA cache_size = -{_KEPT_CACHE_KIB}")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        setattr(self._readers, name, (db, inode))
+        with self._reader_lock:
+            self._reader_list.append(db)
+        return db
+
+    def _drop(self, db: sqlite3.Connection, readonly: bool) -> None:
+        setattr(self._readers, "reader" if readonly else "writer", None)
+        with self._reader_lock:
+            if db in self._reader_list:
+                self._reader_list.remove(db)
+        db.close()
+
     def close(self) -> None:
-        """Nothing stays open between transactions."""
+        """Close the kept connections of :meth:`warm` (other transactions keep nothing
+        open between them)."""
+        with self._reader_lock:
+            readers, self._reader_list = self._reader_list, []
+        for db in readers:
+            db.close()

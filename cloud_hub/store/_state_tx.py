@@ -111,6 +111,10 @@ class Tx(ABC):
     def _lock(self, key: int, *, wait: bool) -> bool:
         """Take the named lock until the transaction ends (False: held elsewhere)."""
 
+    @abstractmethod
+    def _lock_shared(self, key: int) -> None:
+        """Wait for the named lock in shared mode and hold it until the transaction ends."""
+
     # -- statements ----------------------------------------------------------------------
     def execute(self, sql: str, params: Params = ()) -> Result:
         """Run one statement with ``?`` placeholders; its rows are fetched at once."""
@@ -188,6 +192,16 @@ class Tx(ABC):
         transaction already excludes every other writer.)"""
         self._check_writable("lock")
         self._lock(lock_key(name), wait=True)
+
+    def lock_shared(self, name: str) -> None:
+        """Wait for the lock ``name`` in shared mode and hold it until this transaction
+        ends: any number of transactions hold it shared at once, none while another holds
+        it with :meth:`lock` (which waits for every shared holder to end). For many
+        writers that must not interleave with one rarer writer (ingest's index updates
+        and a privacy request's index change). (SQLite: a write transaction already
+        excludes every other writer.)"""
+        self._check_writable("lock_shared")
+        self._lock_shared(lock_key(name))
 
     def try_lock(self, name: str) -> bool:
         """Take the lock ``name`` until this transaction ends if nobody holds it."""

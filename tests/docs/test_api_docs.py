@@ -138,6 +138,24 @@ async def test_twin_answer_is_the_documented_shape(env: Env) -> None:
     assert body["scores"]["churn_risk"]["value"] == 0.25
 
 
+async def test_twin_list_answer_is_the_documented_shape(env: Env) -> None:
+    """GET .../twins with where, sort and fields: the answer and its items have exactly
+    the keys docs/hub.md's row and docs/brand-api.md's answer table document."""
+    route = "GET /v1/brands/{brand}/twins?where=&sort=&limit=&after=&fields="
+    row = _row(route)
+    query = "where=coffee.churn_risk%20%3E%200.1&sort=-coffee.churn_risk&fields=coffee.segment"
+    body = await env.get(f"/v1/brands/{BRAND}/twins?{query}&limit=1")
+    body["next"] = body.get("next", "")  # one twin: no next page, documented all the same
+    assert set(body) == _names(_after(row, "` | ")) - _names(_after(row, '"items":[')) | {"items"}
+    assert _keys(body["items"], frozenset({"fields", "segments"})) == _names(
+        _after(row, '"items":[')
+    )
+    assert body["items"][0]["fields"] == {"coffee.churn_risk": 0.25, "coffee.segment": 3}
+    documented = (REPO / "docs/brand-api.md").read_text()
+    for name in {*body, *(f"items[].{k}" for k in body["items"][0])} - {"brand"}:
+        assert f"| `{name}` |" in documented, name
+
+
 async def test_history_points_are_the_documented_shape(env: Env) -> None:
     """GET .../history: the answer, its raw points and its buckets have exactly the
     documented keys."""

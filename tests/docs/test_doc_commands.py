@@ -58,7 +58,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     ("docs/hub.md", r"^twinsync hub run\b", README_REAL),
     (
         "docs/hub.md",
-        r"^twinsync hub (keys|provision|broker-auth|brand-key|check-config|apikey|device)\b",
+        r"^twinsync hub (keys|provision|broker-auth|brand-key|check-config|apikey|device|index)\b",
         RUN_HERE,
     ),
     (
@@ -75,6 +75,11 @@ COVERAGE: list[tuple[str, str, str]] = [
         "docs/hub.md",
         r"^twinsync hub (models|rollout)\b",
         "tests/hub/test_rollout.py::test_models_and_rollouts_from_the_command_line",
+    ),
+    (
+        "docs/brand-api.md",
+        r"^curl ",
+        "tests/docs/test_api_docs.py::test_documented_curl_commands_are_answered_as_an_authenticated_client",
     ),
     ("docs/edge-agent.md", r"^twinsync edge check-config\b", RUN_HERE),
     ("docs/edge-agent.md", r"^twinsync edge run\b", README_REAL),
@@ -96,6 +101,15 @@ COVERAGE: list[tuple[str, str, str]] = [
         "(hub train --sim --unsigned) parses here",
     ),
     ("docs/privacy.md", r"^twinsync hub brand-key\b", RUN_HERE),
+    ("docs/brand-api.md", r"^twinsync hub apikey create\b", RUN_HERE),
+    (
+        "docs/brand-api.md",
+        r"^pip install /path/to/checkout(\[client\])?$",
+        "NOT RUN: installs this checkout (the same pip form runs for [hub] and [edge] in "
+        + README_REAL
+        + "); the client's examples run in "
+        "tests/docs/test_brand_api_docs.py::test_every_example_of_the_brand_api_page_runs_against_a_real_hub",
+    ),
     ("docs/simulation.md", r"^twinsync sim (stats|generate)\b", RUN_HERE),
     (
         "deploy/README.md",
@@ -254,6 +268,7 @@ def test_cheap_documented_commands_run(
         "deploy/mosquitto/README.md",
         "docs/edge-agent.md",
         "docs/privacy.md",
+        "docs/brand-api.md",
         "docs/simulation.md",
     ]
     mine = sorted(

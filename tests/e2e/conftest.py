@@ -21,6 +21,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub import SCOPES, ApiKeys, HubConfig, load_hub_config, provision_devices
+from cloud_hub.store import state_store_from
 from firmware_sim import FaultSpec, Fleet, FleetSpec, GroundTruth, Point, normalise_value
 from protocol import FIELDS
 from twinsync.services import LocalServices
@@ -126,18 +127,20 @@ secrets_dir = "secrets"
         faults=faults if faults is not None else FaultSpec(),
     )
     fleet = Fleet.generate(spec)
-    bundles = provision_devices(
-        config.registry.path,
-        config.keys.secrets_dir,
-        spec.brand,
-        [(d.device_id, d.product) for d in fleet.devices],
-        tmp / "bundles",
-        "127.0.0.1",
-        services.mosquitto.port,
-    )
+    # The state store the config names: the registry file, or PostgreSQL (hub_overrides).
+    with state_store_from(config.state) as state:
+        bundles = provision_devices(
+            state,
+            config.keys.secrets_dir,
+            spec.brand,
+            [(d.device_id, d.product) for d in fleet.devices],
+            tmp / "bundles",
+            "127.0.0.1",
+            services.mosquitto.port,
+        )
+        _key, token = ApiKeys(state).create(spec.brand, "tests", SCOPES)
     brand_key = (next(iter(bundles.values())).parent / "brand.key").read_bytes()
     truth = GroundTruth.compute(fleet, brand_key, 1, now_ms=time.time_ns() // 1_000_000)
-    _key, token = ApiKeys(config.registry.path).create(spec.brand, "tests", SCOPES)
     return Stack(tmp, services, config, hub_toml, bundles, fleet, truth, token)
 
 

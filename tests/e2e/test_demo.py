@@ -28,6 +28,7 @@ def test_demo_runs_a_fleet_and_prints_where_to_look(tmp_path: Path) -> None:
     bearer = r'curl -H "Authorization: Bearer \$TS_KEY" '
     assert re.search(bearer + r"http://127\.0\.0\.1:\d+/v1/brands/acme/twins/1-[0-9a-f]{32}", out)
     assert len(re.findall(r"^  1-[0-9a-f]{16}", out, re.M)) == 12  # the summary table rows
+    assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/dashboard/  \(brand acme", out, re.M)
     assert "disconnected from broker (" not in proc.stderr  # a clean stop is not a warning
     assert (tmp_path / "hub.toml").is_file()
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from cloud_hub import HubConfig, load_hub_config
-from cloud_hub.store import StateStore, state_store_from
+from cloud_hub.store import InfluxStore, StateStore, check_index, state_store_from
 from twinsync.services import LocalServices
 
 #: run a test on both state stores: the SQLite file and PostgreSQL (tests/hub/conftest.py)
@@ -53,6 +53,13 @@ class HubEnv:
         influxd, db = self.services.influxd, self.config.influx.database
         influxd.query(f'CREATE DATABASE "{db}"')
         influxd.write(db, lines)
+
+    async def index_differences(self) -> list[str]:
+        """Where the brand's twin query index differs from what InfluxDB holds (empty:
+        equal; cloud_hub.store.check_index)."""
+        with self.state() as state:
+            async with InfluxStore(self.config.influx) as store:
+                return await check_index(state, store, self.brand)
 
     def points(self) -> set[tuple[Any, ...]]:
         """Every twin point of every field class's measurement as (device, twin, ts_ns,

@@ -9,6 +9,7 @@ from _fakes import FakeDevice, get_json, now_hlc, send_json
 from hub_env import HubEnv
 
 from cloud_hub import Hub
+from twinsync.client import AsyncClient
 
 SUBJECT = "cora@example.test"
 
@@ -100,15 +101,12 @@ async def test_a_twin_is_scored_as_a_customer_across_its_products(
         )
     )
     await device.wait_acked({1})
-    twin = await get_json(
-        f"{hub.api_url}/v1/brands/{hub_env.brand}/twins/{eve}", token=hub_env.token
-    )
-    score = twin["scores"]["churn_risk"]
-    assert (score["value"], score["product"], score["model"]) == (0.61, "tv", "churn-tv@1")
-    other = device.twin("frank@example.test")
-    device.publish(device.delta(2, {other: [(h, "coffee.brews_total", 1)]}))
-    await device.wait_acked({2})
-    plain = await get_json(
-        f"{hub.api_url}/v1/brands/{hub_env.brand}/twins/{other}", token=hub_env.token
-    )
-    assert plain["scores"] == {}
+    async with AsyncClient(hub.api_url, hub_env.brand, api_key=hub_env.token) as api:
+        score = (await api.get_twin(eve)).scores.churn_risk
+        assert score is not None
+        assert (score.value, score.product, score.model) == (0.61, "tv", "churn-tv@1")
+        other = device.twin("frank@example.test")
+        device.publish(device.delta(2, {other: [(h, "coffee.brews_total", 1)]}))
+        await device.wait_acked({2})
+        plain = await api.get_twin(other)
+    assert plain.scores.churn_risk is None  # no product scored them yet

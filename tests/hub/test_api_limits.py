@@ -31,8 +31,12 @@ _HOUR_MS = 3_600_000
 _END_MS = 1_700_000_000_000
 _START_MS = _END_MS - _HOUR_MS
 
-#: every query parameter the API reads (cloud_hub/api/_app.py, _guard.py, _rollout_api.py)
+#: every query parameter the API reads (cloud_hub/api/_app.py, _twins.py, _guard.py,
+#: _rollout_api.py)
 _QUERY_PARAMS = (
+    "where",
+    "sort",
+    "fields",
     "field",
     "start",
     "end",
@@ -64,6 +68,9 @@ _HOSTILE = (
     "0ms",
     "'; DROP DATABASE x; --",
     '" OR 1=1',
+    "coffee.churn_risk > 0 or 1=1; --",
+    "(" * 200 + "coffee.strength = 1" + ")" * 200,
+    "not " * 100 + "coffee.strength = 1",
     "\x00",
     "x" * 4000,
 )
@@ -74,6 +81,7 @@ _PATH_PARAMS = {
     "cohort": "beta",
     "id": "1",
     "key_id": "0" * 12,
+    "module": "app.js",
 }
 _HOSTILE_PATH = {
     "twin": ("１-" + "0" * 32, "x" * 3000),
@@ -82,6 +90,7 @@ _HOSTILE_PATH = {
     "name": ("x" * 3000,),
     "cohort": ("x" * 3000, "²"),
     "key_id": ("²" * 12,),
+    "module": ("x" * 3000, "..", "%2e%2e%2f_app.py", "app.js\x00"),
 }
 
 

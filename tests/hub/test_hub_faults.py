@@ -3,7 +3,9 @@
 The hub kill and the two hubs run on both state stores (``@both_stores``): the SQLite
 file one host's instances share, and PostgreSQL, with which the two hubs are two hosts
 that share no file at all (each its own working directory and copy of the secrets, as
-an operator deploys them).
+an operator deploys them). In both, the twin query index ends equal to what InfluxDB
+holds: the two hubs merge one customer's deltas from four devices at once, and the batch
+a kill interrupts is indexed when the broker redelivers it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import aiohttp
 from _fakes import FakeDevice, now_hlc
+from _poll import eventually
 from hub_env import HubEnv, both_stores, make_config
 
 from cloud_hub import Hub, HubConfig, provision_devices
@@ -148,17 +151,24 @@ async def test_two_hubs_with_shared_subscription_write_every_point_once(
                 await h.ready.wait()
                 await h._mqtt.connected.wait()
             for d in devs:
+                # One customer on every device: each device's counter adds up, the newest
+                # strength wins; the two instances merge them into the index at once.
                 for seq in range(1, 26):
-                    d.publish(
-                        d.delta(
-                            seq, {d.twin("t"): [(now_hlc(counter=seq), "coffee.brews_total", seq)]}
-                        )
-                    )
+                    at = now_hlc(counter=seq)
+                    ops = [(at, "coffee.brews_total", seq), (at, "coffee.strength", seq % 5 + 1)]
+                    d.publish(d.delta(seq, {d.twin("t"): ops}))
             for d in devs:
                 await d.wait_acked(set(range(1, 26)), within=30)
             assert not any(d.rejected() for d in devs), [d.rejected() for d in devs]
             points = env.points()  # acked means durable: every point is already there
-            assert len(points) == 100, sorted(points)[:5]
+            assert len(points) == 200, sorted(points)[:5]
+            # ... and in the twin query index, merged as InfluxDB's last values say
+            assert await env.index_differences() == []
+            with env.state() as state, state.transaction(readonly=True) as tx:
+                total = tx.execute(
+                    "SELECT num FROM twin_fields WHERE field = 'coffee.brews_total'"
+                ).scalar()
+            assert total == 4 * 25
             got = [h.metrics.get("twinsync_hub_messages_total", kind="delta") for h in (h1, h2)]
             assert sum(got) == 100, got
             assert min(got) > 0, got
@@ -170,6 +180,13 @@ async def test_two_hubs_with_shared_subscription_write_every_point_once(
     finally:
         for d in devs:
             d.close()
+
+
+def _index_caught_up(env: HubEnv) -> Any:
+    async def check() -> bool:
+        return await env.index_differences() == []
+
+    return check
 
 
 def _spawn(cfg_path: Path) -> subprocess.Popen[bytes]:
@@ -234,6 +251,8 @@ secrets_dir = "{c.keys.secrets_dir}"
         proc = await _run_hub(cfg_path, api_port)
         await _wait_points(env, 201, within_s=40)
         assert _count(env) == 201
+        # The batch the kill interrupted was redelivered: the index has what InfluxDB has.
+        assert await eventually(_index_caught_up(env), within=20), await env.index_differences()
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

@@ -21,7 +21,7 @@ from hub_env import HubEnv, make_config
 
 from cloud_hub import SCOPES, ApiKeys, Hub, InfluxStore, Metrics, provision_devices
 from cloud_hub.privacy import Relinks
-from cloud_hub.store import state_of
+from cloud_hub.store import TwinIndex, state_of
 from protocol import TwinLink, pseudonymize
 from twinsync.services import LocalServices
 
@@ -77,10 +77,12 @@ async def _move_to_new_epoch(env: HubEnv, old: str, new: str) -> None:
     """The hub's key-rotation move of ``old`` to ``new`` (cloud_hub.privacy._rekey): copy, then
     DELETE the old id's points."""
     async with InfluxStore(env.config.influx) as store:
+        state = state_of(env.config.registry.path)
         relinks = Relinks(
-            state=state_of(env.config.registry.path),
+            state=state,
             secrets_dir=env.config.keys.secrets_dir,
             store=store,
+            index=TwinIndex(state=state),
             metrics=Metrics(),
         )
         relinks.propose(env.brand, "dev-0", [TwinLink(old, new)])

@@ -23,7 +23,7 @@ from cloud_hub import CloudHubError, Hub, Metrics
 from cloud_hub.cli import main as hub_cli
 from cloud_hub.privacy import Relinks
 from cloud_hub.registry import held_epochs, retire_in_bundles, rotate_brand_key
-from cloud_hub.store import InfluxStore
+from cloud_hub.store import InfluxStore, TwinIndex
 from edge_agent import Agent, load_config
 from protocol import Delta, SignalIn, TwinLink, packb, pseudonymize
 
@@ -178,7 +178,11 @@ async def test_a_move_interrupted_half_way_resumes_without_loss(hub_env: HubEnv)
         await store.write(lines)
         await store.write([line.replace(old, new) for line in lines[:25]])  # the crashed copy
         relinks = Relinks(
-            state=state, secrets_dir=env.config.keys.secrets_dir, store=store, metrics=Metrics()
+            state=state,
+            secrets_dir=env.config.keys.secrets_dir,
+            store=store,
+            index=TwinIndex(state=state),
+            metrics=Metrics(),
         )
         relinks.propose(env.brand, "dev-1", [TwinLink(old, new)])
         assert await relinks.step() == 1  # checked: dev-1 wrote the old twin -> aliased

@@ -16,7 +16,7 @@ from hub_env import HubEnv, both_stores, make_config
 
 from cloud_hub import ConfigError, Hub, Metrics, StoreError, load_hub_config
 from cloud_hub.privacy import RetentionSweeper
-from cloud_hub.store import InfluxStore, StateStore, open_state_store, twin_lines
+from cloud_hub.store import InfluxStore, StateStore, TwinIndex, open_state_store, twin_lines
 from protocol import HLC, Op, SystemClock, TwinOps, pseudonymize
 
 DAY_MS = 86_400_000
@@ -96,6 +96,7 @@ async def test_sweeps_are_shared_between_instances_and_failures_give_the_turn_ba
             settings.retention,
             state=on,
             store=influx,
+            index=TwinIndex(state=on),
             clock=SystemClock(),
             metrics=Metrics(),
             brands=[hub_env.brand],

@@ -21,7 +21,7 @@ from hub_env import both_stores
 from cloud_hub import HubConfig, Metrics, Registry, ensure_brand_key
 from cloud_hub.models import ModelRepo, RolloutStore
 from cloud_hub.privacy import FieldBlocks, Relinks, Tombstones
-from cloud_hub.store import InfluxStore, StateStore, open_state_store
+from cloud_hub.store import InfluxStore, StateStore, TwinIndex, open_state_store
 from protocol import SigningKey, TwinLink
 
 INSTANCES = 6
@@ -87,7 +87,7 @@ def test_instances_recording_rival_twin_links_at_once_keep_the_first(
     with instances(state_url) as stores:
         metrics = [Metrics() for _ in stores]
         relinks = [
-            Relinks(state=s, secrets_dir=secrets, store=influx, metrics=m)
+            Relinks(state=s, secrets_dir=secrets, store=influx, index=TwinIndex(state=s), metrics=m)
             for s, m in zip(stores, metrics, strict=True)
         ]
         links = [TwinLink(old, f"2-{i:032x}") for i in range(INSTANCES)]

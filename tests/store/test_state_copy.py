@@ -3,7 +3,8 @@ SQLite file of one host to PostgreSQL for several.
 
 The source is a state file written by the hub's own components (devices, a revocation,
 API keys and audit rows, an erasure's tombstone and request, a field block, a webhook and
-its queued event, a cohort, a rollout, a twin link, a retention turn, a removal job);
+its queued event, a cohort, a rollout, a twin link, a retention turn, a removal job, the
+twin query index's rows);
 the target is an empty store on each backend (``target``: a second SQLite file, then
 PostgreSQL). Every row arrives as it was, numbered columns go on after the copied
 numbers, the components work on the copy, and a target that already holds state is
@@ -27,10 +28,11 @@ from cloud_hub.store import (
     STATE_KEYS,
     StateConflictError,
     StateStore,
+    TwinIndex,
     copy_state,
     open_state_store,
 )
-from protocol import SigningKey, SystemClock
+from protocol import HLC, SigningKey, SystemClock
 
 BRAND = "acme"
 ANN = "1-" + "a" * 32
@@ -88,6 +90,14 @@ def _fill(store: StateStore) -> str:
             {**job, "id": "j-1", "state": "staged", "points": "[]", "keep": "[]"},
         )
     store.try_lease("retention:profile", "hub-1", now_ms=1, ttl_ms=10**12)
+    # the twin query index: a lww field, a counter's part and a churn score
+    TwinIndex(state=store).apply(
+        [
+            (BRAND, ANN, "m-0", "coffee.strength", HLC(10, 0).pack(), 3),
+            (BRAND, ANN, "m-0", "coffee.brews_total", HLC(10, 1).pack(), 12),
+            (BRAND, ANN, "m-1", "coffee.churn_risk", HLC(11, 0).pack(), 0.25),
+        ]
+    )
     return token
 
 

@@ -22,16 +22,18 @@ from state_env import Target, read_json
 from cloud_hub.store import (
     STATE_KEYS,
     STATE_TABLES,
+    TWIN_INDEX_TABLES,
     Migration,
     StateSchemaError,
     StateStore,
+    TwinIndex,
     open_state_store,
 )
 
 #: the tables the hub's modules made themselves until they moved onto the store
 LEGACY_SCHEMA = Path(__file__).with_name("legacy_schema.sql")
 #: every migration this hub ships, by number
-SHIPPED = [(1, "hub state"), (2, "webhook queue due index")]
+SHIPPED = [(1, "hub state"), (2, "webhook queue due index"), (3, "twin query index")]
 
 
 def tables(store: StateStore) -> set[str]:
@@ -127,6 +129,13 @@ def test_migrating_an_empty_database_creates_the_whole_hub_schema(target: Target
             )
 
 
+def test_the_twin_index_of_a_new_store_is_complete(target: Target) -> None:
+    """A store without devices has no twins in InfluxDB to index: migration 3 marks its
+    (empty) twin index complete, so no rebuild is asked for."""
+    with target.open() as store:
+        assert TwinIndex(state=store).complete()
+
+
 def test_migrating_again_changes_nothing(target: Target) -> None:
     with target.open() as store:
         with store.transaction() as tx:
@@ -139,7 +148,10 @@ def test_migrating_again_changes_nothing(target: Target) -> None:
         assert columns(again) == before
         with again.transaction(readonly=True) as tx:
             assert tx.execute("SELECT * FROM schema_migrations").fetchall() == recorded
-            assert tx.execute("SELECT value FROM registry_meta").scalar() == 7
+            assert (
+                tx.execute("SELECT value FROM registry_meta WHERE name = 'generation'").scalar()
+                == 7
+            )
 
 
 def test_processes_starting_together_apply_each_migration_once(target: Target) -> None:
@@ -191,7 +203,9 @@ def test_a_failed_migration_leaves_nothing_behind(target: Target) -> None:
             ("CREATE TABLE half_done (a INTEGER)", "CREATE TABLE (no name)"),
         )
         store._migrations = lambda: (*shipped, broken)  # type: ignore[method-assign]
-        with pytest.raises(StateSchemaError, match=r"migration 3 \(broken\).*nothing of this run"):
+        with pytest.raises(
+            StateSchemaError, match=rf"migration {len(shipped) + 1} \(broken\).*nothing of this run"
+        ):
             store.migrate()
         assert store.version() == 0  # the others ran in the same transaction: undone too
         assert tables(store) == set()
@@ -240,7 +254,8 @@ def test_migration_1_has_the_columns_the_hub_modules_created(tmp_path: Path) -> 
     with open_state_store(f"sqlite:///{tmp_path / 'new.sqlite'}") as store:
         migrated = columns(store)
         assert indexes(store)["audit_brand"] == ("audit", tuple(audit_index))
-    assert set(found) == set(STATE_TABLES) - {"state_leases"}  # the store's own is new
+    # the store's own and the twin query index (migration 3) are new
+    assert set(found) == set(STATE_TABLES) - {"state_leases", *TWIN_INDEX_TABLES}
     assert {t: migrated[t] for t in found} == found
 
 
@@ -267,5 +282,7 @@ def test_an_existing_hub_file_is_adopted_with_its_rows(tmp_path: Path) -> None:
             ]
             assert tx.execute("SELECT * FROM tombstones").fetchall() == [("acme", "1-00", 9, "r")]
         assert set(STATE_TABLES) <= tables(store)
+        # Its twins are in InfluxDB only: the twin index waits for a rebuild.
+        assert not TwinIndex(state=store).complete()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)

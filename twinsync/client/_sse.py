@@ -1,0 +1,79 @@
+"""Server-Sent Events, parsed without I/O: the live segment-change stream.
+
+The hub sends ``event: segment_change`` with ``id: <time_ms>`` and the change as JSON
+``data``, a comment line (``: keepalive``) every 15 s, and ``event: overflow`` with
+``{"dropped": n}`` when this client fell behind. :class:`EventParser` takes lines as they
+arrive and yields whole events (the SSE rules: ``field: value`` lines, a blank line ends
+an event, several ``data`` lines are joined by newlines, comments are skipped).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from pydantic import ValidationError
+
+from ._errors import ResponseError
+from ._results import SegmentChange, StreamOverflow
+
+__all__ = ["EventParser", "ServerEvent", "stream_item"]
+
+#: a longer event line is not the hub's: refuse it rather than grow without bound
+_MAX_LINE = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class ServerEvent:
+    """One event: its type, data and id."""
+
+    event: str
+    data: str
+    id: str | None
+
+
+class EventParser:
+    """Whole events from the stream's lines (each line with or without its newline)."""
+
+    def __init__(self) -> None:
+        self._event = ""
+        self._data: list[str] = []
+        self._id: str | None = None
+
+    def line(self, raw: bytes) -> ServerEvent | None:
+        """Take one line; return the event it completes, if it does."""
+        if len(raw) > _MAX_LINE:
+            raise ResponseError(f"an event stream line is longer than {_MAX_LINE} bytes")
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            return self._dispatch()
+        if text.startswith(":"):
+            return None  # a comment: the keepalive
+        name, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if name == "event":
+            self._event = value
+        elif name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = value
+        return None
+
+    def _dispatch(self) -> ServerEvent | None:
+        event, data = self._event or "message", self._data
+        self._event, self._data = "", []
+        if not data:
+            return None
+        return ServerEvent(event, "\n".join(data), self._id)
+
+
+def stream_item(event: ServerEvent) -> SegmentChange | StreamOverflow | None:
+    """What a stream event means to the caller (None: an event type it does not know)."""
+    try:
+        if event.event == "segment_change":
+            return SegmentChange.model_validate_json(event.data)
+        if event.event == "overflow":
+            return StreamOverflow.model_validate(json.loads(event.data))
+    except (ValidationError, ValueError) as exc:
+        raise ResponseError(f"unreadable {event.event} event: {exc}") from None
+    return None

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from . import _tags  # noqa: F401 - registers the tag fields before _KINDS reads FIELDS
 from ._catalog import FIELDS, Scalar
 from ._codec import DEFAULT_LIMITS, Limits, unpackb
 from ._consent import (

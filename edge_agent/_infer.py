@@ -5,8 +5,9 @@ Sits between consent and delta: every accepted signal updates its customer's
 :class:`protocol.SignalBaseline`; the anomaly model scores each gauge reading, and the
 segment and churn models re-score a customer at most every ``every_ms`` of signal time.
 What comes out are twin field values (``<product>.segment``, ``.churn_risk``,
-``.anomalies_total`` and the ``*_model`` refs beside them, and the features themselves as
-``<product>.f_<feature>``) that the twin book turns into ops like any other. Raw behaviour
+``.anomalies_total`` and the ``*_model`` refs beside them, the features themselves as
+``<product>.f_<feature>``, and the behaviour tags ``<product>.tag_<name>`` with the
+catalog ref ``<product>.tags_ref``) that the twin book turns into ops like any other. Raw behaviour
 never leaves the device: only these values do.
 
 State (feature buckets, baselines, last scoring time) is JSON-able and is persisted by the
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from protocol import (
     FEATURE_FIELDS,
     MODEL_FIELDS,
+    TAGS_REF_FIELDS,
     Coverage,
     FeatureState,
     LocalTime,
@@ -33,6 +35,7 @@ from protocol import (
 
 if TYPE_CHECKING:
     from ._models import ModelStore
+    from ._tags import TagBook
 
 __all__ = ["STATE_FIELD", "ModelRunner"]
 
@@ -51,8 +54,18 @@ class ModelRunner:
     reported in, whoever the signal was about) is shared by its customers' features.
     """
 
-    def __init__(self, store: ModelStore, product: str, every_ms: int, zone: str = "UTC") -> None:
+    def __init__(
+        self,
+        store: ModelStore,
+        product: str,
+        every_ms: int,
+        zone: str = "UTC",
+        *,
+        tags: TagBook | None = None,
+    ) -> None:
         self.store = store
+        #: the behaviour tag catalog, evaluated on the vector the models score (None: no tags)
+        self.tags = tags
         self.product = product
         self.every_ms = every_ms
         self.clock = LocalTime(zone)
@@ -62,7 +75,8 @@ class ModelRunner:
         self._baselines: dict[str, SignalBaseline] = {}
         self._dirty: set[str] = set()
         self._field = {name: MODEL_FIELDS[(product, name)] for name in _OUTPUTS}
-        self._features_fields = [FEATURE_FIELDS[(product, n)] for n in feature_names(product)]
+        self._names = feature_names(product)
+        self._features_fields = [FEATURE_FIELDS[(product, n)] for n in self._names]
 
     def restore(self, values: dict[tuple[str, str], Any]) -> None:
         """Load persisted state (the twin book's values after the outbox loaded them)."""
@@ -152,6 +166,10 @@ class ModelRunner:
                     (self._field["churn_risk"], round(churn[0], 4)),
                     (self._field["churn_model"], churn[1]),
                 ]
+            if self.tags is not None:
+                catalog = self.tags.catalog
+                held = catalog.evaluate(self.product, dict(zip(self._names, vector, strict=True)))
+                out += [*held.items(), (TAGS_REF_FIELDS[self.product], catalog.ref)]
         return out
 
     def take_state(self) -> list[tuple[str, dict[str, Any]]]:

@@ -316,6 +316,15 @@ class IndexSettings(_Section):
     enabled: bool = True
 
 
+class TagSettings(_Section):
+    """Behaviour tags (docs/edge-agent.md, "Behaviour tags")."""
+
+    #: a tag catalog document (version 2 or more) the hub checks at start-up, signs with
+    #: its key and sends, retained, to every brand's devices; unset: devices keep the
+    #: default catalog they ship
+    catalog: Path | None = None
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -330,6 +339,7 @@ class HubConfig(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
+    tags: TagSettings = TagSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

@@ -40,7 +40,14 @@ from cloud_hub.api import (
     install,
 )
 from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
-from cloud_hub.models import ModelPublisher, ModelRepo, RolloutStore, url_signer
+from cloud_hub.models import (
+    ModelPublisher,
+    ModelRepo,
+    RolloutStore,
+    TagPublisher,
+    load_catalog,
+    url_signer,
+)
 from cloud_hub.privacy import (
     ConsentChanges,
     DeviceCommands,
@@ -103,6 +110,7 @@ class Hub:
     models: ModelRepo
     rollouts: RolloutStore
     retention: RetentionSweeper
+    tags: TagPublisher
 
     def __init__(
         self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
@@ -170,6 +178,18 @@ class Hub:
             base_url=lambda: config.models.public_url or self.api_url,
             interval_s=config.models.reconcile_s,
             brands=config.mqtt.brands,
+        )
+        tag_catalog = config.tags.catalog
+        self.tags = TagPublisher(
+            catalog=None if tag_catalog is None else load_catalog(tag_catalog, key, clock.now_ms()),
+            key=key,
+            clock=clock,
+            brands=lambda: [
+                b
+                for b in self.registry.brands()
+                if not config.mqtt.brands or b in config.mqtt.brands
+            ],
+            publish=self._mqtt.publish,
         )
         self.retention = RetentionSweeper(
             config.retention,
@@ -310,6 +330,7 @@ class Hub:
                     keys=self.api_keys,
                     influx=self.config.influx,
                     retention=self.config.retention,
+                    tag_catalogs=self.tags.catalogs,
                 ),
             )
             add_rollout_routes(
@@ -407,6 +428,7 @@ class Hub:
             ("views", self._follow_views),
             ("ingest", self._ingest),
             ("publisher", self._after_start(self._publisher.run)),
+            ("tags", self._after_start(self.tags.run)),
             ("feed", self._after_start(self.feed.run)),
             ("webhooks", self._after_start(self._webhook_sender.run)),
             ("relinks", self._after_start(self.relinks.run)),

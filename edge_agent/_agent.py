@@ -166,6 +166,7 @@ class Agent:
             updater=self._updater,
             on_consent=self._privacy.consent_from_hub,
             on_tombstones=self._privacy.forget,
+            on_tags=None if self._tags is None else self._tags.offer,
         )
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()

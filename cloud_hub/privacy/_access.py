@@ -39,7 +39,7 @@ assert set(PURPOSE_TEXT) == set(PURPOSES)
 _OUTPUT_OF = {field: (product, name) for (product, name), field in MODEL_FIELDS.items()}
 _TAG_OF = {field: (product, name) for (product, name), field in TAG_FIELDS.items()}
 _TAGS_REFS = frozenset(TAGS_REF_FIELDS.values())
-#: the tag catalogs whose rules this hub can quote, by ref (``tags@<n>``)
+# the catalog every agent ships (the hub adds the one it is configured with)
 _KNOWN_CATALOGS: Mapping[str, TagCatalog] = {DEFAULT_TAGS.ref: DEFAULT_TAGS}
 _REF_OF = {
     "segment": "segment_model",
@@ -81,10 +81,12 @@ def _explain(name: str, value: Any, model: str | None) -> str:
     )
 
 
-def _tag(name: str, value: Any, updated_ms: int, ref: str | None) -> dict[str, Any]:
+def _tag(
+    name: str, value: Any, updated_ms: int, ref: str | None, catalogs: Mapping[str, TagCatalog]
+) -> dict[str, Any]:
     """A tag with the rule that set it (as the catalog the device used states it)."""
     product, tag = _TAG_OF[name]
-    catalog = _KNOWN_CATALOGS.get(ref or "")
+    catalog = catalogs.get(ref or "")
     definition = None if catalog is None else catalog.definition(name)
     return {
         "field": name,
@@ -98,8 +100,15 @@ def _tag(name: str, value: Any, updated_ms: int, ref: str | None) -> dict[str, A
     }
 
 
-def twin_export(twin: str, state: TwinState, points: int) -> dict[str, Any]:
-    """One twin's part of an access export."""
+def twin_export(
+    twin: str,
+    state: TwinState,
+    points: int,
+    *,
+    catalogs: Mapping[str, TagCatalog] = _KNOWN_CATALOGS,
+) -> dict[str, Any]:
+    """One twin's part of an access export (``catalogs``: the tag catalogs whose rules
+    it can quote, by ref)."""
     fields = state.fields()
     out_fields = []
     predictions = []
@@ -120,7 +129,13 @@ def twin_export(twin: str, state: TwinState, points: int) -> dict[str, Any]:
         if name in _TAG_OF:
             ref_fv = fields.get(TAGS_REF_FIELDS[_TAG_OF[name][0]])
             tags.append(
-                _tag(name, fv.value, fv.updated_ms, None if ref_fv is None else str(ref_fv.value))
+                _tag(
+                    name,
+                    fv.value,
+                    fv.updated_ms,
+                    None if ref_fv is None else str(ref_fv.value),
+                    catalogs,
+                )
             )
         if _class(name) == "prediction":
             product, output = _OUTPUT_OF[name]

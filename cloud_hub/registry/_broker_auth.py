@@ -61,7 +61,7 @@ __all__ = [
 
 ADMIN_USER = "twinsync-admin"
 #: the brand-wide downlinks every device subscribes to (protocol.broadcast_topic names)
-BROADCASTS = ("tombstone", "consent")
+BROADCASTS = ("tombstone", "consent", "tags")
 _ITERATIONS = 101  # what mosquitto_passwd (2.0) writes
 _HUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HUB_IDS_FILE = "mqtt-hub.clients"

@@ -423,12 +423,14 @@ class Hub:
 
     def _loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The background loops, each supervised on its own (cloud_hub._supervise)."""
+        # the configured tag catalog to every brand's devices (none configured: no loop)
+        tags = [("tags", self._after_start(self.tags.run))] if self.tags.catalog else []
         return [
+            *tags,
             # tombstones, field blocks and twin links, re-read off the event loop
             ("views", self._follow_views),
             ("ingest", self._ingest),
             ("publisher", self._after_start(self._publisher.run)),
-            ("tags", self._after_start(self.tags.run)),
             ("feed", self._after_start(self.feed.run)),
             ("webhooks", self._after_start(self._webhook_sender.run)),
             ("relinks", self._after_start(self.relinks.run)),

@@ -98,9 +98,8 @@ class TagPublisher:
         log.info("tag catalog %s published to brand %s", self.catalog.ref, brand)
 
     async def run(self) -> None:
-        """Publish to every brand with devices, and to each new one as it appears."""
-        if self.catalog is None:
-            return
+        """Publish to every brand with devices, and to each new one as it appears (the
+        hub runs it only with a catalog configured)."""
         while True:
             for brand in await asyncio.to_thread(self._brands):
                 if brand not in self._sent:

@@ -7,7 +7,7 @@ client id) or inherit its persistent session:
 - **a device**: user and client id ``<brand>.<device>`` (neither part can hold a dot);
   it may publish only its own ``delta`` and ``status``, and subscribe to and receive only
   its own ``ack``, ``desired`` and ``model`` and its brand's broadcasts (``tombstone``,
-  ``consent``), each by its literal topic: no wildcard, no ``$share`` group, nothing of
+  ``consent``, ``tags``), each by its literal topic: no wildcard, no ``$share`` group, nothing of
   another device or brand.
 - **a hub instance**: user and client id are the instance's ``mqtt.client_id``
   (``twinsync-hub-1``, ``-2``, ...). One account per instance, because one account can

@@ -5,8 +5,9 @@ The hub is configured with a catalog (``[tags] catalog``, version 2), signs it w
 key and publishes it retained on the brand's ``broadcast/tags``; the agent takes it, its
 tags follow the new rules with ``tags@2`` beside them, and the access export quotes the
 new rule. Then an attacker on the broker tries a catalog signed by another key, a replay
-of the captured older catalog after a newer one, an oversized catalog and another
-brand's catalog: each is refused and counted, and the catalog in use stays.
+of the captured older catalog after a newer one, an oversized catalog, another brand's
+catalog and one signed with a device's key: each is refused and counted, and the
+catalog in use stays.
 """
 
 from __future__ import annotations
@@ -179,6 +180,13 @@ async def test_a_configured_catalog_reaches_devices_and_forgeries_do_not(
             )
             tap.publish(other)
             assert await eventually(lambda: agent.stats["bad_acks"] == bad_before + 1)
+            # A device's own key (as a compromised device would sign): not a hub key.
+            device_key = SigningKey.from_bytes(
+                (env.bundles["dev-1"].parent / "device.key").read_bytes()
+            )
+            offer = TagsOffer(catalog=_catalog(8, "usual_days >= 0").sign(device_key).to_json())
+            tap.publish(seal_downlink(device_key, "tags", env.brand, BROADCAST, offer))
+            assert await eventually(lambda: agent.stats["bad_acks"] == bad_before + 2)
             assert tags.catalog.ref == "tags@3"
             assert agent.stats["downlinks_refused"] >= 3
         # The refusals survive a restart: the agent starts on tags@3 again.

@@ -20,6 +20,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from _fakes import FakeDevice, get_json, now_hlc, send_json
+from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import Hub, ensure_hub_key
@@ -61,12 +62,13 @@ class _Sniffer:
         with self._lock:
             self.payloads.append(bytes(msg.payload))
 
-    def ops(self, env: HubEnv) -> dict[str, dict[str, list[Any]]]:
-        """twin -> field -> values sent, from every sealed delta opened with the hub key."""
+    def ops(self, env: HubEnv, since: int = 0) -> dict[str, dict[str, list[Any]]]:
+        """twin -> field -> values sent (in payloads from the ``since``-th on), from every
+        sealed delta opened with the hub key."""
         opener = BodyOpener([hub_box_key(ensure_hub_key(env.config.keys.secrets_dir))])
         out: dict[str, dict[str, list[Any]]] = {}
         with self._lock:
-            payloads = list(self.payloads)
+            payloads = list(self.payloads[since:])
         for payload in payloads:
             delta = decode_body("delta", opener.open(open_envelope(payload).envelope))
             assert isinstance(delta, Delta)
@@ -244,3 +246,52 @@ async def test_bad_tag_corrections_are_refused_and_change_nothing(
         assert "true or false" in answer["error"]["message"]
     fields = await _twin(hub, hub_env, ann)
     assert fields["coffee.tag_evening_routine"]["value"] is True
+
+
+async def test_an_objection_removes_tags_and_stops_them_on_the_device(
+    hub: Hub, hub_env: HubEnv, tmp_path: Path
+) -> None:
+    env = hub_env
+    sniffer = _Sniffer(env.services.mosquitto.port, env.brand)
+    try:
+        async with _agent(env, tmp_path) as agent:
+            assert agent._book is not None
+            ann = agent._book.twin_of(ANN)
+            agent.set_consent(ANN, {"analytics": True, "personalization": True}, "v1")
+            signals = _evenings([ANN])
+            await agent.ingest_many(signals)
+            assert await agent.drained(20)
+            assert await _tagged(hub, env, "evening_routine") == [ann]
+            base = f"{hub.api_url}/v1/brands/{env.brand}/privacy"
+            status, receipt = await send_json(
+                "POST", f"{base}/objection", {"subject": ANN}, env.token
+            )
+            assert status == 200, receipt
+            assert not {f for f in await _twin(hub, env, ann) if f in _TAGS}
+            assert await _tagged(hub, env, "evening_routine") == []
+            assert await eventually(lambda: not agent.consent_state(ANN)["personalization"])
+            sent_before = len(sniffer.payloads)
+            # 150 morning brews yesterday: evening_routine would now be lost (a change
+            # the device would send) and the coffee count changes: no tag may leave.
+            now = int(time.time() * 1000)
+            morning = now - now % DAY - DAY + 6 * HOUR
+            seq = signals[-1].seq
+            await agent.ingest_many(
+                [
+                    SignalIn(
+                        seq=seq + i + 1,
+                        ts=morning + i * 2 * MIN,
+                        subject=ANN,
+                        name="coffee.brew",
+                        value=1,
+                    )
+                    for i in range(150)
+                ]
+            )
+            assert await agent.drained(20)
+        later = sniffer.ops(env, since=sent_before)
+    finally:
+        sniffer.close()
+    assert later[ann]["coffee.brews_total"]  # usage keeps flowing
+    assert not {f for f in later[ann] if f in _TAGS or f == "coffee.tags_ref"}
+    assert not {f for f in await _twin(hub, env, ann) if f in _TAGS}

@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from _fakes import FakeDevice, get_json, now_hlc, send_json
 from _poll import eventually
-from hub_env import HubEnv
+from hub_env import HubEnv, both_stores
 
 from cloud_hub import Hub, ensure_hub_key
 from edge_agent import Agent, load_config
@@ -169,6 +169,7 @@ async def test_tags_reach_twin_and_index_and_only_with_profiling_consent(
     assert await _tagged(hub, env, "weekend_heavy") == []
 
 
+@both_stores
 async def test_export_quotes_the_rule_and_a_suppressed_tag_stays_suppressed(
     hub: Hub, hub_env: HubEnv, tmp_path: Path
 ) -> None:

@@ -7,11 +7,14 @@ import json
 import pytest
 
 from protocol import (
+    BROADCAST,
     DEFAULT_TAGS,
     FIELDS,
     MAX_CATALOG_BYTES,
     MAX_RULE_CHARS,
     TAG_FIELDS,
+    Envelope,
+    LimitError,
     SchemaError,
     SignatureError,
     SigningKey,
@@ -19,8 +22,13 @@ from protocol import (
     TagDefinition,
     TagError,
     TagRule,
+    TagsOffer,
     TwinSyncError,
+    decode_body,
     feature_names,
+    open_envelope,
+    packb,
+    seal,
 )
 
 TV = feature_names("tv")
@@ -180,3 +188,39 @@ def test_default_catalog_evaluates_every_product_on_its_own_features() -> None:
     assert definition is not None
     assert "habit_watch_min_per_day >= 180" in definition.rule
     assert DEFAULT_TAGS.definition("tv.tag_nothing") is None
+
+
+def test_a_tags_offer_round_trips_in_a_hub_signed_broadcast_envelope() -> None:
+    key = SigningKey.generate()
+    catalog = TagCatalog(2, DEFAULT_TAGS.tags).sign(key)
+    offer = TagsOffer(catalog=catalog.to_json())
+    envelope = Envelope(
+        kind="tags", brand="acme", device=BROADCAST, seq=0, kid=key.kid, sent_ms=1,
+        body=packb(offer.to_wire()),
+    )  # fmt: skip
+    opened = open_envelope(seal(envelope, key)).verify(key.public)
+    assert (opened.kind, opened.device) == ("tags", BROADCAST)
+    decoded = decode_body("tags", opened.body)
+    assert decoded == offer
+    assert isinstance(decoded, TagsOffer)
+    assert TagCatalog.from_json(decoded.catalog) == catalog
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        ({"catalog": "{}"}, None),  # decodes: the catalog's own checks refuse it later
+        ({}, SchemaError),
+        ({"catalog": 5}, SchemaError),
+        ({"catalog": "{}", "extra": 1}, SchemaError),
+        ({"catalog": "x" * (2 * MAX_CATALOG_BYTES + 1)}, LimitError),
+    ],
+)
+def test_malformed_tags_offers_are_refused_whole(
+    body: dict[str, object], error: type[Exception] | None
+) -> None:
+    if error is None:
+        decode_body("tags", packb({"catalog": "{}"}))
+        return
+    with pytest.raises(error):
+        decode_body("tags", packb(body))

@@ -181,7 +181,7 @@ class Hub:
         )
         tag_catalog = config.tags.catalog
         self.tags = TagPublisher(
-            catalog=None if tag_catalog is None else load_catalog(tag_catalog, key, clock.now_ms()),
+            catalog=None if tag_catalog is None else load_catalog(tag_catalog, key),
             key=key,
             clock=clock,
             brands=lambda: [

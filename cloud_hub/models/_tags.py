@@ -39,9 +39,14 @@ __all__ = ["TagPublisher", "load_catalog"]
 log = logging.getLogger("cloud_hub.tags")
 
 
-def load_catalog(path: Path, key: SigningKey, now_ms: int) -> TagCatalog:
+def load_catalog(path: Path, key: SigningKey) -> TagCatalog:
     """The catalog file at ``path``, checked and signed with ``key`` (ConfigError naming
-    the setting and what to change when it cannot be used)."""
+    the setting and what to change when it cannot be used).
+
+    Signed as it is (Ed25519 signatures are deterministic): every hub instance reading
+    the same file publishes the same bytes, which devices take as one catalog. A stamp
+    of each instance's start time would make two documents of one version, and devices
+    would refuse the second."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -56,8 +61,7 @@ def load_catalog(path: Path, key: SigningKey, now_ms: int) -> TagCatalog:
             f"catalog every agent ships ({DEFAULT_TAGS.ref}); give it version "
             f"{DEFAULT_TAGS.version + 1} or more"
         )
-    created = catalog.created_ms or now_ms
-    return TagCatalog(catalog.version, catalog.tags, created).sign(key)
+    return TagCatalog(catalog.version, catalog.tags, catalog.created_ms).sign(key)
 
 
 class TagPublisher:

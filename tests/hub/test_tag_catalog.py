@@ -26,6 +26,7 @@ from _poll import eventually
 from hub_env import HubEnv
 
 from cloud_hub import ConfigError, Hub, ensure_hub_key
+from cloud_hub.models import load_catalog
 from cloud_hub.testing import seal_downlink
 from edge_agent import Agent, load_config
 from protocol import (
@@ -229,3 +230,15 @@ async def test_a_catalog_the_hub_cannot_use_stops_it_at_start_up(
             async with Hub(config):
                 pass
         assert needle in str(caught.value)
+
+
+def test_every_instance_signs_the_same_file_into_the_same_document(tmp_path: Path) -> None:
+    """Devices take one document per version: two hub instances given the same file
+    must publish the same bytes (no per-instance stamp in what they sign)."""
+    path = tmp_path / "tags.json"
+    path.write_text(_catalog(4).to_json())
+    key = SigningKey.generate()
+    first, second = load_catalog(path, key), load_catalog(path, key)
+    assert first.to_json() == second.to_json()
+    first.verify({key.kid: key.public})
+    assert first.ref == "tags@4"

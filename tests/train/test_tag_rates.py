@@ -2,7 +2,8 @@
 
 Every default tag holds for some customers and for at most half of them, per product:
 a tag true for (nearly) everyone or no one says nothing. The rates docs/edge-agent.md
-quotes ("Behaviour tags") are this measurement on a larger fleet (240 devices).
+quotes ("Behaviour tags") are this measurement on a larger fleet:
+``tag_rates(devices=240, seed=7)``.
 """
 
 from __future__ import annotations
@@ -14,14 +15,20 @@ from protocol import DEFAULT_TAGS, TAG_NAMES, feature_names
 from twinsync.training import customer_rows, cutoffs
 
 DAY_MS = 86_400_000
+START_MS = 1_767_225_600_000  # 2026-01-01, as the trainer's fleets
 
 
 def tag_rates(devices: int, seed: int) -> dict[str, tuple[int, dict[str, float]]]:
     """product -> (customer snapshots, tag field -> share of them the tag holds for):
     weekly snapshots after two weeks of history, on a realistic fleet at a real churn
     rate (2 % of customers a month)."""
-    spec = FleetSpec.realistic(seed=seed, devices=devices, days=56.0, start_ms=1_780_000_000_000)
-    spec = dataclasses.replace(spec, churn=dataclasses.replace(spec.churn, monthly_rate=0.02))
+    spec = FleetSpec.realistic(seed=seed, devices=devices, days=56.0, start_ms=START_MS)
+    spec = dataclasses.replace(
+        spec,
+        # as the trainer's fleets: a replay has no agent to reboot
+        faults=dataclasses.replace(spec.faults, reboots_per_day=0.0),
+        churn=dataclasses.replace(spec.churn, monthly_rate=0.02),
+    )
     fleet = Fleet.generate(spec)
     times = cutoffs(fleet, 7.0, seed)
     out = {}

@@ -42,7 +42,7 @@ with tempfile.TemporaryDirectory() as tmp:
             sys.exit(f"{product}: serving {store.running()}, refused {store.failures()}")
         stores[product] = store
         row = [0.5] * len(feature_names(product))
-        reading = [1.0, 0.01, 0.5]
+        reading = [0.5] * len(ANOMALY_FEATURES)  # an ordinary reading: every input mid-range
         timings = {}
         for kind, fn, arg in (("segment", store.segment, row), ("churn", store.churn, row),
                               ("anomaly", store.anomaly, reading)):

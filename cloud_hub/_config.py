@@ -329,6 +329,15 @@ class TriggerSettings(_Section):
     stream_write_timeout_s: float = Field(10.0, gt=0, le=300)
 
 
+class TagSettings(_Section):
+    """Behaviour tags (docs/edge-agent.md, "Behaviour tags")."""
+
+    #: a tag catalog document (version 2 or more) the hub checks at start-up, signs with
+    #: its key and sends, retained, to every brand's devices; unset: devices keep the
+    #: default catalog they ship
+    catalog: Path | None = None
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -344,6 +353,7 @@ class HubConfig(_Section):
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
     triggers: TriggerSettings = TriggerSettings()
+    tags: TagSettings = TagSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

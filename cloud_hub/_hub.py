@@ -44,7 +44,14 @@ from cloud_hub.api import (
     parse_where,
 )
 from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
-from cloud_hub.models import ModelPublisher, ModelRepo, RolloutStore, url_signer
+from cloud_hub.models import (
+    ModelPublisher,
+    ModelRepo,
+    RolloutStore,
+    TagPublisher,
+    load_catalog,
+    url_signer,
+)
 from cloud_hub.privacy import (
     ConsentChanges,
     DeviceCommands,
@@ -108,6 +115,7 @@ class Hub:
     models: ModelRepo
     rollouts: RolloutStore
     retention: RetentionSweeper
+    tags: TagPublisher
 
     def __init__(
         self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
@@ -176,6 +184,18 @@ class Hub:
             base_url=lambda: config.models.public_url or self.api_url,
             interval_s=config.models.reconcile_s,
             brands=config.mqtt.brands,
+        )
+        tag_catalog = config.tags.catalog
+        self.tags = TagPublisher(
+            catalog=None if tag_catalog is None else load_catalog(tag_catalog, key),
+            key=key,
+            clock=clock,
+            brands=lambda: [
+                b
+                for b in self.registry.brands()
+                if not config.mqtt.brands or b in config.mqtt.brands
+            ],
+            publish=self._mqtt.publish,
         )
         self.retention = RetentionSweeper(
             config.retention,
@@ -339,6 +359,7 @@ class Hub:
                     keys=self.api_keys,
                     influx=self.config.influx,
                     retention=self.config.retention,
+                    tag_catalogs=self.tags.catalogs,
                 ),
             )
             add_trigger_routes(
@@ -440,7 +461,10 @@ class Hub:
 
     def _loops(self) -> list[tuple[str, Callable[[], Awaitable[None]]]]:
         """The background loops, each supervised on its own (cloud_hub._supervise)."""
+        # the configured tag catalog to every brand's devices (none configured: no loop)
+        tags = [("tags", self._after_start(self.tags.run))] if self.tags.catalog else []
         return [
+            *tags,
             # tombstones, field blocks and twin links, re-read off the event loop
             ("views", self._follow_views),
             ("ingest", self._ingest),

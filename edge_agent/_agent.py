@@ -36,6 +36,7 @@ from ._ingest import IngestServer
 from ._outbox import Outbox
 from ._privacy import DevicePrivacy
 from ._sync import Uplink
+from ._tags import TagBook
 from ._twin import LOCAL_ONLY, IngestResult, TwinBook
 
 if TYPE_CHECKING:
@@ -89,6 +90,8 @@ class Agent:
         self._models: ModelStore | None = None
         self._privacy: DevicePrivacy | None = None
         self._updater: ModelUpdater | None = None
+        #: the behaviour tag catalog in use (None: models, and so tags, are off)
+        self._tags: TagBook | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -107,7 +110,16 @@ class Agent:
             store = ModelStore(
                 cfg.models.dir, cfg.device.product, self._keys.hub, builtin=BUILTIN_MODELS
             )
-            runner = ModelRunner(store, cfg.device.product, cfg.models.every_s * 1000)
+            self._tags = TagBook(
+                hub_keys=self._keys.hub, stats=self.stats, freshness=self._outbox.freshness
+            )
+            runner = ModelRunner(
+                store,
+                cfg.device.product,
+                cfg.models.every_s * 1000,
+                cfg.device.timezone,
+                tags=self._tags,
+            )
             self._models = store
             log.info("models serving: %s", ", ".join(sorted(store.running().values())) or "none")
         self._book = TwinBook(
@@ -154,6 +166,7 @@ class Agent:
             updater=self._updater,
             on_consent=self._privacy.consent_from_hub,
             on_tombstones=self._privacy.forget,
+            on_tags=None if self._tags is None else self._tags.offer,
         )
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()

@@ -26,6 +26,7 @@ from protocol import (
     VerifyKey,
     check_brand,
     check_device,
+    check_timezone,
     load_settings,
 )
 
@@ -56,6 +57,9 @@ class DeviceSettings(_Section):
     id: str
     product: str
     key_file: Path = Path("device.key")
+    #: the household's time zone: "UTC", an offset ("+05:30") or an IANA name
+    #: ("Europe/Berlin"); features count days, dayparts and weekends on its local clock
+    timezone: str = "UTC"
 
     @field_validator("brand")
     @classmethod
@@ -73,6 +77,11 @@ class DeviceSettings(_Section):
         if v not in PRODUCTS:
             raise ValueError(f"unknown product {v!r}; known: {', '.join(PRODUCTS)}")
         return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str) -> str:
+        return _ident(check_timezone, v)
 
 
 class PreviousKey(_Section):

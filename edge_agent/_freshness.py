@@ -67,7 +67,7 @@ _PRUNE_EVERY_MS = 3_600_000
 _LOCAL = "\U0010ffff"
 
 TargetKind = Literal["purpose", "field"]
-_VERSIONED = ("model", "desired")
+_VERSIONED = ("model", "desired", "tags")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS downlink_clock (
@@ -180,7 +180,7 @@ class DownlinkFreshness:
         if ts_ms > self.floor_ms:
             self._mark([(_seen(t), "seen", "", ts_ms, request) for t in twins])
 
-    def version(self, kind: Literal["model", "desired"]) -> int:
+    def version(self, kind: Literal["model", "desired", "tags"]) -> int:
         """The highest version of ``kind`` seen (0: none)."""
         row = self._db.execute(
             "SELECT mark FROM downlink_marks WHERE twin='' AND kind=? AND name=''", (kind,)
@@ -188,7 +188,7 @@ class DownlinkFreshness:
         return 0 if row is None else int(row[0])
 
     def set_version(
-        self, kind: Literal["model", "desired"], version: int, body: bytes | None = None
+        self, kind: Literal["model", "desired", "tags"], version: int, body: bytes | None = None
     ) -> None:
         """Record ``version`` of ``kind`` as seen (with its body, to restore at start)."""
         assert kind in _VERSIONED
@@ -198,7 +198,7 @@ class DownlinkFreshness:
             raise OutboxError(f"cannot record {kind} version {version}: {exc}") from exc
 
     def admits(
-        self, kind: Literal["model", "desired"], version: int, stats: dict[str, int]
+        self, kind: Literal["model", "desired", "tags"], version: int, stats: dict[str, int]
     ) -> bool:
         """Whether a hub-signed ``kind`` of ``version`` may be taken: not lower than the
         highest seen (an equal one is the same content, e.g. the retained copy). A refusal
@@ -210,6 +210,13 @@ class DownlinkFreshness:
             stats, f"{kind} version {version}", "older than one this device has", f"has {floor}"
         )
         return False
+
+    def body(self, kind: Literal["desired", "tags"]) -> bytes | None:
+        """The body stored with the highest version of ``kind`` (None: none)."""
+        row = self._db.execute(
+            "SELECT body FROM downlink_marks WHERE twin='' AND kind=? AND name=''", (kind,)
+        ).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
 
     def desired(self) -> Desired | None:
         """The desired settings stored with the highest version (None: none, unreadable)."""

@@ -5,8 +5,9 @@ Sits between consent and delta: every accepted signal updates its customer's
 :class:`protocol.SignalBaseline`; the anomaly model scores each gauge reading, and the
 segment and churn models re-score a customer at most every ``every_ms`` of signal time.
 What comes out are twin field values (``<product>.segment``, ``.churn_risk``,
-``.anomalies_total`` and the ``*_model`` refs beside them, and the features themselves as
-``<product>.f_<feature>``) that the twin book turns into ops like any other. Raw behaviour
+``.anomalies_total`` and the ``*_model`` refs beside them, the features themselves as
+``<product>.f_<feature>``, and the behaviour tags ``<product>.tag_<name>`` with the
+catalog ref ``<product>.tags_ref``) that the twin book turns into ops like any other. Raw behaviour
 never leaves the device: only these values do.
 
 State (feature buckets, baselines, last scoring time) is JSON-able and is persisted by the
@@ -21,7 +22,10 @@ from typing import TYPE_CHECKING, Any
 from protocol import (
     FEATURE_FIELDS,
     MODEL_FIELDS,
+    TAGS_REF_FIELDS,
+    Coverage,
     FeatureState,
+    LocalTime,
     Scalar,
     SchemaError,
     SignalBaseline,
@@ -31,6 +35,7 @@ from protocol import (
 
 if TYPE_CHECKING:
     from ._models import ModelStore
+    from ._tags import TagBook
 
 __all__ = ["STATE_FIELD", "ModelRunner"]
 
@@ -41,32 +46,59 @@ _DEVICE = "_device"
 
 
 class ModelRunner:
-    """Feature state and predictions of one device (one product)."""
+    """Feature state and predictions of one device (one product).
 
-    def __init__(self, store: ModelStore, product: str, every_ms: int) -> None:
+    ``zone``: the household's time zone (``[device] timezone``): features count days,
+    dayparts and weekends on its local clock, and the anomaly baselines know each
+    reading's local hour. The device's coverage (the hours it
+    reported in, whoever the signal was about) is shared by its customers' features.
+    """
+
+    def __init__(
+        self,
+        store: ModelStore,
+        product: str,
+        every_ms: int,
+        zone: str = "UTC",
+        *,
+        tags: TagBook | None = None,
+    ) -> None:
         self.store = store
+        #: the behaviour tag catalog, evaluated on the vector the models score (None: no tags)
+        self.tags = tags
         self.product = product
         self.every_ms = every_ms
+        self.clock = LocalTime(zone)
+        self._coverage = Coverage(self.clock)
         self._features: dict[str, FeatureState] = {}
         self._scored: dict[str, int] = {}
         self._baselines: dict[str, SignalBaseline] = {}
         self._dirty: set[str] = set()
         self._field = {name: MODEL_FIELDS[(product, name)] for name in _OUTPUTS}
-        self._features_fields = [FEATURE_FIELDS[(product, n)] for n in feature_names(product)]
+        self._names = feature_names(product)
+        self._features_fields = [FEATURE_FIELDS[(product, n)] for n in self._names]
 
     def restore(self, values: dict[tuple[str, str], Any]) -> None:
         """Load persisted state (the twin book's values after the outbox loaded them)."""
+        device = values.get((_DEVICE, STATE_FIELD))
+        if isinstance(device, dict):
+            try:
+                # The coverage first: every customer's features read it.
+                self._coverage = Coverage.from_state(device["coverage"], self.clock)
+                self._baselines = {
+                    name: SignalBaseline.from_state(name, s, self.clock)
+                    for name, s in device["baselines"].items()
+                }
+            except (SchemaError, KeyError, TypeError, ValueError, AttributeError):
+                pass  # a state from an older agent: the device's baselines start afresh
         for (twin, field), state in values.items():
-            if field != STATE_FIELD or not isinstance(state, dict):
+            if field != STATE_FIELD or not isinstance(state, dict) or twin == _DEVICE:
                 continue
             try:
-                if twin == _DEVICE:
-                    self._baselines = {
-                        name: SignalBaseline.from_state(name, s) for name, s in state.items()
-                    }
-                else:
-                    self._features[twin] = FeatureState.from_state(state["features"])
-                    self._scored[twin] = int(state["scored_ms"])
+                self._features[twin] = FeatureState.from_state(
+                    state["features"], self.clock, self._coverage
+                )
+                self._scored[twin] = int(state["scored_ms"])
             except (SchemaError, KeyError, TypeError, ValueError):
                 continue  # a state from an older agent: start that twin afresh
 
@@ -98,16 +130,18 @@ class ModelRunner:
     ) -> list[tuple[str, Scalar]]:
         """Account one accepted signal; return the model fields that change with it."""
         out: list[tuple[str, Scalar]] = []
+        if self._coverage.observe(ts_ms):  # the device was on, whoever the signal is about
+            self._dirty.add(_DEVICE)
         features = self._features.get(twin)
         if features is None:
-            features = self._features[twin] = FeatureState(self.product)
+            features = self._features[twin] = FeatureState(self.product, self.clock, self._coverage)
         features.update(signal, ts_ms, value)
         self._dirty.add(twin)
         if is_baselined(signal) and not isinstance(value, bool | str):
             baseline = self._baselines.get(signal)
             if baseline is None:
-                baseline = self._baselines[signal] = SignalBaseline(signal)
-            scored = self.store.anomaly(baseline.observe(float(value)))
+                baseline = self._baselines[signal] = SignalBaseline(signal, self.clock)
+            scored = self.store.anomaly(baseline.observe(float(value), ts_ms))
             self._dirty.add(_DEVICE)
             if scored is not None:
                 _score, flagged, ref = scored
@@ -132,6 +166,10 @@ class ModelRunner:
                     (self._field["churn_risk"], round(churn[0], 4)),
                     (self._field["churn_model"], churn[1]),
                 ]
+            if self.tags is not None:
+                catalog = self.tags.catalog
+                held = catalog.evaluate(self.product, dict(zip(self._names, vector, strict=True)))
+                out += [*held.items(), (TAGS_REF_FIELDS[self.product], catalog.ref)]
         return out
 
     def take_state(self) -> list[tuple[str, dict[str, Any]]]:
@@ -139,7 +177,8 @@ class ModelRunner:
         rows: list[tuple[str, dict[str, Any]]] = []
         for twin in self._dirty:
             if twin == _DEVICE:
-                rows.append((twin, {n: b.to_state() for n, b in self._baselines.items()}))
+                baselines = {n: b.to_state() for n, b in self._baselines.items()}
+                rows.append((twin, {"baselines": baselines, "coverage": self._coverage.to_state()}))
             elif twin in self._features:
                 state = {
                     "features": self._features[twin].to_state(),

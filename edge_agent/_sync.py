@@ -34,6 +34,7 @@ from protocol import (
     Envelope,
     ModelSet,
     Status,
+    TagsOffer,
     Tombstones,
     TwinSyncError,
     broadcast_topic,
@@ -80,6 +81,7 @@ class Uplink:
         updater: ModelUpdater | None = None,
         on_consent: Callable[[ConsentCommand], None] | None = None,
         on_tombstones: Callable[[Tombstones], None] | None = None,
+        on_tags: Callable[[bytes], bool] | None = None,
     ) -> None:
         self._config = config
         self._keys = keys
@@ -99,6 +101,9 @@ class Uplink:
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
         self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
         self._consent_topic = broadcast_topic(dev.brand, "consent")
+        self._tags_topic = broadcast_topic(dev.brand, "tags")
+        # called with each hub-signed tag catalog document (edge_agent._tags.TagBook)
+        self._on_tags = on_tags
         # called with each hub-signed consent command (the brand backend's changes)
         self._on_consent = on_consent
         # called with each hub-signed tombstone (erased twins)
@@ -247,6 +252,8 @@ class Uplink:
             await client.subscribe(self._model_topic, qos=1)
         await client.subscribe(self._tombstone_topic, qos=1)
         await client.subscribe(self._consent_topic, qos=1)
+        if self._on_tags is not None:
+            await client.subscribe(self._tags_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -306,9 +313,11 @@ class Uplink:
 
     def _kind_of(
         self, received: aiomqtt.Topic
-    ) -> Literal["ack", "desired", "model", "tombstone", "consent"]:
+    ) -> Literal["ack", "desired", "model", "tombstone", "consent", "tags"]:
         if received.matches(self._tombstone_topic):
             return "tombstone"
+        if received.matches(self._tags_topic):
+            return "tags"
         if received.matches(self._consent_topic):
             return "consent"
         if received.matches(self._desired_topic):
@@ -331,7 +340,11 @@ class Uplink:
                     )
                 env = signed.verify(key)
                 kind = self._kind_of(message.topic)
-                to = BROADCAST if kind in ("tombstone", "consent") else self._config.device.id
+                to = (
+                    BROADCAST
+                    if kind in ("tombstone", "consent", "tags")
+                    else self._config.device.id
+                )
                 if (env.kind, env.brand, env.device) != (kind, self._config.device.brand, to):
                     raise TwinSyncError(
                         f"{env.kind} for {env.brand}/{env.device} on my {kind} topic",
@@ -351,6 +364,11 @@ class Uplink:
             if isinstance(ack, Tombstones):
                 if self._on_tombstones is not None:
                     self._on_tombstones(ack)
+                continue
+            if isinstance(ack, TagsOffer):
+                # Size, signature and version are the tag book's to check (and count).
+                if self._on_tags is not None:
+                    self._on_tags(ack.catalog.encode())
                 continue
             fresh = self._outbox.freshness
             if isinstance(ack, ModelSet):

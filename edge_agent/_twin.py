@@ -14,6 +14,7 @@ from typing import Literal, NamedTuple
 from protocol import (
     FIELDS,
     HLC,
+    TAG_FIELDS,
     ConsentEntry,
     HybridClock,
     Op,
@@ -33,6 +34,7 @@ __all__ = ["LOCAL_ONLY", "IngestResult", "TwinBook", "erased_digest"]
 
 #: fields the catalog keeps on the device (``shared=False``)
 LOCAL_ONLY = frozenset(name for name, spec in FIELDS.items() if not spec.shared)
+TAG_FIELDS_SET = frozenset(TAG_FIELDS.values())
 
 
 def erased_digest(twin: str) -> str:
@@ -163,6 +165,12 @@ class TwinBook:
                 # personalization): without consent they are not kept, even if computed.
                 if not self.gate.allows_field(twin, field, spec_out.purpose):
                     continue
+                if (
+                    derived is False
+                    and field in TAG_FIELDS_SET
+                    and (twin, field) not in self.values
+                ):
+                    continue  # a tag never held is no news: only gains and losses travel
                 counter = spec_out.merge == "counter"
                 self._set(twin, field, counter, derived, self.clock.stamp(signal.ts).pack())
         return IngestResult(signal.seq, "accepted")

@@ -1,15 +1,18 @@
 """Behaviour personas: who uses their devices when, how much, and how.
 
-Each persona has a 24-hour activity profile (relative weight per hour of the day, UTC)
-and per-product habits. Personas and churn are the ground-truth segments that issue 3's
-models must recover, so they are exposed on every :class:`~firmware_sim.Customer`.
+Each persona has a 24-hour activity profile (relative weight per hour of the day, on
+the household's local clock: UTC in the easy fleet) and per-product habits. Personas
+and churn are the ground-truth segments that the models must recover, so they are
+exposed on every :class:`~firmware_sim.Customer`. :data:`PERSONAS` are in every fleet;
+:data:`NOVEL_PERSONAS` only in fleets that ask for them (``PopulationSpec.novel_share``),
+so an evaluation fleet can hold behaviour its training fleet never showed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FIRST_NAMES", "LAST_NAMES", "PERSONAS", "Persona"]
+__all__ = ["ALL_PERSONAS", "FIRST_NAMES", "LAST_NAMES", "NOVEL_PERSONAS", "PERSONAS", "Persona"]
 
 
 def _profile(peaks: dict[int, float], base: float = 0.05) -> tuple[float, ...]:
@@ -33,7 +36,8 @@ class Persona:
     strength: int
     setpoint_c: float
     eco_mode: bool
-    #: hours [from, to) when nobody is home (thermostat setback), None: always home
+    #: hours [from, to) when nobody is home (thermostat setback; from > to wraps past
+    #: midnight), None: always home
     away_hours: tuple[int, int] | None
     steps_per_day: int
     resting_hr: int
@@ -51,6 +55,13 @@ class Persona:
         # Unix day 0 was a Thursday: days 2 and 3 (mod 7) are Saturday and Sunday.
         factor = self.weekend if day % 7 in (2, 3) else self.weekday
         return self.activity[(ts_ms // 3_600_000) % 24] * factor
+
+    def away(self, hour: int) -> bool:
+        """Whether nobody is home at this hour of the day (by the routine)."""
+        if self.away_hours is None:
+            return False
+        start, end = self.away_hours
+        return start <= hour < end if start <= end else (hour >= start or hour < end)
 
 
 PERSONAS: dict[str, Persona] = {
@@ -137,6 +148,49 @@ PERSONAS: dict[str, Persona] = {
         ),
     )
 }
+
+#: Personas that appear only in fleets that ask for them (``PopulationSpec.novel_share``).
+NOVEL_PERSONAS: dict[str, Persona] = {
+    p.name: p
+    for p in (
+        Persona(
+            # nights at work (22-06), asleep in the morning, a long afternoon at home
+            name="shift_worker",
+            activity=_profile({7: 1.0, 14: 1.5, 20: 2.0}),
+            brews_per_day=3.5,
+            strength=5,
+            setpoint_c=21.5,
+            eco_mode=True,
+            away_hours=(22, 6),
+            steps_per_day=9_000,
+            resting_hr=66,
+            sleep_minutes=400,
+            tv_sessions_per_day=1.5,
+            tv_genres=("series", "movies"),
+            tv_volume=30,
+        ),
+        Persona(
+            # at home all day, working: coffee through the day, little TV
+            name="remote_worker",
+            activity=_profile({8: 1.0, 10: 1.2, 13: 1.0, 15: 1.2, 18: 0.8, 21: 0.8}),
+            brews_per_day=4.0,
+            strength=3,
+            setpoint_c=21.5,
+            eco_mode=False,
+            away_hours=None,
+            steps_per_day=4_500,
+            resting_hr=64,
+            sleep_minutes=450,
+            tv_sessions_per_day=1.5,
+            tv_genres=("news", "series", "movies"),
+            tv_volume=30,
+            weekend=1.1,
+        ),
+    )
+}
+
+#: Every persona a fleet may hold, by name.
+ALL_PERSONAS: dict[str, Persona] = PERSONAS | NOVEL_PERSONAS
 
 #: Given names for generated customers.
 FIRST_NAMES: tuple[str, ...] = (

@@ -22,6 +22,7 @@ from protocol import SignalIn
 from ._errors import SimulationError
 from ._feeder import ALL_GRANTED
 from ._fleet import Fleet
+from ._labels import DeviceClock
 from ._truth import GroundTruth, Outcome
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ class FleetRunner:
             # their own tests (they depend on the models, not on the protocol rules).
             "models": {"enabled": self.models},
         }
+        zone = self.fleet.device_map[device_id].tz
+        if zone != "UTC":  # the device knows its household's zone (docs/edge-agent.md)
+            overrides["device"] = {"timezone": zone}
         for section, values in self.overrides.items():
             overrides.setdefault(section, {}).update(values)
         (self.workdir / device_id).mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,7 @@ class FleetRunner:
         signals = self.fleet.signals(device_id)
         cuts = sorted({0, *self.fleet.reboots(device_id), len(signals)})
         results = self.results.setdefault(device_id, [])
-        skew = self.fleet.device_map[device_id].skew_ms
+        clock = self.fleet.clock(device_id)
         agent = self._agents.get(device_id) or await self._start(device_id)
         # The simulated customers accept the device's notice before they use it (their
         # consent is in the agent's ledger, so a reboot keeps it).
@@ -156,7 +160,7 @@ class FleetRunner:
                 while i < b:
                     j = min(b, i + size)
                     if speed is not None:
-                        j = await self._paced(signals, i, j, skew, speed, t0)
+                        j = await self._paced(signals, i, j, clock, speed, t0)
                     for r in await agent.ingest_many(signals[i:j]):
                         results.append((r.seq, r.status, r.reason))  # type: ignore[arg-type]
                     i = j
@@ -173,13 +177,13 @@ class FleetRunner:
             raise
 
     async def _paced(
-        self, signals: list[SignalIn], i: int, j: int, skew: int, speed: float, t0: float
+        self, signals: list[SignalIn], i: int, j: int, clock: DeviceClock, speed: float, t0: float
     ) -> int:
         """Wait until signal ``i`` is due; return the end of the due run within [i, j)."""
         start, end = self.fleet.start_ms, self.fleet.end_ms
 
         def due(k: int) -> float:  # real seconds since t0 (absurd stamps are due at once)
-            true_ts = min(max(signals[k].ts - skew, start), end)
+            true_ts = min(max(clock.true_ms(signals[k].ts), start), end)
             return (true_ts - start) / 1000 / speed
 
         await asyncio.sleep(max(0.0, due(i) - (time.monotonic() - t0)))

@@ -1,9 +1,16 @@
 """``twinsync sim``: generate a simulated fleet and its ground truth as files.
 
     twinsync sim generate --seed 7 --devices 100 --days 1 --out sim/ --bundle b/agent.toml
-    twinsync sim stats --seed 7 --devices 100
+    twinsync sim generate --profile realistic --set churn.monthly_rate=0.05 --out sim/
+    twinsync sim stats --seed 7 --devices 100 --profile realistic
 
-``generate`` writes fleet.json (customers with personas and churn labels, devices),
+``--profile`` picks the easy fleet (the default) or the realistic one; ``--set
+FIELD=VALUE`` (repeatable) sets any field of ``FleetSpec`` or its parts, dotted
+(``sensors.loss=0.2``, ``population.timezones=["Asia/Tokyo"]``; values are JSON, else
+text), after the profile and the shortcuts (``--loss``, ``--timezones``, ...).
+``generate`` writes fleet.json (households, customers with personas, blends, churn and
+life events, devices with zones and clocks), labels.json (per device: anomaly labels,
+genuine events, outages, clock, sensor faults, real users of shared devices),
 signals.jsonl (every signal with the agent's expected reply), points.jsonl, twins.json
 and summary.json. Twin ids need the brand key the agents use: pass a device bundle
 (``--bundle``) or a key file (``--brand-key``); without either a fresh random key is
@@ -13,6 +20,7 @@ written to ``<out>/brand.key``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import secrets
@@ -21,13 +29,16 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from protocol import TwinSyncError
 
 from ._bundles import bundle_identity
 from ._errors import SimulationError
-from ._fleet import DAY_MS, FaultSpec, Fleet, FleetSpec
+from ._fleet import Fleet
+from ._knobs import FaultSpec
+from ._profiles import PROFILES
+from ._spec import DAY_MS, FleetSpec
 from ._truth import GroundTruth
 
 __all__ = ["main", "parser"]
@@ -57,7 +68,50 @@ def parser() -> argparse.ArgumentParser:
         default=None,
         help="window start, Unix ms (default: now - 2 days, rounded to the minute)",
     )
-    common.add_argument("--no-faults", action="store_true", help="a perfectly behaved fleet")
+    common.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default="easy",
+        help="easy (default: personas without variation, UTC, perfect sensors) or realistic "
+        "(real-world mess at plausible levels; docs/simulation.md)",
+    )
+    common.add_argument(
+        "--no-faults",
+        action="store_true",
+        help="no firmware faults (glitches, absurd stamps, duplicates, skew, reboots, "
+        "anomalies); other knobs of the profile stay",
+    )
+    knobs = common.add_argument_group("knobs (after the profile)")
+    knobs.add_argument(
+        "--churn-monthly",
+        type=float,
+        metavar="RATE",
+        help="full churn per customer and 30 days (churn.monthly_rate)",
+    )
+    knobs.add_argument(
+        "--anomaly-rate",
+        type=float,
+        metavar="RATE",
+        help="anomalies started per gauge reading (faults.anomaly_rate)",
+    )
+    knobs.add_argument(
+        "--loss", type=float, metavar="SHARE", help="share of signals never sent (sensors.loss)"
+    )
+    knobs.add_argument(
+        "--novel-share",
+        type=float,
+        metavar="SHARE",
+        help="share of customers with a novel persona (population.novel_share)",
+    )
+    knobs.add_argument(
+        "--timezones",
+        metavar="ZONE,...",
+        help="zones households live in, e.g. Europe/Berlin,Asia/Tokyo (population.timezones)",
+    )
+    knobs.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                       dest="settings",
+                       help="any field of FleetSpec or its parts, e.g. sensors.noise=2 or "
+                       "life.seasons=false (JSON values; repeatable)")  # fmt: skip
     gen = sub.add_parser(
         "generate", parents=[common], help="write fleet, signals and ground truth files"
     )
@@ -76,18 +130,71 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _fleet(args: argparse.Namespace) -> Fleet:
-    faults = FaultSpec.none() if args.no_faults else FaultSpec()
-    return Fleet.generate(
-        FleetSpec(
-            seed=args.seed,
-            devices=args.devices,
-            days=args.days,
-            start_ms=args.start_ms,
-            brand=args.brand,
-            faults=faults,
+_SHORTCUTS = {
+    "churn_monthly": "churn.monthly_rate",
+    "anomaly_rate": "faults.anomaly_rate",
+    "loss": "sensors.loss",
+    "novel_share": "population.novel_share",
+}
+
+
+def _value(text: str) -> Any:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return text
+    return tuple(value) if isinstance(value, list) else value
+
+
+def _set(spec: Any, path: str, value: Any) -> Any:
+    """``spec`` with the dotted field ``path`` replaced by ``value`` (a new dataclass)."""
+    head, _, rest = path.partition(".")
+    names = {f.name for f in dataclasses.fields(spec)}
+    if head not in names:
+        where = type(spec).__name__
+        raise SimulationError(
+            f"--set {path}: {where} has no field {head!r}; it has {', '.join(sorted(names))}"
         )
-    )
+    if rest:
+        inner = getattr(spec, head)
+        if not dataclasses.is_dataclass(inner):
+            raise SimulationError(f"--set {path}: {head} is a value, not a group of fields")
+        value = _set(inner, rest, value)
+    try:
+        return dataclasses.replace(spec, **{head: value})
+    except TypeError as exc:
+        raise SimulationError(f"--set {path}: {exc}") from None
+
+
+def spec_from_args(args: argparse.Namespace) -> FleetSpec:
+    """The FleetSpec the arguments describe (profile, then shortcuts, then ``--set``)."""
+    spec = FleetSpec(**PROFILES[args.profile]())
+    spec = dataclasses.replace(
+        spec, seed=args.seed, devices=args.devices, days=args.days, start_ms=args.start_ms,
+        brand=args.brand,
+    )  # fmt: skip
+    if args.no_faults:
+        spec = dataclasses.replace(spec, faults=FaultSpec.none())
+    settings: list[tuple[str, Any]] = [
+        (path, getattr(args, name))
+        for name, path in _SHORTCUTS.items()
+        if getattr(args, name) is not None
+    ]
+    if args.timezones is not None:
+        zones = tuple(z.strip() for z in args.timezones.split(",") if z.strip())
+        settings.append(("population.timezones", zones))
+    for item in args.settings:
+        path, sep, text = item.partition("=")
+        if not sep or not path:
+            raise SimulationError(f"--set {item!r}: give FIELD=VALUE, e.g. sensors.loss=0.2")
+        settings.append((path.strip(), _value(text.strip())))
+    for path, value in settings:
+        spec = _set(spec, path, value)
+    return spec
+
+
+def _fleet(args: argparse.Namespace) -> Fleet:
+    return Fleet.generate(spec_from_args(args))
 
 
 def _brand_key(args: argparse.Namespace) -> tuple[bytes, int]:
@@ -117,6 +224,7 @@ def _generate(args: argparse.Namespace) -> int:
     truth = GroundTruth.compute(fleet, key, epoch, now_ms=now)
     truth.write(args.out)
     (args.out / "fleet.json").write_text(json.dumps(fleet.describe(), indent=1))
+    (args.out / "labels.json").write_text(json.dumps(fleet.labels(), indent=1))
     counts = truth.counts()
     print(
         f"{len(fleet.devices)} devices, {len(fleet.customers)} customers, "
@@ -142,9 +250,28 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"  {product:<11} {n:4d} devices {per_product[product] / n:8.0f} signals/device")
     personas = Counter(c.persona for c in fleet.customers)
     churners = sum(c.churner for c in fleet.customers)
+    partial = sum(any(p.partial for p in c.product_churn) for c in fleet.customers)
+    blended = sum(c.blend is not None for c in fleet.customers)
     print(
-        f"  {len(fleet.customers)} customers, {churners} churners: "
+        f"  {len(fleet.customers)} customers, {churners} churners, {partial} leaving one "
+        f"product, {blended} blended: "
         + ", ".join(f"{name} {count}" for name, count in sorted(personas.items()))
+    )
+    zones = Counter(h.tz for h in fleet.households)
+    print(f"  {len(fleet.households)} households in {len(zones)} zones: "
+          + ", ".join(f"{z} {n}" for z, n in zones.most_common(5)))  # fmt: skip
+    kinds: Counter[str] = Counter()
+    genuine: Counter[str] = Counter()
+    for d in fleet.devices:
+        t = fleet.truth(d.device_id)
+        kinds.update(f"{a.kind}/{a.size}" for a in t.anomalies.values())
+        genuine.update(g.kind for g in t.genuine)
+    print(
+        "  anomalous signals: "
+        + (", ".join(f"{k} {n}" for k, n in sorted(kinds.items())) or "none")
+    )
+    print(
+        "  genuine events: " + (", ".join(f"{k} {n}" for k, n in sorted(genuine.items())) or "none")
     )
     return 0
 

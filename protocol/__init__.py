@@ -7,7 +7,7 @@ hybrid logical clocks, merge rules (``TwinState``), pseudonymization and the sig
 catalog. No sockets, files or event loops here: a test enforces it.
 """
 
-from ._baseline import SignalBaseline, is_baselined
+from ._baseline import ANOMALY_FEATURES, SignalBaseline, is_baselined
 from ._catalog import (
     CATALOG,
     FIELD_CLASSES,
@@ -37,6 +37,7 @@ from ._consent import (
     check_notice,
     check_purposes,
 )
+from ._coverage import Coverage
 from ._envelope import (
     ENVELOPE_VERSION,
     SEALED_VERSION,
@@ -56,19 +57,20 @@ from ._errors import (
     TopicError,
     TwinSyncError,
 )
-from ._features import (
+from ._feature_schema import (
     COMMON_FEATURES,
     FEATURE_FIELDS,
-    WINDOW_DAYS,
-    FeatureState,
+    HEARTBEAT_PRODUCTS,
+    feature_floor,
     feature_names,
 )
+from ._features import WINDOW_DAYS, FeatureState
 from ._hlc import HLC, MAX_COUNTER, HybridClock
 from ._hub_seal import HubMessage, HubSealer
 from ._ids import check_brand, check_device, check_field, check_twin
 from ._keys import SigningKey, VerifyKey, key_id
+from ._local_time import LocalTime, check_timezone
 from ._manifest import (
-    ANOMALY_FEATURES,
     MANIFEST_VERSION,
     MAX_MODEL_BYTES,
     ModelKind,
@@ -89,6 +91,7 @@ from ._messages import (
     Rejection,
     SignalIn,
     Status,
+    TagsOffer,
     Tombstones,
     TwinOps,
     decode_body,
@@ -119,6 +122,16 @@ from ._settings import (
     resolve_paths,
     validate_settings,
 )
+from ._tag_rules import MAX_COMPARISONS, MAX_RULE_CHARS, TagError, TagRule
+from ._tags import (
+    DEFAULT_TAGS,
+    MAX_CATALOG_BYTES,
+    TAG_FIELDS,
+    TAG_NAMES,
+    TAGS_REF_FIELDS,
+    TagCatalog,
+    TagDefinition,
+)
 from ._topics import (
     BROADCAST,
     PREFIX,
@@ -137,17 +150,22 @@ __all__ = [
     "COMMON_FEATURES",
     "CONSENT_TIME_LIMIT_MS",
     "DEFAULT_LIMITS",
+    "DEFAULT_TAGS",
     "ENVELOPE_VERSION",
     "FEATURE_FIELDS",
     "FIELDS",
     "FIELD_CLASSES",
+    "HEARTBEAT_PRODUCTS",
     "HLC",
     "MANIFEST_VERSION",
+    "MAX_CATALOG_BYTES",
+    "MAX_COMPARISONS",
     "MAX_CONSENT_ENTRIES",
     "MAX_COUNTER",
     "MAX_LINKS_PER_DELTA",
     "MAX_MODEL_BYTES",
     "MAX_OPS_PER_DELTA",
+    "MAX_RULE_CHARS",
     "MAX_TWINS_PER_DELTA",
     "MIN_KEY_BYTES",
     "MODEL_FIELDS",
@@ -156,6 +174,9 @@ __all__ = [
     "PRODUCTS",
     "PURPOSES",
     "SEALED_VERSION",
+    "TAGS_REF_FIELDS",
+    "TAG_FIELDS",
+    "TAG_NAMES",
     "WINDOW_DAYS",
     "Ack",
     "BodyOpener",
@@ -167,6 +188,7 @@ __all__ = [
     "ClockError",
     "ConsentCommand",
     "ConsentEntry",
+    "Coverage",
     "DecodeError",
     "Delta",
     "Desired",
@@ -183,6 +205,7 @@ __all__ = [
     "Kind",
     "LimitError",
     "Limits",
+    "LocalTime",
     "ManualClock",
     "MessageKind",
     "ModelKind",
@@ -205,6 +228,11 @@ __all__ = [
     "SigningKey",
     "Status",
     "SystemClock",
+    "TagCatalog",
+    "TagDefinition",
+    "TagError",
+    "TagRule",
+    "TagsOffer",
     "Tombstones",
     "TopicError",
     "TwinLink",
@@ -221,8 +249,10 @@ __all__ = [
     "check_notice",
     "check_purposes",
     "check_signal_value",
+    "check_timezone",
     "check_twin",
     "decode_body",
+    "feature_floor",
     "feature_names",
     "field_spec",
     "hub_box_key",

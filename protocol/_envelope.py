@@ -39,12 +39,12 @@ __all__ = [
 ENVELOPE_VERSION = 1
 #: the envelope version whose body is sealed to the hub (device -> hub kinds only)
 SEALED_VERSION = 2
-Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone", "consent"]
+Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags"]
 _KINDS: frozenset[str] = frozenset(
-    ("delta", "status", "ack", "desired", "model", "tombstone", "consent")
+    ("delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags")
 )
 # Kinds the hub sends to every device of a brand: their header names no device.
-_BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone", "consent"))
+_BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone", "consent", "tags"))
 _SEALABLE_KINDS: frozenset[str] = frozenset(("delta", "status"))
 # The smallest sealed body: [hub_box_kid: str(16), device_box_pub: bin(32), tag: bin(16)].
 _MIN_SEALED_BODY = len(packb(["k" * 16, bytes(32), bytes(16)]))

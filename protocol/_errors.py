@@ -4,6 +4,7 @@
     ├── DecodeError                bytes from the wire could not become a message
     │   ├── LimitError             a hard decoding limit was exceeded (size, count, length)
     │   └── SchemaError            well-formed msgpack, but not a valid message
+    │       └── TagError           a behaviour tag rule or catalog is malformed (_tag_rules)
     ├── SignatureError             a signature or key id did not verify
     ├── TopicError                 a topic is not part of the TwinSync scheme
     ├── IdentifierError            a brand, device, twin or field name is malformed

@@ -3,7 +3,8 @@
 The hub's trainer writes one manifest per ONNX file and signs it with the hub's Ed25519
 key; agents accept a model only if the manifest verifies with a hub key they trust, the
 file's SHA-256 matches, and its declared inputs are the feature schema the agent computes
-(:func:`protocol.feature_names` for the product, or :data:`ANOMALY_FEATURES`).
+(:func:`protocol.feature_names` for the product, or :data:`protocol.ANOMALY_FEATURES`,
+defined with the baselines that compute them).
 
 Conventions every model follows (the trainer guarantees them, the agent relies on them):
 
@@ -30,7 +31,6 @@ from ._errors import SchemaError, SignatureError
 from ._keys import SigningKey, VerifyKey
 
 __all__ = [
-    "ANOMALY_FEATURES",
     "MANIFEST_VERSION",
     "MAX_MODEL_BYTES",
     "ModelKind",
@@ -44,12 +44,6 @@ MAX_MODEL_BYTES = 64 * 1024 * 1024
 ModelKind = Literal["segment", "churn", "anomaly"]
 _KINDS = ("segment", "churn", "anomaly")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
-
-#: Inputs of the anomaly models: one row per gauge reading, relative to the device's
-#: recent readings of the same signal (see protocol._baseline): distance from the robust
-#: running mean in sigmas, signed jump from the last normal reading and the value, both
-#: as fractions of the signal's declared range.
-ANOMALY_FEATURES: tuple[str, ...] = ("abs_z", "jump_of_range", "value_of_range")
 
 
 def sha256_hex(data: bytes) -> str:

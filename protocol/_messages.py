@@ -44,6 +44,7 @@ from ._errors import IdentifierError, SchemaError
 from ._hlc import HLC
 from ._ids import check_twin
 from ._pseudonym import TwinLink, links_from_wire
+from ._tags import MAX_CATALOG_BYTES  # also registers the tag fields before _KINDS
 
 __all__ = [
     "MAX_OPS_PER_DELTA",
@@ -58,6 +59,7 @@ __all__ = [
     "Rejection",
     "SignalIn",
     "Status",
+    "TagsOffer",
     "Tombstones",
     "TwinOps",
     "decode_body",
@@ -269,6 +271,9 @@ class Desired(_Body):
 
 
 _MANIFEST_MAX = 16 * 1024
+# Twice a catalog's own limit: the device refuses (and counts) a catalog over
+# MAX_CATALOG_BYTES itself, with the reason; beyond this the body does not decode.
+_TAGS_WIRE_MAX = 2 * MAX_CATALOG_BYTES
 
 
 class ModelOffer(BaseModel):
@@ -399,6 +404,17 @@ class SignalIn(BaseModel):
     value: _Scalar
 
 
+class TagsOffer(_Body):
+    """Hub -> every device of a brand (broadcast, retained): a behaviour tag catalog.
+
+    ``catalog`` is the :class:`protocol.TagCatalog` document, signed on its own by the
+    hub as model manifests are; the device checks its size, signature and version
+    (never older than the one in use) before it evaluates it (docs/edge-agent.md,
+    "Behaviour tags")."""
+
+    catalog: str = Field(min_length=2, max_length=_TAGS_WIRE_MAX)
+
+
 _BODIES: dict[str, type[_Body]] = {
     "ack": Ack,
     "status": Status,
@@ -406,6 +422,7 @@ _BODIES: dict[str, type[_Body]] = {
     "model": ModelSet,
     "tombstone": Tombstones,
     "consent": ConsentCommand,
+    "tags": TagsOffer,
 }
 
 
@@ -414,6 +431,8 @@ def decode_body(kind: str, data: bytes, limits: Limits = DEFAULT_LIMITS) -> Delt
     if kind == "model":
         # Manifests are the one long string on the wire (hub-signed, still bounded).
         limits = replace(limits, max_str=max(limits.max_str, _MANIFEST_MAX))
+    elif kind == "tags":
+        limits = replace(limits, max_str=max(limits.max_str, _TAGS_WIRE_MAX))
     obj = unpackb(data, limits)
     if kind == "delta":
         return Delta.from_wire(obj)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import signal
 import sys
@@ -85,7 +86,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--api-port", type=int, default=8080, help="hub API port (default 8080)")
     p.add_argument("--workdir", type=Path, help="keep everything here (default: a temp dir)")
     p.add_argument("--show", type=int, default=12, help="twins in the summary table")
-    p.add_argument("--no-faults", action="store_true", help="a perfectly behaved fleet")
+    p.add_argument(
+        "--no-faults",
+        action="store_true",
+        help="no firmware faults (the realistic fleet's other mess stays)",
+    )
     p.add_argument("--exit", action="store_true", help="stop after printing the summary")
     return p
 
@@ -185,12 +190,10 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
             )
         )
         config = load_hub_config(hub_toml)
-        spec = FleetSpec(
-            seed=args.seed,
-            devices=args.devices,
-            days=args.days,
-            faults=FaultSpec.none() if args.no_faults else FaultSpec(),
-        )
+        # The realistic profile (docs/simulation.md): what a real fleet looks like.
+        spec = FleetSpec.realistic(seed=args.seed, devices=args.devices, days=args.days)
+        if args.no_faults:
+            spec = dataclasses.replace(spec, faults=FaultSpec.none())
         fleet = Fleet.generate(spec)
         bundles = provision_devices(
             config.registry.path,

@@ -17,8 +17,8 @@ API's one error path (cloud_hub.api._errors).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -39,7 +39,14 @@ from cloud_hub.privacy import (
     twin_export,
 )
 from cloud_hub.store import TwinReader
-from protocol import OPTIONAL_PURPOSES, TwinSyncError, check_notice, check_purposes
+from protocol import (
+    DEFAULT_TAGS,
+    OPTIONAL_PURPOSES,
+    TagCatalog,
+    TwinSyncError,
+    check_notice,
+    check_purposes,
+)
 
 from ._auth import ApiKeys
 from ._context import CLOCK
@@ -65,6 +72,10 @@ class PrivacyContext:
     keys: ApiKeys
     influx: InfluxSettings
     retention: RetentionSettings
+    #: the tag catalogs whose rules the access export can quote, by ref (tags@<n>)
+    tag_catalogs: Mapping[str, TagCatalog] = field(
+        default_factory=lambda: {DEFAULT_TAGS.ref: DEFAULT_TAGS}
+    )
 
 
 PRIVACY = web.AppKey("privacy", PrivacyContext)
@@ -135,7 +146,8 @@ async def access(request: web.Request) -> web.Response:
     for twin in twins:
         state = await ctx.reader.state(brand, twin)
         if state:
-            exports.append(twin_export(twin, state, await ctx.reader.point_count(brand, twin)))
+            points = await ctx.reader.point_count(brand, twin)
+            exports.append(twin_export(twin, state, points, catalogs=ctx.tag_catalogs))
     keys = await asyncio.to_thread(ctx.keys.list, brand)
     recipients = sorted(k.name for k in keys if not k.revoked and "read" in k.scopes)
     settings = ctx.influx

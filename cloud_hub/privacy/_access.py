@@ -3,16 +3,28 @@
 For each twin id of the customer (one per key epoch): every field with its value, when it
 was last updated, which device reported it (the source), its purpose and class (signal,
 feature, prediction, model reference); the devices; the number of stored points; and for
-each prediction the model that made it and a plain-language explanation. Around it: the
+each prediction the model that made it and a plain-language explanation; for each
+behaviour tag the rule that set it (its text, its description and the catalog version,
+``tags@<n>``). Around it: the
 purposes, the recipients (the brand's API keys that may read twins, by name), and how long
 the data is kept.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
-from protocol import FIELDS, MODEL_FIELDS, PURPOSES, TwinState
+from protocol import (
+    DEFAULT_TAGS,
+    FIELDS,
+    MODEL_FIELDS,
+    PURPOSES,
+    TAG_FIELDS,
+    TAGS_REF_FIELDS,
+    TagCatalog,
+    TwinState,
+)
 
 __all__ = ["PURPOSE_TEXT", "twin_export"]
 
@@ -25,6 +37,10 @@ PURPOSE_TEXT = {
 assert set(PURPOSE_TEXT) == set(PURPOSES)
 
 _OUTPUT_OF = {field: (product, name) for (product, name), field in MODEL_FIELDS.items()}
+_TAG_OF = {field: (product, name) for (product, name), field in TAG_FIELDS.items()}
+_TAGS_REFS = frozenset(TAGS_REF_FIELDS.values())
+# the catalog every agent ships (the hub adds the one it is configured with)
+_KNOWN_CATALOGS: Mapping[str, TagCatalog] = {DEFAULT_TAGS.ref: DEFAULT_TAGS}
 _REF_OF = {
     "segment": "segment_model",
     "churn_risk": "churn_model",
@@ -33,6 +49,10 @@ _REF_OF = {
 
 
 def _class(name: str) -> str:
+    if name in _TAG_OF:
+        return "tag"
+    if name in _TAGS_REFS:
+        return "tag_ref"
     if name in _OUTPUT_OF:
         return "model_ref" if name.endswith("_model") else "prediction"
     if ".f_" in name:
@@ -61,11 +81,38 @@ def _explain(name: str, value: Any, model: str | None) -> str:
     )
 
 
-def twin_export(twin: str, state: TwinState, points: int) -> dict[str, Any]:
-    """One twin's part of an access export."""
+def _tag(
+    name: str, value: Any, updated_ms: int, ref: str | None, catalogs: Mapping[str, TagCatalog]
+) -> dict[str, Any]:
+    """A tag with the rule that set it (as the catalog the device used states it)."""
+    product, tag = _TAG_OF[name]
+    catalog = catalogs.get(ref or "")
+    definition = None if catalog is None else catalog.definition(name)
+    return {
+        "field": name,
+        "tag": tag,
+        "product": product,
+        "value": value,
+        "updated_ms": updated_ms,
+        "catalog": ref,
+        "rule": None if definition is None else definition.rule,
+        "description": None if definition is None else definition.description,
+    }
+
+
+def twin_export(
+    twin: str,
+    state: TwinState,
+    points: int,
+    *,
+    catalogs: Mapping[str, TagCatalog] = _KNOWN_CATALOGS,
+) -> dict[str, Any]:
+    """One twin's part of an access export (``catalogs``: the tag catalogs whose rules
+    it can quote, by ref)."""
     fields = state.fields()
     out_fields = []
     predictions = []
+    tags = []
     for name, fv in fields.items():
         spec = FIELDS[name]
         out_fields.append(
@@ -79,6 +126,17 @@ def twin_export(twin: str, state: TwinState, points: int) -> dict[str, Any]:
                 "unit": spec.unit,
             }
         )
+        if name in _TAG_OF:
+            ref_fv = fields.get(TAGS_REF_FIELDS[_TAG_OF[name][0]])
+            tags.append(
+                _tag(
+                    name,
+                    fv.value,
+                    fv.updated_ms,
+                    None if ref_fv is None else str(ref_fv.value),
+                    catalogs,
+                )
+            )
         if _class(name) == "prediction":
             product, output = _OUTPUT_OF[name]
             ref_field = MODEL_FIELDS[(product, _REF_OF[output])]
@@ -96,6 +154,7 @@ def twin_export(twin: str, state: TwinState, points: int) -> dict[str, Any]:
         "epoch": int(twin.split("-", 1)[0]),
         "fields": out_fields,
         "predictions": predictions,
+        "tags": tags,
         "devices": sorted({fv.device for fv in fields.values()}),
         "stored_points": points,
     }

@@ -1,6 +1,7 @@
 """What a rectification asks (GDPR Art. 16, 18), and how it reaches InfluxDB and devices.
 
-A request body's ``set`` (customer-asserted values of usage fields), ``suppress`` and
+A request body's ``set`` (customer-asserted values of usage fields, and corrections of
+behaviour tags: true or false), ``suppress`` and
 ``restore`` (fields no longer, or again, collected) are checked against the catalog
 before anything changes (:func:`parse_rectification`); a value becomes a point from the
 source :data:`CUSTOMER_SOURCE` (never a valid device id, so provenance is plain), and a
@@ -19,6 +20,7 @@ from protocol import (
     CATALOG,
     FIELDS,
     HLC,
+    TAG_FIELDS,
     ConsentCommand,
     Scalar,
     SchemaError,
@@ -37,6 +39,7 @@ __all__ = [
 CUSTOMER_SOURCE = "_customer"
 _SIGNAL_OF = {spec.field: spec for spec in CATALOG.values()}
 _MAX_FIELDS = 64
+_TAGS = frozenset(TAG_FIELDS.values())
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,13 @@ def parse_rectification(body: dict[str, Any]) -> Rectification:
         raise bad(f"at most {_MAX_FIELDS} distinct fields per request, each named once")
     checked: dict[str, Scalar] = {}
     for name, value in values.items():
+        if name in _TAGS:
+            # A customer may correct a tag the device computed about them; it stands until
+            # the device's own evaluation changes (suppress it to stop it for good).
+            if not isinstance(value, bool):
+                raise bad(f"{name}: a behaviour tag is true or false, got {value!r}")
+            checked[name] = value
+            continue
         spec = FIELDS.get(name)
         signal = _SIGNAL_OF.get(name)
         if spec is None or not spec.shared:

@@ -7,7 +7,7 @@ client id) or inherit its persistent session:
 - **a device**: user and client id ``<brand>.<device>`` (neither part can hold a dot);
   it may publish only its own ``delta`` and ``status``, and subscribe to and receive only
   its own ``ack``, ``desired`` and ``model`` and its brand's broadcasts (``tombstone``,
-  ``consent``), each by its literal topic: no wildcard, no ``$share`` group, nothing of
+  ``consent``, ``tags``), each by its literal topic: no wildcard, no ``$share`` group, nothing of
   another device or brand.
 - **a hub instance**: user and client id are the instance's ``mqtt.client_id``
   (``twinsync-hub-1``, ``-2``, ...). One account per instance, because one account can
@@ -61,7 +61,7 @@ __all__ = [
 
 ADMIN_USER = "twinsync-admin"
 #: the brand-wide downlinks every device subscribes to (protocol.broadcast_topic names)
-BROADCASTS = ("tombstone", "consent")
+BROADCASTS = ("tombstone", "consent", "tags")
 _ITERATIONS = 101  # what mosquitto_passwd (2.0) writes
 _HUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HUB_IDS_FILE = "mqtt-hub.clients"

@@ -92,6 +92,11 @@ async def env(tmp_path: Path, services: LocalServices, unique: str) -> AsyncIter
                     (now_hlc(-2000), "coffee.churn_risk", 0.25),
                     (now_hlc(-2000), "coffee.churn_model", "churn-coffee@1"),
                 ]
+                if brews == 2:  # ann: the behaviour tags example
+                    ops += [
+                        (now_hlc(-2000), "coffee.tag_evening_routine", True),
+                        (now_hlc(-2000), "coffee.tags_ref", "tags@1"),
+                    ]
                 device.publish(device.delta(seq, {twin: ops}))
                 await device.wait_acked({seq})
             yield Env(hub, token, twins, device)
@@ -181,3 +186,6 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     assert "points erased, receipt signed by" in text
     assert "churn-coffee@1" in text
     assert f"churn_risk {ann} 0.25 -> 0.8" in text  # the trigger stream's event
+    assert f"evening routine: ['{ann}']" in text
+    assert "evening_routine True tags@1 share_evening >= 0.5" in text
+    assert "after suppression: []" in text

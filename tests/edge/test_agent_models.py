@@ -17,7 +17,9 @@ from edge_agent import BUILTIN_MODELS, Agent, ModelStore, load_config
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 from protocol import (
     FEATURE_FIELDS,
+    Coverage,
     FeatureState,
+    LocalTime,
     SchemaError,
     SignalBaseline,
     SignalIn,
@@ -50,12 +52,17 @@ def _stream() -> tuple[list[SignalIn], str, frozenset[int]]:
 
 
 def _expected(
-    signals: list[SignalIn], subject: str, root: Path
+    signals: list[SignalIn], subject: str, root: Path, zone: str = "UTC"
 ) -> tuple[int, int, float, list[float]]:
-    """(anomalies flagged, segment, churn risk, features) of ``subject`` computed by hand."""
+    """(anomalies flagged, segment, churn risk, features) of ``subject`` computed by hand
+    on the household clock of ``zone``."""
     store = ModelStore(root, "coffee", {}, builtin=BUILTIN_MODELS)
     now = time.time_ns() // 1_000_000
-    features, baselines, flagged, seen = FeatureState("coffee"), {}, 0, set()
+    clock = LocalTime(zone)
+    # The device's coverage (hours it reported in) hears every accepted signal, whoever
+    # it is about; the customer's features read it (docs/models.md, "Features").
+    coverage = Coverage(clock)
+    features, baselines, flagged, seen = FeatureState("coffee", clock, coverage), {}, 0, set()
     last_scored: int | None = None
     segment = churn = None
     vector: list[float] = []
@@ -69,9 +76,10 @@ def _expected(
             continue
         if not now - 7 * DAY < s.ts <= now + 300_000:  # the agent's timestamp window
             continue
+        coverage.observe(s.ts)
         if is_baselined(s.name):  # baselines are per device: every customer's readings
-            b = baselines.setdefault(s.name, SignalBaseline(s.name))
-            flagged += bool(store.anomaly(b.observe(float(value)))[1])  # type: ignore[index,arg-type]
+            b = baselines.setdefault(s.name, SignalBaseline(s.name, clock))
+            flagged += bool(store.anomaly(b.observe(float(value), s.ts))[1])  # type: ignore[index,arg-type]
         if s.subject != subject:
             continue
         features.update(s.name, s.ts, value)
@@ -131,6 +139,30 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
         assert features == [round(v, 4) for v in vector]  # the features travel too
     assert values[0] == values[1]  # a restart changes nothing the models computed
     assert abs(flagged - len(injected)) <= 0.1 * len(injected)  # the detector works here
+
+
+async def test_the_agent_counts_on_the_households_clock(
+    tmp_path: Path, services: LocalServices, unique: str
+) -> None:
+    """``[device] timezone``: features (and the anomaly baselines' hours) are the
+    household's local ones, exactly as computed by hand on that clock."""
+    signals, subject, _ = _stream()
+    tokyo = _expected(signals, subject, tmp_path / "by-hand", "Asia/Tokyo")
+    utc = _expected(signals, subject, tmp_path / "by-hand-utc")
+    bundle = make_bundle(tmp_path / "tokyo", f"b{unique}", "coffee-tokyo", models=True)
+    zone = {"mqtt": {"port": services.mosquitto.port}, "device": {"timezone": "Asia/Tokyo"}}
+    cfg = load_config(bundle.toml, zone, environ={})
+    async with Agent(cfg) as agent:
+        await agent.ingest_many(signals)
+        twin = pseudonymize(bundle.brand_key, 1, subject)
+        features = [
+            agent.twin_value(twin, FEATURE_FIELDS[("coffee", n)]) for n in feature_names("coffee")
+        ]
+        churn = agent.twin_value(twin, "coffee.churn_risk")
+    assert features == [round(v, 4) for v in tokyo[3]]
+    assert churn == tokyo[2]
+    share = feature_names("coffee").index("share_morning")
+    assert round(tokyo[3][share], 4) != round(utc[3][share], 4)  # the zone matters
 
 
 _NO_NUMPY_CHILD = r"""

@@ -44,11 +44,25 @@ def test_env_from_process(bundle: Bundle, monkeypatch: pytest.MonkeyPatch) -> No
         ({"device": {"brand": "Bad Brand!"}}, "device.brand"),
         ({"sync": {"inflight": 0}}, "sync.inflight"),
         ({"nosuch": {}}, "nosuch"),
+        ({"device": {"timezone": "Mars/Olympus_Mons"}}, "device.timezone"),
+        ({"device": {"timezone": "+15:00"}}, "device.timezone"),
+        ({"device": {"timezone": "../../etc/passwd"}}, "device.timezone"),
     ],
 )
 def test_invalid_values_are_named(bundle: Bundle, overrides: dict, needle: str) -> None:
     with pytest.raises(EdgeAgentError, match=needle.replace(".", r"\.")):
         load_config(bundle.toml, overrides, environ={})
+
+
+def test_the_households_time_zone(bundle: Bundle) -> None:
+    """UTC unless set; an offset or an IANA name; the environment can set it too."""
+    assert load_config(bundle.toml, environ={}).device.timezone == "UTC"
+    zone = {"device": {"timezone": "Europe/Berlin"}}
+    assert load_config(bundle.toml, zone, environ={}).device.timezone == "Europe/Berlin"
+    env = {"TWINSYNC_EDGE__DEVICE__TIMEZONE": "+05:30"}
+    assert load_config(bundle.toml, environ=env).device.timezone == "+05:30"
+    with pytest.raises(EdgeAgentError, match="IANA name like 'Europe/Berlin'"):
+        load_config(bundle.toml, {"device": {"timezone": "Nowhere/Land"}}, environ={})
 
 
 def test_missing_and_broken_files(bundle: Bundle, tmp_path: Path) -> None:

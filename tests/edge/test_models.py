@@ -27,8 +27,10 @@ N = len(FEATURES)
 # A plausible customer row of the product's feature width (the schema may grow).
 ROW = [0.1, 0.3, 0.4, 0.2, 0.25, 2.0, 1.8, 1.1, 1.0, 0.9, 5.0, 3.0, 2.2, 0.7, 1.3, 0.6, 0.8][:N]
 ROW += [1.0] * (N - len(ROW))
-READING = [0.4, 0.02, 0.55]
-OUTLIER = [40.0, 0.9, 0.99]
+# An ordinary gauge reading and a far-out one (abs_z, jump_of_range, step_z, hour_z,
+# run_vs_usual: protocol.ANOMALY_FEATURES).
+READING = [0.4, 0.02, 0.8, 0.6, 0.5]
+OUTLIER = [40.0, 0.9, 45.0, 40.0, 30.0]
 assert len(ROW) == N
 assert len(READING) == len(ANOMALY_FEATURES)
 

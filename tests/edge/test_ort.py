@@ -77,7 +77,7 @@ def _real_rows() -> dict[str, list[list[float]]]:
                 continue  # the agent refuses it before features see it
             if is_baselined(s.name) and not isinstance(value, bool | str):
                 b = baselines.setdefault(s.name, SignalBaseline(s.name))
-                rows["anomaly"].append(list(b.observe(float(value))))
+                rows["anomaly"].append(list(b.observe(float(value), s.ts)))
             state = states.setdefault(s.subject, FeatureState(device.product))
             state.update(s.name, s.ts, value)
             if i % 7 == 0:
@@ -160,7 +160,8 @@ def test_inputs_and_outputs_are_described_like_the_binding(name: str) -> None:
 def test_symbolic_dimensions_and_non_tensor_outputs() -> None:
     """A named batch dimension comes back as its name; a wrong output is still described."""
     session = open_session(_onnx.renamed_output_onnx("score"))
-    assert session.inputs == [edge.IOInfo("features", "tensor(float)", ("N", 3))]
+    width = len(ANOMALY_FEATURES)
+    assert session.inputs == [edge.IOInfo("features", "tensor(float)", ("N", width))]
     assert session.outputs == [edge.IOInfo("score", "tensor(float)", ("N", 1))]
 
 
@@ -174,7 +175,7 @@ def test_errors_carry_onnxruntime_messages() -> None:
     session = open_session(_onnx.anomaly_onnx(0))
     data = (ctypes.c_float * 8)()
     with pytest.raises(ModelError) as err:
-        session.run("features", "scores", data, (2, 4))  # the model takes 3 columns
+        session.run("features", "scores", data, (2, 4))  # the model takes 5 columns
     assert err.value.reason == "onnxruntime"
     assert "features" in str(err.value)
     with pytest.raises(ModelError) as err:
@@ -189,13 +190,15 @@ def test_single_run_refuses_an_output_of_another_shape() -> None:
     """The pre-allocated output of the fast path is never written with a wrong shape or
     type: onnxruntime fails the run instead."""
     session = open_session(_onnx.anomaly_onnx(0))
+    width = len(ANOMALY_FEATURES)
+    reading = [0.1, 0.2, 0.3, 0.4, 0.5][:width]
     for element, shape in (("float32", (1, 2)), ("int64", (1, 1))):
-        one = session.single("features", 3, "scores", element, shape)
-        one.input[:] = [0.1, 0.2, 0.3]
+        one = session.single("features", width, "scores", element, shape)
+        one.input[:] = reading
         with pytest.raises(ModelError):
             one()
-    ok = session.single("features", 3, "scores", "float32", (1, 1))
-    ok.input[:] = [0.1, 0.2, 0.3]
+    ok = session.single("features", width, "scores", "float32", (1, 1))
+    ok.input[:] = reading
     assert len(ok()[:]) == 1
 
 

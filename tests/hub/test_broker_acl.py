@@ -58,6 +58,28 @@ def test_each_device_reads_and_writes_only_its_own_topics(acl_broker: SecuredBro
             c.close()
 
 
+def test_only_the_hub_may_publish_a_tag_catalog(acl_broker: SecuredBroker) -> None:
+    """Devices subscribe to their brand's ``broadcast/tags`` (the hub's retained tag
+    catalog); a device's publish there never reaches another device."""
+    brand = _brand(acl_broker)
+    hub = acl_broker.probe(acl_broker.hub_user)
+    a = acl_broker.probe(f"{brand}.dev-a")
+    b = acl_broker.probe(f"{brand}.dev-b")
+    clients = [hub, a, b]
+    topic_ = f"ts/v1/{brand}/broadcast/tags"
+    try:
+        assert all(c.connected.wait(5) for c in clients)
+        assert b.subscribe(topic_)
+        a.c.publish(topic_, b"forged catalog", qos=1).wait_for_publish(5)
+        hub.c.publish(topic_, b"hub catalog", qos=1).wait_for_publish(5)
+        assert wait_for(lambda: (topic_, b"hub catalog") in b.got)
+        time.sleep(0.5)  # what was refused would have arrived by now
+        assert [p for _t, p in b.got] == [b"hub catalog"]
+    finally:
+        for c in clients:
+            c.close()
+
+
 def test_wrong_and_anonymous_logins_are_refused(acl_broker: SecuredBroker) -> None:
     brand = _brand(acl_broker)
     b_password = acl_broker.passwords[f"{brand}.dev-b"]

@@ -136,6 +136,7 @@ def test_devices_subscribe_only_to_their_own_downlinks(secured: SecuredBroker) -
         own = f"ts/v1/{attacker}/x-1"
         granted = [f"{own}/ack", f"{own}/desired", f"{own}/model"]
         granted += [f"ts/v1/{attacker}/broadcast/tombstone", f"ts/v1/{attacker}/broadcast/consent"]
+        granted += [f"ts/v1/{attacker}/broadcast/tags"]
         denied = [
             "$share/twinsync-hub/ts/v1/+/+/delta",
             "$share/twinsync-hub/ts/v1/+/+/status",
@@ -149,6 +150,7 @@ def test_devices_subscribe_only_to_their_own_downlinks(secured: SecuredBroker) -
             f"ts/v1/{attacker}/+/ack",
             f"{own}/#",
             f"ts/v1/{victim}/broadcast/tombstone",
+            f"ts/v1/{victim}/broadcast/tags",
             "ts/v1/_hub/#",
             "$SYS/#",
             "$CONTROL/dynamic-security/#",

@@ -254,7 +254,7 @@ async def test_a_bad_model_is_refused_and_the_old_one_keeps_serving(
         if manifest.kind == "segment":
             assert store.segment([0.5] * len(COFFEE)) is not None
         else:
-            scored = store.anomaly([0.1, 0.0, 0.5])
+            scored = store.anomaly([0.1, 0.0, 0.5, 0.3, 0.5])  # an ordinary reading
             assert scored is not None
             assert scored[2] == old["c0"]
 

@@ -27,7 +27,9 @@ def test_generate_writes_fleet_and_truth(
     assert main(argv) == 0
     assert "5 devices" in capsys.readouterr().out
     names = {p.name for p in out.iterdir()}
-    assert names == {"fleet.json", "signals.jsonl", "points.jsonl", "twins.json", "summary.json"}
+    assert names == {
+        "fleet.json", "labels.json", "signals.jsonl", "points.jsonl", "twins.json", "summary.json"
+    }  # fmt: skip
     truth = GroundTruth.load(out)
     assert truth.twins
     assert all(t.startswith("2-") for t in truth.twins)  # epoch from the bundle
@@ -60,3 +62,48 @@ def test_errors_are_reported_not_raised(tmp_path: Path, capsys: pytest.CaptureFi
     assert code == 2  # input errors exit 2, like every command's configuration errors
     assert "twinsync sim:" in capsys.readouterr().err
     assert main(["stats", "--brand", "Bad Brand"]) == 2
+
+
+def test_generate_a_realistic_fleet_with_knobs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "real"
+    argv = ["generate", "--profile", "realistic", "--seed", "4", "--devices", "12",
+            "--days", "2", "--start-ms", START, "--now-ms", str(int(START) + 3 * 86_400_000),
+            "--loss", "0.2", "--timezones", "Asia/Tokyo,+05:30",
+            "--set", "faults.anomaly_rate=0.02", "--set", "life.seasons=false",
+            "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    fleet = json.loads((out / "fleet.json").read_text())
+    assert fleet["spec"]["sensors"]["loss"] == 0.2
+    assert fleet["spec"]["faults"]["anomaly_rate"] == 0.02
+    assert fleet["spec"]["life"]["seasons"] is False
+    assert fleet["spec"]["churn"]["monthly_rate"] == 0.02  # the rest of the profile stays
+    assert {h["tz"] for h in fleet["households"]} == {"Asia/Tokyo", "+05:30"}
+    assert {d["tz"] for d in fleet["devices"]} <= {"Asia/Tokyo", "+05:30", "UTC"}
+    labels = json.loads((out / "labels.json").read_text())
+    assert set(labels) == {d["device_id"] for d in fleet["devices"]}
+    anomalies = [a for device in labels.values() for a in device["anomalies"].values()]
+    assert {a["kind"] for a in anomalies} >= {"spike", "level_shift", "stuck"}
+    assert sum(device["lost"] for device in labels.values()) > 0
+    assert main(["stats", "--profile", "realistic", "--devices", "12", "--start-ms", START]) == 0
+    printed = capsys.readouterr().out
+    assert "zones" in printed
+    assert "anomalous signals:" in printed
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("sensors.volume=3", "SensorSpec has no field 'volume'"),
+        ("seed.x=1", "seed is a value"),
+        ("sensors.loss=1.5", "loss must be"),
+        ("noequals", "give FIELD=VALUE"),
+        ('population.timezones=["Nowhere/Land"]', "Nowhere/Land"),
+    ],
+)
+def test_bad_settings_say_what_to_change(
+    setting: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["stats", "--devices", "2", "--set", setting]) == 2
+    assert message in capsys.readouterr().err

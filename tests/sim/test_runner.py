@@ -94,7 +94,11 @@ def fake_edge(monkeypatch: pytest.MonkeyPatch) -> type[_FakeAgent]:
 
     def load_config(path: Path, overrides: dict[str, Any], *, environ: dict[str, str]) -> Any:
         assert environ == {}
-        return {"device": Path(path).parent.name, "bundle": path, **overrides}
+        # "device" is the device id here; the [device] settings the runner passes are kept
+        # under "device_settings"
+        settings = overrides.get("device", {})
+        return {**overrides, "device": Path(path).parent.name, "device_settings": settings,
+                "bundle": path}  # fmt: skip
 
     module.Agent = _FakeAgent  # type: ignore[attr-defined]
     module.load_config = load_config  # type: ignore[attr-defined]
@@ -107,8 +111,13 @@ def fake_edge(monkeypatch: pytest.MonkeyPatch) -> type[_FakeAgent]:
     return _FakeAgent
 
 
-def _setup(tmp_path: Path, **faults: Any) -> tuple[Fleet, GroundTruth, dict[str, Path]]:
-    spec = FleetSpec(seed=4, devices=6, start_ms=NOW - 2 * 86_400_000, faults=FaultSpec(**faults))
+def _setup(
+    tmp_path: Path, spec: FleetSpec | None = None, **faults: Any
+) -> tuple[Fleet, GroundTruth, dict[str, Path]]:
+    if spec is None:
+        spec = FleetSpec(
+            seed=4, devices=6, start_ms=NOW - 2 * 86_400_000, faults=FaultSpec(**faults)
+        )
     fleet = Fleet.generate(spec)
     truth = GroundTruth.compute(fleet, KEY, 1, now_ms=NOW)
     for d, outcomes in truth.outcomes.items():
@@ -172,6 +181,24 @@ async def test_runner_paces_by_simulated_time(tmp_path: Path, fake_edge: type[_F
     assert 0.3 < elapsed < 5
     assert runner.mismatches(truth) == []
     assert len(fake_edge.chunks) > 4 * len(bundles)  # fed bit by bit, not all at once
+
+
+async def test_runner_tells_each_agent_its_zone_and_paces_by_true_time(
+    tmp_path: Path, fake_edge: type[_FakeAgent]
+) -> None:
+    """A realistic fleet: each agent is configured with its device's zone ([device]
+    timezone: features are local), and pacing maps drifting device clocks to true time."""
+    spec = FleetSpec.realistic(seed=5, devices=12, days=0.5, start_ms=NOW - 2 * 86_400_000)
+    fleet, truth, bundles = _setup(tmp_path, spec)
+    assert any(d.tz != "UTC" for d in fleet.devices)
+    runner = FleetRunner(fleet, bundles, "127.0.0.1", 1884, tmp_path / "agents")
+    await runner.run(speed=86_400 / 0.2)
+    await runner.close()
+    assert runner.mismatches(truth) == []
+    zones = {device: config["device_settings"] for device, config in fake_edge.started}
+    for d in fleet.devices:
+        want = {} if d.tz == "UTC" else {"timezone": d.tz}
+        assert zones[d.device_id] == want
 
 
 def test_runner_refuses_devices_without_bundles(tmp_path: Path) -> None:

@@ -143,7 +143,10 @@ secrets_dir = "secrets"
         delta = probe.delta(
             1,
             {xss_twin: [(now_hlc(-60_000), "coffee.segment_model", XSS),
-                        (now_hlc(-50_000), "coffee.brews_total", 3)]},
+                        (now_hlc(-50_000), "coffee.brews_total", 3),
+                        (now_hlc(-50_000), "coffee.tag_evening_routine", True),
+                        (now_hlc(-50_000), "coffee.tag_strong_coffee", False),
+                        (now_hlc(-50_000), "coffee.tags_ref", "tags@1")]},
         )  # fmt: skip
         probe.publish(delta)
         _wait_acked(probe, {1})

@@ -284,3 +284,15 @@ async def test_a_twin_field_holding_markup_is_shown_as_text(chromium: Chromium, 
         assert await count(page, "img") == 0
         assert await page.evaluate("typeof window.__xss") == "undefined"
         clean(page.problems)
+
+
+async def test_a_twins_page_shows_the_tags_that_hold_with_their_catalog(
+    chromium: Chromium, dash: Dash
+) -> None:
+    """Mallory's device sent ``evening_routine`` true and ``strong_coffee`` false (a tag
+    lost): the page lists the one that holds, with its product and catalog."""
+    async with chromium.page() as page:
+        assert await show(page, dash, f"twin/{dash.xss_twin}") == "ready"
+        assert await texts(page, "#tags li") == ["evening_routine (coffee, tags@1)"]
+        assert await count(page, "#tags strong") == 1
+        clean(page.problems)

@@ -8,7 +8,16 @@ import statistics
 import pytest
 
 from firmware_sim import FaultSpec, Fleet, FleetSpec
-from protocol import COMMON_FEATURES, WINDOW_DAYS, FeatureState, SchemaError, feature_names
+from protocol import (
+    COMMON_FEATURES,
+    WINDOW_DAYS,
+    Coverage,
+    FeatureState,
+    LocalTime,
+    SchemaError,
+    feature_floor,
+    feature_names,
+)
 
 DAY = 86_400_000
 HOUR = 3_600_000
@@ -208,3 +217,141 @@ def test_the_usual_rate_survives_the_window_and_restarts() -> None:
     assert f["usual_uses_per_day"] == pytest.approx(expected)
     assert 1.2 < expected < 1.8  # 66 days on, the old habit is fading, not forgotten
     assert f["usual_days"] == pytest.approx(sum(weights))
+
+
+# -- local time ------------------------------------------------------------------------
+def test_days_dayparts_and_weekends_are_the_households() -> None:
+    """07:00 in Tokyo is 22:00 UTC the day before: a morning brew, on the local day."""
+    tokyo = LocalTime("Asia/Tokyo")
+    local, utc = FeatureState("coffee", tokyo), FeatureState("coffee")
+    for d in range(14):  # two weeks from a Monday, local time
+        if d % 7 in (5, 6):  # Saturday and Sunday brews only, at 07:00 local
+            ts = tokyo.utc_ms(MONDAY + d * DAY + 7 * HOUR)
+            for state in (local, utc):
+                state.update("coffee.brew", ts, 1)
+    now = tokyo.utc_ms(MONDAY + 14 * DAY + 12 * HOUR)
+    f, g = _f(local, now), _f(utc, now)
+    assert f["share_morning"] == 1.0
+    assert f["share_weekend"] == 1.0
+    # The same brews on a UTC clock: evenings, half of them on a Friday.
+    assert g["share_evening"] == 1.0
+    assert g["share_weekend"] == 0.5
+
+
+def test_the_same_local_routine_gives_the_same_features_in_any_zone() -> None:
+    vectors = []
+    for zone in ("America/New_York", "Asia/Kolkata", "+09:30"):
+        clock = LocalTime(zone)
+        fs = FeatureState("tv", clock)
+        for d in range(30):
+            for h in (7, 20):
+                t = clock.utc_ms(MONDAY + d * DAY + h * HOUR)
+                fs.update("tv.power", t, True)
+                fs.update("tv.watch", t + 30 * 60_000, 30.0)
+                fs.update("tv.power", t + HOUR, False)
+        vectors.append(fs.vector(clock.utc_ms(MONDAY + 30 * DAY + 21 * HOUR)))
+    assert vectors[0] == pytest.approx(vectors[1])
+    assert vectors[0] == pytest.approx(vectors[2])
+
+
+def test_rhythm_harmonics_place_the_routine_on_the_clock() -> None:
+    mornings, evenings, both = (FeatureState("coffee") for _ in range(3))
+    _brews(mornings, range(7), (6,))
+    _brews(evenings, range(7), (18,))
+    _brews(both, range(7), (6, 18))
+    now = MONDAY + 7 * DAY
+    m, e, b = _f(mornings, now), _f(evenings, now), _f(both, now)
+    assert (m["rhythm_cos"], m["rhythm_sin"]) == (pytest.approx(0, abs=1e-9), pytest.approx(1))
+    assert e["rhythm_sin"] == pytest.approx(-1)
+    # Twice a day, twelve hours apart: no single peak, a strong second harmonic.
+    assert b["rhythm_sin"] == pytest.approx(0, abs=1e-9)
+    assert b["rhythm_cos2"] == pytest.approx(-1)
+
+
+# -- coverage: a device that is off expects no use ---------------------------------------
+def _coffee_days(
+    state: FeatureState, coverage: Coverage, days: range, *, brews: bool = True
+) -> None:
+    """A machine reporting its tank every 30 minutes; brews at 07:00 and 19:00."""
+    for d in days:
+        for m in range(0, 24 * 60, 30):
+            ts = MONDAY + d * DAY + m * 60_000
+            coverage.observe(ts)
+            state.update("coffee.water_level_pct", ts, 50.0)
+        if brews:
+            for h in (7, 19):
+                coverage.observe(MONDAY + d * DAY + h * HOUR + 1)
+                state.update("coffee.brew", MONDAY + d * DAY + h * HOUR + 1, 1)
+
+
+def test_an_outage_is_not_a_decline_but_a_silence_while_on_is() -> None:
+    """Three days unplugged: no use was expected then. Three days on without a brew: churn."""
+    off_cov, idle_cov = Coverage(), Coverage()
+    off, idle = FeatureState("coffee", coverage=off_cov), FeatureState("coffee", coverage=idle_cov)
+    blind = FeatureState("coffee")  # no coverage: every hour counts (as before)
+    _coffee_days(off, off_cov, range(40))
+    _coffee_days(idle, idle_cov, range(40))
+    _brews(blind, range(40), (7, 19))
+    # Days 40-42: the first machine is unplugged; the second is on, and nobody brews.
+    _coffee_days(idle, idle_cov, range(40, 43), brews=False)
+    back = MONDAY + 43 * DAY + 6 * HOUR  # the first report after the outage
+    for state, cov in ((off, off_cov), (idle, idle_cov)):
+        cov.observe(back)
+        state.update("coffee.water_level_pct", back, 50.0)
+    f, g, h = _f(off, back), _f(idle, back), _f(blind, back)
+    assert abs(f["uses_vs_usual_3d"]) < 1.0
+    assert f["use_ratio_7d"] > 0.9
+    assert f["silence_vs_usual"] < 1.0  # the hours it was off expected nothing
+    # Per day it was on: three full days and, today, one hour of the seven so far.
+    assert f["events_per_day_7d"] == pytest.approx(6 / (3 + 1 / 7))
+    assert g["uses_vs_usual_3d"] < -1.5
+    assert g["uses_vs_usual_7d"] < -1.5
+    assert g["use_ratio_7d"] < 0.7
+    assert g["silence_vs_usual"] > 5.0
+    # Without coverage the outage looks exactly like the idle customer.
+    assert h["uses_vs_usual_3d"] == pytest.approx(g["uses_vs_usual_3d"], abs=0.3)
+    assert h["silence_vs_usual"] > 5.0
+
+
+def test_a_wearable_does_not_discount_silence() -> None:
+    """A watch reports only while worn: its silence is its wearer's, not an outage."""
+    coverage = Coverage()
+    fs = FeatureState("wearable", coverage=coverage)
+    for d in range(30):
+        for m in range(6 * 60, 22 * 60, 10):
+            ts = MONDAY + d * DAY + m * 60_000
+            coverage.observe(ts)
+            fs.update("wearable.heart_rate_bpm", ts, 60)
+    f = _f(fs, MONDAY + 33 * DAY)
+    assert f["uses_vs_usual_3d"] == -10.0
+    assert f["silence_vs_usual"] > 100
+
+
+def test_coverage_and_features_round_trip_together() -> None:
+    coverage = Coverage(LocalTime("Europe/Berlin"))
+    fs = FeatureState("coffee", coverage.clock, coverage)
+    _coffee_days(fs, coverage, range(20))
+    _coffee_days(fs, coverage, range(22, 30))  # two days off
+    again_cov = Coverage.from_state(coverage.to_state(), coverage.clock)
+    again = FeatureState.from_state(fs.to_state(), coverage.clock, again_cov)
+    now = MONDAY + 30 * DAY
+    assert again.vector(now) == fs.vector(now)
+    with pytest.raises(SchemaError):
+        Coverage.from_state({"first": 1, "masks": {"x": 1}})
+
+
+def test_a_state_of_an_older_layout_is_refused() -> None:
+    """UTC-day buckets of an older agent would be read as local days: start afresh."""
+    fs = FeatureState("coffee")
+    _brews(fs, range(3), (7,))
+    state = fs.to_state()
+    del state["v"]
+    with pytest.raises(SchemaError):
+        FeatureState.from_state(state)
+
+
+def test_every_feature_has_a_floor() -> None:
+    for product in ("coffee", "thermostat", "tv", "wearable"):
+        assert all(feature_floor(name) > 0 for name in feature_names(product))
+    with pytest.raises(SchemaError):
+        feature_floor("nope")

@@ -13,6 +13,7 @@ __all__ = [
     "ConsentAccepted",
     "ErasureReceipt",
     "ExportedField",
+    "ExportedTag",
     "ObjectionReceipt",
     "Prediction",
     "PrivacyRequest",
@@ -104,6 +105,20 @@ class Prediction(Result):
     explanation: str
 
 
+class ExportedTag(Result):
+    """A behaviour tag with the rule that set it (``catalog``: ``tags@<version>``; the
+    rule and description are None for a catalog the hub does not know)."""
+
+    field: str
+    tag: str
+    product: str
+    value: Scalar
+    updated_ms: int
+    catalog: str | None
+    rule: str | None
+    description: str | None
+
+
 class TwinExport(Result):
     """One twin (key epoch) of the customer in an access export."""
 
@@ -111,6 +126,8 @@ class TwinExport(Result):
     epoch: int
     fields: tuple[ExportedField, ...]
     predictions: tuple[Prediction, ...]
+    #: behaviour tags, each with its rule (empty from hubs before tags existed)
+    tags: tuple[ExportedTag, ...] = ()
     devices: tuple[str, ...]
     stored_points: int
 

@@ -4,30 +4,53 @@ Imported only by ``twinsync train`` (and its alias ``twinsync hub train``), so a
 without the extra runs everything else.
 
 - whole runs: :func:`train_from_sim` (a simulated fleet, scored against its ground
-  truth on an unseen fleet; :class:`SimTraining` says what to simulate) and
-  :func:`train_segments` on the features a hub holds (:func:`fetch_features`);
-- the steps they are made of, for a run of your own: snapshot times (:func:`cutoffs`),
-  one row of features per customer and time as the device computes it
-  (:func:`customer_rows`), the feature columns each kind of model reads
-  (:func:`churn_columns`, :func:`segment_columns`), fitting (:func:`fit_churn`,
-  :func:`fit_segment`) and held-out scores with bootstrap intervals over customers
-  (:func:`auc_interval`).
+  truth on unseen fleets beside simple baselines; :class:`SimTraining` says what to
+  simulate) and :func:`train_segments` on the features a hub holds
+  (:func:`fetch_features`);
+- the steps they are made of, for a run of your own: snapshot times
+  (:func:`cutoffs`), one row of features per customer and time as the device computes
+  it (:func:`customer_rows`, :class:`CustomerRows`), the feature columns each kind of
+  model reads (:func:`churn_columns`, :func:`segment_columns`), robust scaling
+  (:func:`robust_scaler`), fitting (:func:`fit_churn`, :func:`fit_segment`, each a
+  :class:`Fitted` ONNX model) and held-out scores with bootstrap intervals over
+  customers (:func:`auc_interval`, :func:`matched_accuracy`).
 """
 
-from ._dataset import customer_rows
-from ._fit import auc_interval, churn_columns, fit_churn, fit_segment, segment_columns
+from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
+from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay
+from ._evaluate import anomaly_flag_scores
+from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
+from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
-from ._train import SimTraining, cutoffs, train_from_sim
+from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
+from ._segments import fit_segment, segment_columns
+from ._targets import check_targets
+from ._train import train_from_sim
 
 __all__ = [
+    "AnomalyRows",
+    "CustomerRows",
+    "Fitted",
+    "SegmentBaseline",
     "SimTraining",
+    "Threshold",
+    "anomaly_flag_scores",
     "auc_interval",
+    "average_precision",
+    "check_targets",
     "churn_columns",
     "customer_rows",
     "cutoffs",
     "fetch_features",
+    "fit_anomaly",
+    "fit_anomaly_thresholds",
     "fit_churn",
     "fit_segment",
+    "fit_segment_baselines",
+    "matched_accuracy",
+    "precision_at_rate",
+    "replay",
+    "robust_scaler",
     "segment_columns",
     "train_from_sim",
     "train_segments",

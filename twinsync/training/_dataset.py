@@ -1,10 +1,14 @@
 """Training and evaluation rows from a simulated fleet, through the agent's own feature code.
 
-Signals are replayed per device in time order exactly as an agent accepts them (invalid
-ones skipped), into :class:`protocol.FeatureState` per customer and
-:class:`protocol.SignalBaseline` per gauge; feature vectors are snapshotted at cut-off
-times. Labels come from firmware_sim's ground truth (personas, churn dates, injected
-anomalies), which a real fleet does not have: that is what the simulator is for.
+Signals are replayed per device as its agent sees them: its own (skewed, drifting)
+clock, its losses and outages, its household's time zone, duplicates and invalid
+signals dropped as the agent drops them. Nothing is corrected with what only the
+simulator knows (true clock offsets, true event times). Each device gets one
+:class:`protocol.Coverage`, its customers one :class:`protocol.FeatureState` each and its
+gauges one :class:`protocol.SignalBaseline` each, exactly as in
+``edge_agent._infer.ModelRunner``; feature vectors are snapshotted at cut-off times of
+the device's clock. Labels come from firmware_sim's ground truth (:mod:`._truth`),
+which a real fleet does not have: that is what the simulator is for.
 """
 
 from __future__ import annotations
@@ -14,7 +18,10 @@ from dataclasses import dataclass, field
 
 from firmware_sim import Fleet, SimDevice
 from protocol import (
+    Coverage,
     FeatureState,
+    LocalTime,
+    Scalar,
     SchemaError,
     SignalBaseline,
     check_signal_value,
@@ -22,9 +29,26 @@ from protocol import (
     signal_spec,
 )
 
-__all__ = ["AnomalyRows", "CustomerRows", "anomaly_rows", "customer_rows"]
+from ._truth import Truth, device_zone
+
+__all__ = [
+    "AnomalyRows",
+    "CustomerRows",
+    "Replayed",
+    "anomaly_rows",
+    "customer_rows",
+    "replay",
+    "segment_rows",
+]
 
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
+# The agent refuses signals stamped far from its clock (1970, 2100); the simulator's
+# skewed and drifting clocks stay within this of the window.
+_CLOCK_MARGIN_MS = 2 * DAY_MS
+# A device that reports on its own and said nothing for this long is off: its agent
+# scores nobody then, so there is no row.
+_OFF_AFTER_MS = HOUR_MS
 
 
 @dataclass
@@ -34,40 +58,75 @@ class CustomerRows:
     product: str
     x: list[list[float]] = field(default_factory=list)
     persona: list[str] = field(default_factory=list)
-    #: days from the cut-off until the customer churns (None: does not churn in the data)
+    #: days from the cut-off until the customer churns this product (None: not in the data)
     days_to_churn: list[float | None] = field(default_factory=list)
     subject: list[str] = field(default_factory=list)
+    device: list[str] = field(default_factory=list)
     cutoff_ms: list[int] = field(default_factory=list)
+    #: the customer's true engagement with the product at the cut-off (ground truth:
+    #: 1.0 unless winding down; the churn ceiling, never a model input)
+    engagement: list[float] = field(default_factory=list)
+    #: how plainly the device shows the customer's persona (ground truth:
+    #: :meth:`._truth.Truth.segment_group`)
+    group: list[str] = field(default_factory=list)
 
 
 @dataclass
 class AnomalyRows:
-    """One row per gauge reading: anomaly features and whether it was injected."""
+    """One row per gauge reading: anomaly features, and what the simulator knows of it."""
 
     x: list[list[float]] = field(default_factory=list)
     injected: list[bool] = field(default_factory=list)
+    #: size class of an injected anomaly ("" for a genuine reading)
+    size: list[str] = field(default_factory=list)
+    #: kind of an injected anomaly ("" for a genuine reading)
+    kind: list[str] = field(default_factory=list)
+    #: the anomaly a reading belongs to ("<device>:<episode>"; "" for a genuine one): a
+    #: level shift or a stuck sensor spans many readings
+    episode: list[str] = field(default_factory=list)
+    #: a genuine large event (not an anomaly: a window opened, a refill)
+    event: list[bool] = field(default_factory=list)
+    signal: list[str] = field(default_factory=list)
+    device: list[str] = field(default_factory=list)
+    #: anomalies none of whose readings the anomaly model scores (out-of-pattern brews
+    #: or TV sessions: no gauge), episode -> (size, kind); they count as missed
+    unscored: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def extend(self, other: AnomalyRows) -> None:
+        """Append ``other``'s rows (another fleet's: episodes are keyed by device)."""
+        for name in ("x", "injected", "size", "kind", "episode", "event", "signal", "device"):
+            getattr(self, name).extend(getattr(other, name))
+        self.unscored.update(other.unscored)
 
 
-def _accepted(
-    fleet: Fleet, device_id: str
-) -> Iterable[tuple[str, int, str, float | int | str | bool, int]]:
-    """(name, true ts, subject, value, seq) of the signals an agent accepts, in time order."""
-    skew = fleet.device_map[device_id].skew_ms
+@dataclass(frozen=True)
+class Replayed:
+    """A signal as the agent accepts it: device-clock time, subject, value, firmware seq."""
+
+    name: str
+    ts: int
+    subject: str
+    value: Scalar
+    seq: int
+
+
+def replay(fleet: Fleet, device_id: str) -> list[Replayed]:
+    """The signals an agent accepts from the device, ordered by the device's clock."""
     rows = []
-    seen: set[int] = set()
+    last_seq = 0
+    low, high = fleet.start_ms - _CLOCK_MARGIN_MS, fleet.end_ms + _CLOCK_MARGIN_MS
     for s in fleet.signals(device_id):
-        if s.seq in seen:  # a duplicate send: the agent answers "duplicate" and moves on
+        if s.seq <= last_seq:  # a duplicate send: the agent answers "duplicate"
             continue
-        seen.add(s.seq)
+        last_seq = s.seq
         try:
             value = check_signal_value(signal_spec(s.name), s.value)
         except SchemaError:
             continue
-        ts = s.ts - skew
-        if not fleet.start_ms <= ts < fleet.end_ms:
-            continue
-        rows.append((s.name, ts, s.subject, value, s.seq))
-    rows.sort(key=lambda r: r[1])
+        if not low <= s.ts < high:
+            continue  # stamped far from the device's clock: refused as "timestamp"
+        rows.append(Replayed(s.name, s.ts, s.subject, value, s.seq))
+    rows.sort(key=lambda r: r.ts)  # stable: emission order within a millisecond
     return rows
 
 
@@ -76,65 +135,114 @@ def customer_rows(
     product: str,
     cutoffs: Iterable[int],
     *,
-    before_churn_days: float | None = None,
+    before_churn_days: Iterable[float] = (),
     min_history_days: float = 7.0,
-    active_only: bool = False,
     devices: Collection[SimDevice] | None = None,
 ) -> CustomerRows:
     """Vectors of every customer of every ``product`` device at each cut-off time.
 
-    With ``before_churn_days``, churners get one extra snapshot that many days before
-    their churn date (the evaluation point of the churn model), if that lies inside the
-    simulated window: after its end every device falls silent, which would look like
-    churn. ``active_only`` leaves out customers who have started to disengage (segments
-    describe habits they no longer have). ``devices``: only these of the fleet's devices.
+    Cut-offs are times of the device's clock (the agent scores on it). With
+    ``before_churn_days``, churners also get one snapshot that many days (each value)
+    before their churn of this product, if that lies inside the simulated window: after
+    its end every device falls silent, which would look like churn. ``devices``: only
+    these of the fleet's devices. A device that reports on its own but said nothing in
+    the hour before a cut-off is off, and gives no row then (its agent is not running).
     """
+    truth = Truth(fleet)
     out = CustomerRows(product)
-    base_cutoffs = sorted(cutoffs)
-    for dev in fleet.devices:
-        if dev.product != product or (devices is not None and dev not in devices):
-            continue
-        states: dict[str, FeatureState] = {}
-        points: list[tuple[int, str | None]] = [(t, None) for t in base_cutoffs]
-        if before_churn_days is not None:
-            for subject in dev.users:
-                churn = fleet.customer(subject).churn_ms
-                if churn is None:
-                    continue
-                at = churn - int(before_churn_days * DAY_MS)
+    leads = sorted(set(before_churn_days))
+    base = sorted(cutoffs)
+    for dev in _devices(fleet, product, devices):
+        points: list[tuple[int, str | None]] = [(t, None) for t in base]
+        for subject in dev.users:
+            churn = truth.churn_ms(subject, product)
+            for lead in leads if churn is not None else ():
+                at = churn - int(lead * DAY_MS)  # type: ignore[operator]
                 if fleet.start_ms <= at < fleet.end_ms:
                     points.append((at, subject))
-        points.sort(key=lambda p: p[0])
-        signals = list(_accepted(fleet, dev.device_id))
-        i = 0
-        for cut, only in points:
-            while i < len(signals) and signals[i][1] < cut:
-                name, ts, subject, value, _seq = signals[i]
-                state = states.get(subject)
-                if state is None:
-                    state = states[subject] = FeatureState(product)
-                state.update(name, ts, value)
-                i += 1
-            for subject, fs in states.items():
-                if only is not None and subject != only:
-                    continue
-                if fs.first_ms is None or cut - fs.first_ms < min_history_days * DAY_MS:
-                    continue
-                customer = fleet.customer(subject)
-                if (
-                    active_only
-                    and customer.disengage_ms is not None
-                    and cut >= customer.disengage_ms
-                ):
-                    continue  # winding down: no longer shows the habits of a segment
-                out.x.append(fs.vector(cut))
-                out.persona.append(customer.persona)
-                out.days_to_churn.append(
-                    None if customer.churn_ms is None else (customer.churn_ms - cut) / DAY_MS
-                )
-                out.subject.append(subject)
-                out.cutoff_ms.append(cut)
+        off = truth.reports_while_on(product)
+        _snapshots(fleet, truth, dev, points, min_history_days, out, skip_off=off)
     return out
+
+
+def segment_rows(
+    fleet: Fleet,
+    product: str,
+    *,
+    min_history_days: float = 14.0,
+    devices: Collection[SimDevice] | None = None,
+) -> CustomerRows:
+    """One vector per customer of every ``product`` device, the latest while active.
+
+    At the window's end, or just before the customer started to wind the product down
+    (a segment describes habits; a churner's last weeks no longer show theirs). Taken
+    whether or not the device is on then: it is the latest vector the agent computed,
+    which the hub holds.
+    """
+    truth = Truth(fleet)
+    out = CustomerRows(product)
+    for dev in _devices(fleet, product, devices):
+        points: list[tuple[int, str | None]] = []
+        for subject in dev.users:
+            at = fleet.end_ms
+            while at > fleet.start_ms and truth.disengaging(subject, product, at - 1):
+                at -= DAY_MS  # back to the last day before the decline
+            points.append((at, subject))
+        _snapshots(fleet, truth, dev, points, min_history_days, out, skip_off=False)
+    return out
+
+
+def _devices(
+    fleet: Fleet, product: str, devices: Collection[SimDevice] | None
+) -> Iterable[SimDevice]:
+    for dev in fleet.devices:
+        if dev.product == product and (devices is None or dev in devices):
+            yield dev
+
+
+def _snapshots(
+    fleet: Fleet,
+    truth: Truth,
+    dev: SimDevice,
+    points: list[tuple[int, str | None]],
+    min_history_days: float,
+    out: CustomerRows,
+    *,
+    skip_off: bool,
+) -> None:
+    """Replay ``dev`` as its agent would and snapshot at each (time, subject or all)."""
+    clock = LocalTime(device_zone(dev))
+    coverage = Coverage(clock)
+    states: dict[str, FeatureState] = {}
+    points.sort(key=lambda p: p[0])
+    signals = replay(fleet, dev.device_id)
+    i, last_ts = 0, None
+    for cut, only in points:
+        while i < len(signals) and signals[i].ts < cut:
+            s = signals[i]
+            coverage.observe(s.ts)
+            state = states.get(s.subject)
+            if state is None:
+                state = states[s.subject] = FeatureState(out.product, clock, coverage)
+            state.update(s.name, s.ts, s.value)
+            last_ts = s.ts
+            i += 1
+        if skip_off and (last_ts is None or cut - last_ts > _OFF_AFTER_MS):
+            continue
+        for subject, fs in states.items():
+            if only is not None and subject != only:
+                continue
+            if fs.first_ms is None or cut - fs.first_ms < min_history_days * DAY_MS:
+                continue
+            churn = truth.churn_ms(subject, out.product)
+            out.x.append(fs.vector(cut))
+            out.persona.append(truth.persona(subject))
+            out.days_to_churn.append(None if churn is None else (churn - cut) / DAY_MS)
+            out.subject.append(subject)
+            out.device.append(dev.device_id)
+            out.cutoff_ms.append(cut)
+            out.engagement.append(truth.engagement(subject, out.product, cut))
+            out.group.append(truth.segment_group(subject, dev.device_id))
 
 
 def anomaly_rows(
@@ -143,6 +251,7 @@ def anomaly_rows(
     devices: Collection[SimDevice] | None = None,
 ) -> AnomalyRows:
     """Every accepted gauge reading of the fleet (or of ``devices``), labelled."""
+    truth = Truth(fleet)
     wanted = set(products) if products is not None else None
     out = AnomalyRows()
     for dev in fleet.devices:
@@ -150,14 +259,28 @@ def anomaly_rows(
             continue
         if devices is not None and dev not in devices:
             continue
-        injected = fleet.anomalies(dev.device_id)
+        labels = truth.anomalies(dev.device_id)
+        events = truth.genuine_events(dev.device_id)
+        clock = LocalTime(device_zone(dev))
         baselines: dict[str, SignalBaseline] = {}
-        for name, _ts, _subject, value, seq in _accepted(fleet, dev.device_id):
-            if not is_baselined(name) or isinstance(value, bool | str):
+        for s in replay(fleet, dev.device_id):
+            if not is_baselined(s.name) or isinstance(s.value, bool | str):
                 continue
-            baseline = baselines.get(name)
+            baseline = baselines.get(s.name)
             if baseline is None:
-                baseline = baselines[name] = SignalBaseline(name)
-            out.x.append(baseline.observe(float(value)))
-            out.injected.append(seq in injected)
+                baseline = baselines[s.name] = SignalBaseline(s.name, clock)
+            out.x.append(baseline.observe(float(s.value), s.ts))
+            label = labels.get(s.seq)
+            out.injected.append(label is not None)
+            out.size.append(label[0] if label is not None else "")
+            out.kind.append(label[1] if label is not None else "")
+            out.episode.append(f"{dev.device_id}:{label[2]}" if label is not None else "")
+            out.event.append(s.seq in events)
+            out.signal.append(s.name)
+            out.device.append(dev.device_id)
+        scored = set(out.episode)
+        for size, kind, episode in labels.values():
+            key = f"{dev.device_id}:{episode}"
+            if key not in scored:
+                out.unscored[key] = (size, kind)
     return out

@@ -18,14 +18,15 @@ from typing import Any
 import numpy as np
 from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
-from sklearn.preprocessing import StandardScaler
 
 from cloud_hub import HubConfig
 from cloud_hub.store import MEASUREMENT_OF, InfluxStore, quote_ident, quote_str
 from protocol import FEATURE_FIELDS, PRODUCTS, SigningKey, feature_names
 
-from ._fit import choose_k, fit_segment, segment_columns, stability
-from ._train import _run, _write, write_report
+from ._artefacts import write_model, write_report
+from ._fit import robust_scaler
+from ._onnx import run
+from ._segments import choose_k, fit_segment, segment_columns, stability
 
 __all__ = ["fetch_features", "train_segments", "twin_features"]
 
@@ -100,18 +101,15 @@ def _fit_all(
         order = rng.permutation(len(x))
         cut = int(0.8 * len(x))
         splits[p] = (x[order[:cut]], x[order[cut:]])
-    curves = {
-        p: stability(StandardScaler().fit_transform(train[:, segment_columns(p)]), seed=seed)
-        for p, (train, _) in splits.items()
-    }
+    curves = {p: stability(_scaled(p, train), seed=seed) for p, (train, _) in splits.items()}
     k = choose_k(list(curves.values()))
     report["segments"] = {"k": k, "stability": curves}
     for p, (train, held) in splits.items():
         columns = segment_columns(p)
-        fitted = fit_segment(train.tolist(), k, columns, seed=seed)
-        labels = _run(fitted.onnx, "label", held.tolist())
+        fitted = fit_segment(train.tolist(), k, p, columns, seed=seed)
+        labels = run(fitted.onnx, "label", held.tolist())
         every = np.concatenate([train, held])[:, columns]
-        scaler = StandardScaler().fit(every)
+        scaler = robust_scaler(every, [feature_names(p)[i] for i in columns])
         if len(set(labels.tolist())) > 1 and len(held) > k:
             scaled = scaler.transform(held[:, columns])
             fitted.metrics["heldout_silhouette"] = float(silhouette_score(scaled, labels))
@@ -121,5 +119,13 @@ def _fit_all(
             own = reference.predict(scaled)
             fitted.metrics["heldout_agreement"] = float(adjusted_rand_score(own, labels))
         fitted.metrics["rows"] = float(len(train) + len(held))
-        manifest = _write(out, "segment", p, fitted, feature_names(p), key, version)
+        manifest = write_model(out, "segment", p, fitted, feature_names(p), key, version)
         report["models"][manifest.name] = {"ref": manifest.ref, **fitted.metrics}
+
+
+def _scaled(product: str, x: np.ndarray) -> np.ndarray:
+    """``x``'s segment columns, robustly scaled (as the segment model scales them)."""
+    columns = segment_columns(product)
+    names = [feature_names(product)[i] for i in columns]
+    scaled: np.ndarray = robust_scaler(x[:, columns], names).transform(x[:, columns])
+    return scaled

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,8 +50,21 @@ def parser(prog: str) -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("--devices", type=int, default=300)
     train.add_argument("--days", type=float, default=70.0)
-    train.add_argument("--eval-seed", type=int, default=1001)
+    train.add_argument(
+        "--eval-seed",
+        type=int,
+        nargs="+",
+        default=[1001, 2002],
+        metavar="SEED",
+        help="held-out fleets to score on, one per seed (default: 1001 2002)",
+    )
     train.add_argument("--eval-devices", type=int, default=200)
+    train.add_argument(
+        "--profile",
+        choices=("realistic", "easy"),
+        default="realistic",
+        help="simulator profile of the training and held-out fleets (default: realistic)",
+    )
     train.add_argument("--version", type=int, default=1, help="version of every model written")
     train.add_argument(
         "--unsigned",
@@ -85,8 +99,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             seed=args.seed,
             devices=args.devices,
             days=args.days,
-            eval_seed=args.eval_seed,
+            eval_seeds=tuple(args.eval_seed),
             eval_devices=args.eval_devices,
+            profile=args.profile,
             version=args.version,
         )
         report = train_from_sim(args.out, key, setup)
@@ -98,15 +113,55 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
 
 
 def _print_report(report: dict[str, Any], out: Path) -> None:
-    width = max(map(len, report["models"]))
-    for name, metrics in sorted(report["models"].items()):
-        shown = ", ".join(
-            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
-            for k, v in sorted(metrics.items())
-            if not k.startswith("stability")
-        )
-        print(f"{name.ljust(width)}  {shown}")
+    if "evaluation" in report:
+        _print_evaluation(report)
+    else:
+        width = max(map(len, report["models"]))
+        for name, metrics in sorted(report["models"].items()):
+            shown = ", ".join(
+                f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+                for k, v in sorted(metrics.items())
+            )
+            print(f"{name.ljust(width)}  {shown}")
     print(f"segments: k={report['segments']['k']} (best mean stability over products)")
     pairs = report.get("twins_trained")
     trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
     print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def _print_evaluation(report: dict[str, Any]) -> None:
+    """One line per held-out seed and product: model (baseline) for each headline."""
+    print(
+        "held-out  product     segment acc (best 2-feat)  ARI   churn AUC 7d (base)  "
+        "14d (base)   P@rate (base)  anomaly P / R, worst size"
+    )
+    for seed, products in report["evaluation"].items():
+        for product, e in sorted(products.items()):
+            seg, churn, anomaly = e["segment"], e["churn"], e["anomaly"]
+            lead = churn.get("by_lead", {})
+            l7, l14 = lead.get("7", {}), lead.get("14", {})
+            sizes = anomaly.get("by_size", {})
+            worst_p = min((v["precision"] for v in sizes.values()), default=None)
+            worst_r = min((v["recall"] for v in sizes.values()), default=None)
+            print(
+                f"{seed:<9} {product:<11} {_f(seg.get('accuracy')):>5} "
+                f"({_f(seg.get('best_2_feature_accuracy'))})"
+                f"{'':14}{_f(seg.get('ari')):>5} "
+                f"{_f(l7.get('auc')):>8} ({_f(l7.get('baseline_auc'))})"
+                f"{_f(l14.get('auc')):>11} ({_f(l14.get('baseline_auc'))})"
+                f"{_f(churn.get('precision_at_rate')):>8} "
+                f"({_f(churn.get('baseline_precision_at_rate'))})"
+                f"{_f(worst_p):>10} / {_f(worst_r)}"
+            )
+    missed = [
+        f"{seed}/{product}/{name}"
+        for seed, products in report["targets"].items()
+        for product, targets in products.items()
+        for name, entry in targets.items()
+        if not entry["met"]
+    ]
+    print(f"targets not met: {', '.join(missed) if missed else 'none'}")

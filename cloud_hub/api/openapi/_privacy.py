@@ -115,7 +115,9 @@ SCHEMAS: Final[dict[str, Schema]] = {
                         "updated_ms": MS,
                         "source_device": string(),
                         "purpose": string(enum=list(PURPOSES)),
-                        "class": string(enum=["signal", "feature", "prediction", "model_ref"]),
+                        "class": string(
+                            enum=["signal", "feature", "prediction", "model_ref", "tag", "tag_ref"]
+                        ),
                         "unit": string(),
                     }
                 )
@@ -129,6 +131,21 @@ SCHEMAS: Final[dict[str, Schema]] = {
                         "explanation": string(),
                     }
                 )
+            ),
+            "tags": array(
+                obj(
+                    {
+                        "field": string(),
+                        "tag": string(),
+                        "product": string(),
+                        "value": FIELD_VALUE,
+                        "updated_ms": MS,
+                        "catalog": nullable(string()),
+                        "rule": nullable(string()),
+                        "description": nullable(string()),
+                    }
+                ),
+                "behaviour tags, each with the rule (and catalog version) that set it",
             ),
             "devices": array(string()),
             "stored_points": integer(minimum=0),

@@ -1,4 +1,4 @@
-// Twin explorer, one twin: its merged fields (GET .../twins/{twin}) and a history plot per
+// Twin explorer, one twin: its behaviour tags, its merged fields (GET .../twins/{twin}) and a history plot per
 // numeric field (GET .../history with every=, one bucket per point).
 import { lineChart } from "./chart.js";
 import { h, link, show, table, when } from "./dom.js";
@@ -26,11 +26,18 @@ export async function render({ api, arg, params }) {
   const numeric = names.filter((n) => typeof state.fields[n].value === "number");
   const charts = (await Promise.all(numeric.map((n) => history(api, twin, n, range)))).filter(Boolean);
   const risk = state.scores && state.scores.churn_risk;
+  // Behaviour tags: the true <product>.tag_<name> fields, with the catalog that set them.
+  const tags = names.filter((n) => n.includes(".tag_") && state.fields[n].value === true).map((n) => {
+    const [product, tag] = n.split(".tag_");
+    const ref = state.fields[`${product}.tags_ref`];
+    return h("li", {}, h("strong", {}, tag), ` (${product}${ref ? `, ${show(ref.value)}` : ""})`);
+  });
   return [
     h("p", {}, link("twins", "← all twins")),
     h("h2", {}, `Twin ${state.twin}`),
     h("p", {}, `Devices: ${state.devices.join(", ")}`),
     risk ? h("p", { id: "churn" }, `Churn risk ${show(risk.value)} (${risk.product}, model ${show(risk.model)}, ${when(risk.updated_ms)})`) : null,
+    tags.length ? h("ul", { id: "tags", class: "tags" }, tags) : h("p", { id: "tags" }, "No behaviour tags."),
     table(["field", "value", "updated", "device"], rows, { id: "fields" }),
     h("h2", {}, "History"),
     h("p", { class: "pager" }, "Range: ", Object.keys(RANGES).map((r) =>

@@ -34,6 +34,7 @@ from ._lines import (
     typed_value,
 )
 from ._reader import TwinReader, count_values
+from ._segment_sizes import MAX_STEPS, SegmentSizes
 from ._segments import MAX_CHANGES
 from ._shared import SharedView
 from ._state import Migration, StateStore
@@ -80,6 +81,7 @@ __all__ = [
     "MAX_BUCKETS",
     "MAX_CHANGES",
     "MAX_PAGE",
+    "MAX_STEPS",
     "MEASUREMENT_OF",
     "STATE_KEYS",
     "STATE_TABLES",
@@ -105,6 +107,7 @@ __all__ = [
     "Position",
     "PostgresStateStore",
     "Result",
+    "SegmentSizes",
     "SharedView",
     "SortKey",
     "SqliteStateStore",

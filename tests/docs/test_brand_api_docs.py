@@ -173,3 +173,6 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     assert "wrong_brand this key belongs to brand 'acme'" in text
     assert "points erased, receipt signed by" in text
     assert "churn-coffee@1" in text
+    # Segments: both twins moved from 1 to 3 under model 1 (entered an hour ago: 2).
+    assert "sizes segment-coffee@1 3 2 of 2" in text
+    assert "entered 2 moved 0 stayed 0" in text

@@ -92,6 +92,12 @@ from ._results import (
     TwinRow,
     UploadedModel,
 )
+from ._segment_results import (
+    SegmentMigration,
+    SegmentMigrationCell,
+    SegmentSizes,
+    SegmentSizeSeries,
+)
 from ._sync import Client
 from ._transport import DEFAULT_TIMEOUT_S
 from ._webhook import SIGNATURE_HEADER, verify_webhook
@@ -161,6 +167,10 @@ __all__ = [
     "Scores",
     "SegmentChange",
     "SegmentChanges",
+    "SegmentMigration",
+    "SegmentMigrationCell",
+    "SegmentSizeSeries",
+    "SegmentSizes",
     "SegmentStream",
     "ServerError",
     "StreamOverflow",

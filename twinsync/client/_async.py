@@ -49,6 +49,7 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
+from ._segment_results import SegmentMigration, SegmentSizes
 from ._transport import DEFAULT_TIMEOUT_S, Credentials, log_retry, read_source
 from ._wire import (
     BaseUrl,
@@ -218,6 +219,26 @@ class AsyncClient:
         return await self._send(
             self._calls.list_segment_changes(product, start=start, end=end, limit=limit)
         )
+
+    async def get_segment_sizes(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
+        step: str | timedelta | None = None,
+    ) -> SegmentSizes:
+        """Twins per (model, segment) of ``product`` at start, start + ``step``, ... < end
+        (point in time; ``model``: only what that model version scored)."""
+        call = self._calls.get_segment_sizes(product, model=model, start=start, end=end, step=step)
+        return await self._send(call)
+
+    async def get_segment_migration(
+        self, product: str, *, from_: Time | None = None, to: Time | None = None
+    ) -> SegmentMigration:
+        """Who moved from which segment to which between ``from_`` and ``to``."""
+        return await self._send(self._calls.get_segment_migration(product, from_=from_, to=to))
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

@@ -1,0 +1,95 @@
+"""serve: segment intelligence: sizes over time and the migration matrix.
+
+    GET /v1/brands/{brand}/segments/sizes?product=&model=&start=&end=&step=
+    GET /v1/brands/{brand}/segments/migration?product=&from=&to=
+
+Both read the stored segment history (cloud_hub.store._segment_sizes), point in time;
+every bound (steps, points read) is checked before anything large is read.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cloud_hub._errors import RequestError
+from cloud_hub.store import MAX_STEPS, parse_duration_ms
+from protocol import PRODUCTS
+
+from ._context import CLOCK, READER
+from ._params import DEFAULT_RANGE_MS, path_brand, query_text, query_time_ns, time_range_ns
+
+__all__ = ["DEFAULT_STEP", "MAX_MODEL_REF", "segment_migration", "segment_sizes"]
+
+#: the step of a sizes request that names none
+DEFAULT_STEP = "1d"
+#: longest model ref (``name@version``) a request may name
+MAX_MODEL_REF = 100
+
+
+def query_product(request: web.Request) -> str:
+    """The ``product`` query parameter, one of the catalog's products (400 ``bad_product``)."""
+    product = request.query.get("product", "")
+    if product not in PRODUCTS:
+        raise RequestError(
+            f"product must be one of: {', '.join(sorted(PRODUCTS))}", reason="bad_product"
+        )
+    return product
+
+
+async def segment_sizes(request: web.Request) -> web.Response:
+    """``GET .../segments/sizes``: twins per (model, segment) at each step of the range."""
+    brand = path_brand(request)
+    product = query_product(request)
+    model = query_text(request, "model", MAX_MODEL_REF)
+    start, end = time_range_ns(request)
+    step = request.query.get("step", DEFAULT_STEP)
+    try:
+        step_ms = parse_duration_ms(step)
+    except ValueError as exc:
+        raise RequestError(str(exc), reason="bad_step") from None
+    steps = -(-(end - start) // (step_ms * 1_000_000))
+    if steps > MAX_STEPS:
+        need_ms = -(-(end - start) // MAX_STEPS) // 1_000_000 + 1
+        raise RequestError(
+            f"step={step} over {(end - start) // 1_000_000} ms makes {steps} steps; at most "
+            f"{MAX_STEPS} per request: use step={need_ms}ms or larger, or a shorter range",
+            reason="too_many_steps",
+        )
+    try:
+        sizes = await request.app[READER].segment_sizes(
+            brand, product, start, end, step_ms * 1_000_000, model
+        )
+    except OverflowError as exc:
+        raise RequestError(str(exc), reason="too_many_points") from None
+    return web.json_response(
+        {
+            "brand": brand,
+            "product": product,
+            "model": model,
+            "step": step,
+            "times_ms": sizes.times_ms,
+            "totals": sizes.totals,
+            "series": sizes.series,
+        }
+    )
+
+
+async def segment_migration(request: web.Request) -> web.Response:
+    """``GET .../segments/migration``: who moved from which segment to which."""
+    brand = path_brand(request)
+    product = query_product(request)
+    now_ms = request.app[CLOCK].now_ms()
+    to_ns = query_time_ns(request, "to", now_ms)
+    from_ns = query_time_ns(request, "from", max(0, to_ns // 1_000_000 - DEFAULT_RANGE_MS))
+    if from_ns >= to_ns:
+        raise RequestError("from must be before to", reason="bad_range")
+    body = await request.app[READER].segment_migration(brand, product, from_ns, to_ns)
+    return web.json_response(
+        {
+            "brand": brand,
+            "product": product,
+            "from_ms": from_ns // 1_000_000,
+            "to_ms": to_ns // 1_000_000,
+            **body,
+        }
+    )

@@ -1,0 +1,162 @@
+"""OpenAPI: segment intelligence: sizes over time, migration matrix (scope read)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from cloud_hub.api._params import DEFAULT_RANGE_MS, MAX_TIME_MS
+from cloud_hub.api._segments import DEFAULT_STEP, MAX_MODEL_REF
+from cloud_hub.store import MAX_STEPS
+
+from ._schema import (
+    MS,
+    Operation,
+    Param,
+    Schema,
+    array,
+    integer,
+    mapping,
+    nullable,
+    obj,
+    ref,
+    string,
+)
+from ._twins import BRAND, PRODUCT
+
+__all__ = ["OPERATIONS", "SCHEMAS"]
+
+_DAYS = DEFAULT_RANGE_MS // 86_400_000
+_PRODUCT: Final = Param(
+    name="product",
+    where="query",
+    schema=PRODUCT,
+    description="segments are per product",
+    required=True,
+    example="coffee",
+)
+
+
+def _time(name: str, what: str) -> Param:
+    return Param(
+        name=name,
+        where="query",
+        schema=integer("Unix milliseconds", minimum=0, maximum=MAX_TIME_MS),
+        description=what,
+    )
+
+
+_COUNT: Final = integer(minimum=0)
+SCHEMAS: Final[dict[str, Schema]] = {
+    "SegmentSizes": obj(
+        {
+            "brand": string(),
+            "product": PRODUCT,
+            "model": nullable(string("the model ref asked for (null: every model)")),
+            "step": string("the step asked for, e.g. 1d"),
+            "times_ms": array(MS, "the instants counted at: start, start + step, ... < end"),
+            "totals": array(_COUNT, "twins holding a segment at each instant"),
+            "series": array(ref("SegmentSizeSeries"), "by model, then segment"),
+        }
+    ),
+    "SegmentSizeSeries": obj(
+        {
+            "model": nullable(string("name@version of the model that scored it")),
+            "segment": integer(),
+            "twins": array(_COUNT, "twins in the segment at each of times_ms"),
+        }
+    ),
+    "SegmentMigration": obj(
+        {
+            "brand": string(),
+            "product": PRODUCT,
+            "from_ms": MS,
+            "to_ms": MS,
+            "cells": array(ref("SegmentMigrationCell"), "every (from, to) pair with twins"),
+            "sizes_from": mapping(_COUNT, "segment -> twins at from"),
+            "sizes_to": mapping(_COUNT, "segment -> twins at to"),
+            "entered": integer("twins with a segment at to but none at from", minimum=0),
+            "left": integer("twins with a segment at from but none at to", minimum=0),
+            "moved": integer("twins in another segment at to than at from", minimum=0),
+            "stayed": integer("twins in the same segment at both", minimum=0),
+        }
+    ),
+    "SegmentMigrationCell": obj(
+        {
+            "from": nullable(integer("the segment at from (null: not in the population)")),
+            "to": nullable(integer("the segment at to (null: left the population)")),
+            "twins": integer(minimum=1),
+        }
+    ),
+}
+
+OPERATIONS: Final = (
+    Operation(
+        method="GET",
+        path="/v1/brands/{brand}/segments/sizes",
+        operation_id="get_segment_sizes",
+        summary="Segment sizes over time, per model version",
+        tag="segments",
+        scope="read",
+        description=(
+            "Point in time: a twin counts in the segment it was in at each instant (its "
+            "latest segment at or before it), under the model that scored it; erased twins "
+            f"are gone. At most {MAX_STEPS} instants (400 `too_many_steps` says the step "
+            "that fits) and the stored-point cap (400 `too_many_points`)."
+        ),
+        params=(
+            BRAND,
+            _PRODUCT,
+            Param(
+                name="model",
+                where="query",
+                schema=string(maxLength=MAX_MODEL_REF),
+                description="only the segments this model (name@version) scored",
+                example="segment-coffee@1",
+            ),
+            _time("start", f"the first instant (default: {_DAYS} days before now)"),
+            _time("end", "range end, exclusive (default: now)"),
+            Param(
+                name="step",
+                where="query",
+                schema=string(pattern="^[0-9]{1,12}(ms|s|m|h|d)$", default=DEFAULT_STEP),
+                description="time between instants",
+                example="1d",
+            ),
+        ),
+        answer=ref("SegmentSizes"),
+        errors={
+            400: (
+                "bad_brand",
+                "bad_product",
+                "bad_model",
+                "bad_start",
+                "bad_end",
+                "bad_range",
+                "bad_step",
+                "too_many_steps",
+                "too_many_points",
+            )
+        },
+        store=True,
+    ),
+    Operation(
+        method="GET",
+        path="/v1/brands/{brand}/segments/migration",
+        operation_id="get_segment_migration",
+        summary="Who moved between which segments between two instants",
+        tag="segments",
+        scope="read",
+        description="Each twin's segment at `from` against its segment at `to` (point in "
+        "time, as the sizes); `from` null in a cell is a twin that entered, `to` null one "
+        "that left.",
+        params=(
+            BRAND,
+            _PRODUCT,
+            _time("from", f"the first instant (default: {_DAYS} days before to)"),
+            _time("to", "the second instant (default: now)"),
+        ),
+        answer=ref("SegmentMigration"),
+        errors={400: ("bad_brand", "bad_product", "bad_from", "bad_to", "bad_range")},
+        store=True,
+    ),
+)

@@ -1,0 +1,60 @@
+"""Typed results of the segment intelligence routes: sizes over time, migration matrix,
+profiles and share alerts (the OpenAPI document's schemas; tests/client compares them)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from ._results import Result
+
+__all__ = [
+    "SegmentMigration",
+    "SegmentMigrationCell",
+    "SegmentSizeSeries",
+    "SegmentSizes",
+]
+
+
+class SegmentSizeSeries(Result):
+    """Twins in one (model, segment) at each instant of :attr:`SegmentSizes.times_ms`."""
+
+    model: str | None
+    segment: int
+    twins: tuple[int, ...]
+
+
+class SegmentSizes(Result):
+    """Segment sizes over time: per (model, segment), twins at each instant."""
+
+    brand: str
+    product: str
+    model: str | None
+    step: str
+    times_ms: tuple[int, ...]
+    totals: tuple[int, ...]
+    series: tuple[SegmentSizeSeries, ...]
+
+
+class SegmentMigrationCell(Result):
+    """Twins in segment ``from_`` at the first instant and ``to`` at the second (None:
+    not in the population then)."""
+
+    from_: int | None = Field(alias="from")
+    to: int | None
+    twins: int
+
+
+class SegmentMigration(Result):
+    """Who moved where between two instants."""
+
+    brand: str
+    product: str
+    from_ms: int
+    to_ms: int
+    cells: tuple[SegmentMigrationCell, ...]
+    sizes_from: dict[str, int]
+    sizes_to: dict[str, int]
+    entered: int
+    left: int
+    moved: int
+    stayed: int

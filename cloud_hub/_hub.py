@@ -63,6 +63,7 @@ from cloud_hub.registry import Registry, ensure_hub_key
 from cloud_hub.store import (
     IndexReader,
     InfluxStore,
+    SegmentProfiles,
     StateStore,
     TwinIndex,
     TwinReader,
@@ -294,6 +295,7 @@ class Hub:
                 keys=self.api_keys,
                 url_signer=url_signer(self._key),
                 clock=self.clock,
+                profiles=SegmentProfiles(state=state) if self.config.index.enabled else None,
             )
             add_privacy_routes(
                 app,

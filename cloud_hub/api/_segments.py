@@ -2,23 +2,45 @@
 
     GET /v1/brands/{brand}/segments/sizes?product=&model=&start=&end=&step=
     GET /v1/brands/{brand}/segments/migration?product=&from=&to=
+    GET /v1/brands/{brand}/segments/profile?product=&model=&top=
 
-Both read the stored segment history (cloud_hub.store._segment_sizes), point in time;
-every bound (steps, points read) is checked before anything large is read.
+Sizes and migration read the stored segment history (cloud_hub.store._segment_sizes),
+point in time; every bound (steps, points read) is checked before anything large is
+read. Profiles read the twin query index (cloud_hub.store._segment_profile): what the
+twins hold now.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from cloud_hub._errors import RequestError
-from cloud_hub.store import MAX_STEPS, parse_duration_ms
+from cloud_hub.store import MAX_STEPS, MAX_TOP, MIN_SMD, MIN_TWINS, parse_duration_ms
 from protocol import PRODUCTS
 
-from ._context import CLOCK, READER
-from ._params import DEFAULT_RANGE_MS, path_brand, query_text, query_time_ns, time_range_ns
+from ._context import CLOCK, PROFILES, READER
+from ._params import (
+    DEFAULT_RANGE_MS,
+    path_brand,
+    query_int,
+    query_text,
+    query_time_ns,
+    time_range_ns,
+)
 
-__all__ = ["DEFAULT_STEP", "MAX_MODEL_REF", "segment_migration", "segment_sizes"]
+__all__ = [
+    "DEFAULT_STEP",
+    "DEFAULT_TOP",
+    "MAX_MODEL_REF",
+    "segment_migration",
+    "segment_profile",
+    "segment_sizes",
+]
+
+#: features a profile lists per segment by default
+DEFAULT_TOP = 5
 
 #: the step of a sizes request that names none
 DEFAULT_STEP = "1d"
@@ -91,5 +113,32 @@ async def segment_migration(request: web.Request) -> web.Response:
             "from_ms": from_ns // 1_000_000,
             "to_ms": to_ns // 1_000_000,
             **body,
+        }
+    )
+
+
+async def segment_profile(request: web.Request) -> web.Response:
+    """``GET .../segments/profile``: per model version and segment, size and the features
+    that set it apart from the population (cloud_hub.store._segment_profile)."""
+    brand = path_brand(request)
+    product = query_product(request)
+    model = query_text(request, "model", MAX_MODEL_REF)
+    top = query_int(request, "top", DEFAULT_TOP, 1, MAX_TOP)
+    profiles = request.app[PROFILES]
+    if profiles is None:
+        raise RequestError(
+            "this hub instance does not keep the twin query index (index.enabled = false): "
+            "segment profiles are not served; ask an instance that keeps it",
+            reason="index_disabled",
+            status=503,
+        )
+    models = await asyncio.to_thread(profiles.profile, brand, product, model, top)
+    return web.json_response(
+        {
+            "brand": brand,
+            "product": product,
+            "min_smd": MIN_SMD,
+            "min_twins": MIN_TWINS,
+            "models": models,
         }
     )

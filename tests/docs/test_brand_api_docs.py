@@ -176,3 +176,5 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     # Segments: both twins moved from 1 to 3 under model 1 (entered an hour ago: 2).
     assert "sizes segment-coffee@1 3 2 of 2" in text
     assert "entered 2 moved 0 stayed 0" in text
+    assert "profile segment-coffee@1 2 twins" in text
+    assert "segment 3: 2 twins (100%) (under 10 twins: no profile)" in text

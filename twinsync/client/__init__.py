@@ -93,8 +93,12 @@ from ._results import (
     UploadedModel,
 )
 from ._segment_results import (
+    SegmentFeature,
     SegmentMigration,
     SegmentMigrationCell,
+    SegmentModelProfile,
+    SegmentProfile,
+    SegmentProfiles,
     SegmentSizes,
     SegmentSizeSeries,
 )
@@ -167,8 +171,12 @@ __all__ = [
     "Scores",
     "SegmentChange",
     "SegmentChanges",
+    "SegmentFeature",
     "SegmentMigration",
     "SegmentMigrationCell",
+    "SegmentModelProfile",
+    "SegmentProfile",
+    "SegmentProfiles",
     "SegmentSizeSeries",
     "SegmentSizes",
     "SegmentStream",

@@ -49,7 +49,7 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
-from ._segment_results import SegmentMigration, SegmentSizes
+from ._segment_results import SegmentMigration, SegmentProfiles, SegmentSizes
 from ._transport import DEFAULT_TIMEOUT_S, Credentials, log_retry, read_source
 from ._wire import (
     BaseUrl,
@@ -239,6 +239,13 @@ class AsyncClient:
     ) -> SegmentMigration:
         """Who moved from which segment to which between ``from_`` and ``to``."""
         return await self._send(self._calls.get_segment_migration(product, from_=from_, to=to))
+
+    async def get_segment_profile(
+        self, product: str, *, model: str | None = None, top: int | None = None
+    ) -> SegmentProfiles:
+        """Per model version and segment of ``product``: size, share and the ``top``
+        features that set it apart from the population, in numbers and words."""
+        return await self._send(self._calls.get_segment_profile(product, model=model, top=top))
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

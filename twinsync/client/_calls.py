@@ -47,7 +47,7 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
-from ._segment_results import SegmentMigration, SegmentSizes
+from ._segment_results import SegmentMigration, SegmentProfiles, SegmentSizes
 from ._wire import Call, Request, bytes_result, json_body, json_result, multipart, query, quote
 
 __all__ = ["ROUTES", "Calls", "Time"]
@@ -68,6 +68,7 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "stream_segment_changes": ("GET", f"{_BRAND}/segments/changes/stream"),
     "get_segment_sizes": ("GET", f"{_BRAND}/segments/sizes"),
     "get_segment_migration": ("GET", f"{_BRAND}/segments/migration"),
+    "get_segment_profile": ("GET", f"{_BRAND}/segments/profile"),
     "request_access": ("POST", f"{_BRAND}/privacy/access"),
     "change_consent": ("POST", f"{_BRAND}/privacy/consent"),
     "request_erasure": ("POST", f"{_BRAND}/privacy/erasure"),
@@ -274,6 +275,14 @@ class Calls:
         params = {"product": product, "from": _ms(from_, "from_"), "to": _ms(to, "to")}
         request = self._request("get_segment_migration", params=params)
         return Call(request, json_result(SegmentMigration))
+
+    def get_segment_profile(
+        self, product: str, *, model: str | None = None, top: int | None = None
+    ) -> Call[SegmentProfiles]:
+        """Segment profiles of ``product``."""
+        params = {"product": product, "model": model, "top": top}
+        request = self._request("get_segment_profile", params=params)
+        return Call(request, json_result(SegmentProfiles))
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

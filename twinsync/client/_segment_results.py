@@ -8,8 +8,12 @@ from pydantic import Field
 from ._results import Result
 
 __all__ = [
+    "SegmentFeature",
     "SegmentMigration",
     "SegmentMigrationCell",
+    "SegmentModelProfile",
+    "SegmentProfile",
+    "SegmentProfiles",
     "SegmentSizeSeries",
     "SegmentSizes",
 ]
@@ -58,3 +62,43 @@ class SegmentMigration(Result):
     left: int
     moved: int
     stayed: int
+
+
+class SegmentFeature(Result):
+    """How one feature sets a segment apart: means, standardised mean difference, words."""
+
+    feature: str
+    mean: float
+    population_mean: float
+    smd: float
+    ratio: float | None
+    text: str
+
+
+class SegmentProfile(Result):
+    """One segment: size, share of its model's population, the features that set it
+    apart (largest first; empty under ``min_twins``) and a sentence."""
+
+    segment: int
+    twins: int
+    share: float
+    features: tuple[SegmentFeature, ...]
+    summary: str
+
+
+class SegmentModelProfile(Result):
+    """The segments of one model version (its population)."""
+
+    model: str | None
+    twins: int
+    segments: tuple[SegmentProfile, ...]
+
+
+class SegmentProfiles(Result):
+    """Segment profiles of one product, per model version."""
+
+    brand: str
+    product: str
+    min_smd: float
+    min_twins: int
+    models: tuple[SegmentModelProfile, ...]

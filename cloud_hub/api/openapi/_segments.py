@@ -1,12 +1,12 @@
-"""OpenAPI: segment intelligence: sizes over time, migration matrix (scope read)."""
+"""OpenAPI: segment intelligence: sizes over time, migration matrix, profiles (scope read)."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from cloud_hub.api._params import DEFAULT_RANGE_MS, MAX_TIME_MS
-from cloud_hub.api._segments import DEFAULT_STEP, MAX_MODEL_REF
-from cloud_hub.store import MAX_STEPS
+from cloud_hub.api._segments import DEFAULT_STEP, DEFAULT_TOP, MAX_MODEL_REF
+from cloud_hub.store import MAX_STEPS, MAX_TOP, MIN_SMD, MIN_TWINS
 
 from ._schema import (
     MS,
@@ -17,6 +17,7 @@ from ._schema import (
     integer,
     mapping,
     nullable,
+    number,
     obj,
     ref,
     string,
@@ -85,6 +86,41 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "from": nullable(integer("the segment at from (null: not in the population)")),
             "to": nullable(integer("the segment at to (null: left the population)")),
             "twins": integer(minimum=1),
+        }
+    ),
+    "SegmentProfiles": obj(
+        {
+            "brand": string(),
+            "product": PRODUCT,
+            "min_smd": number("the smallest standardised mean difference listed"),
+            "min_twins": integer("the smallest segment that gets a profile", minimum=1),
+            "models": array(ref("SegmentModelProfile"), "one per model version"),
+        }
+    ),
+    "SegmentModelProfile": obj(
+        {
+            "model": nullable(string("name@version (null: twins without a model ref)")),
+            "twins": integer("twins this model put in a segment: the population", minimum=0),
+            "segments": array(ref("SegmentProfile")),
+        }
+    ),
+    "SegmentProfile": obj(
+        {
+            "segment": integer(),
+            "twins": integer(minimum=1),
+            "share": number("of the model's population", minimum=0, maximum=1),
+            "features": array(ref("SegmentFeature"), "largest |smd| first"),
+            "summary": string("the segment in one sentence"),
+        }
+    ),
+    "SegmentFeature": obj(
+        {
+            "feature": string("the feature's name (docs/models.md)"),
+            "mean": number("the segment's mean"),
+            "population_mean": number("the population's mean"),
+            "smd": number("(mean - population mean) / population spread (>= the floor)"),
+            "ratio": nullable(number("mean / population mean (null: a signed feature)")),
+            "text": string("the difference in words"),
         }
     ),
 }
@@ -158,5 +194,41 @@ OPERATIONS: Final = (
         answer=ref("SegmentMigration"),
         errors={400: ("bad_brand", "bad_product", "bad_from", "bad_to", "bad_range")},
         store=True,
+    ),
+    Operation(
+        method="GET",
+        path="/v1/brands/{brand}/segments/profile",
+        operation_id="get_segment_profile",
+        summary="Each segment's size and the features that set it apart, in words",
+        tag="segments",
+        scope="read",
+        description=(
+            "From the twin query index (what the twins hold now), per model version: "
+            "standardised mean difference of each feature against the model's population "
+            f"(|smd| >= {MIN_SMD} listed, largest first); segments under {MIN_TWINS} twins "
+            "get their size only. 503 `index_disabled` on an instance without the index."
+        ),
+        params=(
+            BRAND,
+            _PRODUCT,
+            Param(
+                name="model",
+                where="query",
+                schema=string(maxLength=MAX_MODEL_REF),
+                description="only this model version's segments",
+                example="segment-coffee@1",
+            ),
+            Param(
+                name="top",
+                where="query",
+                schema=integer(minimum=1, maximum=MAX_TOP, default=DEFAULT_TOP),
+                description="features listed per segment at most",
+            ),
+        ),
+        answer=ref("SegmentProfiles"),
+        errors={
+            400: ("bad_brand", "bad_product", "bad_model", "bad_top"),
+            503: ("index_disabled",),
+        },
     ),
 )

@@ -38,7 +38,12 @@ from ._errors import refusals
 from ._guard import add_key_routes, guard, route, setup
 from ._listener import connection_limits
 from ._params import path_brand, path_twin, query_int, query_text, time_range_ns
-from ._segments import segment_migration, segment_profile, segment_sizes
+from ._segments import (
+    segment_migration,
+    segment_profile,
+    segment_share_alerts,
+    segment_sizes,
+)
 from ._stream import segment_change_events, stream_segment_changes
 from ._twins import list_twins
 from .openapi import serve_document
@@ -203,6 +208,7 @@ def build_app(
     route(app, "GET", f"{base}/segments/sizes", segment_sizes, "read")
     route(app, "GET", f"{base}/segments/migration", segment_migration, "read")
     route(app, "GET", f"{base}/segments/profile", segment_profile, "read")
+    route(app, "GET", f"{base}/segments/alerts", segment_share_alerts, "read")
     add_key_routes(app)
     # Every route is described there (cloud_hub/api/openapi/, one module per area).
     route(app, "GET", "/v1/openapi.json", serve_document, "public")

@@ -3,24 +3,35 @@
     GET /v1/brands/{brand}/segments/sizes?product=&model=&start=&end=&step=
     GET /v1/brands/{brand}/segments/migration?product=&from=&to=
     GET /v1/brands/{brand}/segments/profile?product=&model=&top=
+    GET /v1/brands/{brand}/segments/alerts?product=&model=&at=&baseline=&k=
 
 Sizes and migration read the stored segment history (cloud_hub.store._segment_sizes),
 point in time; every bound (steps, points read) is checked before anything large is
 read. Profiles read the twin query index (cloud_hub.store._segment_profile): what the
-twins hold now.
+twins hold now. Share alerts judge the daily sizes (cloud_hub.store._segment_alerts); a
+check that finds some logs each and sets ``twinsync_hub_segment_share_alerts``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from aiohttp import web
 
 from cloud_hub._errors import RequestError
-from cloud_hub.store import MAX_STEPS, MAX_TOP, MIN_SMD, MIN_TWINS, parse_duration_ms
+from cloud_hub.store import (
+    MAX_STEPS,
+    MAX_TOP,
+    MIN_SMD,
+    MIN_TWINS,
+    ShareRule,
+    parse_duration_ms,
+    share_alerts,
+)
 from protocol import PRODUCTS
 
-from ._context import CLOCK, PROFILES, READER
+from ._context import CLOCK, METRICS, PROFILES, READER
 from ._params import (
     DEFAULT_RANGE_MS,
     path_brand,
@@ -31,16 +42,25 @@ from ._params import (
 )
 
 __all__ = [
+    "DEFAULT_BASELINE_DAYS",
     "DEFAULT_STEP",
     "DEFAULT_TOP",
+    "MAX_BASELINE_DAYS",
     "MAX_MODEL_REF",
     "segment_migration",
     "segment_profile",
+    "segment_share_alerts",
     "segment_sizes",
 ]
 
 #: features a profile lists per segment by default
 DEFAULT_TOP = 5
+#: days of normal variation a share alert compares with, by default and at most
+DEFAULT_BASELINE_DAYS = 14
+MAX_BASELINE_DAYS = 90
+_DAY_MS = 86_400_000
+
+log = logging.getLogger("cloud_hub.api")
 
 #: the step of a sizes request that names none
 DEFAULT_STEP = "1d"
@@ -140,5 +160,49 @@ async def segment_profile(request: web.Request) -> web.Response:
             "min_smd": MIN_SMD,
             "min_twins": MIN_TWINS,
             "models": models,
+        }
+    )
+
+
+async def segment_share_alerts(request: web.Request) -> web.Response:
+    """``GET .../segments/alerts``: segments whose share of their model's population at
+    ``at`` moved beyond the normal variation of the ``baseline`` days before it."""
+    brand = path_brand(request)
+    product = query_product(request)
+    model = query_text(request, "model", MAX_MODEL_REF)
+    now_ms = request.app[CLOCK].now_ms()
+    at_ns = query_time_ns(request, "at", now_ms)
+    baseline = query_int(request, "baseline", DEFAULT_BASELINE_DAYS, 3, MAX_BASELINE_DAYS)
+    k = query_int(request, "k", 3, 2, 10)
+    day_ns = _DAY_MS * 1_000_000
+    if at_ns < baseline * day_ns:
+        raise RequestError(
+            f"at must leave {baseline} days of baseline after 1970", reason="bad_range"
+        )
+    try:
+        sizes = await request.app[READER].segment_sizes(
+            brand, product, at_ns - baseline * day_ns, at_ns + 1, day_ns, model
+        )
+    except OverflowError as exc:
+        raise RequestError(str(exc), reason="too_many_points") from None
+    rule = ShareRule(k=k)
+    segments = share_alerts(sizes, rule)
+    alerts = [s for s in segments if s["alert"]]
+    request.app[METRICS].set("twinsync_hub_segment_share_alerts", len(alerts), product=product)
+    for s in alerts:
+        log.warning(
+            "segment share alert: brand %s product %s model %s segment %s: %s",
+            brand, product, s["model"], s["segment"], s["why"],
+        )  # fmt: skip
+    return web.json_response(
+        {
+            "brand": brand,
+            "product": product,
+            "model": model,
+            "at_ms": at_ns // 1_000_000,
+            "baseline_days": baseline,
+            "rule": {"k": rule.k, "min_twins": rule.min_twins, "min_shift": rule.min_shift},
+            "alerts": len(alerts),
+            "segments": segments,
         }
     )

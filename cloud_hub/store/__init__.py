@@ -35,6 +35,7 @@ from ._lines import (
     typed_value,
 )
 from ._reader import TwinReader, count_values
+from ._segment_alerts import ShareRule, share_alerts
 from ._segment_profile import MAX_TOP, MIN_SMD, MIN_TWINS, SegmentProfiles
 from ._segment_sizes import MAX_STEPS, SegmentSizes
 from ._segments import MAX_CHANGES
@@ -115,6 +116,7 @@ __all__ = [
     "Result",
     "SegmentProfiles",
     "SegmentSizes",
+    "ShareRule",
     "SharedView",
     "SortKey",
     "SqliteStateStore",
@@ -146,6 +148,7 @@ __all__ = [
     "quote_ident",
     "quote_str",
     "rebuild_index",
+    "share_alerts",
     "state_of",
     "state_store_from",
     "stored_value",

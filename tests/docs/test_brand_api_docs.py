@@ -178,3 +178,5 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     assert "entered 2 moved 0 stayed 0" in text
     assert "profile segment-coffee@1 2 twins" in text
     assert "segment 3: 2 twins (100%) (under 10 twins: no profile)" in text
+    assert "alerts 0" in text
+    assert "segment-coffee@1 3 100% fewer than 3 baseline days with twins: no verdict" in text

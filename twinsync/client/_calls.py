@@ -47,7 +47,12 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
-from ._segment_results import SegmentMigration, SegmentProfiles, SegmentSizes
+from ._segment_results import (
+    SegmentMigration,
+    SegmentProfiles,
+    SegmentShareAlerts,
+    SegmentSizes,
+)
 from ._wire import Call, Request, bytes_result, json_body, json_result, multipart, query, quote
 
 __all__ = ["ROUTES", "Calls", "Time"]
@@ -69,6 +74,7 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "get_segment_sizes": ("GET", f"{_BRAND}/segments/sizes"),
     "get_segment_migration": ("GET", f"{_BRAND}/segments/migration"),
     "get_segment_profile": ("GET", f"{_BRAND}/segments/profile"),
+    "get_segment_share_alerts": ("GET", f"{_BRAND}/segments/alerts"),
     "request_access": ("POST", f"{_BRAND}/privacy/access"),
     "change_consent": ("POST", f"{_BRAND}/privacy/consent"),
     "request_erasure": ("POST", f"{_BRAND}/privacy/erasure"),
@@ -283,6 +289,26 @@ class Calls:
         params = {"product": product, "model": model, "top": top}
         request = self._request("get_segment_profile", params=params)
         return Call(request, json_result(SegmentProfiles))
+
+    def get_segment_share_alerts(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        at: Time | None = None,
+        baseline: int | None = None,
+        k: int | None = None,
+    ) -> Call[SegmentShareAlerts]:
+        """Share alerts of ``product``'s segments."""
+        params = {
+            "product": product,
+            "model": model,
+            "at": _ms(at, "at"),
+            "baseline": baseline,
+            "k": k,
+        }
+        request = self._request("get_segment_share_alerts", params=params)
+        return Call(request, json_result(SegmentShareAlerts))
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

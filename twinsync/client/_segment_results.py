@@ -14,6 +14,9 @@ __all__ = [
     "SegmentModelProfile",
     "SegmentProfile",
     "SegmentProfiles",
+    "SegmentShare",
+    "SegmentShareAlerts",
+    "SegmentShareRule",
     "SegmentSizeSeries",
     "SegmentSizes",
 ]
@@ -102,3 +105,38 @@ class SegmentProfiles(Result):
     min_smd: float
     min_twins: int
     models: tuple[SegmentModelProfile, ...]
+
+
+class SegmentShare(Result):
+    """One segment's share now against its normal variation, and the verdict."""
+
+    model: str | None
+    segment: int
+    twins: int
+    share: float
+    baseline_share: float | None
+    sigma: float | None
+    z: float | None
+    alert: bool
+    why: str
+
+
+class SegmentShareRule(Result):
+    """The thresholds a share alert needs to pass."""
+
+    k: int
+    min_twins: int
+    min_shift: float
+
+
+class SegmentShareAlerts(Result):
+    """Segments whose share moved beyond normal variation (``alerts`` of them)."""
+
+    brand: str
+    product: str
+    model: str | None
+    at_ms: int
+    baseline_days: int
+    rule: SegmentShareRule
+    alerts: int
+    segments: tuple[SegmentShare, ...]

@@ -45,7 +45,12 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
-from ._segment_results import SegmentMigration, SegmentProfiles, SegmentSizes
+from ._segment_results import (
+    SegmentMigration,
+    SegmentProfiles,
+    SegmentShareAlerts,
+    SegmentSizes,
+)
 from ._transport import DEFAULT_TIMEOUT_S, Credentials, log_retry, read_source
 from ._wire import (
     BaseUrl,
@@ -242,6 +247,22 @@ class Client:
         """Per model version and segment of ``product``: size, share and the ``top``
         features that set it apart from the population, in numbers and words."""
         return self._send(self._calls.get_segment_profile(product, model=model, top=top))
+
+    def get_segment_share_alerts(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        at: Time | None = None,
+        baseline: int | None = None,
+        k: int | None = None,
+    ) -> SegmentShareAlerts:
+        """Each segment's share at ``at`` (default now) against its normal variation over
+        the ``baseline`` days before; ``alerts`` counts those beyond ``k`` sigma."""
+        call = self._calls.get_segment_share_alerts(
+            product, model=model, at=at, baseline=baseline, k=k
+        )
+        return self._send(call)
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

@@ -1,11 +1,17 @@
-"""OpenAPI: segment intelligence: sizes over time, migration matrix, profiles (scope read)."""
+"""OpenAPI: segment intelligence: sizes over time, migration, profiles, share alerts (read)."""
 
 from __future__ import annotations
 
 from typing import Final
 
 from cloud_hub.api._params import DEFAULT_RANGE_MS, MAX_TIME_MS
-from cloud_hub.api._segments import DEFAULT_STEP, DEFAULT_TOP, MAX_MODEL_REF
+from cloud_hub.api._segments import (
+    DEFAULT_BASELINE_DAYS,
+    DEFAULT_STEP,
+    DEFAULT_TOP,
+    MAX_BASELINE_DAYS,
+    MAX_MODEL_REF,
+)
 from cloud_hub.store import MAX_STEPS, MAX_TOP, MIN_SMD, MIN_TWINS
 
 from ._schema import (
@@ -14,6 +20,7 @@ from ._schema import (
     Param,
     Schema,
     array,
+    boolean,
     integer,
     mapping,
     nullable,
@@ -123,6 +130,37 @@ SCHEMAS: Final[dict[str, Schema]] = {
             "text": string("the difference in words"),
         }
     ),
+    "SegmentShareAlerts": obj(
+        {
+            "brand": string(),
+            "product": PRODUCT,
+            "model": nullable(string("the model ref asked for (null: every model)")),
+            "at_ms": MS,
+            "baseline_days": integer(minimum=3),
+            "rule": obj(
+                {
+                    "k": integer("alert beyond this many sigma"),
+                    "min_twins": integer("smaller segments are not judged"),
+                    "min_shift": number("smaller moves of the share do not alert"),
+                }
+            ),
+            "alerts": integer("segments that alert", minimum=0),
+            "segments": array(ref("SegmentShare"), "by model, then segment"),
+        }
+    ),
+    "SegmentShare": obj(
+        {
+            "model": nullable(string("name@version")),
+            "segment": integer(),
+            "twins": integer(minimum=0),
+            "share": number("of the model's twins at `at`", minimum=0, maximum=1),
+            "baseline_share": nullable(number("the mean daily share over the baseline")),
+            "sigma": nullable(number("its normal variation (see the description)")),
+            "z": nullable(number("(share - baseline_share) / sigma")),
+            "alert": boolean(),
+            "why": string("the verdict in words"),
+        }
+    ),
 }
 
 OPERATIONS: Final = (
@@ -230,5 +268,59 @@ OPERATIONS: Final = (
             400: ("bad_brand", "bad_product", "bad_model", "bad_top"),
             503: ("index_disabled",),
         },
+    ),
+    Operation(
+        method="GET",
+        path="/v1/brands/{brand}/segments/alerts",
+        operation_id="get_segment_share_alerts",
+        summary="Segments whose share moved beyond normal variation",
+        tag="segments",
+        scope="read",
+        description=(
+            "Each segment's share of its model's twins at `at` against its daily shares "
+            "over the `baseline` days before: z = (share - mean) / sigma, sigma = "
+            "sqrt(sd of the baseline shares² + mean (1 - mean) / twins now). Alerts when "
+            "|z| > k, the share moved at least `rule.min_shift` and the segment has at least "
+            "`rule.min_twins` twins (docs/hub.md, 'Segment intelligence'). Sets the gauge "
+            "`twinsync_hub_segment_share_alerts{product}` and logs each alert."
+        ),
+        params=(
+            BRAND,
+            _PRODUCT,
+            Param(
+                name="model",
+                where="query",
+                schema=string(maxLength=MAX_MODEL_REF),
+                description="only this model version's segments",
+                example="segment-coffee@1",
+            ),
+            _time("at", "the instant checked (default: now)"),
+            Param(
+                name="baseline",
+                where="query",
+                schema=integer(minimum=3, maximum=MAX_BASELINE_DAYS, default=DEFAULT_BASELINE_DAYS),
+                description="days of normal variation before `at`",
+            ),
+            Param(
+                name="k",
+                where="query",
+                schema=integer(minimum=2, maximum=10, default=3),
+                description="alert beyond this many sigma",
+            ),
+        ),
+        answer=ref("SegmentShareAlerts"),
+        errors={
+            400: (
+                "bad_brand",
+                "bad_product",
+                "bad_model",
+                "bad_at",
+                "bad_baseline",
+                "bad_k",
+                "bad_range",
+                "too_many_points",
+            )
+        },
+        store=True,
     ),
 )

@@ -171,3 +171,19 @@ def test_every_feature_of_every_product_has_words() -> None:
     named = {n for p in PRODUCTS for n in feature_names(p)}
     assert named <= set(FEATURE_WORDS)
     assert all(kind in ("ratio", "level") for _phrase, kind in FEATURE_WORDS.values())
+
+
+async def test_an_instance_without_the_index_says_profiles_need_it(hub_env: HubEnv) -> None:
+    """``index.enabled = false``: 503 index_disabled, saying what to do; the sizes, read
+    from InfluxDB, are still served."""
+    env = hub_env
+    off = env.config.model_copy(
+        update={"index": env.config.index.model_copy(update={"enabled": False})}
+    )
+    async with Hub(off) as hub:
+        await hub.ready.wait()
+        base = f"{hub.api_url}/v1/brands/{env.brand}/segments"
+        body = await get_json(f"{base}/profile?product=coffee", 503, env.token)
+        assert body["error"]["code"] == "index_disabled"
+        assert "ask an instance that keeps it" in body["error"]["message"]
+        assert (await get_json(f"{base}/sizes?product=coffee", token=env.token))["series"] == []

@@ -13,7 +13,9 @@ working from home": on the checked day 80 % of commuters score as homebodies.
 from __future__ import annotations
 
 import logging
+import math
 import random
+import statistics
 from typing import Any
 
 import pytest
@@ -21,6 +23,7 @@ from _fakes import FakeDevice, get_json
 from hub_env import HubEnv
 
 from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
+from cloud_hub.store import SegmentSizes, ShareRule, share_alerts
 from firmware_sim import DAY_MS, PERSONAS, Fleet, FleetSpec, PopulationSpec
 from protocol import HLC
 
@@ -192,3 +195,50 @@ async def test_alert_refusals_are_clear_and_only_the_brands_key_reads(
         assert (await get_json(url, status, token))["error"]["code"] == code
     first = await get_json(url, token=env.token)
     assert first == await get_json(url, token=env.token)
+
+
+def test_the_rule_is_the_documented_formula() -> None:
+    """z = (share - mean) / sqrt(sd² + mean (1 - mean) / n), on a hand-made history; the
+    verdict needs |z| > k, the minimum move and the minimum size, each said in words."""
+    shares = [0.30, 0.32, 0.28, 0.31, 0.29]
+    n = 1000
+    a = [round(p * n) for p in shares] + [400]
+    sizes = SegmentSizes(
+        times_ms=list(range(6)),
+        series=[
+            {"model": MODEL, "segment": 0, "twins": a},
+            {"model": MODEL, "segment": 1, "twins": [n - x for x in a]},
+        ],
+    )
+    by = {s["segment"]: s for s in share_alerts(sizes, ShareRule())}
+    mean, sd = statistics.fmean(shares), statistics.stdev(shares)
+    sigma = math.sqrt(sd**2 + mean * (1 - mean) / n)
+    assert by[0]["z"] == pytest.approx((0.4 - mean) / sigma, abs=1e-3)
+    assert by[0]["alert"]
+    assert by[0]["why"] == (
+        f"share grew from {mean:.1%} to 40.0% ({(0.4 - mean) / sigma:+.1f} sigma of its "
+        "normal variation)"
+    )
+    assert by[1]["alert"]
+    assert by[1]["why"].startswith("share shrank")
+    # The same move in a segment of 10 twins of 100: too small to judge.
+    small = SegmentSizes(
+        times_ms=list(range(6)),
+        series=[
+            {"model": MODEL, "segment": 0, "twins": [3, 3, 3, 3, 3, 10]},
+            {"model": MODEL, "segment": 1, "twins": [97, 97, 97, 97, 97, 90]},
+        ],
+    )
+    assert share_alerts(small, ShareRule())[0]["why"] == ("under 20 twins: too small to judge")
+    # A huge fleet, a flat baseline, a real but tiny move: under the minimum move.
+    flat = SegmentSizes(
+        times_ms=list(range(6)),
+        series=[
+            {"model": MODEL, "segment": 0, "twins": [300_000] * 5 + [310_000]},
+            {"model": MODEL, "segment": 1, "twins": [700_000] * 5 + [690_000]},
+        ],
+    )
+    tiny = share_alerts(flat, ShareRule())[0]
+    assert abs(tiny["z"]) > 3
+    assert not tiny["alert"]
+    assert tiny["why"].startswith("share moved 1.0%, under the 2.0% minimum")

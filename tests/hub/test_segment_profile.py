@@ -137,6 +137,10 @@ async def test_profile_refusals_are_clear_and_only_the_brands_key_reads(
     ]:
         body = await get_json(base + query, 400, hub_env.token)
         assert body["error"]["code"] == code, query
+    # SQL in the model ref is data: no model has that name.
+    for hostile in ("x' OR '1'='1", "x%27%20OR%201%3D1%20--", "%25"):
+        body = await get_json(f"{base}?product=coffee&model={hostile}", token=hub_env.token)
+        assert body["models"] == [], hostile
     env = hub_env
     with env.state() as state:
         provision_devices(

@@ -316,6 +316,18 @@ class IndexSettings(_Section):
     enabled: bool = True
 
 
+class SegmentSettings(_Section):
+    """The scheduled segment share check (docs/hub.md, "Segment intelligence")."""
+
+    #: how often every served brand's segment shares are checked (0: never; the route
+    #: GET .../segments/alerts answers either way)
+    share_check_s: float = Field(3600.0, ge=0, le=86_400)
+    #: days of normal variation a share is compared with
+    share_baseline_days: int = Field(14, ge=3, le=90)
+    #: alert beyond this many sigma
+    share_k: int = Field(3, ge=2, le=10)
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -330,6 +342,7 @@ class HubConfig(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
+    segments: SegmentSettings = SegmentSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

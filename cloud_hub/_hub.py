@@ -33,6 +33,7 @@ from cloud_hub.api import (
     GatedSite,
     PrivacyContext,
     RolloutContext,
+    ShareWatch,
     add_privacy_routes,
     add_rollout_routes,
     build_app,
@@ -104,6 +105,8 @@ class Hub:
     models: ModelRepo
     rollouts: RolloutStore
     retention: RetentionSweeper
+    #: the scheduled segment share check (docs/hub.md, "Segment intelligence")
+    share_watch: ShareWatch
 
     def __init__(
         self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
@@ -170,6 +173,14 @@ class Hub:
             metrics=metrics,
             base_url=lambda: config.models.public_url or self.api_url,
             interval_s=config.models.reconcile_s,
+            brands=config.mqtt.brands,
+        )
+        self.share_watch = ShareWatch(
+            config.segments,
+            reader=self.reader,
+            store=store,
+            metrics=metrics,
+            clock=clock,
             brands=config.mqtt.brands,
         )
         self.retention = RetentionSweeper(
@@ -415,6 +426,7 @@ class Hub:
             # finish the field removals a stopped instance left (cloud_hub.privacy._rectify)
             ("removals", self._after_start(self.rectifier.keep_resuming)),
             ("retention", self._after_start(self.retention.run)),
+            ("share_watch", self._after_start(self.share_watch.run)),
         ]
 
     async def _follow_views(self) -> None:

@@ -9,7 +9,8 @@ Sizes and migration read the stored segment history (cloud_hub.store._segment_si
 point in time; every bound (steps, points read) is checked before anything large is
 read. Profiles read the twin query index (cloud_hub.store._segment_profile): what the
 twins hold now. Share alerts judge the daily sizes (cloud_hub.store._segment_alerts); a
-check that finds some logs each and sets ``twinsync_hub_segment_share_alerts``.
+check that finds some logs each (the scheduled check, ``_share_watch``, also sets
+the gauge ``twinsync_hub_segment_share_alerts``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from cloud_hub.store import (
 )
 from protocol import PRODUCTS
 
-from ._context import CLOCK, METRICS, PROFILES, READER
+from ._context import CLOCK, PROFILES, READER
 from ._params import (
     DEFAULT_RANGE_MS,
     path_brand,
@@ -188,7 +189,6 @@ async def segment_share_alerts(request: web.Request) -> web.Response:
     rule = ShareRule(k=k)
     segments = share_alerts(sizes, rule)
     alerts = [s for s in segments if s["alert"]]
-    request.app[METRICS].set("twinsync_hub_segment_share_alerts", len(alerts), product=product)
     for s in alerts:
         log.warning(
             "segment share alert: brand %s product %s model %s segment %s: %s",

@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 from _fakes import FakeDevice, get_json
+from _poll import eventually
 from hub_env import HubEnv
 
-from cloud_hub import SCOPES, ApiKeys, Hub, provision_devices
+from cloud_hub import SCOPES, ApiKeys, ConfigError, Hub, load_hub_config, provision_devices
 from cloud_hub.store import SegmentSizes, ShareRule, share_alerts
 from firmware_sim import DAY_MS, PERSONAS, Fleet, FleetSpec, PopulationSpec
 from protocol import HLC
@@ -110,14 +111,25 @@ async def test_a_segment_whose_share_moves_beyond_normal_variation_alerts(
     n = len(now)
     assert commuter["twins"] == sum(1 for v in now.values() if v == SEGMENT["commuter"])
     assert abs(commuter["share"] - commuter["twins"] / n) < 1e-6
-    assert hub.metrics.get("twinsync_hub_segment_share_alerts", product="coffee") == 2
     logged = [r.getMessage() for r in caplog.records if "segment share alert" in r.getMessage()]
     assert len(logged) == 2
     assert all("twin" not in line.replace("twins", "") for line in logged)  # no twin ids
-    # A day before the shift, nothing alerts, and the gauge says so.
+    # A day before the shift, nothing alerts.
     calm = await get_json(_url(hub, hub_env, at - DAY_MS), token=hub_env.token)
     assert calm["alerts"] == 0
-    assert hub.metrics.get("twinsync_hub_segment_share_alerts", product="coffee") == 0
+    # The scheduled check (the hub's own turn, run here at once) finds the same two,
+    # sets the operators' gauge and logs them.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="cloud_hub.segments"):
+        assert await hub.share_watch.check() == {
+            "coffee": 2,
+            "thermostat": 0,
+            "tv": 0,
+            "wearable": 0,
+        }
+    assert hub.metrics.get("twinsync_hub_segment_share_alerts", product="coffee") == 2
+    assert hub.metrics.get("twinsync_hub_segment_share_alerts", product="tv") == 0
+    assert sum("segment share alert" in r.getMessage() for r in caplog.records) == 2
 
 
 async def test_the_same_fleet_without_the_shift_raises_no_alert(
@@ -127,6 +139,8 @@ async def test_the_same_fleet_without_the_shift_raises_no_alert(
     await _publish(device, _days(shift=0.0), at)
     body = await get_json(_url(hub, hub_env, at), token=hub_env.token)
     assert body["alerts"] == 0
+    assert (await hub.share_watch.check())["coffee"] == 0
+    assert hub.metrics.get("twinsync_hub_segment_share_alerts", product="coffee") == 0
     assert len(body["segments"]) == len(SEGMENT)
     for s in body["segments"]:
         assert abs(s["z"]) <= 3, s
@@ -242,3 +256,43 @@ def test_the_rule_is_the_documented_formula() -> None:
     assert abs(tiny["z"]) > 3
     assert not tiny["alert"]
     assert tiny["why"].startswith("share moved 1.0%, under the 2.0% minimum")
+
+
+async def test_the_scheduled_check_runs_on_its_own(hub_env: HubEnv) -> None:
+    """``segments.share_check_s``: the hub checks by itself, every turn, and sets the
+    gauge an operator alerts on."""
+    env = hub_env
+    fast = env.config.model_copy(
+        update={"segments": env.config.segments.model_copy(update={"share_check_s": 0.2})}
+    )
+    async with Hub(fast) as hub:
+        await hub.ready.wait()
+        device = FakeDevice(
+            env.bundles["dev-0"].parent, env.brand, "dev-0", env.services.mosquitto.port
+        )
+        try:
+            await _publish(device, _days(shift=0.8), hub.clock.now_ms() - HOUR)
+        finally:
+            device.close()
+
+        def alerted() -> bool:
+            return hub.metrics.get("twinsync_hub_segment_share_alerts", product="coffee") == 2
+
+        assert await eventually(alerted, within=60)
+
+
+@pytest.mark.parametrize(
+    ("segments", "message"),
+    [
+        ({"share_check_s": -1}, "share_check_s"),
+        ({"share_check_s": 100_000}, "share_check_s"),
+        ({"share_baseline_days": 2}, "share_baseline_days"),
+        ({"share_k": 1}, "share_k"),
+        ({"share_every": 5}, "share_every"),
+    ],
+)
+def test_bad_share_check_settings_are_refused_at_start_up(
+    segments: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_hub_config(None, {"segments": segments}, environ={})

@@ -281,8 +281,8 @@ OPERATIONS: Final = (
             "over the `baseline` days before: z = (share - mean) / sigma, sigma = "
             "sqrt(sd of the baseline shares² + mean (1 - mean) / twins now). Alerts when "
             "|z| > k, the share moved at least `rule.min_shift` and the segment has at least "
-            "`rule.min_twins` twins (docs/hub.md, 'Segment intelligence'). Sets the gauge "
-            "`twinsync_hub_segment_share_alerts{product}` and logs each alert."
+            "`rule.min_twins` twins (docs/hub.md, 'Segment intelligence'). Logs each alert "
+            "(the hub's scheduled check also sets `twinsync_hub_segment_share_alerts`)."
         ),
         params=(
             BRAND,

@@ -328,6 +328,19 @@ class SegmentSettings(_Section):
     share_k: int = Field(3, ge=2, le=10)
 
 
+class TriggerSettings(_Section):
+    """Trigger events (docs/hub.md, "Triggers"): how much of the event log is kept for
+    the resumable stream (``Last-Event-ID``)."""
+
+    #: events older than this many days leave the log (queued deliveries are kept)
+    log_retention_days: int = Field(7, ge=1, le=365)
+    #: at most this many events per brand stay in the log (the oldest leave first)
+    log_max_events: int = Field(100_000, ge=100, le=10_000_000)
+    #: a stream client that takes no data for this long is dropped (it resumes with
+    #: Last-Event-ID)
+    stream_write_timeout_s: float = Field(10.0, gt=0, le=300)
+
+
 class HubConfig(_Section):
     """The whole hub configuration (see docs/hub.md for every field)."""
 
@@ -343,6 +356,7 @@ class HubConfig(_Section):
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
     segments: SegmentSettings = SegmentSettings()
+    triggers: TriggerSettings = TriggerSettings()
 
     @model_validator(mode="after")
     def _one_sqlite_file(self) -> HubConfig:

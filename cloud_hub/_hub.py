@@ -23,6 +23,7 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 
 from aiohttp import web
 
@@ -34,11 +35,14 @@ from cloud_hub.api import (
     PrivacyContext,
     RolloutContext,
     ShareWatch,
+    TriggerContext,
     add_privacy_routes,
     add_rollout_routes,
+    add_trigger_routes,
     build_app,
     connection_cap,
     install,
+    parse_where,
 )
 from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
 from cloud_hub.models import ModelPublisher, ModelRepo, RolloutStore, url_signer
@@ -70,6 +74,7 @@ from cloud_hub.store import (
     TwinReader,
     wait_for_state,
 )
+from cloud_hub.triggers import Rules, TriggerEvents, TriggerSender, TriggerWatch, follow_privacy
 from protocol import Clock, SystemClock, hub_box_key
 
 from ._config import HubConfig
@@ -160,6 +165,7 @@ class Hub:
         egress = EgressPolicy.for_hub(config, lambda: self.api_port)  # webhooks' targets
         self.webhooks = Webhooks(state=state, clock=clock, egress=egress)
         self._webhook_sender = WebhookSender(hooks=self.webhooks, metrics=metrics, clock=clock)
+        self._triggers(state, egress)
         self._privacy(state)
         self.models = ModelRepo(state=state, models_dir=config.models.dir, clock=clock)
         self.rollouts = RolloutStore(
@@ -193,10 +199,33 @@ class Hub:
             brands=config.mqtt.brands,
         )
 
+    def _triggers(self, state: StateStore, egress: EgressPolicy) -> None:
+        """Trigger rules, their events (evaluated at ingest) and their delivery."""
+        settings, clock = self.config.triggers, self.clock
+        self.trigger_rules = Rules(state=state, clock=clock, egress=egress)
+        self.trigger_events = TriggerEvents(
+            state=state,
+            max_events=settings.log_max_events,
+            retention_ms=settings.log_retention_days * 86_400_000,
+        )
+        self._trigger_watch = TriggerWatch(
+            parse_where=parse_where, clock=clock, metrics=self.metrics
+        )
+        self._trigger_sender = TriggerSender(
+            events=self.trigger_events, egress=egress, metrics=self.metrics, clock=clock
+        )
+
+    def _notify(self, brand: str, event: str, data: dict[str, Any]) -> object:
+        """A privacy event: to the brand's privacy webhook, and into the trigger tables
+        (an objection or consent withdrawn stops the twin's triggers, an erasure removes
+        its events)."""
+        follow_privacy(self.trigger_events, self.clock, brand, event, data)
+        return self.webhooks.emit(brand, event, data)
+
     def _privacy(self, state: StateStore) -> None:
         """The customer's rights: the ingest policy and the data-subject procedures."""
         config, metrics, clock = self.config, self.metrics, self.clock
-        store, blocks, notify = self._store, self.blocks, self.webhooks.emit
+        store, blocks, notify = self._store, self.blocks, self._notify
         self.subjects = subjects = Subjects(config.keys.secrets_dir)
         commands = DeviceCommands(key=self._key, clock=clock, publish=self._mqtt.publish)
         self.ledger = ledger = RequestLedger(state=state, key=self._key, clock=clock, notify=notify)
@@ -325,6 +354,15 @@ class Hub:
                     retention=self.config.retention,
                 ),
             )
+            add_trigger_routes(
+                app,
+                TriggerContext(
+                    rules=self.trigger_rules,
+                    events=self.trigger_events,
+                    parse_where=parse_where,
+                    write_timeout_s=self.config.triggers.stream_write_timeout_s,
+                ),
+            )
             add_rollout_routes(
                 app,
                 RolloutContext(
@@ -422,6 +460,7 @@ class Hub:
             ("publisher", self._after_start(self._publisher.run)),
             ("feed", self._after_start(self.feed.run)),
             ("webhooks", self._after_start(self._webhook_sender.run)),
+            ("triggers", self._after_start(self._trigger_sender.run)),
             ("relinks", self._after_start(self.relinks.run)),
             # finish the field removals a stopped instance left (cloud_hub.privacy._rectify)
             ("removals", self._after_start(self.rectifier.keep_resuming)),
@@ -461,6 +500,7 @@ class Hub:
                 clock=self.clock,
                 policy=self.policy,
                 index=self.index if self.config.index.enabled else None,
+                observe=self._trigger_watch,
             )
             run = asyncio.ensure_future(pipeline.run())
             subscribed = asyncio.ensure_future(self._mqtt.connected.wait())

@@ -85,6 +85,17 @@ _DECLARED = (
         "Ops for twins of a retired key epoch dropped",
     ),
     ("twinsync_hub_webhooks_total", "counter", "Webhook deliveries, by result"),
+    ("twinsync_hub_trigger_events_total", "counter", "Trigger events recorded at ingest"),
+    (
+        "twinsync_hub_trigger_webhooks_total",
+        "counter",
+        "Trigger webhook deliveries, by result",
+    ),
+    (
+        "twinsync_hub_trigger_streams_dropped_total",
+        "counter",
+        "Trigger event streams ended by the hub, by reason (slow_client)",
+    ),
     ("twinsync_hub_api_refused_total", "counter", "API requests answered 4xx/5xx, by status"),
     ("twinsync_hub_api_connections", "gauge", "Open API connections (probe ones included)"),
     ("twinsync_hub_api_max_connections", "gauge", "The API's connection cap in force"),

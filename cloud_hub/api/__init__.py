@@ -1,6 +1,6 @@
 """api: the HTTP API for brand backends.
 
-The aiohttp application (``build_app`` and the privacy and rollout routes), API keys and
+The aiohttp application (``build_app`` and the privacy, rollout and trigger routes), API keys and
 scopes (``ApiKeys``, the guard), the one error path every refusal takes, strict
 parameter parsing, the twin query language (``parse_where``), the gated listener that
 caps connections, the OpenAPI document that describes every route (``openapi/``, served
@@ -19,6 +19,7 @@ from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_c
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
 from ._share_watch import ShareWatch
+from ._triggers import TriggerContext, add_trigger_routes
 from ._twin_query import MAX_DEPTH, MAX_IN, MAX_TERMS, MAX_TEXT, MAX_WHERE, parse_where
 from ._twins import COUNT_CAP, MAX_FIELDS
 from .openapi import document as openapi_document
@@ -41,8 +42,10 @@ __all__ = [
     "PrivacyContext",
     "RolloutContext",
     "ShareWatch",
+    "TriggerContext",
     "add_privacy_routes",
     "add_rollout_routes",
+    "add_trigger_routes",
     "build_app",
     "connection_cap",
     "install",

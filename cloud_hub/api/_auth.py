@@ -9,7 +9,8 @@ instance within :data:`_CACHE_S`.
 
 Scopes: ``read`` (twins, history, devices, segments, models, rollouts), ``write``
 (changes to twins), ``privacy`` (data-subject requests), ``admin`` (models, cohorts,
-rollouts, keys, the audit log). A key belongs to one brand and is refused for any other.
+rollouts, keys, the audit log), ``triggers`` (trigger rules and their events). A key
+belongs to one brand and is refused for any other.
 
 The audit log records every request that changes something or reads privacy-relevant
 data: when, brand, key id (never the key), method, route template (never the concrete
@@ -36,7 +37,7 @@ from protocol import Clock, SystemClock, check_brand
 
 __all__ = ["SCOPES", "ApiKey", "ApiKeys"]
 
-SCOPES: Final = ("read", "write", "privacy", "admin")
+SCOPES: Final = ("read", "write", "privacy", "admin", "triggers")
 _TOKEN = re.compile(r"^tsk_([0-9a-f]{12})_([A-Za-z0-9_-]{43})$")
 _CACHE_S = 5.0
 _CACHE_MAX = 10_000

@@ -37,6 +37,7 @@ from cloud_hub.privacy import Generation, IngestPolicy, Stamps
 from cloud_hub.store import (
     IndexOp,
     InfluxStore,
+    Observe,
     TwinIndex,
     consent_line,
     device_line,
@@ -106,8 +107,11 @@ class Pipeline:
         clock: Clock,
         policy: IngestPolicy,
         index: TwinIndex | None,
+        observe: Observe | None = None,
     ) -> None:
         self._policy = policy
+        #: what watches the index merge in its transaction (trigger rules, cloud_hub.triggers)
+        self._observe = observe
         #: the twin query index (None: this instance does not keep it, index.enabled)
         self._index = index
         self._mqtt = mqtt
@@ -295,7 +299,7 @@ class Pipeline:
         seen = stamps.pop() if len(stamps) == 1 else None
         t0 = time.perf_counter()
         taken = await asyncio.to_thread(
-            self._index.apply, ops, admit=self._policy.index_admit(seen)
+            self._index.apply, ops, admit=self._policy.index_admit(seen), observe=self._observe
         )
         self._metrics.inc("twinsync_hub_index_seconds_total", time.perf_counter() - t0)
         self._metrics.inc("twinsync_hub_index_ops_total", taken)

@@ -26,7 +26,14 @@ from ._rekey import Relinks
 from ._retention import RetentionSweeper, ensure_ceiling
 from ._subjects import Subjects
 from ._twin_edits import parse_rectification
-from ._webhooks import Webhooks, WebhookSender, sign, verify_signature
+from ._webhooks import (
+    Webhooks,
+    WebhookSender,
+    post_signed,
+    send_forever,
+    sign,
+    verify_signature,
+)
 
 __all__ = [
     "DEADLINE_MS",
@@ -56,6 +63,8 @@ __all__ = [
     "index_gate",
     "parse_allow",
     "parse_rectification",
+    "post_signed",
+    "send_forever",
     "sign",
     "twin_export",
     "verify_receipt",

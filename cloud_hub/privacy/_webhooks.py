@@ -29,6 +29,7 @@ import json
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -41,7 +42,14 @@ from protocol import Clock, SystemClock, check_brand
 
 from ._egress import EgressPolicy
 
-__all__ = ["WebhookSender", "Webhooks", "sign", "verify_signature"]
+__all__ = [
+    "WebhookSender",
+    "Webhooks",
+    "post_signed",
+    "send_forever",
+    "sign",
+    "verify_signature",
+]
 
 log = logging.getLogger("cloud_hub.webhooks")
 
@@ -71,6 +79,77 @@ def verify_signature(
     if abs(now_s - at) > tolerance_s:
         return False
     return hmac.compare_digest(sign(secret, body, at), header)
+
+
+async def post_signed(
+    session: aiohttp.ClientSession,
+    egress: EgressPolicy,
+    url: str,
+    secret: str,
+    data: bytes,
+    clock: Clock,
+) -> tuple[bool, str, str]:
+    """POST ``data`` (JSON) to ``url`` signed with ``secret``, the egress policy checked
+    again first; returns (delivered, why not, the metric result of a failure: ``retry``
+    or ``refused``). Shared by every signed webhook the hub sends (privacy events,
+    trigger events), so they are signed and confined alike."""
+    headers = {
+        "Content-Type": "application/json",
+        "TwinSync-Signature": sign(secret, data, clock.now_ms() // 1000),
+    }
+    result = "retry"
+    try:
+        # Checked again at every send: the policy or the name's DNS may have changed
+        # since registration (literal addresses never reach the connector's resolver).
+        await egress.check_url_async(url)
+        async with session.post(url, data=data, headers=headers, allow_redirects=False) as resp:
+            ok = 200 <= resp.status < 300
+            why = f"HTTP {resp.status}"
+            if 300 <= resp.status < 400:
+                why += " (a redirect; redirects are not followed: register the final URL)"
+    except CloudHubError as exc:  # the egress policy refused it, or the name is unknown
+        ok, why = False, str(exc)
+        result = "refused" if exc.reason == "url_refused" else "retry"
+    except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+        ok, why = False, f"{type(exc).__name__}: {exc}"
+    return ok, why, result
+
+
+async def send_forever(
+    round_: Callable[[aiohttp.ClientSession], Awaitable[object]],
+    *,
+    egress: EgressPolicy,
+    metrics: Metrics,
+    metric: str,
+    what: str,
+) -> None:
+    """Run ``round_`` every second on one session confined by ``egress``, until
+    cancelled: a round that fails is logged, counted (``metric{result="error"}``) and
+    retried after 1 s doubling to 30 s. The loop of every webhook sender."""
+    # The policy's connector resolves and checks every name at connect time; no
+    # proxy from the environment (trust_env is off) could route around it.
+    timeout = aiohttp.ClientTimeout(total=egress.settings.timeout_s)
+    async with aiohttp.ClientSession(timeout=timeout, connector=egress.connector()) as session:
+        failures = 0
+        while True:
+            try:
+                await round_(session)
+                failures = 0
+            except Exception as exc:  # CancelledError is no Exception: it propagates
+                failures += 1
+                delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
+                metrics.inc(metric, result="error")
+                log.error(
+                    "%s round failed (%s: %s); retrying in %.0fs",
+                    what,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                    exc_info=not isinstance(exc, CloudHubError | OSError),
+                )
+                await asyncio.sleep(delay)
+                continue
+            await asyncio.sleep(1.0)
 
 
 class Webhooks:
@@ -184,36 +263,18 @@ class WebhookSender:
         self._egress = hooks.egress
         self._metrics = metrics
         self._clock = clock
-        self._timeout = aiohttp.ClientTimeout(total=hooks.egress.settings.timeout_s)
 
     async def run(self) -> None:
         """Send what is due, every second (events are queued from any thread or instance,
         so polling the shared queue is what sees them all). A round that fails is logged,
         counted and retried after a backoff; only cancellation ends this."""
-        # The policy's connector resolves and checks every name at connect time; no
-        # proxy from the environment (trust_env is off) could route around it.
-        async with aiohttp.ClientSession(
-            timeout=self._timeout, connector=self._egress.connector()
-        ) as session:
-            failures = 0
-            while True:
-                try:
-                    await self._round(session)
-                    failures = 0
-                except Exception as exc:  # CancelledError is no Exception: it propagates
-                    failures += 1
-                    delay = min(2.0 ** (failures - 1), _MAX_ROUND_BACKOFF_S)
-                    self._metrics.inc("twinsync_hub_webhooks_total", result="error")
-                    log.error(
-                        "webhook round failed (%s: %s); retrying in %.0fs",
-                        type(exc).__name__,
-                        exc,
-                        delay,
-                        exc_info=not isinstance(exc, CloudHubError | OSError),
-                    )
-                    await asyncio.sleep(delay)
-                    continue
-                await asyncio.sleep(1.0)
+        await send_forever(
+            self._round,
+            egress=self._egress,
+            metrics=self._metrics,
+            metric="twinsync_hub_webhooks_total",
+            what="webhook",
+        )
 
     async def _round(self, session: aiohttp.ClientSession) -> None:
         now = self._clock.now_ms()
@@ -230,26 +291,9 @@ class WebhookSender:
         body: str,
         attempts: int,
     ) -> None:
-        data = body.encode()
-        headers = {
-            "Content-Type": "application/json",
-            "TwinSync-Signature": sign(secret, data, self._clock.now_ms() // 1000),
-        }
-        result = "retry"
-        try:
-            # Checked again at every send: the policy or the name's DNS may have changed
-            # since registration (literal addresses never reach the connector's resolver).
-            await self._egress.check_url_async(url)
-            async with session.post(url, data=data, headers=headers, allow_redirects=False) as resp:
-                ok = 200 <= resp.status < 300
-                why = f"HTTP {resp.status}"
-                if 300 <= resp.status < 400:
-                    why += " (a redirect; redirects are not followed: register the final URL)"
-        except CloudHubError as exc:  # the egress policy refused it, or the name is unknown
-            ok, why = False, str(exc)
-            result = "refused" if exc.reason == "url_refused" else "retry"
-        except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
-            ok, why = False, f"{type(exc).__name__}: {exc}"
+        ok, why, result = await post_signed(
+            session, self._egress, url, secret, body.encode(), self._clock
+        )
         now = self._clock.now_ms()
         if ok:
             await asyncio.to_thread(self._hooks.delivered, queue_id)

@@ -74,7 +74,8 @@ from ._twin_filter import (
 from ._twin_index import TwinIndex, index_lock
 from ._twin_index_read import IndexPage, IndexReader, Position, SortKey
 from ._twin_index_rebuild import check_index, index_brands, rebuild_index
-from ._twin_rows import CHURN_FIELDS, Admit, IndexOp, chunks, stored_value
+from ._twin_match import matching_twins
+from ._twin_rows import CHURN_FIELDS, Admit, IndexOp, Observe, chunks, stored_value
 
 __all__ = [
     "CHURN_FIELDS",
@@ -109,6 +110,7 @@ __all__ = [
     "InfluxStore",
     "Migration",
     "Not",
+    "Observe",
     "OneOf",
     "Or",
     "Position",
@@ -141,6 +143,7 @@ __all__ = [
     "index_brands",
     "index_lock",
     "marks",
+    "matching_twins",
     "open_state_retrying",
     "open_state_store",
     "parse_duration_ms",

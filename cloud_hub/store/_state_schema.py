@@ -7,7 +7,9 @@ in each module, kept verbatim in tests/store/legacy_schema.sql), plus the store'
 is written so that it also adopts a file made by an older hub: every statement is ``IF NOT
 EXISTS`` and a registry from before broker credentials gets its ``mqtt_hash`` column.
 Migration 3 adds the twin query index (cloud_hub/store/_twin_index.py), complete at once
-on a store without devices, to be rebuilt from InfluxDB on one an older hub wrote. On
+on a store without devices, to be rebuilt from InfluxDB on one an older hub wrote.
+Migration 4 adds the brands' trigger rules, their event log and delivery queue
+(cloud_hub/triggers). On
 PostgreSQL the types are mapped: INTEGER -> BIGINT (times are Unix ms), ``INTEGER PRIMARY KEY
 AUTOINCREMENT`` -> an identity column, TEXT -> ``TEXT COLLATE "C"`` so ``ORDER BY`` sorts
 by code point as SQLite does, whatever the database's locale (and BLOB -> BYTEA, should a
@@ -60,6 +62,11 @@ STATE_KEYS: dict[str, tuple[str, ...]] = {
     "twin_fields": ("brand", "twin", "field"),
     "twin_counter_parts": ("brand", "twin", "field", "device"),
     "twin_products": ("brand", "twin", "product"),
+    # triggers (migration 4, cloud_hub/triggers)
+    "trigger_rules": ("brand", "rule_id"),
+    "trigger_events": ("id",),
+    "trigger_queue": ("id",),
+    "trigger_holds": ("brand", "twin"),
     "state_leases": ("name",),
 }
 #: every table of the hub's state, the store's own last
@@ -70,7 +77,13 @@ TWIN_INDEX_TABLES = ("twin_index", "twin_fields", "twin_counter_parts", "twin_pr
 #: migration 3 on a store with no devices yet, and by ``twinsync hub index rebuild``)
 INDEX_COMPLETE = "twin_index:complete"
 #: the tables whose key the database numbers (``AUTOINCREMENT``, an identity column)
-IDENTITY_COLUMNS = {"audit": "id", "rollouts": "id", "webhook_queue": "id"}
+IDENTITY_COLUMNS = {
+    "audit": "id",
+    "rollouts": "id",
+    "webhook_queue": "id",
+    "trigger_events": "id",
+    "trigger_queue": "id",
+}
 
 _SQLITE_1 = (
     # registry (cloud_hub/registry/_devices.py)
@@ -203,6 +216,33 @@ def _index_complete_if_new(tx: Tx) -> None:
     )
 
 
+def _triggers(text: str, integer: str, identity: str) -> tuple[str, ...]:
+    """Migration 4, triggers (cloud_hub/triggers), in a backend's types: the rules, the
+    event log (its ids are the SSE stream's ``Last-Event-ID``), the delivery queue and
+    the twins whose triggers the customer stopped (objection, consent withdrawn)."""
+    t, i = text, integer
+    return (
+        f"""CREATE TABLE trigger_rules (
+            brand {t} NOT NULL, rule_id {t} NOT NULL, rule {t} NOT NULL, url {t},
+            secret {t}, created_ms {i} NOT NULL, PRIMARY KEY (brand, rule_id))""",
+        f"""CREATE TABLE trigger_events (
+            id {identity}, brand {t} NOT NULL, event_id {t} NOT NULL, rule_id {t} NOT NULL,
+            twin {t} NOT NULL, body {t} NOT NULL, created_ms {i} NOT NULL)""",
+        "CREATE UNIQUE INDEX trigger_events_event ON trigger_events (brand, event_id)",
+        "CREATE INDEX trigger_events_brand ON trigger_events (brand, id)",
+        "CREATE INDEX trigger_events_twin ON trigger_events (brand, twin)",
+        f"""CREATE TABLE trigger_queue (
+            id {identity}, brand {t} NOT NULL, rule_id {t} NOT NULL, twin {t} NOT NULL,
+            event_id {t} NOT NULL, body {t} NOT NULL, attempts {i} NOT NULL DEFAULT 0,
+            due_ms {i} NOT NULL)""",
+        "CREATE INDEX trigger_queue_due ON trigger_queue (due_ms)",
+        "CREATE INDEX trigger_queue_twin ON trigger_queue (brand, rule_id, twin, id)",
+        f"""CREATE TABLE trigger_holds (
+            brand {t} NOT NULL, twin {t} NOT NULL, reason {t} NOT NULL, since_ms {i} NOT NULL,
+            PRIMARY KEY (brand, twin))""",
+    )
+
+
 SQLITE_MIGRATIONS = (
     Migration(1, "hub state", _SQLITE_1, _registry_credentials),
     Migration(2, "webhook queue due index", (_WEBHOOK_DUE,)),
@@ -212,6 +252,7 @@ SQLITE_MIGRATIONS = (
         _index("TEXT", "INTEGER", "REAL", " WITHOUT ROWID"),
         _index_complete_if_new,
     ),
+    Migration(4, "triggers", _triggers("TEXT", "INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT")),
 )
 
 _T = 'TEXT COLLATE "C"'  # byte-order sorting and comparison, as in SQLite
@@ -283,4 +324,5 @@ POSTGRES_MIGRATIONS = (
     Migration(
         3, "twin query index", _index(_T, _I, "DOUBLE PRECISION", ""), _index_complete_if_new
     ),
+    Migration(4, "triggers", _triggers(_T, _I, _ID)),
 )

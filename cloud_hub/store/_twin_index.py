@@ -48,6 +48,7 @@ from ._twin_rows import (
     COUNTERS,
     Admit,
     IndexOp,
+    Observe,
     chunks,
     delete_twins,
     merge,
@@ -72,9 +73,18 @@ class TwinIndex:
         self._state = state
 
     # -- ingest --------------------------------------------------------------------------
-    def apply(self, ops: Sequence[IndexOp], *, admit: Admit | None = None) -> int:
+    def apply(
+        self,
+        ops: Sequence[IndexOp],
+        *,
+        admit: Admit | None = None,
+        observe: Observe | None = None,
+    ) -> int:
         """Merge ``ops`` (values InfluxDB has stored) in one transaction, after ``admit``
-        (run inside it) kept what may be indexed; return how many ops were taken."""
+        (run inside it) kept what may be indexed; ``observe`` sees the kept ops before
+        the merge and what it returns runs after it, in the same transaction (trigger
+        events commit with the values that caused them, or not at all); return how many
+        ops were taken."""
         if not ops:
             return 0
         # (a kept connection on SQLite: merging touches pages all over large tables)
@@ -82,7 +92,10 @@ class TwinIndex:
             for brand in sorted({op[0] for op in ops}):
                 tx.lock_shared(index_lock(brand))
             kept = admit(tx, list(ops)) if admit is not None else list(ops)
+            after = observe(tx, kept) if observe is not None and kept else None
             merge(tx, kept)
+            if after is not None:
+                after()
         return len(kept)
 
     # -- the customer's rights, retention, rebuild ----------------------------------------

@@ -24,6 +24,7 @@ __all__ = [
     "COUNTERS",
     "Admit",
     "IndexOp",
+    "Observe",
     "chunks",
     "delete_twins",
     "field_product",
@@ -38,6 +39,10 @@ IndexOp: TypeAlias = tuple[str, str, str, str, int, Scalar]
 #: inside the index's transaction: the ops that may be indexed now (the privacy layer's
 #: answer, cloud_hub.privacy; it may leave ops out or move them to another twin id)
 Admit: TypeAlias = Callable[[Tx, list[IndexOp]], list[IndexOp]]
+#: inside the index's transaction, before the admitted ops are merged: returns what to
+#: run after the merge, in the same transaction (None: nothing), so a watcher compares a
+#: twin's values before and after a batch that is stored (cloud_hub.triggers)
+Observe: TypeAlias = Callable[[Tx, list[IndexOp]], Callable[[], None] | None]
 
 #: the fields whose highest value is a twin's ``churn_risk``
 CHURN_FIELDS: tuple[str, ...] = tuple(

@@ -36,8 +36,8 @@ WEBHOOK_URL = "https://crm.example.com/twinsync-events"
 
 
 class Env:
-    def __init__(self, hub: Hub, token: str, twins: dict[str, str]) -> None:
-        self.hub, self.token, self.twins = hub, token, twins
+    def __init__(self, hub: Hub, token: str, twins: dict[str, str], device: FakeDevice) -> None:
+        self.hub, self.token, self.twins, self.device = hub, token, twins, device
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ async def env(tmp_path: Path, services: LocalServices, unique: str) -> AsyncIter
                 ]
                 device.publish(device.delta(seq, {twin: ops}))
                 await device.wait_acked({seq})
-            yield Env(hub, token, twins)
+            yield Env(hub, token, twins, device)
     finally:
         device.close()
 
@@ -152,6 +152,13 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
             outputs[block.line] = done.stdout
             if "set_webhook" in code:
                 secret = done.stdout.splitlines()[0]
+            if "create_trigger" in code:
+                # ann's churn risk crosses the rule's threshold: the stream example gets it
+                ann = env.twins["ann@example.com"]
+                env.device.publish(
+                    env.device.delta(3, {ann: [(now_hlc(), "coffee.churn_risk", 0.8)]})
+                )
+                await env.device.wait_acked({3})
         assert receiver is not None, "the page shows no receiver"
         events = ("consent", "rectification", "objection", "erasure")
 
@@ -180,3 +187,4 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     assert "segment 3: 2 twins (100%) (under 10 twins: no profile)" in text
     assert "alerts 0" in text
     assert "segment-coffee@1 3 100% fewer than 3 baseline days with twins: no verdict" in text
+    assert f"churn_risk {ann} 0.25 -> 0.8" in text  # the trigger stream's event

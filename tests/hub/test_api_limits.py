@@ -82,6 +82,7 @@ _PATH_PARAMS = {
     "id": "1",
     "key_id": "0" * 12,
     "module": "app.js",
+    "rule": "trg_" + "0" * 12,
 }
 _HOSTILE_PATH = {
     "twin": ("１-" + "0" * 32, "x" * 3000),
@@ -91,6 +92,7 @@ _HOSTILE_PATH = {
     "cohort": ("x" * 3000, "²"),
     "key_id": ("²" * 12,),
     "module": ("x" * 3000, "..", "%2e%2e%2f_app.py", "app.js\x00"),
+    "rule": ("x" * 3000, "²", "trg_%2e%2e", "trg_" + "０" * 12),
 }
 
 

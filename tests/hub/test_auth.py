@@ -25,6 +25,7 @@ _PARAMS = {
     "cohort": "beta",
     "id": "1",
     "key_id": "0" * 12,
+    "rule": "trg_" + "0" * 12,
 }
 
 

@@ -286,6 +286,7 @@ async def spec(hub: Hub, hub_env: HubEnv, device: FakeDevice) -> Spec:
         "id": "1",
         "key_id": "",
         "module": "app.js",
+        "rule": "",
     }
     return Spec(hub, doc, hub_env.token, values)
 
@@ -311,6 +312,9 @@ async def test_real_answers_match_the_documented_schemas(
         "POST", f"{brand}/keys", json={"name": "crm", "scopes": ["read"]}, expect=201
     )
     spec.values["key_id"] = key["key_id"]
+    rule = {"name": "churn", "kind": "churn_risk", "threshold": 0.7}
+    _, trigger = await spec.call("POST", f"{brand}/triggers", json=rule, expect=201)
+    spec.values["rule"] = trigger["rule"]["rule_id"]
     consent = {"subject": _SUBJECT, "purposes": {"marketing": False}, "notice": "v2"}
     await spec.call("POST", f"{brand}/privacy/consent", json=consent, expect=202)
     await spec.call("POST", f"{brand}/privacy/access", json={"subject": _SUBJECT}, expect=200)
@@ -331,6 +335,7 @@ async def test_real_answers_match_the_documented_schemas(
         status, answer = await spec.call(method, template, params=params)
         assert status == 200, (template, answer)
     await spec.call("DELETE", f"{brand}/keys/{{key_id}}", expect=200)
+    await spec.call("DELETE", f"{brand}/triggers/{{rule}}", expect=200)
     await spec.call("POST", f"{brand}/privacy/objection", json={"subject": _SUBJECT}, expect=200)
     await spec.call("POST", f"{brand}/privacy/erasure", json={"subject": _SUBJECT}, expect=200)
     assert {(m, t) for m, t, _ in spec.operations()} == spec.succeeded

@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[2]
 TOP = {"protocol": 0, "edge_agent": 1, "cloud_hub": 1, "firmware_sim": 1, "twinsync": 2, "bench": 3}
 #: what a top-level package may import besides itself and packages of a lower rank
 ALLOWED_SAME_RANK = {("firmware_sim", "edge_agent")}
-HUB_LAYERS = ["core", "store", "registry", "models", "privacy", "ingest", "api", "top"]
+HUB_LAYERS = ["core", "store", "registry", "models", "privacy", "triggers", "ingest", "api", "top"]
 HUB_TOP = {"_hub", "cli", "__init__"}
 #: every package of ours: none imports another's private modules
 OURS = (*TOP, "tests")

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 from state_env import Target
 
-from cloud_hub import SCOPES, ApiKeys, Registry, WebhookSettings
+from cloud_hub import SCOPES, ApiKeys, Metrics, Registry, WebhookSettings
+from cloud_hub.api import parse_where
 from cloud_hub.models import ModelRepo, RolloutStore
 from cloud_hub.privacy import EgressPolicy, FieldBlocks, RequestLedger, Tombstones, Webhooks
 from cloud_hub.store import (
@@ -32,6 +33,7 @@ from cloud_hub.store import (
     copy_state,
     open_state_store,
 )
+from cloud_hub.triggers import Rules, TriggerEvents, TriggerWatch, parse_rule
 from protocol import HLC, SigningKey, SystemClock
 
 BRAND = "acme"
@@ -98,6 +100,15 @@ def _fill(store: StateStore) -> str:
             (BRAND, ANN, "m-1", "coffee.churn_risk", HLC(11, 0).pack(), 0.25),
         ]
     )
+    # triggers: a rule with a webhook, its event (log and queue), a held twin
+    rule = b'{"name": "seg", "kind": "segment_change", "webhook": "http://127.0.0.1:9/hooks"}'
+    Rules(state=store, clock=clock, egress=egress).add(BRAND, parse_rule(rule))
+    watch = TriggerWatch(parse_where=parse_where, clock=clock, metrics=Metrics())
+    TwinIndex(state=store).apply(
+        [(BRAND, ANN, "m-0", "coffee.segment", HLC(12, 0).pack(), 2)], observe=watch
+    )
+    events = TriggerEvents(state=store, max_events=1000, retention_ms=10**12)
+    events.hold(BRAND, ["1-" + "d" * 32], "objection", 5)
     return token
 
 

@@ -125,6 +125,18 @@ secrets_dir = "secrets"
             assert hub.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "the hub did not become ready"
             time.sleep(0.1)
+        # Trigger rules before the fleet runs: the triggers page lists them and their events.
+        for rule in (
+            {"name": "segment moves", "kind": "segment_change"},
+            {"name": "churn alert", "kind": "churn_risk", "threshold": 0.5, "product": "coffee"},
+        ):
+            request = urllib.request.Request(
+                f"{url}/v1/brands/{brand}/triggers",
+                data=json.dumps(rule).encode(),
+                headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=30) as r:
+                assert r.status == 201
         asyncio.run(_run_fleet(fleet, {d: bundles[d] for d, _ in pairs}, services, tmp))
         probe = FakeDevice(bundles["probe-0"].parent, brand, "probe-0", services.mosquitto.port)
         xss_twin = probe.twin("mallory")

@@ -194,6 +194,34 @@ async def test_privacy_requests_are_listed_with_their_receipts(
         clean(page.problems)
 
 
+async def test_triggers_lists_the_rules_and_their_recent_events(
+    chromium: Chromium, dash: Dash, tmp_path: Path
+) -> None:
+    rules = dash.api(f"/v1/brands/{dash.brand}/triggers")["rules"]
+    events = dash.api(f"/v1/brands/{dash.brand}/triggers/events?limit=50")["events"]
+    assert len(rules) == 2
+    assert events, "the fleet's segment changes made trigger events"
+    async with chromium.page() as page:
+        assert await show(page, dash, "triggers") == "ready"
+        assert await texts(page, "#rules tbody tr td:first-child") == [r["rule_id"] for r in rules]
+        conditions = await texts(page, "#rules tbody tr td:nth-child(3)")
+        assert "coffee: churn risk crosses 0.5 upward" in conditions
+        shown = await texts(page, "#trigger-events tbody tr td:first-child")
+        assert shown == [str(e["seq"]) for e in events]  # newest first, as the API lists them
+        twins = await texts(page, "#trigger-events tbody tr td:nth-child(4) a")
+        assert twins == [e["twin"] for e in events]
+        await picture(page, tmp_path / "triggers.png")
+        clean(page.problems)
+
+
+async def test_a_key_without_the_triggers_scope_is_refused_the_triggers_page(
+    chromium: Chromium, dash: Dash
+) -> None:
+    async with chromium.page() as page:
+        assert await show(page, dash, "triggers", token=dash.read_token) == "error"
+        assert await refusal_code(page) == "missing_scope"
+
+
 def _refused(problems: list[Problem]) -> list[tuple[str, int]]:
     """The requests answered with an error status; every other problem must be the
     browser's own console line about that answer."""

@@ -107,6 +107,16 @@ from ._segment_results import (
 )
 from ._sync import Client
 from ._transport import DEFAULT_TIMEOUT_S
+from ._trigger_results import (
+    StreamGap,
+    TriggerEvent,
+    TriggerEvents,
+    TriggerRule,
+    TriggerRuleCreated,
+    TriggerRuleDeleted,
+    TriggerRuleOne,
+    TriggerRules,
+)
 from ._webhook import SIGNATURE_HEADER, verify_webhook
 from ._wire import API_KEY_ENV, RetryPolicy
 
@@ -187,8 +197,16 @@ __all__ = [
     "SegmentSizes",
     "SegmentStream",
     "ServerError",
+    "StreamGap",
     "StreamOverflow",
     "TransportError",
+    "TriggerEvent",
+    "TriggerEvents",
+    "TriggerRule",
+    "TriggerRuleCreated",
+    "TriggerRuleDeleted",
+    "TriggerRuleOne",
+    "TriggerRules",
     "Twin",
     "TwinConsent",
     "TwinExport",

@@ -14,8 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 
 from ._errors import RequestTimeoutError, ResponseError, TransportError
-from ._results import SegmentChange, StreamOverflow
-from ._sse import EventParser, stream_item
+from ._sse import EventParser, StreamItem, stream_item
 from ._transport import MAX_ANSWER_BYTES, Credentials
 from ._wire import BaseUrl, Request, Response, api_error
 
@@ -59,7 +58,7 @@ class AsyncSegmentStream:
     async def __aexit__(self, *_exc: object) -> None:
         self.close()
 
-    async def __aiter__(self) -> AsyncIterator[SegmentChange | StreamOverflow]:
+    async def __aiter__(self) -> AsyncIterator[StreamItem]:
         if self._answer is None:
             await self.__aenter__()
         assert self._answer is not None

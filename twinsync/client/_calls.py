@@ -53,6 +53,13 @@ from ._segment_results import (
     SegmentShareAlerts,
     SegmentSizes,
 )
+from ._trigger_results import (
+    TriggerEvents,
+    TriggerRuleCreated,
+    TriggerRuleDeleted,
+    TriggerRuleOne,
+    TriggerRules,
+)
 from ._wire import Call, Request, bytes_result, json_body, json_result, multipart, query, quote
 
 __all__ = ["ROUTES", "Calls", "Time"]
@@ -95,6 +102,12 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "list_keys": ("GET", f"{_BRAND}/keys"),
     "revoke_key": ("DELETE", f"{_BRAND}/keys/{{key_id}}"),
     "get_audit_log": ("GET", f"{_BRAND}/audit"),
+    "create_trigger": ("POST", f"{_BRAND}/triggers"),
+    "list_triggers": ("GET", f"{_BRAND}/triggers"),
+    "list_trigger_events": ("GET", f"{_BRAND}/triggers/events"),
+    "stream_trigger_events": ("GET", f"{_BRAND}/triggers/events/stream"),
+    "get_trigger": ("GET", f"{_BRAND}/triggers/{{rule}}"),
+    "delete_trigger": ("DELETE", f"{_BRAND}/triggers/{{rule}}"),
 }
 #: changes that are safe to repeat (a PUT of the same members, revoking a revoked key);
 #: reads are too. set_webhook is not: each call makes a new signing secret.
@@ -453,3 +466,64 @@ class Calls:
         """The newest audit rows."""
         request = self._request("get_audit_log", params={"limit": limit})
         return Call(request, json_result(AuditLog))
+
+    # -- triggers ---------------------------------------------------------------------------
+    def create_trigger(
+        self,
+        name: str,
+        kind: str,
+        *,
+        product: str | None = None,
+        threshold: float | None = None,
+        direction: str | None = None,
+        tag: str | None = None,
+        change: str | None = None,
+        where: str | None = None,
+        webhook: str | None = None,
+    ) -> Call[TriggerRuleCreated]:
+        """Register a trigger rule (docs/brand-api.md, "Triggers"); the answer holds its
+        webhook's signing secret, once."""
+        body: dict[str, Any] = {"name": name, "kind": kind}
+        optional = {
+            "product": product,
+            "threshold": threshold,
+            "direction": direction,
+            "tag": tag,
+            "change": change,
+            "where": where,
+            "webhook": webhook,
+        }
+        body.update({k: v for k, v in optional.items() if v is not None})
+        return self._json("create_trigger", TriggerRuleCreated, body)
+
+    def list_triggers(self) -> Call[TriggerRules]:
+        """Every trigger rule of the brand."""
+        return Call(self._request("list_triggers"), json_result(TriggerRules))
+
+    def get_trigger(self, rule_id: str) -> Call[TriggerRuleOne]:
+        """One trigger rule."""
+        request = self._request("get_trigger", values={"rule": rule_id})
+        return Call(request, json_result(TriggerRuleOne))
+
+    def delete_trigger(self, rule_id: str) -> Call[TriggerRuleDeleted]:
+        """Remove a trigger rule and its undelivered events."""
+        request = self._request("delete_trigger", values={"rule": rule_id})
+        return Call(request, json_result(TriggerRuleDeleted))
+
+    def list_trigger_events(
+        self, *, limit: int | None = None, after: int | None = None
+    ) -> Call[TriggerEvents]:
+        """The newest trigger events, or (``after`` a seq) those after it, oldest first."""
+        request = self._request("list_trigger_events", params={"limit": limit, "after": after})
+        return Call(request, json_result(TriggerEvents))
+
+    def stream_trigger_events(
+        self, *, after: int | None = None, last_event_id: str | None = None
+    ) -> Request:
+        """The trigger stream's request (the transports read its events)."""
+        return self._request(
+            "stream_trigger_events",
+            params={"after": after},
+            accept="text/event-stream",
+            last_event_id=last_event_id,
+        )

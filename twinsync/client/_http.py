@@ -14,8 +14,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from ._errors import RequestTimeoutError, ResponseError, TransportError
-from ._results import SegmentChange, StreamOverflow
-from ._sse import EventParser, stream_item
+from ._sse import EventParser, StreamItem, stream_item
 from ._transport import MAX_ANSWER_BYTES, Credentials
 from ._wire import BaseUrl, Request, Response, api_error
 
@@ -90,7 +89,9 @@ class SegmentStream:
     stream: for item in stream: ...``. Items are :class:`SegmentChange` and, when the
     client fell behind, :class:`StreamOverflow`. Delivery is at least once (dedupe on
     twin and ``time_ms``); after a lost connection, open a new stream with
-    ``last_event_id=stream.last_event_id`` to get what was missed."""
+    ``last_event_id=stream.last_event_id`` to get what was missed. The trigger stream
+    (``stream_trigger_events``) is one too: its items are :class:`TriggerEvent` (dedupe
+    on ``event_id``) and :class:`StreamGap`."""
 
     def __init__(
         self,
@@ -111,7 +112,7 @@ class SegmentStream:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def __iter__(self) -> Iterator[SegmentChange | StreamOverflow]:
+    def __iter__(self) -> Iterator[StreamItem]:
         if self._answer is None:
             self.__enter__()
         assert self._conn is not None

@@ -1,10 +1,12 @@
-"""Server-Sent Events, parsed without I/O: the live segment-change stream.
+"""Server-Sent Events, parsed without I/O: the live segment-change and trigger streams.
 
 The hub sends ``event: segment_change`` with ``id: <time_ms>`` and the change as JSON
 ``data``, a comment line (``: keepalive``) every 15 s, and ``event: overflow`` with
-``{"dropped": n}`` when this client fell behind. :class:`EventParser` takes lines as they
-arrive and yields whole events (the SSE rules: ``field: value`` lines, a blank line ends
-an event, several ``data`` lines are joined by newlines, comments are skipped).
+``{"dropped": n}`` when this client fell behind; the trigger stream sends ``event:
+trigger`` with ``id: <seq>``, and ``event: gap`` when the log's retention removed events
+after the client's position. :class:`EventParser` takes lines as they arrive and yields
+whole events (the SSE rules: ``field: value`` lines, a blank line ends an event, several
+``data`` lines are joined by newlines, comments are skipped).
 """
 
 from __future__ import annotations
@@ -16,8 +18,12 @@ from pydantic import ValidationError
 
 from ._errors import ResponseError
 from ._results import SegmentChange, StreamOverflow
+from ._trigger_results import StreamGap, TriggerEvent
 
-__all__ = ["EventParser", "ServerEvent", "stream_item"]
+__all__ = ["EventParser", "ServerEvent", "StreamItem", "stream_item"]
+
+#: what a stream yields
+StreamItem = SegmentChange | StreamOverflow | TriggerEvent | StreamGap
 
 #: a longer event line is not the hub's: refuse it rather than grow without bound
 _MAX_LINE = 1 << 20
@@ -67,13 +73,17 @@ class EventParser:
         return ServerEvent(event, "\n".join(data), self._id)
 
 
-def stream_item(event: ServerEvent) -> SegmentChange | StreamOverflow | None:
+def stream_item(event: ServerEvent) -> StreamItem | None:
     """What a stream event means to the caller (None: an event type it does not know)."""
     try:
         if event.event == "segment_change":
             return SegmentChange.model_validate_json(event.data)
         if event.event == "overflow":
             return StreamOverflow.model_validate(json.loads(event.data))
+        if event.event == "trigger":
+            return TriggerEvent.model_validate_json(event.data)
+        if event.event == "gap":
+            return StreamGap.model_validate_json(event.data)
     except (ValidationError, ValueError) as exc:
         raise ResponseError(f"unreadable {event.event} event: {exc}") from None
     return None

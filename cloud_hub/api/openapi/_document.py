@@ -19,13 +19,22 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import _dashboard, _keys, _models, _privacy, _segments, _service, _twins
+from . import _dashboard, _keys, _models, _privacy, _segments, _service, _triggers, _twins
 from ._schema import Operation, Schema, obj, string
 
 __all__ = ["OPERATIONS", "document", "document_bytes", "serve_document"]
 
 #: every documented route: a new area adds its module here
-_AREAS: Final = (_service, _twins, _segments, _privacy, _models, _keys, _dashboard)
+_AREAS: Final = (
+    _service,
+    _twins,
+    _segments,
+    _privacy,
+    _models,
+    _keys,
+    _dashboard,
+    _triggers,
+)
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(op for area in _AREAS for op in area.OPERATIONS)
 
 _TAGS: Final = {
@@ -40,6 +49,7 @@ _TAGS: Final = {
     "keys": "API keys and the audit log (scope admin)",
     "service": "probes, metrics and this document (no key)",
     "dashboard": "the brand dashboard's pages (no key: they call the API with the user's)",
+    "triggers": "trigger rules, their signed webhooks and event stream (scope triggers)",
 }
 _DESCRIPTION: Final = """\
 The HTTP API of a TwinSync hub, for brand backends (docs/brand-api.md walks through it
@@ -48,9 +58,10 @@ with the Python client, `twinsync.client`).
 **Keys.** Every `/v1/brands/{brand}/...` route takes a key of that brand as
 `Authorization: Bearer tsk_<id>_<secret>` (`twinsync hub apikey create`). A key belongs
 to one brand and carries scopes: `read` (twins, history, devices, segments, models,
-cohorts, rollouts), `write`, `privacy` (data-subject requests) and `admin` (model upload,
-cohorts, rollouts, webhook, keys, audit log). Each operation's `security` names the scope
-it needs. 401 without a valid key, 403 for another brand's key or a missing scope.
+cohorts, rollouts), `write`, `privacy` (data-subject requests), `admin` (model upload,
+cohorts, rollouts, webhook, keys, audit log) and `triggers` (trigger rules and events).
+Each operation's `security` names the scope it needs. 401 without a valid key, 403 for
+another brand's key or a missing scope.
 
 **Errors** are always `{"error": {"code": "...", "message": "..."}}`: `code` is stable (a
 client branches on it), `message` says what to change. Each response lists the codes it
@@ -193,7 +204,7 @@ def document() -> dict[str, Any]:
                     "scheme": "bearer",
                     "bearerFormat": "tsk_<id>_<secret>",
                     "description": "a brand's API key; the roles listed per operation are "
-                    "the scope it needs (read, write, privacy, admin)",
+                    "the scope it needs (read, write, privacy, admin, triggers)",
                 },
                 "signedUrl": {
                     "type": "apiKey",

@@ -125,7 +125,7 @@ class Param:
 
 #: who may call a route: a key's scope, ``device`` (a ``read`` key or the signed URL of a
 #: device's model set) or ``public`` (no key: health, metrics, this document)
-Scope = Literal["read", "write", "privacy", "admin", "device", "public"]
+Scope = Literal["read", "write", "privacy", "admin", "triggers", "device", "public"]
 
 
 @dataclass(frozen=True, kw_only=True)

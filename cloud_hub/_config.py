@@ -316,6 +316,18 @@ class IndexSettings(_Section):
     enabled: bool = True
 
 
+class SegmentSettings(_Section):
+    """The scheduled segment share check (docs/hub.md, "Segment intelligence")."""
+
+    #: how often every served brand's segment shares are checked (0: never; the route
+    #: GET .../segments/alerts answers either way)
+    share_check_s: float = Field(3600.0, ge=0, le=86_400)
+    #: days of normal variation a share is compared with
+    share_baseline_days: int = Field(14, ge=3, le=90)
+    #: alert beyond this many sigma
+    share_k: int = Field(3, ge=2, le=10)
+
+
 class TriggerSettings(_Section):
     """Trigger events (docs/hub.md, "Triggers"): how much of the event log is kept for
     the resumable stream (``Last-Event-ID``)."""
@@ -352,6 +364,7 @@ class HubConfig(_Section):
     webhooks: WebhookSettings = WebhookSettings()
     state: StateSettings = StateSettings()
     index: IndexSettings = IndexSettings()
+    segments: SegmentSettings = SegmentSettings()
     triggers: TriggerSettings = TriggerSettings()
     tags: TagSettings = TagSettings()
 

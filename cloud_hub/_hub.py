@@ -34,6 +34,7 @@ from cloud_hub.api import (
     GatedSite,
     PrivacyContext,
     RolloutContext,
+    ShareWatch,
     TriggerContext,
     add_privacy_routes,
     add_rollout_routes,
@@ -74,6 +75,7 @@ from cloud_hub.registry import Registry, ensure_hub_key
 from cloud_hub.store import (
     IndexReader,
     InfluxStore,
+    SegmentProfiles,
     StateStore,
     TwinIndex,
     TwinReader,
@@ -116,6 +118,8 @@ class Hub:
     rollouts: RolloutStore
     retention: RetentionSweeper
     tags: TagPublisher
+    #: the scheduled segment share check (docs/hub.md, "Segment intelligence")
+    share_watch: ShareWatch
 
     def __init__(
         self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
@@ -196,6 +200,14 @@ class Hub:
                 if not config.mqtt.brands or b in config.mqtt.brands
             ],
             publish=self._mqtt.publish,
+        )
+        self.share_watch = ShareWatch(
+            config.segments,
+            reader=self.reader,
+            store=store,
+            metrics=metrics,
+            clock=clock,
+            brands=config.mqtt.brands,
         )
         self.retention = RetentionSweeper(
             config.retention,
@@ -343,6 +355,7 @@ class Hub:
                 keys=self.api_keys,
                 url_signer=url_signer(self._key),
                 clock=self.clock,
+                profiles=SegmentProfiles(state=state) if self.config.index.enabled else None,
             )
             add_privacy_routes(
                 app,
@@ -476,6 +489,7 @@ class Hub:
             # finish the field removals a stopped instance left (cloud_hub.privacy._rectify)
             ("removals", self._after_start(self.rectifier.keep_resuming)),
             ("retention", self._after_start(self.retention.run)),
+            ("share_watch", self._after_start(self.share_watch.run)),
         ]
 
     async def _follow_views(self) -> None:

@@ -130,4 +130,9 @@ _DECLARED = (
     ("twinsync_hub_mqtt_connected", "gauge", "1 when connected to the broker"),
     ("twinsync_hub_store_up", "gauge", "1 when the last InfluxDB request succeeded"),
     ("twinsync_hub_device_skew_ms", "gauge", "Last measured device clock skew (sent - received)"),
+    (
+        "twinsync_hub_segment_share_alerts",
+        "gauge",
+        "Segments whose share moved beyond normal variation at the last check, by product",
+    ),
 )

@@ -5,7 +5,8 @@ scopes (``ApiKeys``, the guard), the one error path every refusal takes, strict
 parameter parsing, the twin query language (``parse_where``), the gated listener that
 caps connections, the OpenAPI document that describes every route (``openapi/``, served
 at ``GET /v1/openapi.json``), and the brand dashboard's static pages (``dashboard/``,
-served under ``/dashboard/``).
+served under ``/dashboard/``), and the scheduled segment share check
+(``ShareWatch``) that logs what ``GET .../segments/alerts`` would say and sets its gauge.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ._guard import route, route_scopes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
+from ._share_watch import ShareWatch
 from ._triggers import TriggerContext, add_trigger_routes
 from ._twin_query import MAX_DEPTH, MAX_IN, MAX_TERMS, MAX_TEXT, MAX_WHERE, parse_where
 from ._twins import COUNT_CAP, MAX_FIELDS
@@ -39,6 +41,7 @@ __all__ = [
     "GatedSite",
     "PrivacyContext",
     "RolloutContext",
+    "ShareWatch",
     "TriggerContext",
     "add_privacy_routes",
     "add_rollout_routes",

@@ -23,6 +23,7 @@ from cloud_hub.store import (
     MAX_PAGE,
     Cursor,
     IndexReader,
+    SegmentProfiles,
     TwinReader,
     bucket_advice,
     bucket_count,
@@ -31,12 +32,18 @@ from cloud_hub.store import (
 from protocol import FIELDS, MODEL_FIELDS, Clock
 
 from ._auth import ApiKeys
-from ._context import CLOCK, FEED, INDEX, METRICS, READER, READY, ReadyProbe
+from ._context import CLOCK, FEED, INDEX, METRICS, PROFILES, READER, READY, ReadyProbe
 from ._dashboard import add_dashboard_routes
 from ._errors import refusals
 from ._guard import add_key_routes, guard, route, setup
 from ._listener import connection_limits
 from ._params import path_brand, path_twin, query_int, query_text, time_range_ns
+from ._segments import (
+    segment_migration,
+    segment_profile,
+    segment_share_alerts,
+    segment_sizes,
+)
 from ._stream import segment_change_events, stream_segment_changes
 from ._twins import list_twins
 from .openapi import serve_document
@@ -172,15 +179,18 @@ def build_app(
     keys: ApiKeys,
     url_signer: bytes,
     clock: Clock,
+    profiles: SegmentProfiles | None = None,
 ) -> web.Application:
     """The aiohttp application with every route (each ``/v1`` route with its scope);
-    ``index`` answers twin queries (None: this instance does not keep the index)."""
+    ``index`` answers twin queries and ``profiles`` segment profiles (None: this instance
+    does not keep the index)."""
     # The error path outermost: it answers what the limits, the guard and the handlers
     # raise. The limits before the guard: a probe connection past the cap gets health only.
     app = web.Application(middlewares=[refusals, connection_limits, guard])
     setup(app, keys, url_signer)
     app[READER] = reader
     app[INDEX] = index
+    app[PROFILES] = profiles
     app[FEED] = feed
     app[METRICS] = metrics
     app[READY] = ready
@@ -195,6 +205,10 @@ def build_app(
     route(app, "GET", f"{base}/devices", list_devices, "read")
     route(app, "GET", f"{base}/segments/changes", segment_change_events, "read")
     route(app, "GET", f"{base}/segments/changes/stream", stream_segment_changes, "read")
+    route(app, "GET", f"{base}/segments/sizes", segment_sizes, "read")
+    route(app, "GET", f"{base}/segments/migration", segment_migration, "read")
+    route(app, "GET", f"{base}/segments/profile", segment_profile, "read")
+    route(app, "GET", f"{base}/segments/alerts", segment_share_alerts, "read")
     add_key_routes(app)
     # Every route is described there (cloud_hub/api/openapi/, one module per area).
     route(app, "GET", "/v1/openapi.json", serve_document, "public")

@@ -8,10 +8,19 @@ from aiohttp import web
 
 from cloud_hub._metrics import Metrics
 from cloud_hub.ingest import SegmentFeed
-from cloud_hub.store import IndexReader, TwinReader
+from cloud_hub.store import IndexReader, SegmentProfiles, TwinReader
 from protocol import Clock
 
-__all__ = ["CLOCK", "FEED", "INDEX", "METRICS", "READER", "READY", "ReadyProbe"]
+__all__ = [
+    "CLOCK",
+    "FEED",
+    "INDEX",
+    "METRICS",
+    "PROFILES",
+    "READER",
+    "READY",
+    "ReadyProbe",
+]
 
 ReadyProbe = Callable[[], Awaitable[dict[str, bool]]]
 
@@ -21,5 +30,7 @@ FEED = web.AppKey("feed", SegmentFeed)
 #: the twin query index's reader (None: this instance does not keep the index)
 INDEX: web.AppKey[IndexReader | None] = web.AppKey("index")
 METRICS = web.AppKey("metrics", Metrics)
+#: segment profiles from the twin query index (None: this instance does not keep it)
+PROFILES: web.AppKey[SegmentProfiles | None] = web.AppKey("profiles")
 READER = web.AppKey("reader", TwinReader)
 READY: web.AppKey[ReadyProbe] = web.AppKey("ready")

@@ -11,6 +11,7 @@ Nothing here knows about devices, privacy or HTTP: the layers above pass it in.
 
 from __future__ import annotations
 
+from ._feature_words import FEATURE_WORDS
 from ._history import (
     DEFAULT_PAGE,
     MAX_BUCKETS,
@@ -34,6 +35,9 @@ from ._lines import (
     typed_value,
 )
 from ._reader import TwinReader, count_values
+from ._segment_alerts import ShareRule, share_alerts
+from ._segment_profile import MAX_TOP, MIN_SMD, MIN_TWINS, SegmentProfiles
+from ._segment_sizes import MAX_STEPS, SegmentSizes
 from ._segments import MAX_CHANGES
 from ._shared import SharedView
 from ._state import Migration, StateStore
@@ -78,10 +82,15 @@ __all__ = [
     "CLASS_MEASUREMENT",
     "COPIED_TABLES",
     "DEFAULT_PAGE",
+    "FEATURE_WORDS",
     "MAX_BUCKETS",
     "MAX_CHANGES",
     "MAX_PAGE",
+    "MAX_STEPS",
+    "MAX_TOP",
     "MEASUREMENT_OF",
+    "MIN_SMD",
+    "MIN_TWINS",
     "STATE_KEYS",
     "STATE_TABLES",
     "TWIN_INDEX_TABLES",
@@ -107,6 +116,9 @@ __all__ = [
     "Position",
     "PostgresStateStore",
     "Result",
+    "SegmentProfiles",
+    "SegmentSizes",
+    "ShareRule",
     "SharedView",
     "SortKey",
     "SqliteStateStore",
@@ -139,6 +151,7 @@ __all__ = [
     "quote_ident",
     "quote_str",
     "rebuild_index",
+    "share_alerts",
     "state_of",
     "state_store_from",
     "stored_value",

@@ -17,6 +17,7 @@ from protocol import FIELDS, HLC, MODEL_FIELDS, Scalar, TwinState
 from ._history import Cursor, buckets, raw_page
 from ._influx import InfluxStore, quote_ident, quote_str
 from ._lines import MEASUREMENT_OF, TWIN_MEASUREMENTS
+from ._segment_sizes import SegmentSizes, segment_migration, segment_sizes
 from ._segments import segment_changes
 
 __all__ = ["ALL_TWIN_MEASUREMENTS", "TwinReader", "count_values"]
@@ -90,6 +91,24 @@ class TwinReader:
     ) -> list[dict[str, Any]]:
         """Segment change events (see _segments.py)."""
         return await segment_changes(self._store, brand, product, start_ns, end_ns, limit)
+
+    async def segment_sizes(
+        self,
+        brand: str,
+        product: str,
+        start_ns: int,
+        end_ns: int,
+        step_ns: int,
+        model: str | None = None,
+    ) -> SegmentSizes:
+        """Segment sizes over time (see _segment_sizes.py)."""
+        return await segment_sizes(self._store, brand, product, start_ns, end_ns, step_ns, model)
+
+    async def segment_migration(
+        self, brand: str, product: str, from_ns: int, to_ns: int
+    ) -> dict[str, Any]:
+        """The migration matrix between two instants (see _segment_sizes.py)."""
+        return await segment_migration(self._store, brand, product, from_ns, to_ns)
 
     async def segment_before(
         self, brand: str, product: str, twin: str, before_ns: int

@@ -185,6 +185,13 @@ async def test_every_example_of_the_brand_api_page_runs_against_a_real_hub(env: 
     assert "wrong_brand this key belongs to brand 'acme'" in text
     assert "points erased, receipt signed by" in text
     assert "churn-coffee@1" in text
+    # Segments: both twins moved from 1 to 3 under model 1 (entered an hour ago: 2).
+    assert "sizes segment-coffee@1 3 2 of 2" in text
+    assert "entered 2 moved 0 stayed 0" in text
+    assert "profile segment-coffee@1 2 twins" in text
+    assert "segment 3: 2 twins (100%) (under 10 twins: no profile)" in text
+    assert "alerts 0" in text
+    assert "segment-coffee@1 3 100% fewer than 3 baseline days with twins: no verdict" in text
     assert f"churn_risk {ann} 0.25 -> 0.8" in text  # the trigger stream's event
     assert f"evening routine: ['{ann}']" in text
     assert "evening_routine True tags@1 share_evening >= 0.5" in text

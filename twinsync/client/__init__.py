@@ -93,6 +93,19 @@ from ._results import (
     TwinRow,
     UploadedModel,
 )
+from ._segment_results import (
+    SegmentFeature,
+    SegmentMigration,
+    SegmentMigrationCell,
+    SegmentModelProfile,
+    SegmentProfile,
+    SegmentProfiles,
+    SegmentShare,
+    SegmentShareAlerts,
+    SegmentShareRule,
+    SegmentSizes,
+    SegmentSizeSeries,
+)
 from ._sync import Client
 from ._transport import DEFAULT_TIMEOUT_S
 from ._trigger_results import (
@@ -173,6 +186,17 @@ __all__ = [
     "Scores",
     "SegmentChange",
     "SegmentChanges",
+    "SegmentFeature",
+    "SegmentMigration",
+    "SegmentMigrationCell",
+    "SegmentModelProfile",
+    "SegmentProfile",
+    "SegmentProfiles",
+    "SegmentShare",
+    "SegmentShareAlerts",
+    "SegmentShareRule",
+    "SegmentSizeSeries",
+    "SegmentSizes",
     "SegmentStream",
     "ServerError",
     "StreamGap",

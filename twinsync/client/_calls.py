@@ -47,6 +47,12 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
+from ._segment_results import (
+    SegmentMigration,
+    SegmentProfiles,
+    SegmentShareAlerts,
+    SegmentSizes,
+)
 from ._trigger_results import (
     TriggerEvents,
     TriggerRuleCreated,
@@ -72,6 +78,10 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "list_devices": ("GET", f"{_BRAND}/devices"),
     "list_segment_changes": ("GET", f"{_BRAND}/segments/changes"),
     "stream_segment_changes": ("GET", f"{_BRAND}/segments/changes/stream"),
+    "get_segment_sizes": ("GET", f"{_BRAND}/segments/sizes"),
+    "get_segment_migration": ("GET", f"{_BRAND}/segments/migration"),
+    "get_segment_profile": ("GET", f"{_BRAND}/segments/profile"),
+    "get_segment_share_alerts": ("GET", f"{_BRAND}/segments/alerts"),
     "request_access": ("POST", f"{_BRAND}/privacy/access"),
     "change_consent": ("POST", f"{_BRAND}/privacy/consent"),
     "request_erasure": ("POST", f"{_BRAND}/privacy/erasure"),
@@ -257,6 +267,61 @@ class Calls:
         }
         request = self._request("list_segment_changes", params=params)
         return Call(request, json_result(SegmentChanges))
+
+    def get_segment_sizes(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
+        step: str | timedelta | None = None,
+    ) -> Call[SegmentSizes]:
+        """Segment sizes of ``product`` over time."""
+        params = {
+            "product": product,
+            "model": model,
+            "start": _ms(start, "start"),
+            "end": _ms(end, "end"),
+            "step": None if step is None else _every(step),
+        }
+        return Call(self._request("get_segment_sizes", params=params), json_result(SegmentSizes))
+
+    def get_segment_migration(
+        self, product: str, *, from_: Time | None = None, to: Time | None = None
+    ) -> Call[SegmentMigration]:
+        """The migration matrix of ``product`` between two instants."""
+        params = {"product": product, "from": _ms(from_, "from_"), "to": _ms(to, "to")}
+        request = self._request("get_segment_migration", params=params)
+        return Call(request, json_result(SegmentMigration))
+
+    def get_segment_profile(
+        self, product: str, *, model: str | None = None, top: int | None = None
+    ) -> Call[SegmentProfiles]:
+        """Segment profiles of ``product``."""
+        params = {"product": product, "model": model, "top": top}
+        request = self._request("get_segment_profile", params=params)
+        return Call(request, json_result(SegmentProfiles))
+
+    def get_segment_share_alerts(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        at: Time | None = None,
+        baseline: int | None = None,
+        k: int | None = None,
+    ) -> Call[SegmentShareAlerts]:
+        """Share alerts of ``product``'s segments."""
+        params = {
+            "product": product,
+            "model": model,
+            "at": _ms(at, "at"),
+            "baseline": baseline,
+            "k": k,
+        }
+        request = self._request("get_segment_share_alerts", params=params)
+        return Call(request, json_result(SegmentShareAlerts))
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

@@ -45,6 +45,12 @@ from ._results import (
     TwinPage,
     UploadedModel,
 )
+from ._segment_results import (
+    SegmentMigration,
+    SegmentProfiles,
+    SegmentShareAlerts,
+    SegmentSizes,
+)
 from ._transport import DEFAULT_TIMEOUT_S, Credentials, log_retry, read_source
 from ._trigger_results import (
     TriggerEvents,
@@ -221,6 +227,49 @@ class Client:
         return self._send(
             self._calls.list_segment_changes(product, start=start, end=end, limit=limit)
         )
+
+    def get_segment_sizes(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        start: Time | None = None,
+        end: Time | None = None,
+        step: str | timedelta | None = None,
+    ) -> SegmentSizes:
+        """Twins per (model, segment) of ``product`` at start, start + ``step``, ... < end
+        (point in time; ``model``: only what that model version scored)."""
+        call = self._calls.get_segment_sizes(product, model=model, start=start, end=end, step=step)
+        return self._send(call)
+
+    def get_segment_migration(
+        self, product: str, *, from_: Time | None = None, to: Time | None = None
+    ) -> SegmentMigration:
+        """Who moved from which segment to which between ``from_`` and ``to``."""
+        return self._send(self._calls.get_segment_migration(product, from_=from_, to=to))
+
+    def get_segment_profile(
+        self, product: str, *, model: str | None = None, top: int | None = None
+    ) -> SegmentProfiles:
+        """Per model version and segment of ``product``: size, share and the ``top``
+        features that set it apart from the population, in numbers and words."""
+        return self._send(self._calls.get_segment_profile(product, model=model, top=top))
+
+    def get_segment_share_alerts(
+        self,
+        product: str,
+        *,
+        model: str | None = None,
+        at: Time | None = None,
+        baseline: int | None = None,
+        k: int | None = None,
+    ) -> SegmentShareAlerts:
+        """Each segment's share at ``at`` (default now) against its normal variation over
+        the ``baseline`` days before; ``alerts`` counts those beyond ``k`` sigma."""
+        call = self._calls.get_segment_share_alerts(
+            product, model=model, at=at, baseline=baseline, k=k
+        )
+        return self._send(call)
 
     def stream_segment_changes(
         self, product: str, *, since: Time | None = None, last_event_id: str | None = None

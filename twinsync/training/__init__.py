@@ -13,7 +13,10 @@ without the extra runs everything else.
   model reads (:func:`churn_columns`, :func:`segment_columns`), robust scaling
   (:func:`robust_scaler`), fitting (:func:`fit_churn`, :func:`fit_segment`, each a
   :class:`Fitted` ONNX model) and held-out scores with bootstrap intervals over
-  customers (:func:`auc_interval`, :func:`matched_accuracy`).
+  customers (:func:`auc_interval`, :func:`matched_accuracy`);
+- micro-segments, a second level inside each segment (:func:`fit_micro`, a
+  :class:`MicroModel`; :func:`evaluate_micro`: stability across training fleets and
+  silhouette beside a one-feature split; not shipped yet: docs/models.md).
 """
 
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
@@ -23,6 +26,7 @@ from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
+from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
 from ._segments import fit_segment, segment_columns
 from ._targets import check_targets
 from ._train import train_from_sim
@@ -31,6 +35,7 @@ __all__ = [
     "AnomalyRows",
     "CustomerRows",
     "Fitted",
+    "MicroModel",
     "SegmentBaseline",
     "SimTraining",
     "Threshold",
@@ -41,10 +46,12 @@ __all__ = [
     "churn_columns",
     "customer_rows",
     "cutoffs",
+    "evaluate_micro",
     "fetch_features",
     "fit_anomaly",
     "fit_anomaly_thresholds",
     "fit_churn",
+    "fit_micro",
     "fit_segment",
     "fit_segment_baselines",
     "matched_accuracy",
@@ -52,6 +59,7 @@ __all__ = [
     "replay",
     "robust_scaler",
     "segment_columns",
+    "segment_labels",
     "train_from_sim",
     "train_segments",
 ]

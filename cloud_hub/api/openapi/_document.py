@@ -19,19 +19,29 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import _dashboard, _keys, _models, _privacy, _service, _triggers, _twins
+from . import _dashboard, _keys, _models, _privacy, _segments, _service, _triggers, _twins
 from ._schema import Operation, Schema, obj, string
 
 __all__ = ["OPERATIONS", "document", "document_bytes", "serve_document"]
 
 #: every documented route: a new area adds its module here
-_AREAS: Final = (_service, _twins, _privacy, _models, _keys, _dashboard, _triggers)
+_AREAS: Final = (
+    _service,
+    _twins,
+    _segments,
+    _privacy,
+    _models,
+    _keys,
+    _dashboard,
+    _triggers,
+)
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(op for area in _AREAS for op in area.OPERATIONS)
 
 _TAGS: Final = {
     "twins": "twin ids, state, history and consent (scope read)",
     "fleet": "devices: online, last seen, models (scope read)",
-    "segments": "segment changes, queried or streamed (scope read)",
+    "segments": "segment changes (queried or streamed), sizes over time, migration, "
+    "profiles and share alerts (scope read)",
     "privacy": "data-subject requests: access, consent, erasure, objection, rectification",
     "webhooks": "where privacy events go (scope admin)",
     "models": "model files and their manifests",

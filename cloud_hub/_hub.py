@@ -31,8 +31,10 @@ from cloud_hub.api import (
     ApiKeys,
     ConnectionGate,
     GatedSite,
+    LabContext,
     PrivacyContext,
     RolloutContext,
+    add_lab_routes,
     add_privacy_routes,
     add_rollout_routes,
     build_app,
@@ -61,6 +63,7 @@ from cloud_hub.privacy import (
 )
 from cloud_hub.registry import Registry, ensure_hub_key
 from cloud_hub.store import (
+    Experiments,
     IndexReader,
     InfluxStore,
     StateStore,
@@ -310,6 +313,14 @@ class Hub:
                     keys=self.api_keys,
                     influx=self.config.influx,
                     retention=self.config.retention,
+                ),
+            )
+            # The strategy lab: forecasts and experiments over the twin query index.
+            add_lab_routes(
+                app,
+                LabContext(
+                    experiments=Experiments(state=state, clock=self.clock),
+                    index=IndexReader(state=state) if self.config.index.enabled else None,
                 ),
             )
             add_rollout_routes(

@@ -14,6 +14,7 @@ from ._app import build_app
 from ._auth import SCOPES, ApiKey, ApiKeys
 from ._dashboard import CONTENT_SECURITY_POLICY as DASHBOARD_CSP
 from ._guard import route, route_scopes
+from ._lab import LabContext, add_lab_routes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
@@ -36,8 +37,10 @@ __all__ = [
     "ApiKeys",
     "ConnectionGate",
     "GatedSite",
+    "LabContext",
     "PrivacyContext",
     "RolloutContext",
+    "add_lab_routes",
     "add_privacy_routes",
     "add_rollout_routes",
     "build_app",

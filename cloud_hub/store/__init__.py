@@ -11,6 +11,7 @@ Nothing here knows about devices, privacy or HTTP: the layers above pass it in.
 
 from __future__ import annotations
 
+from ._experiments import Experiments, ExperimentSpec, assign
 from ._history import (
     DEFAULT_PAGE,
     MAX_BUCKETS,
@@ -91,6 +92,8 @@ __all__ = [
     "Compare",
     "Cursor",
     "Dialect",
+    "ExperimentSpec",
+    "Experiments",
     "Filter",
     "HasProduct",
     "HasTag",
@@ -117,6 +120,7 @@ __all__ = [
     "TwinIndex",
     "TwinReader",
     "Tx",
+    "assign",
     "bucket_advice",
     "bucket_count",
     "check_index",

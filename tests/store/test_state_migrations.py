@@ -33,7 +33,13 @@ from cloud_hub.store import (
 #: the tables the hub's modules made themselves until they moved onto the store
 LEGACY_SCHEMA = Path(__file__).with_name("legacy_schema.sql")
 #: every migration this hub ships, by number
-SHIPPED = [(1, "hub state"), (2, "webhook queue due index"), (3, "twin query index")]
+SHIPPED = [
+    (1, "hub state"),
+    (2, "webhook queue due index"),
+    (3, "twin query index"),
+    # 4-6: other parts of issue 11 (numbers handed out per engineer; gaps are fine)
+    (7, "strategy lab experiments"),
+]
 
 
 def tables(store: StateStore) -> set[str]:
@@ -254,8 +260,9 @@ def test_migration_1_has_the_columns_the_hub_modules_created(tmp_path: Path) -> 
     with open_state_store(f"sqlite:///{tmp_path / 'new.sqlite'}") as store:
         migrated = columns(store)
         assert indexes(store)["audit_brand"] == ("audit", tuple(audit_index))
-    # the store's own and the twin query index (migration 3) are new
-    assert set(found) == set(STATE_TABLES) - {"state_leases", *TWIN_INDEX_TABLES}
+    # the store's own, the twin query index (migration 3) and the lab's (7) are new
+    later = {"state_leases", *TWIN_INDEX_TABLES, "experiments", "experiment_members"}
+    assert set(found) == set(STATE_TABLES) - later
     assert {t: migrated[t] for t in found} == found
 
 

@@ -19,13 +19,13 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import _dashboard, _keys, _models, _privacy, _service, _twins
+from . import _dashboard, _keys, _lab, _models, _privacy, _service, _twins
 from ._schema import Operation, Schema, obj, string
 
 __all__ = ["OPERATIONS", "document", "document_bytes", "serve_document"]
 
 #: every documented route: a new area adds its module here
-_AREAS: Final = (_service, _twins, _privacy, _models, _keys, _dashboard)
+_AREAS: Final = (_service, _twins, _privacy, _models, _keys, _dashboard, _lab)
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(op for area in _AREAS for op in area.OPERATIONS)
 
 _TAGS: Final = {
@@ -38,6 +38,7 @@ _TAGS: Final = {
     "rollouts": "cohorts and rollouts of models to devices",
     "keys": "API keys and the audit log (scope admin)",
     "service": "probes, metrics and this document (no key)",
+    "lab": "the strategy lab: campaign forecasts (scope read) and experiments (write)",
     "dashboard": "the brand dashboard's pages (no key: they call the API with the user's)",
 }
 _DESCRIPTION: Final = """\

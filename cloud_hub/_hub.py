@@ -22,6 +22,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from secrets import token_bytes
 from types import TracebackType
 
 from aiohttp import web
@@ -108,9 +109,17 @@ class Hub:
     retention: RetentionSweeper
 
     def __init__(
-        self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
+        self,
+        config: HubConfig,
+        *,
+        clock: Clock | None = None,
+        state: StateStore | None = None,
+        entropy: Callable[[int], bytes] | None = None,
     ) -> None:
         self.config = config
+        #: n random bytes for the strategy lab's experiment ids and assignment salts
+        #: (None: the system's; a seeded source makes a test's assignment replayable)
+        self._entropy = entropy
         #: every wall-clock time the hub reads or stamps comes from this one clock
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -319,7 +328,9 @@ class Hub:
             add_lab_routes(
                 app,
                 LabContext(
-                    experiments=Experiments(state=state, clock=self.clock),
+                    experiments=Experiments(
+                        state=state, clock=self.clock, entropy=self._entropy or token_bytes
+                    ),
                     index=IndexReader(state=state) if self.config.index.enabled else None,
                 ),
             )

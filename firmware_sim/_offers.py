@@ -92,14 +92,16 @@ class OfferTruth:
         return churn_ms is not None and start_ms <= churn_ms < end_ms
 
     def churns(self, subject: str, start_ms: int, end_ms: int) -> bool:
-        """Whether the customer churns in the window given the exposures so far: a
-        would-be churner exposed before their churn date and saved by the offer stays."""
-        if not self.would_churn(subject, start_ms, end_ms):
+        """Whether the customer has churned by ``end_ms`` given the exposures so far (a
+        customer who churned before ``start_ms`` too: no offer brings them back); a
+        would-be churner of the window exposed before their churn date and saved by the
+        offer stays."""
+        churn_ms = self.fleet.customer(subject).churn_ms
+        if churn_ms is None or churn_ms >= end_ms:
             return False
         at = self.exposed.get(subject)
-        churn_ms = self.fleet.customer(subject).churn_ms
-        assert churn_ms is not None
-        return not (at is not None and at <= churn_ms and self.saved(subject))
+        kept = self.would_churn(subject, start_ms, end_ms) and at is not None and at <= churn_ms
+        return not (kept and self.saved(subject))
 
     def true_uplift(self, subjects: Iterable[str], start_ms: int, end_ms: int) -> float:
         """The true average effect of exposing everyone of ``subjects`` against no one:

@@ -29,7 +29,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,17 +85,26 @@ def assign(
 class Experiments:
     """Experiments of every brand in the state store (module docstring); blocking."""
 
-    def __init__(self, *, state: StateStore, clock: Clock) -> None:
+    def __init__(
+        self,
+        *,
+        state: StateStore,
+        clock: Clock,
+        entropy: Callable[[int], bytes] = secrets.token_bytes,
+    ) -> None:
         self._state = state
         self._clock = clock
+        #: n random bytes: the experiment ids and salts (a seeded source in tests, so an
+        #: experiment's assignment can be replayed)
+        self._entropy = entropy
 
     def create(
         self, brand: str, spec: ExperimentSpec, twins: Sequence[tuple[str, str]]
     ) -> dict[str, Any]:
         """A new experiment over ``(twin, stratum)`` pairs (those the customer objected
         for or erased are left out and counted in ``excluded``), assigned and stored."""
-        experiment = "exp-" + secrets.token_hex(6)
-        salt = secrets.token_bytes(16)
+        experiment = "exp-" + self._entropy(6).hex()
+        salt = self._entropy(16)
         now = self._clock.now_ms()
         with self._state.transaction() as tx:
             out = self._left_out(tx, brand, [t for t, _s in twins])

@@ -3,13 +3,14 @@
 import { Api, ApiError, forget, save, saved } from "./api.js";
 import { h } from "./dom.js";
 import * as churn from "./churn.js";
+import * as experiments from "./experiments.js";
 import * as fleet from "./fleet.js";
 import * as privacy from "./privacy.js";
 import * as segments from "./segments.js";
 import * as twin from "./twin.js";
 import * as twins from "./twins.js";
 
-const PAGES = { fleet, twins, twin, segments, churn, privacy };
+const PAGES = { fleet, twins, twin, segments, churn, experiments, privacy };
 const main = document.getElementById("page");
 let generation = 0;
 

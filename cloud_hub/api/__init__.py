@@ -20,6 +20,7 @@ from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
 from ._twin_query import MAX_DEPTH, MAX_IN, MAX_TERMS, MAX_TEXT, MAX_WHERE, parse_where
 from ._twins import COUNT_CAP, MAX_FIELDS
+from ._uplift import newcombe, relative_effect, wilson
 from .openapi import document as openapi_document
 
 __all__ = [
@@ -46,8 +47,11 @@ __all__ = [
     "build_app",
     "connection_cap",
     "install",
+    "newcombe",
     "openapi_document",
     "parse_where",
+    "relative_effect",
     "route",
     "route_scopes",
+    "wilson",
 ]

@@ -332,6 +332,8 @@ class Hub:
                         state=state, clock=self.clock, entropy=self._entropy or token_bytes
                     ),
                     index=IndexReader(state=state) if self.config.index.enabled else None,
+                    key=self._key,
+                    publish=self._mqtt.publish,
                 ),
             )
             add_rollout_routes(

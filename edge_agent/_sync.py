@@ -33,6 +33,7 @@ from protocol import (
     Desired,
     Envelope,
     ModelSet,
+    OfferExposure,
     Status,
     Tombstones,
     TwinSyncError,
@@ -80,6 +81,7 @@ class Uplink:
         updater: ModelUpdater | None = None,
         on_consent: Callable[[ConsentCommand], None] | None = None,
         on_tombstones: Callable[[Tombstones], None] | None = None,
+        on_offer: Callable[[OfferExposure], None] | None = None,
     ) -> None:
         self._config = config
         self._keys = keys
@@ -97,12 +99,15 @@ class Uplink:
         self._ack_topic = topic(dev.brand, dev.id, Channel.ACK)
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
+        self._offer_topic = topic(dev.brand, dev.id, Channel.OFFER)
         self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
         self._consent_topic = broadcast_topic(dev.brand, "consent")
         # called with each hub-signed consent command (the brand backend's changes)
         self._on_consent = on_consent
         # called with each hub-signed tombstone (erased twins)
         self._on_tombstones = on_tombstones
+        # called with each hub-signed offer exposure (the strategy lab's treated twins)
+        self._on_offer = on_offer
         #: set to publish the status now instead of at the next heartbeat
         self.status_changed = asyncio.Event() if status_changed is None else status_changed
         #: The newest hub-signed desired settings seen (nothing applies them yet); kept
@@ -247,6 +252,8 @@ class Uplink:
             await client.subscribe(self._model_topic, qos=1)
         await client.subscribe(self._tombstone_topic, qos=1)
         await client.subscribe(self._consent_topic, qos=1)
+        if self._on_offer is not None:
+            await client.subscribe(self._offer_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -306,7 +313,9 @@ class Uplink:
 
     def _kind_of(
         self, received: aiomqtt.Topic
-    ) -> Literal["ack", "desired", "model", "tombstone", "consent"]:
+    ) -> Literal["ack", "desired", "model", "tombstone", "consent", "offer"]:
+        if received.matches(self._offer_topic):
+            return "offer"
         if received.matches(self._tombstone_topic):
             return "tombstone"
         if received.matches(self._consent_topic):
@@ -351,6 +360,10 @@ class Uplink:
             if isinstance(ack, Tombstones):
                 if self._on_tombstones is not None:
                     self._on_tombstones(ack)
+                continue
+            if isinstance(ack, OfferExposure):
+                if self._on_offer is not None:
+                    self._on_offer(ack)
                 continue
             fresh = self._outbox.freshness
             if isinstance(ack, ModelSet):

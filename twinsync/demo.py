@@ -28,7 +28,7 @@ from cloud_hub import Hub, load_hub_config, provision_devices
 from firmware_sim import FaultSpec, Fleet, FleetRunner, FleetSpec
 from protocol import TwinSyncError
 
-from ._demo_lab import run_experiment
+from ._demo_lab import DemoLab
 from .services import LocalServices, ServiceError
 
 __all__ = ["main", "parser"]
@@ -217,6 +217,7 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 f"({', '.join(f'{n} {p}' for p, n in sorted(products.items()))}) "
                 f"for {args.days:g} day(s): {total:,} signals"
             )
+            lab = DemoLab(fleet, bundles)  # the households' side of the experiment
             runner = FleetRunner(
                 fleet,
                 bundles,
@@ -224,6 +225,7 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 services.mosquitto.port,
                 workdir / "agents",
                 models=True,
+                on_exposure=lab.household,
             )
             started = time.monotonic()
             progress = asyncio.create_task(_progress(runner, total, started))
@@ -246,7 +248,7 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 _say()
                 # The strategy lab: one short experiment to a finished result (the
                 # dashboard's Experiments page shows it).
-                await run_experiment(hub, fleet, runner, bundles, _say)
+                await lab.run(hub, runner, _say)
             finally:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

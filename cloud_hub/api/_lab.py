@@ -3,7 +3,9 @@
 - ``POST .../lab/simulate`` (scope read: it changes nothing): a campaign's forecast
   (cloud_hub.api._campaign), with an assumed effect or one an experiment learnt;
 - ``POST .../lab/experiments`` (scope write): a randomised experiment over the twins a
-  rule selects, assigned and stored (cloud_hub.store._experiments);
+  rule selects, assigned and stored (cloud_hub.store._experiments); each device holding
+  treated twins is sent the offer, signed by the hub (``protocol.OfferExposure`` on its
+  own ``offer`` topic; the agent checks it is fresh and hands it to the application);
 - ``GET .../lab/experiments`` and ``GET .../lab/experiments/{experiment}`` (scope read):
   the experiments, their arms, and the result (an interim one while running; frozen when
   the window ends);
@@ -19,13 +21,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from cloud_hub._downlink import seal_downlink
 from cloud_hub._errors import RequestError
 from cloud_hub.store import Experiments, ExperimentSpec, Filter, IndexReader
+from protocol import Channel, OfferExposure, SigningKey, topic
 
 from ._campaign import Effect, forecast, parse_campaign, parse_offer, scan
 from ._context import CLOCK
@@ -34,7 +39,7 @@ from ._params import path_brand
 from ._twin_query import MAX_WHERE, parse_where
 from ._uplift import Rates
 
-__all__ = ["LAB", "MAX_EXPERIMENTS", "LabContext", "add_lab_routes"]
+__all__ = ["LAB", "MAX_EXPERIMENTS", "LabContext", "add_lab_routes", "send_offers"]
 
 #: experiments one brand may hold (each holds a row per assigned twin)
 MAX_EXPERIMENTS = 100
@@ -44,11 +49,41 @@ _ID = re.compile(r"^exp-[0-9a-f]{12}$")
 
 @dataclass(frozen=True)
 class LabContext:
-    """What the lab's routes use: the experiments and the twin query index (None: this
-    instance does not keep it, and the lab answers 503 ``index_disabled``)."""
+    """What the lab's routes use: the experiments, the twin query index (None: this
+    instance does not keep it, and the lab answers 503 ``index_disabled``), and what
+    sends the treated twins' devices their offer: the hub key that signs it and
+    ``publish(topic, payload)`` (the hub's MQTT client; None: offers are not sent)."""
 
     experiments: Experiments
     index: IndexReader | None
+    key: SigningKey | None = None
+    publish: Callable[[str, bytes], None] | None = None
+
+
+#: twins named in one exposure message (protocol.OfferExposure's bound)
+_TWINS_PER_MESSAGE = 64
+
+
+def send_offers(ctx: LabContext, brand: str, experiment: dict[str, Any], now_ms: int) -> int:
+    """Send each device holding treated twins of ``experiment`` its signed exposure
+    (QoS 1 on its own ``offer`` topic; blocking); return the messages sent."""
+    if ctx.key is None or ctx.publish is None:
+        return 0
+    sent = 0
+    for device, twins in ctx.experiments.treated_devices(brand, experiment["id"]).items():
+        if device.startswith("_"):
+            continue  # the index's pseudo-devices (``_customer``: rectified values)
+        for i in range(0, len(twins), _TWINS_PER_MESSAGE):
+            body = OfferExposure(
+                experiment=experiment["id"],
+                offer=experiment["offer"]["name"],
+                twins=tuple(twins[i : i + _TWINS_PER_MESSAGE]),
+                ts_ms=now_ms,
+            )
+            payload = seal_downlink(ctx.key, "offer", brand, device, body, sent_ms=now_ms)
+            ctx.publish(topic(brand, device, Channel.OFFER), payload)
+            sent += 1
+    return sent
 
 
 LAB = web.AppKey("lab", LabContext)
@@ -206,7 +241,7 @@ async def create_experiment(request: web.Request) -> web.Response:
     lab = request.app[LAB]
 
     def run() -> dict[str, Any]:
-        running = lab.experiments.list(brand)
+        running = lab.experiments.of_brand(brand)
         if len(running) >= MAX_EXPERIMENTS:
             raise RequestError(
                 f"brand {brand} holds {MAX_EXPERIMENTS} experiments, the most it may",
@@ -220,7 +255,9 @@ async def create_experiment(request: web.Request) -> web.Response:
                 reason="too_few_twins",
                 status=422,
             )
-        return lab.experiments.create(brand, spec, twins)
+        created = lab.experiments.create(brand, spec, twins)
+        send_offers(lab, brand, created, created["created_ms"])
+        return created
 
     created = await asyncio.to_thread(run)
     return web.json_response(created, status=201)
@@ -254,7 +291,7 @@ async def _finish(request: web.Request, brand: str, experiment: str, end_ms: int
 async def list_experiments(request: web.Request) -> web.Response:
     """``GET .../lab/experiments``: every experiment of the brand, newest first."""
     brand = path_brand(request)
-    found = await asyncio.to_thread(request.app[LAB].experiments.list, brand)
+    found = await asyncio.to_thread(request.app[LAB].experiments.of_brand, brand)
     settled = [await _settled(request, brand, e) for e in found]
     return web.json_response({"brand": brand, "experiments": settled})
 

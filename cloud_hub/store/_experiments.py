@@ -165,7 +165,7 @@ class Experiments:
         with self._state.transaction(readonly=True) as tx:
             return self._get(tx, brand, experiment)
 
-    def list(self, brand: str) -> list[dict[str, Any]]:
+    def of_brand(self, brand: str) -> list[dict[str, Any]]:
         """Every experiment of ``brand``, newest first."""
         with self._state.transaction(readonly=True) as tx:
             ids = [
@@ -258,6 +258,23 @@ class Experiments:
                     (brand, experiment),
                 )
             }
+
+    def treated_devices(self, brand: str, experiment: str) -> dict[str, list[str]]:
+        """device -> the treated twins it holds (from the twin query index), where the
+        experiment's offer goes."""
+        out: dict[str, list[str]] = {}
+        with self._state.transaction(readonly=True) as tx:
+            for device, twin in tx.execute(
+                "SELECT DISTINCT f.device, m.twin FROM experiment_members m JOIN "
+                "(SELECT brand, twin, device FROM twin_fields UNION "
+                "SELECT brand, twin, device FROM twin_counter_parts) f "
+                "ON f.brand = m.brand AND f.twin = m.twin "
+                "WHERE m.brand = ? AND m.experiment = ? AND m.arm = 'treated' "
+                "ORDER BY f.device, m.twin",
+                (brand, experiment),
+            ):
+                out.setdefault(str(device), []).append(str(twin))
+        return out
 
     @staticmethod
     def forget(tx: Tx, brand: str, twins: Sequence[str]) -> None:

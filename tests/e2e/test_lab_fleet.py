@@ -6,9 +6,9 @@ of every customer are known), and with no true effect it contains 0.
 
 The fleet's customers churn at 1 per 30 days, so about 60 % of them would leave in the
 30-day outcome window after the simulated day. After the day the hub assigns the twins;
-the treated customers are exposed to the offer (handed to the simulated households:
-the exposure downlink to devices is not built yet, so the test hands it over) and each
-responds with its persona's hidden effect. Then every device sends one use per customer
+the hub sends each treated twin's devices the signed offer, the agents check it and
+hand it to the simulated households' application, and each treated customer responds
+with its persona's hidden effect. Then every device sends one use per customer
 still there (``OfferTruth.check_ins``, stamped now); a customer who left sends nothing,
 so their twin's last seen stays before the window, which is what the hub reads as
 churned. The counts per arm must equal the truth's exactly, and the interval must hold
@@ -28,10 +28,12 @@ from typing import Any
 
 import pytest
 from _fakes import send_json
+from _poll import eventually
 from conftest import build_stack
 
 from cloud_hub import Hub
 from cloud_hub.store import Experiments, state_store_from
+from edge_agent import Exposure
 from firmware_sim import DAY_MS, ChurnSpec, FleetRunner, OfferSpec, OfferTruth
 from protocol import OPTIONAL_PURPOSES, SystemClock, pseudonymize
 from twinsync.services import LocalServices
@@ -71,8 +73,21 @@ async def test_the_estimated_uplift_holds_the_true_effect(
     entropy = random.Random(f"lab-{case}").randbytes
     async with Hub(stack.hub_config, entropy=entropy) as hub:
         await hub.ready.wait()
+        shown: list[tuple[str, Exposure]] = []
+
+        def household(device: str, exposure: Exposure) -> None:
+            """The households' application: a treated customer sees the offer (and
+            responds with their persona's hidden effect, OfferTruth)."""
+            shown.append((device, exposure))
+            truth.expose(subject_of[exposure.twin], start)
+
         runner = FleetRunner(
-            fleet, stack.bundles, "127.0.0.1", services.mosquitto.port, tmp_path / "agents"
+            fleet,
+            stack.bundles,
+            "127.0.0.1",
+            services.mosquitto.port,
+            tmp_path / "agents",
+            on_exposure=household,
         )
         try:
             await runner.run()
@@ -93,9 +108,15 @@ async def test_the_estimated_uplift_holds_the_true_effect(
                 )
             assigned = {subject_of[t]: arm for t, arm in arms.items()}
             assert len(assigned) > 80
-            for subject, arm in assigned.items():
-                if arm == "treated":
-                    truth.expose(subject, start)
+            # The hub sent each treated twin's devices the signed offer; every treated
+            # customer sees it, no holdout customer does.
+            treated = {s for s, arm in assigned.items() if arm == "treated"}
+            assert await eventually(lambda: set(truth.exposed) == treated, within=60), (
+                len(truth.exposed),
+                len(treated),
+            )
+            assert created["exposed"] == len(treated)
+            assert all(e.experiment == created["id"] and e.offer == "loyalty" for _d, e in shown)
             # The end of the window: every customer still there uses a device once.
             now = SystemClock().now_ms()
             for device in fleet.devices:

@@ -10,7 +10,7 @@
   the experiments, their arms, and the result (an interim one while running; frozen when
   the window ends);
 - ``POST .../lab/experiments/{experiment}/stop`` (scope write): end it now and freeze
-  the result.
+  the result; ``DELETE .../lab/experiments/{experiment}`` (scope write): forget it.
 
 The result compares the churn rates of the arms (cloud_hub.api._uplift): the uplift with
 Newcombe's interval and the relative effect with Katz's, which ``effect:
@@ -313,6 +313,19 @@ async def stop_experiment(request: web.Request) -> web.Response:
     return web.json_response(await _finish(request, brand, experiment, end))
 
 
+async def delete_experiment(request: web.Request) -> web.Response:
+    """``DELETE .../lab/experiments/{experiment}``: forget it and its assignment."""
+    brand, experiment = path_brand(request), _experiment_id(request)
+    found = await asyncio.to_thread(request.app[LAB].experiments.delete, brand, experiment)
+    if found is None:
+        raise RequestError(
+            f"no experiment {experiment} for brand {brand}",
+            reason="unknown_experiment",
+            status=404,
+        )
+    return web.json_response(found)
+
+
 def add_lab_routes(app: web.Application, ctx: LabContext) -> None:
     """Register the strategy lab's routes."""
     app[LAB] = ctx
@@ -322,3 +335,4 @@ def add_lab_routes(app: web.Application, ctx: LabContext) -> None:
     route(app, "GET", f"{base}/experiments", list_experiments, "read")
     route(app, "GET", f"{base}/experiments/{{experiment}}", get_experiment, "read")
     route(app, "POST", f"{base}/experiments/{{experiment}}/stop", stop_experiment, "write")
+    route(app, "DELETE", f"{base}/experiments/{{experiment}}", delete_experiment, "write")

@@ -259,6 +259,19 @@ class Experiments:
                 )
             }
 
+    def delete(self, brand: str, experiment: str) -> dict[str, Any] | None:
+        """Delete an experiment and its assignment; the experiment as it was (None: no
+        such experiment of ``brand``)."""
+        with self._state.transaction() as tx:
+            found = self._get(tx, brand, experiment)
+            if found is not None:
+                where = "brand = ? AND experiment = ?"
+                tx.execute(f"DELETE FROM experiment_members WHERE {where}", (brand, experiment))
+                tx.execute(
+                    "DELETE FROM experiments WHERE brand = ? AND id = ?", (brand, experiment)
+                )
+            return found
+
     def treated_devices(self, brand: str, experiment: str) -> dict[str, list[str]]:
         """device -> the treated twins it holds (from the twin query index), where the
         experiment's offer goes."""

@@ -227,6 +227,19 @@ async def test_an_experiment_measures_its_outcome_from_the_twins(lab: Lab) -> No
     assert status == 200
     assert gone not in lab.members(experiment)
 
+    # Deleted: answered as it was, then gone with its assignment (404 from then on).
+    got, deleted = await send_json(
+        "DELETE", lab.url(f"/experiments/{experiment}"), None, lab.env.token
+    )
+    assert got == 200, deleted
+    assert deleted["id"] == experiment
+    assert lab.members(experiment) == {}
+    assert (await lab.get(f"/experiments/{experiment}", 404))["error"]["code"] == (
+        "unknown_experiment"
+    )
+    assert (await lab.post("/simulate", body, 404))["error"]["code"] == "unknown_experiment"
+    assert (await lab.get("/experiments"))["experiments"] == []
+
 
 def test_assignment_is_keyed_stratified_and_the_same_everywhere() -> None:
     """The same salt gives the same arms whatever the order the twins come in; another
@@ -265,6 +278,7 @@ async def test_attacks_are_refused_and_change_nothing(
         _k, read_only = keys.create(env.brand, "x", ["read"])
     device_password = (env.bundles["dev-0"].parent / "mqtt.password").read_text().strip()
     new = {"offer": {"name": "x", "cost": 1}, "outcome": {"days": 1}}
+    mine = await lab.post("/experiments", new, 201)
     for token, status, code in (
         (other, 403, "wrong_brand"),
         (device_password, 401, "bad_key"),
@@ -272,6 +286,14 @@ async def test_attacks_are_refused_and_change_nothing(
     ):
         answer = await lab.post("/experiments", new, status, token)
         assert answer["error"]["code"] == code
+        answer = await lab.post(f"/experiments/{mine['id']}/stop", {}, status, token)
+        assert answer["error"]["code"] == code
+        got, answer = await send_json("DELETE", lab.url(f"/experiments/{mine['id']}"), None, token)
+        assert (got, answer["error"]["code"]) == (status, code)
+    # Still there, still running: nothing those keys sent changed it.
+    assert (await lab.get(f"/experiments/{mine['id']}"))["status"] == "running"
+    got, _ = await send_json("DELETE", lab.url(f"/experiments/{mine['id']}"), None, env.token)
+    assert got == 200
     # Another brand's key cannot read or forecast over this brand's twins either.
     campaign = {"offer": {"name": "x", "cost": 1}, "effect": 0.5}
     answer = await lab.post("/simulate", campaign, 403, other)

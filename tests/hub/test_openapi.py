@@ -342,6 +342,7 @@ async def test_real_answers_match_the_documented_schemas(
         status, answer = await spec.call(method, template, params=params)
         assert status == 200, (template, answer)
     await spec.call("DELETE", f"{brand}/keys/{{key_id}}", expect=200)
+    await spec.call("DELETE", f"{brand}/lab/experiments/{{experiment}}", expect=200)
     await spec.call("POST", f"{brand}/privacy/objection", json={"subject": _SUBJECT}, expect=200)
     await spec.call("POST", f"{brand}/privacy/erasure", json={"subject": _SUBJECT}, expect=200)
     assert {(m, t) for m, t, _ in spec.operations()} == spec.succeeded

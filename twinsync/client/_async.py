@@ -382,3 +382,7 @@ class AsyncClient:
     async def stop_experiment(self, experiment: str) -> Experiment:
         """End an experiment now and freeze its result (scope write)."""
         return await self._send(self._calls.stop_experiment(experiment))
+
+    async def delete_experiment(self, experiment: str) -> Experiment:
+        """Delete an experiment and its assignment (scope write); answered as it was."""
+        return await self._send(self._calls.delete_experiment(experiment))

@@ -91,6 +91,7 @@ ROUTES: Final[dict[str, tuple[str, str]]] = {
     "list_experiments": ("GET", f"{_BRAND}/lab/experiments"),
     "get_experiment": ("GET", f"{_BRAND}/lab/experiments/{{experiment}}"),
     "stop_experiment": ("POST", f"{_BRAND}/lab/experiments/{{experiment}}/stop"),
+    "delete_experiment": ("DELETE", f"{_BRAND}/lab/experiments/{{experiment}}"),
 }
 #: changes that are safe to repeat (a PUT of the same members, revoking a revoked key);
 #: reads are too. set_webhook is not: each call makes a new signing secret.
@@ -451,4 +452,9 @@ class Calls:
             body=b"{}",
             content_type="application/json",
         )
+        return Call(request, json_result(Experiment))
+
+    def delete_experiment(self, experiment: str) -> Call[Experiment]:
+        """Delete an experiment and its assignment."""
+        request = self._request("delete_experiment", values={"experiment": experiment})
         return Call(request, json_result(Experiment))

@@ -376,3 +376,7 @@ class Client:
     def stop_experiment(self, experiment: str) -> Experiment:
         """End an experiment now and freeze its result (scope write)."""
         return self._send(self._calls.stop_experiment(experiment))
+
+    def delete_experiment(self, experiment: str) -> Experiment:
+        """Delete an experiment and its assignment (scope write); answered as it was."""
+        return self._send(self._calls.delete_experiment(experiment))

@@ -259,4 +259,15 @@ OPERATIONS: Final = (
         answer=ref("Experiment"),
         errors={400: ("bad_brand", "bad_experiment"), 404: ("unknown_experiment",)},
     ),
+    Operation(
+        method="DELETE",
+        path=f"{_BASE}/experiments/{{experiment}}",
+        operation_id="delete_experiment",
+        summary="Delete an experiment and its assignment (answered as it was)",
+        tag="lab",
+        scope="write",
+        params=(BRAND, _EXPERIMENT_ID),
+        answer=ref("Experiment"),
+        errors={400: ("bad_brand", "bad_experiment"), 404: ("unknown_experiment",)},
+    ),
 )

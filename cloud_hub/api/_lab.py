@@ -284,7 +284,12 @@ async def _finish(request: web.Request, brand: str, experiment: str, end_ms: int
         return lab.experiments.finish(brand, experiment, result)
 
     done = await asyncio.to_thread(run)
-    assert done is not None
+    if done is None:  # deleted meanwhile (another request, another instance)
+        raise RequestError(
+            f"no experiment {experiment} for brand {brand}",
+            reason="unknown_experiment",
+            status=404,
+        )
     return done
 
 

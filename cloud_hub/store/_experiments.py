@@ -44,6 +44,10 @@ _PROFILE_BLOCK = "class:profile"  # cloud_hub.privacy's PROFILE_BLOCK (a layer a
 _CHUNK = 500
 
 
+def _lock(brand: str) -> str:
+    return f"experiments:{brand}"
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """What a brand asks for: who (the rule's text), the offer, the holdout share and
@@ -107,6 +111,9 @@ class Experiments:
         salt = self._entropy(16)
         now = self._clock.now_ms()
         with self._state.transaction() as tx:
+            # Held with an erasure's (forget): a twin erased while this runs is either
+            # left out here or deleted there, never kept (PostgreSQL reads committed).
+            tx.lock(_lock(brand))
             out = self._left_out(tx, brand, [t for t, _s in twins])
             kept = [(t, s) for t, s in twins if t not in out]
             arms = assign(salt, experiment, kept, spec.holdout)
@@ -292,6 +299,7 @@ class Experiments:
     @staticmethod
     def forget(tx: Tx, brand: str, twins: Sequence[str]) -> None:
         """Erasure: the twins leave every experiment (inside the erasure's transaction)."""
+        tx.lock(_lock(brand))
         for i in range(0, len(twins), _CHUNK):
             part = list(twins[i : i + _CHUNK])
             tx.execute(

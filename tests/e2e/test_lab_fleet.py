@@ -51,10 +51,22 @@ EFFECT = {
 }
 
 
-@pytest.mark.parametrize(("case", "effect"), [("effect", EFFECT), ("null", {})])
+@pytest.mark.parametrize(
+    ("case", "effect", "state_backend"),
+    [("effect", EFFECT, "sqlite"), ("null", {}, "sqlite"), ("effect", EFFECT, "postgresql")],
+)
 async def test_the_estimated_uplift_holds_the_true_effect(
-    tmp_path: Path, services: LocalServices, unique: str, case: str, effect: dict[str, float]
+    tmp_path: Path,
+    services: LocalServices,
+    unique: str,
+    case: str,
+    effect: dict[str, float],
+    state_backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    overrides: dict[str, Any] = {}
+    if state_backend == "postgresql":
+        overrides["state"] = request.getfixturevalue("postgres").hub_settings()
     stack = build_stack(
         tmp_path,
         services,
@@ -62,7 +74,8 @@ async def test_the_estimated_uplift_holds_the_true_effect(
         days=1.0,
         seed=5,
         churn=ChurnSpec(monthly_rate=1.0),
-        db=f"lab{case}{unique}",
+        db=f"lab{case}{state_backend[:2]}{unique}",
+        hub_overrides=overrides,
     )
     fleet = stack.fleet
     truth = OfferTruth(fleet, OfferSpec(name="loyalty", effect=effect, seed=5))

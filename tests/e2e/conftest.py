@@ -104,7 +104,11 @@ def build_stack(
     db: str = "twinsync",
     hub_overrides: dict[str, Any] | None = None,
     api_port: int = 0,
+    brand_key: bytes | None = None,
 ) -> Stack:
+    """A provisioned fleet, its hub config and ground truth; ``brand_key``: the brand's
+    pseudonymization key instead of a random one, so the twin ids (and whatever is keyed
+    on them, an experiment's assignment) are the same from run to run."""
     brand = f"b{db[-8:]}".lower() if db != "twinsync" else "acme"
     hub_toml = tmp / "hub.toml"
     hub_toml.write_text(
@@ -137,6 +141,11 @@ secrets_dir = "secrets"
         churn=churn if churn is not None else ChurnSpec(),
     )
     fleet = Fleet.generate(spec)
+    if brand_key is not None:  # where ensure_brand_key looks before it makes one
+        key_file = Path(config.keys.secrets_dir) / "brands" / brand / "1.key"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        key_file.write_bytes(brand_key)
+        key_file.chmod(0o600)
     # The state store the config names: the registry file, or PostgreSQL (hub_overrides).
     with state_store_from(config.state) as state:
         bundles = provision_devices(

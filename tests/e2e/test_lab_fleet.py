@@ -23,6 +23,7 @@ the truth's first).
 
 from __future__ import annotations
 
+import hashlib
 import random
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,10 @@ async def test_the_estimated_uplift_holds_the_true_effect(
         churn=ChurnSpec(monthly_rate=1.0),
         db=f"lab{case}{state_backend[:2]}{unique}",
         hub_overrides=overrides,
+        # Fixed twin ids: with the seeded entropy below the assignment is the same every
+        # run, so the test is deterministic (a 95 % interval misses 1 run in 20 by design;
+        # its coverage over many assignments is measured in bench, see above).
+        brand_key=hashlib.sha256(b"twinsync lab fleet").digest(),
     )
     fleet = stack.fleet
     truth = OfferTruth(fleet, OfferSpec(name="loyalty", effect=effect, seed=5))

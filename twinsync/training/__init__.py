@@ -27,11 +27,13 @@ from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
 from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
+from ._micro_ship import MIN_ARI, merge_micro, ship_rule, train_micro
 from ._segments import fit_segment, segment_columns
 from ._targets import check_targets
 from ._train import train_from_sim
 
 __all__ = [
+    "MIN_ARI",
     "AnomalyRows",
     "CustomerRows",
     "Fitted",
@@ -55,11 +57,14 @@ __all__ = [
     "fit_segment",
     "fit_segment_baselines",
     "matched_accuracy",
+    "merge_micro",
     "precision_at_rate",
     "replay",
     "robust_scaler",
     "segment_columns",
     "segment_labels",
+    "ship_rule",
     "train_from_sim",
+    "train_micro",
     "train_segments",
 ]

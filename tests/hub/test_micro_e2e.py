@@ -2,7 +2,8 @@
 them), broker, hub and InfluxDB: the agent runs the micro model after the segment model,
 ``coffee.micro_segment`` and ``coffee.micro_model`` reach the twin and the query index
 (``where=coffee.micro_segment = n`` finds the customer), and a customer without
-personalization consent gets neither on the wire nor in the twin."""
+personalization consent gets neither on the wire nor in the twin; the access export
+explains the value as the micro model's prediction."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import itertools
 import urllib.parse
 from pathlib import Path
 
-from _fakes import get_json
+from _fakes import get_json, send_json
 from hub_env import HubEnv
 from test_tags_e2e import ANN, BOB, _agent, _evenings, _Sniffer, _twin
 
@@ -60,3 +61,11 @@ async def test_micro_segment_reaches_twin_and_index_only_with_consent(
     assert MICRO not in await _twin(hub, env, bob)
     assert await _where(hub, env, f"{MICRO} = {sent}") == [ann]
     assert await _where(hub, env, f"{MICRO} = {sent + 1}") == []
+    # The customer's access export explains it as a prediction of the micro model.
+    base = f"{hub.api_url}/v1/brands/{env.brand}/privacy"
+    status, export = await send_json("POST", f"{base}/access", {"subject": ANN}, env.token)
+    assert status == 200, export
+    (twin,) = export["twins"]
+    (prediction,) = [p for p in twin["predictions"] if p["field"] == MICRO]
+    assert (prediction["value"], prediction["model"]) == (sent, "micro-coffee@1")
+    assert f"micro-segment {sent}" in prediction["explanation"]

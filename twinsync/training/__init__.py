@@ -20,7 +20,7 @@ without the extra runs everything else.
 """
 
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
-from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay
+from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
@@ -63,6 +63,7 @@ __all__ = [
     "robust_scaler",
     "segment_columns",
     "segment_labels",
+    "segment_rows",
     "ship_rule",
     "train_from_sim",
     "train_micro",

@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
+from cloud_hub import load_hub_config
 from edge_agent import BUILTIN_MODELS
 from firmware_sim import Fleet, FleetSpec
-from protocol import MICRO_SEGMENT_INPUT, ModelManifest, feature_names
+from protocol import MICRO_SEGMENT_INPUT, ModelManifest, SigningKey, feature_names
+from twinsync.cli import main as twinsync_main
 from twinsync.training import (
     MIN_ARI,
     SimTraining,
@@ -134,3 +137,39 @@ def test_the_shipped_defaults_split_few_segments_and_each_by_the_rule() -> None:
         split += len(entry["shipped_splits"])
         total += len(evaluation)
     assert split <= total // 4  # (almost) nothing: 3 of 16 segments today
+
+
+def test_the_micro_command_writes_only_micro_models(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``twinsync hub train --config hub.toml --micro DIR --out OUT`` (docs/models.md):
+    signed micro models and their report, nothing else; a missing segment model is a
+    clear error."""
+    (tmp_path / "hub.toml").write_text('[keys]\nsecrets_dir = "secrets"\n')
+    out = tmp_path / "models"
+    code = twinsync_main(
+        ["hub", "train", "--config", str(tmp_path / "hub.toml"), "--micro", str(BUILTIN_MODELS),
+         "--out", str(out), "--devices", "60", "--days", "21", "--version", "2"]
+    )  # fmt: skip
+    assert code == 0
+    products = ("coffee", "thermostat", "tv", "wearable")
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [f"micro-{p}.{ext}" for p in products for ext in ("onnx", "manifest.json")]
+        + ["micro-report.json"]
+    )
+    config = load_hub_config(tmp_path / "hub.toml", environ={})
+    key = SigningKey.from_bytes((config.keys.secrets_dir / "hub.key").read_bytes())
+    for product in products:
+        manifest = ModelManifest.from_json((out / f"micro-{product}.manifest.json").read_text())
+        manifest.verify({key.kid: key.public})
+        manifest.check_file((out / f"micro-{product}.onnx").read_bytes())
+        assert (manifest.kind, manifest.version) == ("micro", 2)
+        assert manifest.inputs == (*feature_names(product), MICRO_SEGMENT_INPUT)
+    assert "micro-coffee: splits shipped in segments" in capsys.readouterr().out
+
+    code = twinsync_main(
+        ["hub", "train", "--config", str(tmp_path / "hub.toml"), "--micro",
+         str(tmp_path / "nowhere"), "--out", str(tmp_path / "other"), "--devices", "20"]
+    )  # fmt: skip
+    assert code == 2
+    assert "cannot read the segment models" in capsys.readouterr().err

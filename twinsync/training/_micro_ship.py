@@ -135,6 +135,7 @@ def train_micro(
     evaluation per segment and which segments ship.
     """
     report: dict[str, Any] = {}
+    out.mkdir(parents=True, exist_ok=True)
     for product in products:
         segment_onnx = (segments / f"segment-{product}.onnx").read_bytes()
         xa, sa = _rows(product, t.seed, t, segment_onnx)

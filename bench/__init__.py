@@ -4,6 +4,7 @@ section at a few hundred twins (tests/bench), which use the names below.
 """
 
 from ._drain import drain, stored_ops
+from ._lab_coverage import LAB_EFFECT, lab_coverage
 from ._latency import PROBE, latency
 from ._nodered import seal_costs
 from ._query import QUERIES, fleet_ops, query_bench
@@ -12,11 +13,13 @@ from ._swarm_fleet import Swarm
 from ._throughput import throughput
 
 __all__ = [
+    "LAB_EFFECT",
     "PROBE",
     "QUERIES",
     "Swarm",
     "drain",
     "fleet_ops",
+    "lab_coverage",
     "latency",
     "query_bench",
     "scale_out",

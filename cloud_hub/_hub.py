@@ -22,6 +22,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from secrets import token_bytes
 from types import TracebackType
 from typing import Any
 
@@ -32,10 +33,12 @@ from cloud_hub.api import (
     ApiKeys,
     ConnectionGate,
     GatedSite,
+    LabContext,
     PrivacyContext,
     RolloutContext,
     ShareWatch,
     TriggerContext,
+    add_lab_routes,
     add_privacy_routes,
     add_rollout_routes,
     add_trigger_routes,
@@ -73,6 +76,7 @@ from cloud_hub.privacy import (
 )
 from cloud_hub.registry import Registry, ensure_hub_key
 from cloud_hub.store import (
+    Experiments,
     IndexReader,
     InfluxStore,
     SegmentProfiles,
@@ -122,9 +126,17 @@ class Hub:
     share_watch: ShareWatch
 
     def __init__(
-        self, config: HubConfig, *, clock: Clock | None = None, state: StateStore | None = None
+        self,
+        config: HubConfig,
+        *,
+        clock: Clock | None = None,
+        state: StateStore | None = None,
+        entropy: Callable[[int], bytes] | None = None,
     ) -> None:
         self.config = config
+        #: n random bytes for the strategy lab's experiment ids and assignment salts
+        #: (None: the system's; a seeded source makes a test's assignment replayable)
+        self._entropy = entropy
         #: every wall-clock time the hub reads or stamps comes from this one clock
         self.clock: Clock = clock or SystemClock()
         self.metrics = Metrics()
@@ -382,6 +394,18 @@ class Hub:
                     events=self.trigger_events,
                     parse_where=parse_where,
                     write_timeout_s=self.config.triggers.stream_write_timeout_s,
+                ),
+            )
+            # The strategy lab: forecasts and experiments over the twin query index.
+            add_lab_routes(
+                app,
+                LabContext(
+                    experiments=Experiments(
+                        state=state, clock=self.clock, entropy=self._entropy or token_bytes
+                    ),
+                    index=IndexReader(state=state) if self.config.index.enabled else None,
+                    key=self._key,
+                    publish=self._mqtt.publish,
                 ),
             )
             add_rollout_routes(

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from ._agent import Agent
 from ._config import AgentConfig, Keys, load_config
 from ._errors import ConfigError, EdgeAgentError, ModelError, ModelRejected, OutboxError
+from ._offers import Exposure
 from ._twin import IngestResult
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "AgentConfig",
     "ConfigError",
     "EdgeAgentError",
+    "Exposure",
     "IngestResult",
     "Keys",
     "ModelError",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,7 @@ from ._config import AgentConfig, Keys
 from ._consent import ConsentGate
 from ._infer import ModelRunner
 from ._ingest import IngestServer
+from ._offers import Exposure, OfferInbox
 from ._outbox import Outbox
 from ._privacy import DevicePrivacy
 from ._sync import Uplink
@@ -59,8 +60,17 @@ class _Work:
 class Agent:
     """One device's agent. Use as an async context manager."""
 
-    def __init__(self, config: AgentConfig, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        clock: Clock | None = None,
+        on_exposure: Callable[[Exposure], None] | None = None,
+    ) -> None:
         self.config = config
+        #: the local application's hand-off for the strategy lab's offers (None: this
+        #: device shows no offers and does not subscribe to them; edge_agent._offers)
+        self._on_exposure = on_exposure
         self.clock: Clock = clock or SystemClock()
         self.stats: dict[str, int] = dict.fromkeys(
             (
@@ -167,6 +177,14 @@ class Agent:
             on_consent=self._privacy.consent_from_hub,
             on_tombstones=self._privacy.forget,
             on_tags=None if self._tags is None else self._tags.offer,
+            on_offer=None
+            if self._on_exposure is None
+            else OfferInbox(
+                book=self._book,
+                freshness=self._outbox.freshness,
+                stats=self.stats,
+                deliver=self._on_exposure,
+            ).receive,
         )
         tag = f"edge_agent[{cfg.device.id}]"
         self._tg = asyncio.TaskGroup()
@@ -298,6 +316,13 @@ class Agent:
         """The user's own suppression of twin fields on this device (see
         :class:`DevicePrivacy`)."""
         self._privacy_or_fail().set_fields(subject, suppress, restore)
+
+    def twin_of(self, subject: str) -> str:
+        """The twin id of one of this device's users (how the local application matches
+        an offer's twin to its user)."""
+        if self._book is None:
+            raise RuntimeError("agent is not running (use 'async with Agent(...)')")
+        return self._book.twin_of(subject)
 
     def consent_state(self, subject: str) -> dict[str, bool]:
         """The user's current choice per optional purpose (defaults filled in)."""

@@ -23,6 +23,9 @@ compares only hub times with hub times (its own clock may be wrong):
   :data:`MAX_MARKS` the oldest are dropped and the floor rises to them.
 - **model sets** and **desired settings** carry a per-device version: one lower than the
   highest seen is refused (an equal one is the same content, e.g. the retained copy).
+- **offers** (``protocol.OfferExposure``, the strategy lab's) are marked per twin and
+  experiment: an experiment's offer reaches a twin's application at most once, and a
+  replay (or any copy not newer than the one applied) is refused.
 - **tombstones** are never refused (erasure only grows) and **acks** need nothing (a seq
   is never reused, so an ack replayed later deletes nothing that is still there).
 
@@ -66,7 +69,7 @@ _PRUNE_EVERY_MS = 3_600_000
 # Sorts after every request id: the user's own change beats hub commands of the same ms.
 _LOCAL = "\U0010ffff"
 
-TargetKind = Literal["purpose", "field"]
+TargetKind = Literal["purpose", "field", "offer"]
 _VERSIONED = ("model", "desired", "tags")
 
 _SCHEMA = """
@@ -87,7 +90,7 @@ _UPSERT = (
     "mark = excluded.mark, request = excluded.request, body = excluded.body "
     "WHERE (excluded.mark, excluded.request) > (downlink_marks.mark, downlink_marks.request)"
 )
-_CONSENT_KINDS = "kind IN ('purpose', 'field', 'seen')"
+_CONSENT_KINDS = "kind IN ('purpose', 'field', 'seen', 'offer')"
 
 
 def _seen(twin: str) -> str:

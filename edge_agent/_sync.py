@@ -33,6 +33,7 @@ from protocol import (
     Desired,
     Envelope,
     ModelSet,
+    OfferExposure,
     Status,
     TagsOffer,
     Tombstones,
@@ -82,6 +83,7 @@ class Uplink:
         on_consent: Callable[[ConsentCommand], None] | None = None,
         on_tombstones: Callable[[Tombstones], None] | None = None,
         on_tags: Callable[[bytes], bool] | None = None,
+        on_offer: Callable[[OfferExposure], None] | None = None,
     ) -> None:
         self._config = config
         self._keys = keys
@@ -99,6 +101,7 @@ class Uplink:
         self._ack_topic = topic(dev.brand, dev.id, Channel.ACK)
         self._desired_topic = topic(dev.brand, dev.id, Channel.DESIRED)
         self._model_topic = topic(dev.brand, dev.id, Channel.MODEL)
+        self._offer_topic = topic(dev.brand, dev.id, Channel.OFFER)
         self._tombstone_topic = broadcast_topic(dev.brand, "tombstone")
         self._consent_topic = broadcast_topic(dev.brand, "consent")
         self._tags_topic = broadcast_topic(dev.brand, "tags")
@@ -108,6 +111,8 @@ class Uplink:
         self._on_consent = on_consent
         # called with each hub-signed tombstone (erased twins)
         self._on_tombstones = on_tombstones
+        # called with each hub-signed offer exposure (the strategy lab's treated twins)
+        self._on_offer = on_offer
         #: set to publish the status now instead of at the next heartbeat
         self.status_changed = asyncio.Event() if status_changed is None else status_changed
         #: The newest hub-signed desired settings seen (nothing applies them yet); kept
@@ -254,6 +259,8 @@ class Uplink:
         await client.subscribe(self._consent_topic, qos=1)
         if self._on_tags is not None:
             await client.subscribe(self._tags_topic, qos=1)
+        if self._on_offer is not None:
+            await client.subscribe(self._offer_topic, qos=1)
         await client.publish(self._status_topic, self._status(True), qos=1, retain=True)
         self.connected.set()
         log.info("connected to mqtt://%s:%d", self._config.mqtt.host, self._config.mqtt.port)
@@ -313,7 +320,9 @@ class Uplink:
 
     def _kind_of(
         self, received: aiomqtt.Topic
-    ) -> Literal["ack", "desired", "model", "tombstone", "consent", "tags"]:
+    ) -> Literal["ack", "desired", "model", "tombstone", "consent", "tags", "offer"]:
+        if received.matches(self._offer_topic):
+            return "offer"
         if received.matches(self._tombstone_topic):
             return "tombstone"
         if received.matches(self._tags_topic):
@@ -369,6 +378,10 @@ class Uplink:
                 # Size, signature and version are the tag book's to check (and count).
                 if self._on_tags is not None:
                     self._on_tags(ack.catalog.encode())
+                continue
+            if isinstance(ack, OfferExposure):
+                if self._on_offer is not None:
+                    self._on_offer(ack)
                 continue
             fresh = self._outbox.freshness
             if isinstance(ack, ModelSet):

@@ -101,6 +101,10 @@ class TwinBook:
             self._twin_cache[subject] = twin
         return twin
 
+    def knows(self, twin: str) -> bool:
+        """Whether this device holds anything of ``twin`` (values, consent, scores)."""
+        return self._knows(twin)
+
     def _knows(self, twin: str) -> bool:
         if self.models is not None and self.models.knows(twin):
             return True

@@ -20,6 +20,7 @@ from ._fleet import Fleet
 from ._knobs import AnomalyMix, ChurnSpec, FaultSpec, LifeSpec, PopulationSpec, SensorSpec
 from ._labels import AnomalyLabel, DeviceClock, DeviceTruth, GenuineEvent, SensorFault
 from ._life import LifeEvent
+from ._offers import CHECK_IN_SIGNALS, OfferSpec, OfferTruth
 from ._personas import NOVEL_PERSONAS, PERSONAS, Persona
 from ._population import Customer, Household, SimDevice
 from ._runner import FleetRunner
@@ -29,6 +30,7 @@ from ._zones import Climate, LocalClock
 
 __all__ = [
     "ANOMALY_SIZES",
+    "CHECK_IN_SIGNALS",
     "CHURN_PRECURSOR_MS",
     "DAY_MS",
     "NOVEL_PERSONAS",
@@ -51,6 +53,8 @@ __all__ = [
     "LifeEvent",
     "LifeSpec",
     "LocalClock",
+    "OfferSpec",
+    "OfferTruth",
     "Outcome",
     "Persona",
     "Point",

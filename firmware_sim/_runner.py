@@ -10,10 +10,11 @@ un-replied signals are re-sent, and ones already committed come back ``duplicate
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +27,7 @@ from ._labels import DeviceClock
 from ._truth import GroundTruth, Outcome
 
 if TYPE_CHECKING:
-    from edge_agent import Agent, AgentConfig
+    from edge_agent import Agent, AgentConfig, Exposure
 
 __all__ = ["FleetRunner"]
 
@@ -59,6 +60,7 @@ class FleetRunner:
         devices: Sequence[str] | None = None,
         agent_overrides: dict[str, Any] | None = None,
         models: bool = False,
+        on_exposure: Callable[[str, Exposure], None] | None = None,
     ) -> None:
         self.fleet = fleet
         self.bundles = {d: Path(p) for d, p in bundles.items()}
@@ -73,6 +75,9 @@ class FleetRunner:
             raise SimulationError(f"no bundle for devices {missing[:5]} ({len(missing)} in all)")
         self.overrides = agent_overrides or {}
         self.models = models
+        #: the simulated households' application: ``(device id, exposure)`` for each offer
+        #: of the strategy lab an agent hands on (None: the agents take no offers)
+        self.on_exposure = on_exposure
         #: device id -> [(seq, status, reason)] as the agent answered, in sending order
         self.results: dict[str, list[Outcome]] = {}
         #: agent restarts performed at the fleet's reboot points
@@ -129,7 +134,12 @@ class FleetRunner:
     async def _start(self, device_id: str) -> Agent:
         from edge_agent import Agent
 
-        agent = Agent(self.config(device_id))
+        if self.on_exposure is None:
+            agent = Agent(self.config(device_id))
+        else:
+            agent = Agent(
+                self.config(device_id), on_exposure=functools.partial(self.on_exposure, device_id)
+            )
         await agent.__aenter__()
         self._agents[device_id] = agent
         return agent

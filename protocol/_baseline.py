@@ -19,9 +19,12 @@ setpoint of 23.2 °C and more).
 - ``hour_z``: distance from what this device shows at this local hour of the day (a
   setback at night is routine, the same setpoint at 3 am on a Tuesday out of the blue
   is not); the local hour comes from the household's :class:`protocol.LocalTime`;
-- ``run_vs_usual``: how many readings in a row repeat the exact value, against how long
-  this device's runs of one value usually are (a sensor that wiggles and then repeats
-  itself for hours is stuck; a setting that holds still is not).
+- ``run_vs_usual``: how many readings in a row repeat the exact value, against the
+  longest such runs this device usually has (a sensor that wiggles and then repeats
+  itself for hours is stuck; a setting that holds still is not: its usual longest hold
+  is long). The longest, not the mean: a setting's holds are heavy-tailed (minutes in
+  the evening, a whole weekend), so a hold three times the *mean* one is ordinary, and
+  a model given the mean flagged steady setpoints on every clean device.
 
 Outliers are clipped when learning, so one spike neither drags the baseline nor makes
 the return to normal look like a second anomaly. The trainer replays readings through
@@ -46,11 +49,15 @@ ANOMALY_FEATURES: tuple[str, ...] = ("abs_z", "jump_of_range", "step_z", "hour_z
 _ALPHA = 0.1
 #: per-hour statistics learn at least this fast (faster while an hour has few readings)
 _HOUR_ALPHA = 0.05
+#: an hour's spread is never taken as less than this share of the overall spread
+_HOUR_SHARE = 0.5
 #: an hour needs this many readings before its own statistics are used
 _HOUR_MIN = 3
 #: the usual step and the usual run length learn this fast
 _STEP_ALPHA = 0.05
-_RUN_ALPHA = 0.1
+#: the usual longest run forgets this share of itself at each run that ends (a
+#: decaying maximum: a record halves in ~70 runs, a week or two of a setting)
+_RUN_DECAY = 0.01
 #: runs of one value that must have ended before ``run_vs_usual`` means anything
 _RUNS_MIN = 5
 _RUNS_CAP = 1000
@@ -61,7 +68,7 @@ _NORMAL_SIGMAS = 6.0
 _MAX_Z = 50.0
 _HOUR_MS = 3_600_000
 _DAY_MS = 86_400_000
-_STATE_VERSION = 2
+_STATE_VERSION = 3
 
 
 def is_baselined(name: str) -> bool:
@@ -109,7 +116,7 @@ class SignalBaseline:
     previous: float = 0.0
     #: the usual absolute change between consecutive readings
     step: float = 0.0
-    #: readings in a row with the current value, and the usual length of such a run
+    #: readings in a row with the current value, and the usual longest such run
     run: int = 0
     usual_run: float = 1.0
     #: runs of one value that have ended (up to a cap: only the warm-up needs the count)
@@ -145,8 +152,11 @@ class SignalBaseline:
         own = self.hours.get(hour)
         if own is not None and own.n >= _HOUR_MIN:
             # An hour's spread is within the overall one (which adds the spread between
-            # hours); its first readings start from a wide prior that this caps.
-            hour_sigma = max(min(math.sqrt(own.var), sigma), self._floor)
+            # hours); its first readings start from a wide prior that this caps. It is
+            # never trusted below half the overall spread: an hour's few readings of a
+            # clean sensor look nearly constant, and an ordinary reading then sat 10
+            # sigmas off (the wearable model flagged a clean heart rate 1 reading in 70).
+            hour_sigma = max(min(math.sqrt(own.var), sigma), _HOUR_SHARE * sigma, self._floor)
             hour_z = _z(x - own.mean, hour_sigma)
         else:
             hour_sigma, hour_z = sigma, abs_z
@@ -174,9 +184,9 @@ class SignalBaseline:
             self.runs = min(self.runs + 1, _RUNS_CAP)
             ended = float(self.run)
             if known:
-                ended = min(ended, 4.0 * self.usual_run + 4.0)
-            # a plain mean of the first runs, then exponentially weighted
-            self.usual_run += max(_RUN_ALPHA, 1.0 / self.runs) * (ended - self.usual_run)
+                ended = min(ended, 2.0 * self.usual_run + 2.0)
+            # a decaying maximum: the longest recent hold, slowly forgotten
+            self.usual_run = max((1.0 - _RUN_DECAY) * self.usual_run, ended, 1.0)
         self.run = run
         self.previous = x
         if abs_z < _NORMAL_SIGMAS:

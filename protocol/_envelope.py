@@ -39,9 +39,11 @@ __all__ = [
 ENVELOPE_VERSION = 1
 #: the envelope version whose body is sealed to the hub (device -> hub kinds only)
 SEALED_VERSION = 2
-Kind = Literal["delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags"]
+Kind = Literal[
+    "delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags", "offer"
+]
 _KINDS: frozenset[str] = frozenset(
-    ("delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags")
+    ("delta", "status", "ack", "desired", "model", "tombstone", "consent", "tags", "offer")
 )
 # Kinds the hub sends to every device of a brand: their header names no device.
 _BROADCAST_KINDS: frozenset[str] = frozenset(("tombstone", "consent", "tags"))

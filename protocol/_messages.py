@@ -55,6 +55,7 @@ __all__ = [
     "Desired",
     "ModelOffer",
     "ModelSet",
+    "OfferExposure",
     "Op",
     "Rejection",
     "SignalIn",
@@ -385,6 +386,21 @@ class ConsentCommand(_Body):
         return wire
 
 
+class OfferExposure(_Body):
+    """Hub -> one device: show ``offer`` of ``experiment`` to these twins (the treated
+    twins of a strategy-lab experiment the device holds; docs/hub.md, "Strategy lab").
+
+    ``ts_ms`` is the hub's time of the exposure; a device shows an experiment's offer to
+    a twin at most once, and only newer than what it has applied, so a captured exposure
+    replayed later shows nothing (docs/privacy.md, "Fresh commands").
+    """
+
+    experiment: str = Field(pattern=r"^exp-[0-9a-f]{12}$")
+    offer: str = Field(min_length=1, max_length=64)
+    twins: _TwinIds
+    ts_ms: int = Field(ge=0, lt=CONSENT_TIME_LIMIT_MS)
+
+
 class SignalIn(BaseModel):
     """One signal from firmware to the local agent (the ingest interface's schema).
 
@@ -423,6 +439,7 @@ _BODIES: dict[str, type[_Body]] = {
     "tombstone": Tombstones,
     "consent": ConsentCommand,
     "tags": TagsOffer,
+    "offer": OfferExposure,
 }
 
 

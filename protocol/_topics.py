@@ -38,6 +38,7 @@ class Channel(enum.StrEnum):
     ACK = "ack"  # hub -> device: seqs durably written (or rejected for good)
     DESIRED = "desired"  # hub -> device: desired configuration
     MODEL = "model"  # hub -> device, retained: the models the device should run
+    OFFER = "offer"  # hub -> device: an offer of a strategy-lab experiment for its twins
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from cloud_hub import Hub, load_hub_config, provision_devices
 from firmware_sim import FaultSpec, Fleet, FleetRunner, FleetSpec
 from protocol import TwinSyncError
 
+from ._demo_lab import DemoLab
 from .services import LocalServices, ServiceError
 
 __all__ = ["main", "parser"]
@@ -152,6 +153,7 @@ async def _summary(hub: Hub, brand: str, show: int) -> None:
         _say()
         # The key above is read-only: every page but the privacy requests (docs/dashboard.md).
         _say(f"Dashboard: {hub.api_url}/dashboard/  (brand {brand}, the key above)")
+        _say(f"  the finished experiment: {hub.api_url}/dashboard/#experiments")
 
 
 async def _progress(runner: FleetRunner, total: int, started: float) -> None:
@@ -215,6 +217,7 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 f"({', '.join(f'{n} {p}' for p, n in sorted(products.items()))}) "
                 f"for {args.days:g} day(s): {total:,} signals"
             )
+            lab = DemoLab(fleet, bundles)  # the households' side of the experiment
             runner = FleetRunner(
                 fleet,
                 bundles,
@@ -222,29 +225,35 @@ async def _demo(args: argparse.Namespace, workdir: Path) -> None:
                 services.mosquitto.port,
                 workdir / "agents",
                 models=True,
+                on_exposure=lab.household,
             )
             started = time.monotonic()
             progress = asyncio.create_task(_progress(runner, total, started))
             try:
                 await runner.run(speed=args.speed or None)
                 drained = await runner.drain(120)
+                progress.cancel()
+                outcomes = Counter(s for r in runner.results.values() for _, s, _ in r)
+                _say(
+                    f"done in {time.monotonic() - started:.1f}s: "
+                    + ", ".join(f"{n:,} {s}" for s, n in sorted(outcomes.items()))
+                    + ("" if drained else " (some outboxes were not drained in 120 s)")
+                )
+                m = hub.metrics
+                _say(
+                    f"hub: {m.get('twinsync_hub_deltas_written_total'):,.0f} deltas, "
+                    f"{m.get('twinsync_hub_ops_written_total'):,.0f} field values written, "
+                    f"{m.get('twinsync_hub_rejected_total'):,.0f} messages rejected"
+                )
+                _say()
+                # The strategy lab: one short experiment to a finished result (the
+                # dashboard's Experiments page shows it).
+                await lab.run(hub, runner, _say)
             finally:
                 progress.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await progress
                 await runner.close()
-            outcomes = Counter(s for r in runner.results.values() for _, s, _ in r)
-            _say(
-                f"done in {time.monotonic() - started:.1f}s: "
-                + ", ".join(f"{n:,} {s}" for s, n in sorted(outcomes.items()))
-                + ("" if drained else " (some outboxes were not drained in 120 s)")
-            )
-            m = hub.metrics
-            _say(
-                f"hub: {m.get('twinsync_hub_deltas_written_total'):,.0f} deltas, "
-                f"{m.get('twinsync_hub_ops_written_total'):,.0f} field values written, "
-                f"{m.get('twinsync_hub_rejected_total'):,.0f} messages rejected"
-            )
             _say()
             await _summary(hub, spec.brand, args.show)
             if not args.exit:

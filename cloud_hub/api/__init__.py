@@ -15,6 +15,7 @@ from ._app import build_app
 from ._auth import SCOPES, ApiKey, ApiKeys
 from ._dashboard import CONTENT_SECURITY_POLICY as DASHBOARD_CSP
 from ._guard import route, route_scopes
+from ._lab import LabContext, add_lab_routes
 from ._listener import PROBE_LIFETIME_S, ConnectionGate, GatedSite, connection_cap, install
 from ._privacy import PrivacyContext, add_privacy_routes
 from ._rollouts import RolloutContext, add_rollout_routes
@@ -22,6 +23,7 @@ from ._share_watch import ShareWatch
 from ._triggers import TriggerContext, add_trigger_routes
 from ._twin_query import MAX_DEPTH, MAX_IN, MAX_TERMS, MAX_TEXT, MAX_WHERE, parse_where
 from ._twins import COUNT_CAP, MAX_FIELDS
+from ._uplift import newcombe, relative_effect, wilson
 from .openapi import document as openapi_document
 
 __all__ = [
@@ -39,18 +41,23 @@ __all__ = [
     "ApiKeys",
     "ConnectionGate",
     "GatedSite",
+    "LabContext",
     "PrivacyContext",
     "RolloutContext",
     "ShareWatch",
     "TriggerContext",
+    "add_lab_routes",
     "add_privacy_routes",
     "add_rollout_routes",
     "add_trigger_routes",
     "build_app",
     "connection_cap",
     "install",
+    "newcombe",
     "openapi_document",
     "parse_where",
+    "relative_effect",
     "route",
     "route_scopes",
+    "wilson",
 ]

@@ -32,7 +32,15 @@ import uuid
 from typing import Any
 
 from cloud_hub._errors import IncompleteError
-from cloud_hub.store import TWIN_MEASUREMENTS, InfluxStore, SharedView, StateStore, TwinIndex, Tx
+from cloud_hub.store import (
+    TWIN_MEASUREMENTS,
+    Experiments,
+    InfluxStore,
+    SharedView,
+    StateStore,
+    TwinIndex,
+    Tx,
+)
 from protocol import Clock
 
 from ._commands import DeviceCommands
@@ -164,5 +172,6 @@ class Erasures:
         with self._state.transaction() as tx:
             self._tombstones.add_in(tx, brand, twins, request_id, received)
             self.blocks.forget_in(tx, brand, twins)
+            Experiments.forget(tx, brand, twins)  # an erased twin leaves every experiment
             self._ledger.open_in(tx, request_id, brand, "erasure", received)
         self._tombstones.refresh()

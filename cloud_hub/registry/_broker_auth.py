@@ -6,8 +6,9 @@ client id) or inherit its persistent session:
 
 - **a device**: user and client id ``<brand>.<device>`` (neither part can hold a dot);
   it may publish only its own ``delta`` and ``status``, and subscribe to and receive only
-  its own ``ack``, ``desired`` and ``model`` and its brand's broadcasts (``tombstone``,
-  ``consent``, ``tags``), each by its literal topic: no wildcard, no ``$share`` group, nothing of
+  its own ``ack``, ``desired``, ``model`` and ``offer`` and its brand's broadcasts
+  (``tombstone``, ``consent``, ``tags``), each by its literal topic: no wildcard, no
+  ``$share`` group, nothing of
   another device or brand.
 - **a hub instance**: user and client id are the instance's ``mqtt.client_id``
   (``twinsync-hub-1``, ``-2``, ...). One account per instance, because one account can
@@ -62,6 +63,8 @@ __all__ = [
 ADMIN_USER = "twinsync-admin"
 #: the brand-wide downlinks every device subscribes to (protocol.broadcast_topic names)
 BROADCASTS = ("tombstone", "consent", "tags")
+#: the downlinks of one device (the strategy lab's offers among them)
+_OWN_DOWNLINKS = (Channel.ACK, Channel.DESIRED, Channel.MODEL, Channel.OFFER)
 _ITERATIONS = 101  # what mosquitto_passwd (2.0) writes
 _HUB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _HUB_IDS_FILE = "mqtt-hub.clients"
@@ -177,7 +180,7 @@ def hub_client_ids(secrets_dir: Path, requested: Sequence[str] | None, default: 
 
 
 def _device_role(brand: str, device: str) -> Role:
-    own = [topic(brand, device, c) for c in (Channel.ACK, Channel.DESIRED, Channel.MODEL)]
+    own = [topic(brand, device, c) for c in _OWN_DOWNLINKS]
     downlinks = own + [broadcast_topic(brand, name) for name in BROADCASTS]
     uplinks = (Channel.DELTA, Channel.STATUS)
     acls = {Acl("publishClientSend", topic(brand, device, c)) for c in uplinks}
@@ -193,7 +196,7 @@ def _hub_role() -> Role:
     acls = {Acl("subscribePattern", f"$share/+/{u}") for u in uplinks}
     acls |= {Acl("subscribePattern", u) for u in [*uplinks, events]}
     acls |= {Acl("publishClientReceive", u) for u in [*uplinks, events]}
-    downlinks = [f"{PREFIX}/+/+/{c}" for c in (Channel.ACK, Channel.DESIRED, Channel.MODEL)]
+    downlinks = [f"{PREFIX}/+/+/{c}" for c in _OWN_DOWNLINKS]
     acls |= {Acl("publishClientSend", t) for t in [*downlinks, f"{PREFIX}/+/broadcast/#", events]}
     return Role("twinsync.hub", frozenset(acls))
 

@@ -11,6 +11,7 @@ Nothing here knows about devices, privacy or HTTP: the layers above pass it in.
 
 from __future__ import annotations
 
+from ._experiments import Experiments, ExperimentSpec, assign
 from ._feature_words import FEATURE_WORDS
 from ._history import (
     DEFAULT_PAGE,
@@ -101,6 +102,8 @@ __all__ = [
     "Compare",
     "Cursor",
     "Dialect",
+    "ExperimentSpec",
+    "Experiments",
     "Filter",
     "HasProduct",
     "HasTag",
@@ -131,6 +134,7 @@ __all__ = [
     "TwinIndex",
     "TwinReader",
     "Tx",
+    "assign",
     "bucket_advice",
     "bucket_count",
     "check_index",

@@ -67,6 +67,9 @@ STATE_KEYS: dict[str, tuple[str, ...]] = {
     "trigger_events": ("id",),
     "trigger_queue": ("id",),
     "trigger_holds": ("brand", "twin"),
+    # the strategy lab's experiments (migration 7, cloud_hub/store/_experiments.py)
+    "experiments": ("brand", "id"),
+    "experiment_members": ("brand", "experiment", "twin"),
     "state_leases": ("name",),
 }
 #: every table of the hub's state, the store's own last
@@ -206,6 +209,24 @@ def _index(text: str, integer: str, real: str, clustered: str) -> tuple[str, ...
     )
 
 
+def _experiments(text: str, integer: str, real: str) -> tuple[str, ...]:
+    """Migration 7, the strategy lab's experiments (cloud_hub/store/_experiments.py):
+    one row per experiment (its result as JSON once finished), one per assigned twin."""
+    t, i, r = text, integer, real
+    return (
+        f"""CREATE TABLE experiments (
+            brand {t} NOT NULL, id {t} NOT NULL, created_ms {i} NOT NULL, salt {t} NOT NULL,
+            where_text {t}, offer {t} NOT NULL, cost {r} NOT NULL, holdout {r} NOT NULL,
+            metric {t} NOT NULL, window_ms {i} NOT NULL, quiet_ms {i} NOT NULL,
+            ends_ms {i} NOT NULL, excluded {i} NOT NULL, finished_ms {i}, result {t},
+            PRIMARY KEY (brand, id))""",
+        f"""CREATE TABLE experiment_members (
+            brand {t} NOT NULL, experiment {t} NOT NULL, twin {t} NOT NULL,
+            arm {t} NOT NULL, stratum {t} NOT NULL, exposed_ms {i},
+            PRIMARY KEY (brand, experiment, twin))""",
+    )
+
+
 def _index_complete_if_new(tx: Tx) -> None:
     # A store with no devices has no twins in InfluxDB to index: complete as it is. One
     # that has devices was written by an older hub: a rebuild fills it (docs/hub.md).
@@ -253,6 +274,9 @@ SQLITE_MIGRATIONS = (
         _index_complete_if_new,
     ),
     Migration(4, "triggers", _triggers("TEXT", "INTEGER", "INTEGER PRIMARY KEY AUTOINCREMENT")),
+    # 5 and 6 were handed out to parts that needed none: the runner applies what it has,
+    # in order
+    Migration(7, "strategy lab experiments", _experiments("TEXT", "INTEGER", "REAL")),
 )
 
 _T = 'TEXT COLLATE "C"'  # byte-order sorting and comparison, as in SQLite
@@ -325,4 +349,5 @@ POSTGRES_MIGRATIONS = (
         3, "twin query index", _index(_T, _I, "DOUBLE PRECISION", ""), _index_complete_if_new
     ),
     Migration(4, "triggers", _triggers(_T, _I, _ID)),
+    Migration(7, "strategy lab experiments", _experiments(_T, _I, "DOUBLE PRECISION")),
 )

@@ -22,7 +22,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from cloud_hub import SCOPES, ApiKeys, HubConfig, load_hub_config, provision_devices
 from cloud_hub.store import state_store_from
-from firmware_sim import FaultSpec, Fleet, FleetSpec, GroundTruth, Point, normalise_value
+from firmware_sim import (
+    ChurnSpec,
+    FaultSpec,
+    Fleet,
+    FleetSpec,
+    GroundTruth,
+    Point,
+    normalise_value,
+)
 from protocol import FIELDS
 from twinsync.services import LocalServices
 
@@ -92,6 +100,7 @@ def build_stack(
     days: float = 1.0,
     seed: int = 11,
     faults: FaultSpec | None = None,
+    churn: ChurnSpec | None = None,
     db: str = "twinsync",
     hub_overrides: dict[str, Any] | None = None,
     api_port: int = 0,
@@ -125,6 +134,7 @@ secrets_dir = "secrets"
         days=days,
         brand=brand,
         faults=faults if faults is not None else FaultSpec(),
+        churn=churn if churn is not None else ChurnSpec(),
     )
     fleet = Fleet.generate(spec)
     # The state store the config names: the registry file, or PostgreSQL (hub_overrides).

@@ -29,6 +29,21 @@ def test_demo_runs_a_fleet_and_prints_where_to_look(tmp_path: Path) -> None:
     assert re.search(bearer + r"http://127\.0\.0\.1:\d+/v1/brands/acme/twins/1-[0-9a-f]{32}", out)
     assert len(re.findall(r"^  1-[0-9a-f]{16}", out, re.M)) == 12  # the summary table rows
     assert re.search(r"^Dashboard: http://127\.0\.0\.1:\d+/dashboard/  \(brand acme", out, re.M)
+    # the strategy lab's experiment, finished, with its uplift's interval and the truth
+    assert re.search(
+        r"^Experiment exp-[0-9a-f]{12} \(loyalty discount\): (\d+) treated \((\d+) shown the "
+        r"offer on a device\), \d+ holdout, finished$",
+        out,
+        re.M,
+    ), out
+    experiment = re.search(r"^Experiment .*: (\d+) treated \((\d+) shown", out, re.M)
+    assert experiment
+    # every treated customer saw the offer through the signed downlink and an agent
+    assert int(experiment.group(2)) == int(experiment.group(1)) > 5
+    assert re.search(r"uplift -?[\d.]+ % \[-?[\d.]+ %, -?[\d.]+ %\] \(the simulator's true", out)
+    assert re.search(
+        r"^  the finished experiment: http://127\.0\.0\.1:\d+/dashboard/#experiments$", out, re.M
+    )
     assert "disconnected from broker (" not in proc.stderr  # a clean stop is not a warning
     assert (tmp_path / "hub.toml").is_file()
 

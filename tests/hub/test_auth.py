@@ -26,6 +26,7 @@ _PARAMS = {
     "id": "1",
     "key_id": "0" * 12,
     "rule": "trg_" + "0" * 12,
+    "experiment": "exp-0123456789ab",
 }
 
 

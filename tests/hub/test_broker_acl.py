@@ -44,15 +44,22 @@ def test_each_device_reads_and_writes_only_its_own_topics(acl_broker: SecuredBro
         assert not a.subscribe(f"ts/v1/{brand}/dev-b/ack")  # not A's to read
         assert not a.subscribe(f"ts/v1/{brand}/+/delta")  # nor other devices' uplinks
         assert b.subscribe(f"ts/v1/{brand}/dev-b/ack")
+        # the strategy lab's offers: B reads its own; A may neither read nor forge them
+        assert not a.subscribe(f"ts/v1/{brand}/dev-b/offer")
+        assert b.subscribe(f"ts/v1/{brand}/dev-b/offer")
+        a.c.publish(f"ts/v1/{brand}/dev-b/offer", b"forged-offer", qos=1).wait_for_publish(5)
+        hub.c.publish(f"ts/v1/{brand}/dev-b/offer", b"offer-for-b", qos=1).wait_for_publish(5)
         a.c.publish(f"ts/v1/{brand}/dev-a/delta", b"own", qos=1).wait_for_publish(5)
         a.c.publish(f"ts/v1/{brand}/dev-b/delta", b"forged", qos=1).wait_for_publish(5)
         a.c.publish(f"ts/v1/{brand}/dev-a/ack", b"self-ack", qos=1).wait_for_publish(5)
         hub.c.publish(f"ts/v1/{brand}/dev-b/ack", b"for-b", qos=1).wait_for_publish(5)
         assert wait_for(lambda: (f"ts/v1/{brand}/dev-b/ack", b"for-b") in b.got)
+        assert wait_for(lambda: (f"ts/v1/{brand}/dev-b/offer", b"offer-for-b") in b.got)
         assert wait_for(lambda: (f"ts/v1/{brand}/dev-a/delta", b"own") in hub.got)
         time.sleep(0.5)  # what was refused would have arrived by now
         assert [p for _t, p in hub.got] == [b"own"]  # the forged delta never reached the hub
         assert a.got == []  # A saw neither B's ack nor any delta
+        assert b"forged-offer" not in [p for _t, p in b.got]  # A could not forge an offer
     finally:
         for c in clients:
             c.close()

@@ -134,7 +134,7 @@ def test_devices_subscribe_only_to_their_own_downlinks(secured: SecuredBroker) -
         assert x.connected.wait(5)
         assert hub.connected.wait(5)
         own = f"ts/v1/{attacker}/x-1"
-        granted = [f"{own}/ack", f"{own}/desired", f"{own}/model"]
+        granted = [f"{own}/ack", f"{own}/desired", f"{own}/model", f"{own}/offer"]
         granted += [f"ts/v1/{attacker}/broadcast/tombstone", f"ts/v1/{attacker}/broadcast/consent"]
         granted += [f"ts/v1/{attacker}/broadcast/tags"]
         denied = [
@@ -147,6 +147,8 @@ def test_devices_subscribe_only_to_their_own_downlinks(secured: SecuredBroker) -
             "ts/v1/+/+/delta",
             f"ts/v1/{victim}/v-1/ack",
             f"ts/v1/{attacker}/x-2/ack",
+            f"ts/v1/{attacker}/x-2/offer",  # another device's offers (the strategy lab's)
+            f"ts/v1/{victim}/v-1/offer",
             f"ts/v1/{attacker}/+/ack",
             f"{own}/#",
             f"ts/v1/{victim}/broadcast/tombstone",

@@ -239,7 +239,7 @@ def test_hypothesis_bodies_from_an_authentic_device(body: Any) -> None:
 
 _JUNK = ["", "x", "..", "%00", "%2e%2e%2f", "a" * 300, "1-" + "0" * 32, "segment-coffee",
          "-1", "99999999999999999999", "é", "%ff", "other"]  # fmt: skip
-_PARAMS = ("twin", "name", "version", "cohort", "id", "key_id", "module", "rule")
+_PARAMS = ("twin", "name", "version", "cohort", "id", "key_id", "module", "rule", "experiment")
 _QUERY_KEYS = ["product", "field", "start", "end", "every", "limit", "since", "after", "x"]
 _QUERY_VALUES = [*_JUNK, "coffee", "1h", "0", "1795000000000"]
 _BODIES = [b"", b"{", b"[]", b'{"subject": 1}', b'{"subject": "ann"}', b"\xff" * 64,

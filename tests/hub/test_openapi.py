@@ -287,12 +287,13 @@ async def spec(hub: Hub, hub_env: HubEnv, device: FakeDevice) -> Spec:
         "key_id": "",
         "module": "app.js",
         "rule": "",
+        "experiment": "exp-0123456789ab",
     }
     return Spec(hub, doc, hub_env.token, values)
 
 
 async def test_real_answers_match_the_documented_schemas(
-    spec: Spec, hub: Hub, hub_env: HubEnv
+    spec: Spec, hub: Hub, hub_env: HubEnv, device: FakeDevice
 ) -> None:
     """Every documented operation, called for real (changes first, so every read has
     something to show), answers a documented status with a body of the documented
@@ -320,6 +321,16 @@ async def test_real_answers_match_the_documented_schemas(
     await spec.call("POST", f"{brand}/privacy/access", json={"subject": _SUBJECT}, expect=200)
     rectify = {"subject": _SUBJECT, "set": {"coffee.strength": 3}}
     await spec.call("POST", f"{brand}/privacy/rectification", json=rectify, expect=200)
+    # The strategy lab: a second twin, so that an experiment has both arms.
+    second = device.twin("bob@example.com")
+    device.publish(device.delta(2, {second: [(now_hlc(-1000), "coffee.churn_risk", 0.5)]}))
+    await device.wait_acked({2})
+    campaign = {"offer": {"name": "x", "cost": 1}, "effect": 0.2}
+    await spec.call("POST", f"{brand}/lab/simulate", json=campaign, expect=200)
+    new = {"offer": {"name": "x", "cost": 1}, "outcome": {"days": 1}}
+    _, experiment = await spec.call("POST", f"{brand}/lab/experiments", json=new, expect=201)
+    spec.values["experiment"] = experiment["id"]
+    await spec.call("POST", f"{brand}/lab/experiments/{{experiment}}/stop", json={}, expect=200)
     # Every documented read, with the values seeded above and each required parameter's
     # documented example.
     for method, template, op in spec.operations():
@@ -336,6 +347,7 @@ async def test_real_answers_match_the_documented_schemas(
         assert status == 200, (template, answer)
     await spec.call("DELETE", f"{brand}/keys/{{key_id}}", expect=200)
     await spec.call("DELETE", f"{brand}/triggers/{{rule}}", expect=200)
+    await spec.call("DELETE", f"{brand}/lab/experiments/{{experiment}}", expect=200)
     await spec.call("POST", f"{brand}/privacy/objection", json={"subject": _SUBJECT}, expect=200)
     await spec.call("POST", f"{brand}/privacy/erasure", json={"subject": _SUBJECT}, expect=200)
     assert {(m, t) for m, t, _ in spec.operations()} == spec.succeeded

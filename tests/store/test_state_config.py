@@ -19,7 +19,7 @@ from cloud_hub.store import StateUnavailableError, open_state_store, state_store
 from twinsync.services import Postgres, PostgresDatabase, free_port
 
 #: the newest migration this hub ships
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 7  # the newest migration (7: the strategy lab's experiments)
 
 
 @pytest.mark.parametrize(

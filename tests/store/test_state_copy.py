@@ -27,6 +27,8 @@ from cloud_hub.privacy import EgressPolicy, FieldBlocks, RequestLedger, Tombston
 from cloud_hub.store import (
     COPIED_TABLES,
     STATE_KEYS,
+    Experiments,
+    ExperimentSpec,
     StateConflictError,
     StateStore,
     TwinIndex,
@@ -109,6 +111,10 @@ def _fill(store: StateStore) -> str:
     )
     events = TriggerEvents(state=store, max_events=1000, retention_ms=10**12)
     events.hold(BRAND, ["1-" + "d" * 32], "objection", 5)
+    # the strategy lab: an experiment and its members (migration 7)
+    spec = ExperimentSpec(None, "offer", 1.0, 0.5, "churned", 86_400_000, 3_600_000)
+    twins = [("1-" + "d" * 32, "coffee=1"), ("1-" + "e" * 32, "coffee=1")]
+    Experiments(state=store, clock=SystemClock()).create(BRAND, spec, twins)
     return token
 
 

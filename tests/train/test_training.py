@@ -33,6 +33,7 @@ from protocol import (
 )
 from twinsync.cli import main as twinsync_main
 from twinsync.training import (
+    anomaly_rows,
     auc_interval,
     churn_columns,
     customer_rows,
@@ -241,3 +242,25 @@ def test_the_anomaly_models_trees_take_bounded_steps() -> None:
     assert np.all(np.isfinite(scores))
     flagged = scores[: len(x), 0] >= fitted.threshold
     assert np.mean(flagged == stuck) > 0.99
+
+
+def test_a_capped_tree_leaves_the_rest_to_the_later_trees() -> None:
+    """Water-level spikes on clean coffee machines (the easy fleet): some trees' leaves
+    there are steps of 1e100 or more. Capped after the fit, the later trees had been
+    fitted as if those steps were taken, and the capped sum stayed below even odds: the
+    model flagged 27 % of the spikes it was trained on (and 25 % of a held-out fleet's).
+    Re-estimated tree by tree on the capped sum, the steps add up."""
+    spec = FleetSpec(
+        seed=4, devices=40, days=28, start_ms=1_767_225_600_000,
+        faults=FaultSpec(anomaly_rate=0.01, reboots_per_day=0.0),
+    )  # fmt: skip
+    fleet = Fleet.generate(spec)
+    rows = anomaly_rows(fleet, ["coffee"])
+    assert sum(rows.injected) > 100
+    fitted = fit_anomaly(rows.x, rows.injected, seed=1)
+    session = ort.InferenceSession(fitted.onnx, providers=["CPUExecutionProvider"])
+    (scores,) = session.run(["scores"], {"features": np.asarray(rows.x, np.float32)})
+    flagged = scores[:, 0] >= fitted.threshold
+    truth = np.asarray(rows.injected)
+    assert np.mean(flagged[truth]) > 0.95
+    assert np.mean(truth[flagged]) > 0.95

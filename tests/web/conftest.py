@@ -161,6 +161,10 @@ secrets_dir = "secrets"
         _wait_acked(outsider, {1})
         outsider.close()
         _post(f"{url}/v1/brands/{brand}/privacy/access", token, {"subject": "mallory"})
+        # a finished experiment of the strategy lab (its offer's name holds markup)
+        lab = f"{url}/v1/brands/{brand}/lab/experiments"
+        new = {"offer": {"name": "<i>loyalty</i>", "cost": 2}, "outcome": {"days": 1}}
+        _post(f"{lab}/{_post(lab, token, new)['id']}/stop", token, {})
         yield Dash(url, brand, token, read_token, other, other_token, other_twin, xss_twin, tmp)
     finally:
         hub.terminate()

@@ -222,6 +222,36 @@ async def test_a_key_without_the_triggers_scope_is_refused_the_triggers_page(
         assert await refusal_code(page) == "missing_scope"
 
 
+async def test_experiments_show_their_arms_and_uplift_with_its_interval(
+    chromium: Chromium, dash: Dash, tmp_path: Path
+) -> None:
+    """The strategy lab's experiments as the API lists them: arms, churned counts, the
+    uplift and effect with their intervals; the offer's name (markup) shown as text."""
+    listed = dash.api(f"/v1/brands/{dash.brand}/lab/experiments")["experiments"]
+    assert [e["status"] for e in listed] == ["finished"]
+    done = listed[0]
+    async with chromium.page() as page:
+        assert await show(page, dash, "experiments") == "ready"
+        cells = await texts(page, "#experiments tbody tr td")
+        assert cells[:5] == [
+            done["id"],
+            "<i>loyalty</i>",
+            "finished",
+            str(done["assigned"]["treated"]),
+            str(done["assigned"]["holdout"]),
+        ]
+        treated = done["result"]["treated"]
+        assert cells[6].startswith(f"{treated['churned']} / {treated['twins']}")
+        uplift = done["result"]["uplift"]
+        assert cells[8] == (
+            f"{100 * uplift['value']:.1f} % [{100 * uplift['low']:.1f} %, "
+            f"{100 * uplift['high']:.1f} %]"
+        )
+        assert await count(page, "main i") == 0
+        await picture(page, tmp_path / "experiments.png")
+        clean(page.problems)
+
+
 def _refused(problems: list[Problem]) -> list[tuple[str, int]]:
     """The requests answered with an error status; every other problem must be the
     browser's own console line about that answer."""

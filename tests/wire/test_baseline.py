@@ -113,6 +113,50 @@ def test_a_stuck_sensor_stands_out_a_still_setting_does_not() -> None:
     assert max(runs[-48:]) < 2  # against > 5 for the stuck room above
 
 
+def test_a_setting_with_long_and_short_holds_is_measured_by_its_longest() -> None:
+    """A setpoint held for minutes on weekday evenings and all weekend long: a weekend
+    hold is many times the mean hold, but not longer than the usual longest, so
+    ``run_vs_usual`` stays low (measured against the mean hold it was > 3 here, and the
+    shipped model flagged steady setpoints on clean devices)."""
+    b = SignalBaseline("thermostat.setpoint_c")
+    weekend: list[float] = []
+    at = MONDAY
+    for week in range(6):
+        for day in range(7):
+            for h in range(24):
+                if day >= 5:  # the weekend: one value, re-reported every hour
+                    value = 20.0
+                else:  # weekdays: a change every hour or two in the evening
+                    value = 19.0 + (h % 3 if h >= 17 else 0) + (0.5 if h < 6 else 0.0)
+                f = b.observe(value, at + (day * 24 + h) * HOUR)
+                if day >= 5 and week >= 3:
+                    weekend.append(f[RUN])
+        at += 7 * DAY
+    assert max(weekend) < 2.0
+    stuck_room = SignalBaseline("thermostat.temperature_c")
+    _room(stuck_room, 2)
+    later = MONDAY + 2 * DAY
+    stuck = [stuck_room.observe(21.3, later + i * 10 * MIN) for i in range(24)]
+    assert stuck[-1][RUN] > 5  # a noisy sensor's longest runs are a few readings
+
+
+def test_an_hour_of_a_clean_sensor_is_not_overconfident() -> None:
+    """A clean sensor's hour looks nearly constant; a reading within the device's
+    ordinary spread at that hour stays within a few ``hour_z``."""
+    b = SignalBaseline("wearable.heart_rate_bpm")
+    for d in range(14):
+        for m in range(0, 24 * 60, 5):
+            h = m // 60
+            value = 55.0 if h < 7 else 70.0 + (h % 4)  # clean: no noise at all
+            b.observe(value, MONDAY + d * DAY + m * MIN)
+    active = b.observe(80.0, MONDAY + 14 * DAY + 3 * HOUR)  # awake at 3 am: 25 bpm up
+    assert active[HOUR_Z] > 3  # still news
+    overall = b.overall
+    assert overall is not None
+    sigma = max(overall.var**0.5, 1.0)
+    assert active[HOUR_Z] <= 2 * 25 / sigma + 1e-6  # at most half the spread as a scale
+
+
 def test_state_round_trips_and_an_older_layout_is_refused() -> None:
     clock = LocalTime("Asia/Tokyo")
     b = SignalBaseline("wearable.heart_rate_bpm", clock)

@@ -17,6 +17,7 @@ from protocol import (
     LimitError,
     ModelOffer,
     ModelSet,
+    OfferExposure,
     Op,
     Rejection,
     SchemaError,
@@ -126,10 +127,14 @@ def test_long_strings_hit_the_decoder_limit() -> None:
             version=3,
             models=(ModelOffer(manifest="{" + "x" * 5000 + "}", url="https://hub/m.onnx"),),
         ),
+        OfferExposure(
+            experiment="exp-0123456789ab", offer="10% off", twins=("1-" + "a" * 32,), ts_ms=7
+        ),
     ],
 )
-def test_bodies_round_trip(body: Ack | Status | Desired | ModelSet) -> None:
-    kind = {Ack: "ack", Status: "status", Desired: "desired", ModelSet: "model"}[type(body)]
+def test_bodies_round_trip(body: Ack | Status | Desired | ModelSet | OfferExposure) -> None:
+    kinds = {Ack: "ack", Status: "status", Desired: "desired", ModelSet: "model"}
+    kind = {**kinds, OfferExposure: "offer"}[type(body)]
     assert decode_body(kind, packb(body.to_wire())) == body
 
 
@@ -146,6 +151,30 @@ def test_bodies_round_trip(body: Ack | Status | Desired | ModelSet) -> None:
         ("model", {"version": 0, "models": []}),
         ("model", {"version": 1, "models": [{"manifest": "{}", "url": "file:///etc/passwd"}]}),
         ("model", {"version": 1, "models": [{"manifest": "{}", "url": "http://h/x", "y": 1}]}),
+        ("offer", {"experiment": "../x", "offer": "x", "twins": ["1-" + "a" * 32], "ts_ms": 1}),
+        (
+            "offer",
+            {"experiment": "exp-0123456789ab", "offer": "", "twins": ["1-" + "a" * 32], "ts_ms": 1},
+        ),
+        ("offer", {"experiment": "exp-0123456789ab", "offer": "x", "twins": [], "ts_ms": 1}),
+        (
+            "offer",
+            {
+                "experiment": "exp-0123456789ab",
+                "offer": "x" * 65,
+                "twins": ["1-" + "a" * 32],
+                "ts_ms": 1,
+            },
+        ),
+        (
+            "offer",
+            {
+                "experiment": "exp-0123456789ab",
+                "offer": "x",
+                "twins": ["1-" + "a" * 32] * 65,
+                "ts_ms": 1,
+            },
+        ),
         ("nope", {}),
     ],
 )

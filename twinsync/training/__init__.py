@@ -20,7 +20,7 @@ without the extra runs everything else.
 """
 
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
-from ._dataset import AnomalyRows, CustomerRows, customer_rows, replay, segment_rows
+from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
@@ -42,6 +42,7 @@ __all__ = [
     "SimTraining",
     "Threshold",
     "anomaly_flag_scores",
+    "anomaly_rows",
     "auc_interval",
     "average_precision",
     "check_targets",

@@ -94,6 +94,10 @@ def fit_segment_baselines(
             for combo in combinations(columns, size):
                 sub = xs[:, list(combo)]
                 picked = tuple(names[i] for i in combo)
+                if method == "kmeans" and len(np.unique(sub, axis=0)) < k:
+                    # Fewer distinct rows than segments (a feature constant in the
+                    # fleet, as some are on the easy profile): no k-means of it exists.
+                    continue
                 if method == "kmeans":
                     fitted = _kmeans(sub, picked, k, seed)
                 else:
@@ -103,8 +107,8 @@ def fit_segment_baselines(
                     best = SegmentBaseline(
                         f"{method}_{size}", picked, acc, _on_columns(fitted, list(combo))
                     )
-            assert best is not None
-            out.append(best)
+            if best is not None:
+                out.append(best)
     return out
 
 

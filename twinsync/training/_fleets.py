@@ -61,7 +61,7 @@ class SimTraining:
     #: added to the anomaly models' training, as a share of ``devices``. Every sensor of
     #: the realistic profile has the same noise; a model that never saw a clean one took
     #: its stillness for a stuck sensor and its every brew for a spike.
-    clean_share: float = 0.25
+    clean_share: float = 0.5
     #: planted sub-personas in the realistic fleets (firmware_sim's
     #: ``PopulationSpec.sub_personas``; 0: none, as in the shipped models)
     sub_personas: float = 0.0

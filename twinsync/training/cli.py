@@ -150,7 +150,12 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
                 for k, v in sorted(metrics.items())
             )
             print(f"{name.ljust(width)}  {shown}")
-    print(f"segments: k={report['segments']['k']} (best mean stability over products)")
+    segments = report["segments"]
+    if "k_by_stability" in segments:  # --sim: as many segments as training personas
+        why = f"the training fleet's personas; by stability alone {segments['k_by_stability']}"
+    else:
+        why = "best mean stability over products"
+    print(f"segments: k={segments['k']} ({why})")
     pairs = report.get("twins_trained")
     trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
     print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")

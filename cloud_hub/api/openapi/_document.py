@@ -19,7 +19,17 @@ from typing import Any, Final
 
 from aiohttp import web
 
-from . import _dashboard, _keys, _models, _privacy, _segments, _service, _triggers, _twins
+from . import (
+    _dashboard,
+    _keys,
+    _lab,
+    _models,
+    _privacy,
+    _segments,
+    _service,
+    _triggers,
+    _twins,
+)
 from ._schema import Operation, Schema, obj, string
 
 __all__ = ["OPERATIONS", "document", "document_bytes", "serve_document"]
@@ -34,6 +44,7 @@ _AREAS: Final = (
     _keys,
     _dashboard,
     _triggers,
+    _lab,
 )
 OPERATIONS: Final[tuple[Operation, ...]] = tuple(op for area in _AREAS for op in area.OPERATIONS)
 
@@ -48,6 +59,7 @@ _TAGS: Final = {
     "rollouts": "cohorts and rollouts of models to devices",
     "keys": "API keys and the audit log (scope admin)",
     "service": "probes, metrics and this document (no key)",
+    "lab": "the strategy lab: campaign forecasts (scope read) and experiments (write)",
     "dashboard": "the brand dashboard's pages (no key: they call the API with the user's)",
     "triggers": "trigger rules, their signed webhooks and event stream (scope triggers)",
 }

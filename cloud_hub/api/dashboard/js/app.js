@@ -3,6 +3,7 @@
 import { Api, ApiError, forget, save, saved } from "./api.js";
 import { h } from "./dom.js";
 import * as churn from "./churn.js";
+import * as experiments from "./experiments.js";
 import * as fleet from "./fleet.js";
 import * as insights from "./insights.js";
 import * as privacy from "./privacy.js";
@@ -11,7 +12,7 @@ import * as segments from "./segments.js";
 import * as twin from "./twin.js";
 import * as twins from "./twins.js";
 
-const PAGES = { fleet, twins, twin, segments, insights, churn, triggers, privacy };
+const PAGES = { fleet, twins, twin, segments, insights, churn, triggers, experiments, privacy };
 const main = document.getElementById("page");
 let generation = 0;
 

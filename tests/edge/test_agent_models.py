@@ -214,5 +214,10 @@ def test_agent_with_models_never_imports_numpy_or_the_python_binding(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["running"] == ["anomaly-coffee@1", "churn-coffee@1", "segment-coffee@1"]
+    assert report["running"] == [
+        "anomaly-coffee@1",
+        "churn-coffee@1",
+        "micro-coffee@1",
+        "segment-coffee@1",
+    ]
     assert report["loaded"] == []

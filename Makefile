@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup system venv test lint demo bench models clean
+.PHONY: setup system venv test lint demo bench models micro-models clean
 
 setup: system venv
 
@@ -68,6 +68,11 @@ bench: setup
 # another (seeded, so reproducible up to library versions); see docs/models.md.
 models: venv
 	$(PY) -m twinsync hub train --sim --unsigned --out edge_agent/models
+
+# The micro-segment models, trained inside the segments of the segment models shipped in
+# edge_agent/models: rerun after `make models` (docs/models.md, "Micro-segments").
+micro-models: venv
+	$(PY) -m twinsync hub train --micro edge_agent/models --devices 600 --days 40 --unsigned --out edge_agent/models
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

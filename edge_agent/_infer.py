@@ -160,6 +160,14 @@ class ModelRunner:
                     (self._field["segment"], segment[0]),
                     (self._field["segment_model"], segment[1]),
                 ]
+                # Inside the segment just given (the twin book turns only a change into
+                # an op); same purpose as the segment, so withheld with it.
+                micro = self.store.micro(vector, segment[0])
+                if micro is not None:
+                    out += [
+                        (self._field["micro_segment"], micro[0]),
+                        (self._field["micro_model"], micro[1]),
+                    ]
             churn = self.store.churn(vector)
             if churn is not None:
                 out += [
@@ -192,6 +200,8 @@ class ModelRunner:
 _OUTPUTS = (
     "segment",
     "segment_model",
+    "micro_segment",
+    "micro_model",
     "churn_risk",
     "churn_model",
     "anomalies_total",

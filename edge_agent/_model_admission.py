@@ -14,6 +14,7 @@ import math
 from protocol import (
     ANOMALY_FEATURES,
     MAX_MODEL_BYTES,
+    MICRO_SEGMENT_INPUT,
     ModelManifest,
     SchemaError,
     SignatureError,
@@ -38,7 +39,10 @@ class Admission:
 
     def expected_inputs(self, kind: str) -> tuple[str, ...]:
         """The feature names a model of ``kind`` must take, in order."""
-        return ANOMALY_FEATURES if kind == "anomaly" else self._features
+        if kind == "anomaly":
+            return ANOMALY_FEATURES
+        # A micro model reads the row the segment model read, plus the label it gave.
+        return (*self._features, MICRO_SEGMENT_INPUT) if kind == "micro" else self._features
 
     def product_ok(self, manifest: ModelManifest) -> bool:
         """Whether the model is for this product (anomaly models may be for ``any``)."""

@@ -3,7 +3,8 @@
 :func:`load` makes a fresh session for a model's bytes (onnxruntime's C API, no numpy:
 edge_agent._ort), checks the I/O conventions of protocol/_manifest.py (one float32 input
 ``features`` ``[N, width]``; one output per kind: segment ``label`` int64 ``[N]``, churn
-``probabilities`` float32 ``[N, 2]``, anomaly ``scores`` float32 ``[N, 1]``), then runs a
+``probabilities`` float32 ``[N, 2]``, anomaly ``scores`` float32 ``[N, 1]``, micro
+``label`` int64 ``[N]``), then runs a
 smoke inference and validates what comes out (shape, type, finite, probabilities in
 [0, 1] summing to 1). Only a model that passes all of it becomes a :class:`Runner`.
 """
@@ -27,17 +28,24 @@ __all__ = ["INPUT", "OUTPUT", "Runner", "load", "output_problem", "reject"]
 #: the one input every model takes
 INPUT: Final = "features"
 #: the output each kind of model must have
-OUTPUT: Final[dict[str, str]] = {"segment": "label", "churn": "probabilities", "anomaly": "scores"}
+OUTPUT: Final[dict[str, str]] = {
+    "segment": "label",
+    "churn": "probabilities",
+    "anomaly": "scores",
+    "micro": "label",
+}
 _OUTPUT_TYPE: Final[dict[str, str]] = {
     "segment": "tensor(int64)",
     "churn": "tensor(float)",
     "anomaly": "tensor(float)",
+    "micro": "tensor(int64)",
 }
 # (element type, shape) of each kind's output for one row.
 _ONE_ROW: Final[dict[str, tuple[str, tuple[int, ...]]]] = {
     "segment": ("int64", (1,)),
     "churn": ("float32", (1, 2)),
     "anomaly": ("float32", (1, 1)),
+    "micro": ("int64", (1,)),
 }
 # Calibrated probabilities are float32: allow rounding, not mass outside [0, 1].
 _PROB_TOLERANCE: Final = 1e-3
@@ -185,7 +193,7 @@ def _smoke(runner: Runner) -> None:
 
 def output_problem(kind: str, out: Output, n: int) -> str:
     """What is wrong with a ``kind`` model's output for ``n`` rows ("" if nothing)."""
-    if kind == "segment":
+    if kind in ("segment", "micro"):
         if out.shape != (n,) or out.dtype != "int64":
             return f"label is {out.dtype} {out.shape}, expected int64 ({n},)"
         return ""

@@ -1,7 +1,7 @@
 """The on-device model runtime: verified ONNX models, installed durably, served fast.
 
 A model is an ONNX file plus a hub-signed :class:`protocol.ModelManifest`. The store
-serves at most one model per kind (segment, churn, anomaly); installed models win over
+serves at most one model per kind (segment, churn, anomaly, micro); installed models win over
 the built-in defaults shipped with the package.
 
 Layout under ``root``::
@@ -129,6 +129,17 @@ class ModelStore:
         if runner is None:
             return None
         return int(runner.run1(vector)[0]), runner.ref
+
+    def micro(self, vector: Sequence[float], segment: int) -> tuple[int, str] | None:
+        """(micro-segment inside ``segment``, model ref) of one feature vector, or None.
+
+        ``segment`` is what :meth:`segment` answered for the same vector: the micro model
+        splits each segment on its own.
+        """
+        runner = self._serving.get("micro")
+        if runner is None:
+            return None
+        return int(runner.run1([*vector, float(segment)])[0]), runner.ref
 
     def churn(self, vector: Sequence[float]) -> tuple[float, str] | None:
         """(P(churn within horizon_days), model ref) of one feature vector, or None."""

@@ -15,7 +15,7 @@ from dataclasses import replace
 
 from ._personas import Persona
 
-__all__ = ["SPREADS", "blend", "personalise"]
+__all__ = ["SPREADS", "blend", "personalise", "sub_persona"]
 
 #: TV genres a customer may pick up beyond their persona's (the catalog's choices)
 GENRES = ("news", "sports", "movies", "kids", "series", "music")
@@ -60,6 +60,20 @@ def _shift(activity: tuple[float, ...], hours: float) -> list[float]:
 def _normalised(weights: list[float]) -> tuple[float, ...]:
     total = sum(weights)
     return tuple(w / total for w in weights)
+
+
+def sub_persona(p: Persona, variant: int, spread: float) -> Persona:
+    """Habit variant ``variant`` (0 or 1) of persona ``p`` (``PopulationSpec.sub_personas``
+    = ``spread``): 0 uses ``1 + spread`` times less often, 2 h earlier; 1 as many times
+    more often, 2 h later."""
+    factor = (1 + spread) ** (1 if variant else -1)
+    return replace(
+        p,
+        activity=_normalised(_shift(p.activity, 2.0 if variant else -2.0)),
+        brews_per_day=p.brews_per_day * factor,
+        steps_per_day=round(p.steps_per_day * factor),
+        tv_sessions_per_day=p.tv_sessions_per_day * factor,
+    )
 
 
 def personalise(p: Persona, rng: random.Random, variation: float) -> Persona:

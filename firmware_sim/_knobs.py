@@ -173,6 +173,12 @@ class PopulationSpec:
     single_subject_share: float = 0.0
     #: on the other shared devices, share of uses attributed to the wrong member
     misattribution: float = 0.0
+    #: planted sub-personas (0: none): each customer is one of two habit variants of
+    #: their persona, drawn 50/50 (``Customer.sub_persona``): variant 0 uses every
+    #: product ``1 + sub_personas`` times less often with the routine 2 h earlier,
+    #: variant 1 as many times more often, 2 h later. A known second level inside each
+    #: persona, for micro-segments (docs/simulation.md)
+    sub_personas: float = 0.0
 
     def __post_init__(self) -> None:
         _shares(
@@ -181,6 +187,11 @@ class PopulationSpec:
         )  # fmt: skip
         if not 0.0 <= self.variation <= 3.0:
             raise SimulationError("PopulationSpec.variation must be in [0, 3] (1: realistic)")
+        if not 0.0 <= self.sub_personas <= 4.0:
+            raise SimulationError(
+                "PopulationSpec.sub_personas must be in [0, 4] (0: none; 1: variants use "
+                "twice and half as often as their persona)"
+            )
         unknown = [p for p in self.novel_personas if p not in NOVEL_PERSONAS]
         if unknown or (self.novel_share > 0 and not self.novel_personas):
             raise SimulationError(

@@ -15,7 +15,7 @@ from protocol import PRODUCTS, check_device
 
 from ._churn import CHURN_FLOOR, CHURN_PRECURSOR_MS, ProductChurn, plan_churn, ramp
 from ._errors import SimulationError
-from ._habits import blend, personalise
+from ._habits import blend, personalise, sub_persona
 from ._knobs import FaultSpec
 from ._life import LifeEvent, draw_holidays, draw_life
 from ._personas import ALL_PERSONAS, FIRST_NAMES, LAST_NAMES, PERSONAS, Persona
@@ -85,6 +85,9 @@ class Customer:
     blend_weight: float = 0.0
     #: holidays, illnesses and lasting habit changes (LifeSpec)
     life: tuple[LifeEvent, ...] = ()
+    #: the planted habit variant (0 or 1) inside the persona (PopulationSpec.sub_personas;
+    #: None: none planted) - ground truth for micro-segments
+    sub_persona: int | None = None
 
     def __post_init__(self) -> None:
         if self.churn_ms is None:
@@ -204,8 +207,13 @@ def _persona(spec: FleetSpec, c: Customer, n: int) -> tuple[Customer, Persona]:
             other = rng.choice(sorted(p for p in PERSONAS if p != persona))
             weight = round(rng.uniform(0.2, 0.45), 3)
             habits = blend(habits, PERSONAS[other], weight)
+    variant = None
+    if pop.sub_personas > 0:
+        variant = random.Random(f"sub-persona:{spec.seed}:{n}").randrange(2)
+        habits = sub_persona(habits, variant, pop.sub_personas)
     habits = personalise(habits, random.Random(f"habits:{spec.seed}:{n}"), pop.variation)
-    return replace(c, persona=persona, blend=other, blend_weight=weight), habits
+    c = replace(c, persona=persona, blend=other, blend_weight=weight, sub_persona=variant)
+    return c, habits
 
 
 def _device_extras(spec: FleetSpec, dev: SimDevice, home: Household) -> SimDevice:

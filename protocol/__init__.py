@@ -73,6 +73,7 @@ from ._local_time import LocalTime, check_timezone
 from ._manifest import (
     MANIFEST_VERSION,
     MAX_MODEL_BYTES,
+    MICRO_SEGMENT_INPUT,
     ModelKind,
     ModelManifest,
     sha256_hex,
@@ -168,6 +169,7 @@ __all__ = [
     "MAX_OPS_PER_DELTA",
     "MAX_RULE_CHARS",
     "MAX_TWINS_PER_DELTA",
+    "MICRO_SEGMENT_INPUT",
     "MIN_KEY_BYTES",
     "MODEL_FIELDS",
     "OPTIONAL_PURPOSES",

@@ -261,6 +261,9 @@ FIELDS: dict[str, FieldSpec] = {
 _DERIVED: tuple[tuple[str, ValueType, Literal["lww", "counter"], Purpose], ...] = (
     ("segment", "int", "lww", "personalization"),
     ("segment_model", "str", "lww", "personalization"),
+    # A second level inside the segment: the same purpose as the segment it refines.
+    ("micro_segment", "int", "lww", "personalization"),
+    ("micro_model", "str", "lww", "personalization"),
     ("churn_risk", "float", "lww", "personalization"),
     ("churn_model", "str", "lww", "personalization"),
     ("anomalies_total", "int", "counter", "service"),

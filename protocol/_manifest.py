@@ -12,6 +12,9 @@ Conventions every model follows (the trainer guarantees them, the agent relies o
 - ``kind = "segment"``: output ``label`` (int64 ``[N]``), the segment number;
 - ``kind = "churn"``: output ``probabilities`` (float32 ``[N, 2]``); column 1 is the
   calibrated probability of churning within ``horizon_days``;
+- ``kind = "micro"``: inputs are the segment model's plus ``segment`` (the label the
+  segment model gave the row, as a float, last column); output ``label`` (int64 ``[N]``),
+  the micro-segment inside that segment (0 where the segment is not split);
 - ``kind = "anomaly"``: output ``scores`` (float32 ``[N, 1]``), larger is more anomalous;
   a signal is flagged when its score is at least ``threshold``.
 
@@ -33,6 +36,7 @@ from ._keys import SigningKey, VerifyKey
 __all__ = [
     "MANIFEST_VERSION",
     "MAX_MODEL_BYTES",
+    "MICRO_SEGMENT_INPUT",
     "ModelKind",
     "ModelManifest",
     "sha256_hex",
@@ -41,8 +45,10 @@ __all__ = [
 MANIFEST_VERSION = 1
 #: Larger model files are refused before anything else is done with them (hub and agent).
 MAX_MODEL_BYTES = 64 * 1024 * 1024
-ModelKind = Literal["segment", "churn", "anomaly"]
-_KINDS = ("segment", "churn", "anomaly")
+#: the last input of a micro model: the label the segment model gave the row
+MICRO_SEGMENT_INPUT = "segment"
+ModelKind = Literal["segment", "churn", "anomaly", "micro"]
+_KINDS = ("segment", "churn", "anomaly", "micro")
 _NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 
 

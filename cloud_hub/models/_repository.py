@@ -20,6 +20,7 @@ from cloud_hub._errors import RolloutError
 from cloud_hub.store import StateStore
 from protocol import (
     ANOMALY_FEATURES,
+    MICRO_SEGMENT_INPUT,
     Clock,
     ModelManifest,
     SchemaError,
@@ -148,6 +149,8 @@ def _warnings(manifest: ModelManifest, hub_keys: dict[str, VerifyKey]) -> list[s
         expected = (
             ANOMALY_FEATURES if manifest.kind == "anomaly" else feature_names(manifest.product)
         )
+        if manifest.kind == "micro":  # the segment model's row plus the label it gave
+            expected = (*expected, MICRO_SEGMENT_INPUT)
     except SchemaError:
         expected = ()
     if tuple(manifest.inputs) != tuple(expected):

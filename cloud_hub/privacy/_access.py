@@ -43,6 +43,7 @@ _TAGS_REFS = frozenset(TAGS_REF_FIELDS.values())
 _KNOWN_CATALOGS: Mapping[str, TagCatalog] = {DEFAULT_TAGS.ref: DEFAULT_TAGS}
 _REF_OF = {
     "segment": "segment_model",
+    "micro_segment": "micro_model",
     "churn_risk": "churn_model",
     "anomalies_total": "anomaly_model",
 }
@@ -68,6 +69,12 @@ def _explain(name: str, value: Any, model: str | None) -> str:
             f"Your {product} usage (times of day, weekdays and weekends, how often, your "
             f"settings) places you in customer segment {value}; computed {by}. Segments "
             "group customers with similar habits and are used for personalization."
+        )
+    if output == "micro_segment":
+        return (
+            f"Inside your customer segment, your {product} usage places you in "
+            f"micro-segment {value} (0 when the segment is not split further); computed "
+            f"{by}. Used for personalization."
         )
     if output == "churn_risk":
         return (

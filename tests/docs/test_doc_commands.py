@@ -100,6 +100,17 @@ COVERAGE: list[tuple[str, str, str]] = [
         "NOT RUN: retrains the shipped defaults (~10 minutes); its command "
         "(hub train --sim --unsigned) parses here",
     ),
+    (
+        "docs/models.md",
+        r"^twinsync hub train --config hub.toml --micro\b",
+        "tests/train/test_micro_ship.py::test_the_micro_command_writes_only_micro_models",
+    ),
+    (
+        "docs/models.md",
+        r"^make micro-models$",
+        "NOT RUN: retrains the shipped micro defaults (~6 minutes); its command "
+        "(hub train --micro ... --unsigned) parses here",
+    ),
     ("docs/privacy.md", r"^twinsync hub brand-key\b", RUN_HERE),
     ("docs/brand-api.md", r"^twinsync hub apikey create\b", RUN_HERE),
     (
@@ -227,9 +238,10 @@ def test_documented_twinsync_commands_parse() -> None:
         parsed += 1
     # The shipped models' rebuild (Makefile 'models') is documented as 'make models'.
     makefile = (REPO / "Makefile").read_text()
-    rebuild = re.search(r"-m twinsync (hub train .*)$", makefile, re.M)
-    assert rebuild is not None
-    _parse(rebuild.group(1).split())
+    rebuilds = re.findall(r"-m twinsync (hub train .*)$", makefile, re.M)
+    assert len(rebuilds) == 2  # make models, make micro-models
+    for rebuild in rebuilds:
+        _parse(rebuild.split())
     assert parsed > 30
 
 

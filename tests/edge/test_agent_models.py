@@ -53,8 +53,9 @@ def _stream() -> tuple[list[SignalIn], str, frozenset[int]]:
 
 def _expected(
     signals: list[SignalIn], subject: str, root: Path, zone: str = "UTC"
-) -> tuple[int, int, float, list[float]]:
-    """(anomalies flagged, segment, churn risk, features) of ``subject`` computed by hand
+) -> tuple[int, tuple[int, int], float, list[float]]:
+    """(anomalies flagged, (segment, micro-segment), churn risk, features) of ``subject``
+    computed by hand
     on the household clock of ``zone``."""
     store = ModelStore(root, "coffee", {}, builtin=BUILTIN_MODELS)
     now = time.time_ns() // 1_000_000
@@ -64,7 +65,7 @@ def _expected(
     coverage = Coverage(clock)
     features, baselines, flagged, seen = FeatureState("coffee", clock, coverage), {}, 0, set()
     last_scored: int | None = None
-    segment = churn = None
+    segment = churn = micro = None
     vector: list[float] = []
     for s in signals:
         if s.seq in seen:
@@ -87,10 +88,12 @@ def _expected(
             last_scored = s.ts
             vector = features.vector(s.ts)
             segment = store.segment(vector)[0]  # type: ignore[index]
+            micro = store.micro(vector, segment)[0]  # type: ignore[index]
             churn = round(store.churn(vector)[0], 4)  # type: ignore[index]
     assert segment is not None
     assert churn is not None
-    return flagged, segment, churn, vector
+    assert micro is not None
+    return flagged, (segment, micro), churn, vector
 
 
 async def _run(bundle: Bundle, signals: list[SignalIn], port: int, restart_at: int | None) -> None:
@@ -118,7 +121,15 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
         async with Agent(cfg) as agent:
             got = {
                 f: agent.twin_value(twin, f"coffee.{f}")
-                for f in ("segment", "segment_model", "churn_risk", "churn_model", "anomaly_model")
+                for f in (
+                    "segment",
+                    "segment_model",
+                    "micro_segment",
+                    "micro_model",
+                    "churn_risk",
+                    "churn_model",
+                    "anomaly_model",
+                )
             }
             features = [
                 agent.twin_value(twin, FEATURE_FIELDS[("coffee", n)])
@@ -133,7 +144,8 @@ async def test_model_outputs_are_twin_fields_and_survive_restarts(
         assert got["segment_model"] == "segment-coffee@1"
         assert got["churn_model"] == "churn-coffee@1"
         assert got["anomaly_model"] == "anomaly-coffee@1"
-        assert got["segment"] == segment
+        assert got["micro_model"] == "micro-coffee@1"  # run after the segment model
+        assert (got["segment"], got["micro_segment"]) == segment
         assert got["churn_risk"] == churn
         assert device_flags == flagged
         assert features == [round(v, 4) for v in vector]  # the features travel too
@@ -202,5 +214,10 @@ def test_agent_with_models_never_imports_numpy_or_the_python_binding(
     )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
-    assert report["running"] == ["anomaly-coffee@1", "churn-coffee@1", "segment-coffee@1"]
+    assert report["running"] == [
+        "anomaly-coffee@1",
+        "churn-coffee@1",
+        "micro-coffee@1",
+        "segment-coffee@1",
+    ]
     assert report["loaded"] == []

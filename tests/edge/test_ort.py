@@ -124,6 +124,10 @@ def test_outputs_equal_the_python_binding(name: str, real_rows: dict[str, Any]) 
     rows = _random_rows(len(manifest.inputs), seed=len(name))
     real = real_rows["anomaly" if manifest.kind == "anomaly" else product]
     assert len(real) >= 1_000, f"too few real rows for {name}: {len(real)}"
+    if manifest.kind == "micro":  # its rows carry the label the segment model gave them
+        segment = _reference_session((BUILTIN_MODELS / f"segment-{product}.onnx").read_bytes())
+        labels = segment.run(["label"], {INPUT: np.asarray(real, dtype=np.float32)})[0]
+        real = [[*r, float(label)] for r, label in zip(real, labels, strict=True)]
     rows += real
     output = OUTPUT[manifest.kind]
     reference = _reference_session(data)
@@ -262,11 +266,11 @@ def test_library_version_is_the_bindings() -> None:
 
 
 def test_builtin_manifests_cover_every_kind() -> None:
-    """The equivalence test above covers all three kinds for every product."""
+    """The equivalence test above covers all four kinds for every product."""
     kinds = {
         json.loads((BUILTIN_MODELS / f"{m}.manifest.json").read_text())["kind"] for m in MODELS
     }
-    assert kinds == {"segment", "churn", "anomaly"}
+    assert kinds == {"segment", "churn", "anomaly", "micro"}
     assert any(_manifest(m).inputs == ANOMALY_FEATURES for m in MODELS)
 
 
@@ -291,7 +295,7 @@ def test_a_missing_library_refuses_models_with_a_clear_reason(tmp_path: Path) ->
         timeout=60,
     )
     failures = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sorted(failures) == ["anomaly-coffee", "churn-coffee", "segment-coffee"]
+    assert sorted(failures) == ["anomaly-coffee", "churn-coffee", "micro-coffee", "segment-coffee"]
     for reason, message in failures.values():
         assert reason == "load_failed"
         assert edge.LIBRARY_ENV in message

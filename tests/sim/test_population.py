@@ -18,6 +18,7 @@ from firmware_sim import (
     FleetSpec,
     LocalClock,
     PopulationSpec,
+    SimulationError,
 )
 
 START = 1_767_225_600_000  # 2026-01-01 00:00 UTC
@@ -87,6 +88,26 @@ def test_novel_personas_appear_only_in_fleets_that_ask() -> None:
     assert len(same) == len(novel.customers) - len(new)
     only = _population(novel_share=0.1, novel_personas=("shift_worker",))
     assert {c.persona for c in only.customers} - set(PERSONAS) == {"shift_worker"}
+
+
+def test_planted_sub_personas_are_two_known_variants_of_each_persona() -> None:
+    """sub_personas=1.5: every customer is variant 0 (2.5x less use, 2 h earlier) or 1
+    (2.5x more, 2 h later) of their persona, about half each; without the knob nobody is."""
+    fleet = _population(sub_personas=1.5)
+    variants = collections.Counter(c.sub_persona for c in fleet.customers)
+    assert set(variants) == {0, 1}
+    assert variants[0] == pytest.approx(len(fleet.customers) / 2, rel=0.1)
+    for c in fleet.customers:
+        persona, own = PERSONAS[c.persona], fleet.habits(c.subject)
+        factor = 2.5 if c.sub_persona else 1 / 2.5
+        assert own.brews_per_day == pytest.approx(persona.brews_per_day * factor)
+        assert own.tv_sessions_per_day == pytest.approx(persona.tv_sessions_per_day * factor)
+        busiest = max(range(24), key=lambda h: persona.activity[h])
+        moved = max(range(24), key=lambda h: own.activity[h])
+        assert (moved - busiest) % 24 == (2 if c.sub_persona else 22)
+    assert all(c.sub_persona is None for c in _population().customers)
+    with pytest.raises(SimulationError, match="sub_personas"):
+        PopulationSpec(sub_personas=-1.0)
 
 
 def test_households_live_in_zones_and_devices_know_theirs() -> None:

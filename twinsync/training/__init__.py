@@ -20,18 +20,20 @@ without the extra runs everything else.
 """
 
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
-from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay
+from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
 from ._fleets import SimTraining, cutoffs
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
 from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
+from ._micro_ship import MIN_ARI, merge_micro, ship_rule, train_micro
 from ._segments import fit_segment, segment_columns
 from ._targets import check_targets
 from ._train import train_from_sim
 
 __all__ = [
+    "MIN_ARI",
     "AnomalyRows",
     "CustomerRows",
     "Fitted",
@@ -56,11 +58,15 @@ __all__ = [
     "fit_segment",
     "fit_segment_baselines",
     "matched_accuracy",
+    "merge_micro",
     "precision_at_rate",
     "replay",
     "robust_scaler",
     "segment_columns",
     "segment_labels",
+    "segment_rows",
+    "ship_rule",
     "train_from_sim",
+    "train_micro",
     "train_segments",
 ]

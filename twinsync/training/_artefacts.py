@@ -59,7 +59,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def write_report(out: Path, report: dict[str, Any]) -> None:
-    """``report.json`` beside the models (what was trained, on what, and how it scored)."""
+def write_report(out: Path, report: dict[str, Any], name: str = "report.json") -> None:
+    """``name`` beside the models (what was trained, on what, and how it scored)."""
     text = json.dumps(_plain(report), indent=1, sort_keys=True, allow_nan=False)
-    (out / "report.json").write_text(text + "\n")
+    (out / name).write_text(text + "\n")

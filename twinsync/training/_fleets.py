@@ -62,6 +62,9 @@ class SimTraining:
     #: the realistic profile has the same noise; a model that never saw a clean one took
     #: its stillness for a stuck sensor and its every brew for a spike.
     clean_share: float = 0.5
+    #: planted sub-personas in the realistic fleets (firmware_sim's
+    #: ``PopulationSpec.sub_personas``; 0: none, as in the shipped models)
+    sub_personas: float = 0.0
     version: int = 1
 
     @property
@@ -89,6 +92,7 @@ def fleet(seed: int, devices: int, t: SimTraining) -> Fleet:
         # Reboots restart the agent (FleetRunner); a replay has no agent to restart.
         faults=dataclasses.replace(spec.faults, anomaly_rate=rate, reboots_per_day=0.0),
         churn=dataclasses.replace(spec.churn, monthly_rate=t.churn_monthly),
+        population=dataclasses.replace(spec.population, sub_personas=t.sub_personas),
     )
     return Fleet.generate(spec)
 

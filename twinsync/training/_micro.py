@@ -20,9 +20,9 @@ the best split of the segment into the same k groups by a single feature's quant
 (a marketer's "light/heavy users" rule). A micro-segmentation worth shipping is stable
 and separates better than one feature does.
 
-Not done yet (docs/models.md, "Micro-segments"): one shipped file per product (the
-graphs are per segment), signing and rollout, and the agent running it after the
-segment model to emit ``<product>.micro_segment``.
+Shipping (the ship rule, one graph per product behind the segment label, its signed
+manifest) is :mod:`._micro_ship`; the agent runs that graph after the segment model and
+emits ``<product>.micro_segment`` (docs/models.md, "Micro-segments").
 """
 
 from __future__ import annotations

@@ -46,6 +46,21 @@ def parser(prog: str) -> argparse.ArgumentParser:
         metavar="BRAND",
         help="train segment models from BRAND's twin features in the configured InfluxDB",
     )
+    source.add_argument(
+        "--micro",
+        type=Path,
+        metavar="SEGMENTS_DIR",
+        help="train micro-segment models (micro-<product>) inside the segments of the "
+        "segment-<product> models in SEGMENTS_DIR, on two simulated training fleets "
+        "(--seed and --seed + 1); writes them and micro-report.json only",
+    )
+    train.add_argument(
+        "--sub-personas",
+        type=float,
+        default=0.0,
+        help="plant two habit variants inside every persona of the simulated fleets "
+        "(firmware_sim PopulationSpec.sub_personas; default 0: none)",
+    )
     train.add_argument("--out", type=Path, required=True, help="output directory")
     train.add_argument("--seed", type=int, default=1)
     train.add_argument("--devices", type=int, default=300)
@@ -78,7 +93,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
     """Entry point of ``twinsync train``."""
     args = parser(prog).parse_args(argv)
     try:
-        from . import SimTraining, fetch_features, train_from_sim, train_segments
+        from . import SimTraining, fetch_features, train_from_sim, train_micro, train_segments
+        from ._artefacts import write_report
     except ImportError as exc:
         print(f"{prog}: {exc}; install the extra: pip install 'twinsync[train]'", file=sys.stderr)
         return 2
@@ -102,8 +118,19 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             eval_seeds=tuple(args.eval_seed),
             eval_devices=args.eval_devices,
             profile=args.profile,
+            sub_personas=args.sub_personas,
             version=args.version,
         )
+        if args.micro:
+            try:
+                micro = train_micro(args.out, args.micro, key, args.version, setup)
+            except OSError as exc:
+                print(f"{prog}: cannot read the segment models: {exc}", file=sys.stderr)
+                return 2
+            write_report(args.out, micro, "micro-report.json")
+            for product, entry in micro.items():
+                print(f"micro-{product}: splits shipped in segments {entry['shipped_splits']}")
+            return 0
         report = train_from_sim(args.out, key, setup)
     except TwinSyncError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)

@@ -57,7 +57,7 @@ _SUMMARY: Final = {
     "model": _REF,
     "name": string(),
     "version": integer(minimum=1),
-    "kind": string(enum=["segment", "churn", "anomaly"]),
+    "kind": string(enum=["segment", "churn", "anomaly", "micro"]),
     "product": PRODUCT,
     "sha256": string(),
     "size": integer(minimum=0),

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import ssl
 from collections.abc import Awaitable, Callable
 from secrets import token_bytes
 from types import TracebackType
@@ -28,25 +27,7 @@ from typing import Any
 
 from aiohttp import web
 
-from cloud_hub.api import (
-    PROBE_LIFETIME_S,
-    ApiKeys,
-    ConnectionGate,
-    GatedSite,
-    LabContext,
-    PrivacyContext,
-    RolloutContext,
-    ShareWatch,
-    TriggerContext,
-    add_lab_routes,
-    add_privacy_routes,
-    add_rollout_routes,
-    add_trigger_routes,
-    build_app,
-    connection_cap,
-    install,
-    parse_where,
-)
+from cloud_hub.api import ApiKeys, ShareWatch, parse_where
 from cloud_hub.ingest import HubMqtt, Pipeline, ReplayWindows, SegmentFeed, Verifier
 from cloud_hub.models import (
     ModelPublisher,
@@ -54,7 +35,6 @@ from cloud_hub.models import (
     RolloutStore,
     TagPublisher,
     load_catalog,
-    url_signer,
 )
 from cloud_hub.privacy import (
     ConsentChanges,
@@ -75,21 +55,13 @@ from cloud_hub.privacy import (
     ensure_ceiling,
 )
 from cloud_hub.registry import Registry, ensure_hub_key
-from cloud_hub.store import (
-    Experiments,
-    IndexReader,
-    InfluxStore,
-    SegmentProfiles,
-    StateStore,
-    TwinIndex,
-    TwinReader,
-    wait_for_state,
-)
+from cloud_hub.store import InfluxStore, StateStore, TwinIndex, TwinReader, wait_for_state
 from cloud_hub.triggers import Rules, TriggerEvents, TriggerSender, TriggerWatch, follow_privacy
 from protocol import Clock, SystemClock, hub_box_key
 
 from ._config import HubConfig
-from ._errors import ConfigError, StoreError
+from ._errors import StoreError
+from ._hub_api import assemble_api, start_api
 from ._metrics import Metrics
 from ._supervise import supervise
 
@@ -358,95 +330,18 @@ class Hub:
             self._close_state()
             raise
         try:
-            app = build_app(
-                reader=self.reader,
-                index=IndexReader(state=state) if self.config.index.enabled else None,
-                metrics=self.metrics,
+            app = assemble_api(
+                self,
+                state=state,
+                key=self._key,
                 ready=self._checks,
-                feed=self.feed,
-                keys=self.api_keys,
-                url_signer=url_signer(self._key),
-                clock=self.clock,
-                profiles=SegmentProfiles(state=state) if self.config.index.enabled else None,
+                publish=self._mqtt.publish,
+                publisher=self._publisher,
+                entropy=self._entropy or token_bytes,
             )
-            add_privacy_routes(
-                app,
-                PrivacyContext(
-                    subjects=self.subjects,
-                    ledger=self.ledger,
-                    blocks=self.blocks,
-                    erasures=self.erasures,
-                    objections=self.objections,
-                    rectifier=self.rectifier,
-                    consent=self.consent,
-                    webhooks=self.webhooks,
-                    reader=self.reader,
-                    keys=self.api_keys,
-                    influx=self.config.influx,
-                    retention=self.config.retention,
-                    tag_catalogs=self.tags.catalogs,
-                ),
+            self._runner, self.api_port = await start_api(
+                app, self.config.api, metrics=self.metrics
             )
-            add_trigger_routes(
-                app,
-                TriggerContext(
-                    rules=self.trigger_rules,
-                    events=self.trigger_events,
-                    parse_where=parse_where,
-                    write_timeout_s=self.config.triggers.stream_write_timeout_s,
-                ),
-            )
-            # The strategy lab: forecasts and experiments over the twin query index.
-            add_lab_routes(
-                app,
-                LabContext(
-                    experiments=Experiments(
-                        state=state, clock=self.clock, entropy=self._entropy or token_bytes
-                    ),
-                    index=IndexReader(state=state) if self.config.index.enabled else None,
-                    key=self._key,
-                    publish=self._mqtt.publish,
-                ),
-            )
-            add_rollout_routes(
-                app,
-                RolloutContext(
-                    repo=self.models,
-                    store=self.rollouts,
-                    publisher=self._publisher,
-                    reader=self.reader,
-                    hub_keys={self._key.kid: self._key.public},
-                ),
-            )
-            api = self.config.api
-            gate = ConnectionGate(
-                connection_cap(api),
-                api.probe_connections,
-                min(PROBE_LIFETIME_S, api.idle_timeout_s),
-                self.metrics,
-            )
-            install(app, gate, api.body_timeout_s)
-            # aiohttp's keep-alive timer starts when a connection opens and is re-armed
-            # after each answer: it closes idle connections and slow request heads alike.
-            self._runner = web.AppRunner(app, access_log=None, keepalive_timeout=api.idle_timeout_s)
-            await self._runner.setup()
-            tls = None
-            if api.tls_cert_file is not None and api.tls_key_file is not None:
-                tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-                try:
-                    tls.load_cert_chain(api.tls_cert_file, api.tls_key_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigError(f"cannot load the API's TLS certificate: {exc}") from exc
-            site = GatedSite(
-                self._runner,
-                api.host,
-                api.port,
-                gate,
-                ssl_context=tls,
-                handshake_timeout_s=api.idle_timeout_s,
-            )
-            await site.start()
-            self.api_port = site.bound_port
             self._tg = asyncio.TaskGroup()
             await self._tg.__aenter__()
             for name, run in self._loops():

@@ -38,7 +38,6 @@ from cloud_hub.models import (
 )
 from cloud_hub.privacy import (
     ConsentChanges,
-    DeviceCommands,
     EgressPolicy,
     Erasures,
     FieldBlocks,
@@ -62,6 +61,7 @@ from protocol import Clock, SystemClock, hub_box_key
 from ._config import HubConfig
 from ._errors import StoreError
 from ._hub_api import assemble_api, start_api
+from ._hub_privacy import build_privacy
 from ._metrics import Metrics
 from ._supervise import supervise
 
@@ -228,58 +228,23 @@ class Hub:
 
     def _privacy(self, state: StateStore) -> None:
         """The customer's rights: the ingest policy and the data-subject procedures."""
-        config, metrics, clock = self.config, self.metrics, self.clock
-        store, blocks, notify = self._store, self.blocks, self._notify
-        self.subjects = subjects = Subjects(config.keys.secrets_dir)
-        commands = DeviceCommands(key=self._key, clock=clock, publish=self._mqtt.publish)
-        self.ledger = ledger = RequestLedger(state=state, key=self._key, clock=clock, notify=notify)
-        self.erasures = Erasures(
+        parts = build_privacy(
+            self.config,
             state=state,
+            key=self._key,
+            clock=self.clock,
+            metrics=self.metrics,
+            store=self._store,
             tombstones=self.tombstones,
-            blocks=blocks,
-            subjects=subjects,
-            ledger=ledger,
-            commands=commands,
-            store=store,
+            blocks=self.blocks,
             index=self.index,
-            clock=clock,
+            publish=self._mqtt.publish,
+            notify=self._notify,
         )
-        self.relinks = Relinks(
-            state=state,
-            secrets_dir=config.keys.secrets_dir,
-            store=store,
-            index=self.index,
-            metrics=metrics,
-            clock=clock,
-            is_erased=self.tombstones.is_erased,
-            notify=notify,
-            grace_s=config.keys.link_grace_s,
-        )
-        self.policy = IngestPolicy(
-            tombstones=self.tombstones, blocks=blocks, relinks=self.relinks, metrics=metrics
-        )
-        self.objections = Objections(
-            subjects=subjects,
-            ledger=ledger,
-            blocks=blocks,
-            commands=commands,
-            store=store,
-            index=self.index,
-            clock=clock,
-        )
-        self.rectifier = Rectifier(
-            state=state,
-            subjects=subjects,
-            ledger=ledger,
-            blocks=blocks,
-            commands=commands,
-            store=store,
-            index=self.index,
-            clock=clock,
-        )
-        self.consent = ConsentChanges(
-            commands=commands, ledger=ledger, objections=self.objections, clock=clock, notify=notify
-        )
+        self.subjects, self.ledger, self.erasures = parts.subjects, parts.ledger, parts.erasures
+        self.relinks, self.policy = parts.relinks, parts.policy
+        self.objections, self.rectifier = parts.objections, parts.rectifier
+        self.consent = parts.consent
 
     @property
     def api_url(self) -> str:

@@ -31,7 +31,9 @@ TOP = {"protocol": 0, "edge_agent": 1, "cloud_hub": 1, "firmware_sim": 1, "twins
 #: what a top-level package may import besides itself and packages of a lower rank
 ALLOWED_SAME_RANK = {("firmware_sim", "edge_agent")}
 HUB_LAYERS = ["core", "store", "registry", "models", "privacy", "triggers", "ingest", "api", "top"]
-HUB_TOP = {"_hub", "cli", "__init__"}
+#: the hub's composition root (_hub.py and the parts of it split into their own modules),
+#: its command line and its root: above every layer
+HUB_TOP = {"_hub", "_hub_api", "_hub_privacy", "cli", "__init__"}
 #: every package of ours: none imports another's private modules
 OURS = (*TOP, "tests")
 

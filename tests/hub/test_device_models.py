@@ -38,6 +38,7 @@ async def test_running_models_reach_the_device_list(
     assert listed["dev-0"]["models"] == [
         "anomaly-coffee@1",
         "churn-coffee@1",
+        "micro-coffee@1",
         "segment-coffee@1",
     ]
     assert listed["dev-0"]["model_failures"] == {}

@@ -120,6 +120,72 @@ def test_held_out_scores_beat_chance_and_their_baselines_are_beside_them(
     )
 
 
+_TRAIN_ARGS = ["--devices", "100", "--days", "42", "--eval-devices", "60", "--eval-seed", "1001",
+               "--profile", "easy"]  # fmt: skip
+
+
+def test_retraining_one_kind_rewrites_its_models_and_scores_only(
+    trained: tuple[Path, SigningKey], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--kinds churn``: new churn models, their scores replace the old ones in the
+    report; every other file is byte for byte what the whole run wrote."""
+    first, key = trained
+    out = tmp_path / "models"
+    out.mkdir()
+    for f in first.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    old = json.loads((out / "report.json").read_text())
+    config = ["hub", "train", "--config", str(first.parent / "hub.toml"), "--sim"]
+
+    # Other settings than the report's: refused before any training, nothing written.
+    code = twinsync_main([*config, "--out", str(out), "--kinds", "churn", *_TRAIN_ARGS[:-2]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "profile='easy' there, 'realistic' here" in err
+    assert "same settings" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # No earlier report to amend.
+    code = twinsync_main(
+        [*config, "--out", str(tmp_path / "empty"), "--kinds", "churn", *_TRAIN_ARGS]
+    )
+    assert code == 2
+    assert "train every kind first" in capsys.readouterr().err
+    assert twinsync_main(["hub", "train", "--influx", "b", "--kinds", "churn", "--out", "x"]) == 2
+    assert "--kinds goes with --sim" in capsys.readouterr().err
+
+    code = twinsync_main(
+        [*config, "--out", str(out), "--kinds", "churn", "--version", "3", *_TRAIN_ARGS]
+    )
+    assert code == 0
+    assert "retrained churn in" in capsys.readouterr().out
+    after = {f.name: f.read_bytes() for f in out.iterdir()}
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {"report.json"} | {
+        f"churn-{p}.{ext}" for p in PRODUCTS for ext in ("onnx", "manifest.json")
+    }
+    for product in PRODUCTS:
+        manifest = ModelManifest.from_json((out / f"churn-{product}.manifest.json").read_text())
+        manifest.verify({key.kid: key.public})
+        manifest.check_file((out / f"churn-{product}.onnx").read_bytes())
+        assert manifest.version == 3
+    new = json.loads((out / "report.json").read_text())
+    assert new["training"] == old["training"]
+    assert new["segments"] == old["segments"]
+    assert [run["kinds"] for run in new["retrained"]] == [["churn"]]
+    for product in PRODUCTS:
+        was, now = old["evaluation"]["1001"][product], new["evaluation"]["1001"][product]
+        assert now["segment"] == was["segment"]
+        assert now["anomaly"] == was["anomaly"]
+        assert now["churn"]["by_lead"]["7"]["positives"] > 0
+        assert new["models"][f"churn-{product}"]["ref"] == f"churn-{product}@3"
+        assert new["models"][f"segment-{product}"] == old["models"][f"segment-{product}"]
+    assert (
+        new["targets"]["1001"]["coffee"]["churn_auc_7d"]["value"]
+        == (new["evaluation"]["1001"]["coffee"]["churn"]["by_lead"]["7"]["auc"])
+    )
+
+
 # -- evaluation and model inputs (no training run) --------------------------------------
 def _fleet(**kw: object) -> Fleet:
     spec = {"seed": 4, "devices": 24, "days": 30, "start_ms": 1_767_225_600_000, **kw}

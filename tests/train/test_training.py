@@ -186,6 +186,25 @@ def test_retraining_one_kind_rewrites_its_models_and_scores_only(
     )
 
 
+def test_a_setting_newer_than_the_report_counts_as_its_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report from before ``sub_personas`` existed (like the shipped one was): `make
+    models`' settings still match it (only the one setting changed here is named), so
+    its kinds can be retrained alone."""
+    shipped = Path(__file__).parents[2] / "edge_agent" / "models" / "report.json"
+    report = json.loads(shipped.read_text())
+    report["training"].pop("sub_personas", None)
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    code = twinsync_main(
+        ["hub", "train", "--sim", "--unsigned", "--kinds", "anomaly", "--days", "69",
+         "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "(days=70.0 there, 69.0 here)" in err
+
+
 # -- evaluation and model inputs (no training run) --------------------------------------
 def _fleet(**kw: object) -> Fleet:
     spec = {"seed": 4, "devices": 24, "days": 30, "start_ms": 1_767_225_600_000, **kw}

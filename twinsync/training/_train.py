@@ -218,12 +218,15 @@ def _report_to_update(out: Path, t: SimTraining, kinds: tuple[str, ...]) -> dict
     earlier = report.get("training", {})
     # The version may differ (each model carries its own); every other setting decides
     # what was trained and scored, so a report mixing two settings would describe neither.
+    # A setting the earlier report lacks is newer than it: that run had its default.
+    defaults = json.loads(json.dumps(dataclasses.asdict(SimTraining())))
+    then = {name: earlier.get(name, defaults[name]) for name in settings}
     differ = sorted(
         name for name, value in settings.items()
-        if name != "version" and json.loads(json.dumps(value)) != earlier.get(name)
+        if name != "version" and json.loads(json.dumps(value)) != then[name]
     )  # fmt: skip
     if differ:
-        shown = ", ".join(f"{n}={earlier.get(n)!r} there, {settings[n]!r} here" for n in differ)
+        shown = ", ".join(f"{n}={then[n]!r} there, {settings[n]!r} here" for n in differ)
         raise TrainingError(
             f"{path} comes from a run with other settings ({shown}); use the same settings "
             "or train every kind"

@@ -53,7 +53,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]
     code = twinsync_main(
         ["hub", "train", "--config", str(tmp / "hub.toml"), "--sim", "--out", str(tmp / "models"),
          "--devices", "100", "--days", "42", "--eval-devices", "60", "--eval-seed", "1001",
-         "--profile", "easy", "--version", "2"]
+         "--profile", "easy", "--segment-fleets", "2", "--version", "2"]
     )  # fmt: skip
     assert code == 0
     config = load_hub_config(tmp / "hub.toml", environ={})
@@ -121,7 +121,7 @@ def test_held_out_scores_beat_chance_and_their_baselines_are_beside_them(
 
 
 _TRAIN_ARGS = ["--devices", "100", "--days", "42", "--eval-devices", "60", "--eval-seed", "1001",
-               "--profile", "easy"]  # fmt: skip
+               "--segment-fleets", "2", "--profile", "easy"]  # fmt: skip
 
 
 def test_retraining_one_kind_rewrites_its_models_and_scores_only(
@@ -170,7 +170,7 @@ def test_retraining_one_kind_rewrites_its_models_and_scores_only(
         manifest.check_file((out / f"churn-{product}.onnx").read_bytes())
         assert manifest.version == 3
     new = json.loads((out / "report.json").read_text())
-    assert new["training"] == old["training"]
+    assert new["training"] == {**old["training"], "version": 3}
     assert new["segments"] == old["segments"]
     assert [run["kinds"] for run in new["retrained"]] == [["churn"]]
     for product in PRODUCTS:
@@ -190,15 +190,16 @@ def test_a_setting_newer_than_the_report_counts_as_its_default(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A report from before ``sub_personas`` existed (like the shipped one was): `make
-    models`' settings still match it (only the one setting changed here is named), so
-    its kinds can be retrained alone."""
+    models`' settings still match it, so its kinds can be retrained alone. Only the
+    setting every kind depends on is named: the number of segment fleets may change
+    when the segments are what is retrained."""
     shipped = Path(__file__).parents[2] / "edge_agent" / "models" / "report.json"
     report = json.loads(shipped.read_text())
     report["training"].pop("sub_personas", None)
     (tmp_path / "report.json").write_text(json.dumps(report))
     code = twinsync_main(
-        ["hub", "train", "--sim", "--unsigned", "--kinds", "anomaly", "--days", "69",
-         "--out", str(tmp_path)]
+        ["hub", "train", "--sim", "--unsigned", "--kinds", "segment", "--days", "69",
+         "--segment-fleets", "2", "--out", str(tmp_path)]
     )  # fmt: skip
     assert code == 2
     err = capsys.readouterr().err

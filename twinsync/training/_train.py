@@ -48,6 +48,14 @@ HORIZON_DAYS = 14
 KINDS = ("segment", "churn", "anomaly")
 
 
+#: settings only some kinds depend on: they may change when those kinds are retrained
+_SETTING_KINDS: dict[str, set[str]] = {
+    "version": set(),
+    "segment_fleets": {"segment"},
+    "clean_share": {"anomaly"},
+}
+
+
 class TrainingError(TwinSyncError):
     """A training run cannot go ahead as asked (the message says what to change)."""
 
@@ -75,6 +83,11 @@ def _fit_product(product: str, t: SimTraining, kinds: Collection[str]) -> _Produ
     fitted = _Product()
     if "segment" in kinds:
         fitted.segment_rows = segment_rows(train, product, min_history_days=MIN_HISTORY_DAYS)
+        for more in range(1, t.segment_fleets):  # one at a time: a fleet caches its signals
+            other = fleet(t.seed + more, t.devices, t)
+            fitted.segment_rows.extend(
+                segment_rows(other, product, min_history_days=MIN_HISTORY_DAYS)
+            )
     if "churn" in kinds:
         rows = customer_rows(
             train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
@@ -216,14 +229,17 @@ def _report_to_update(out: Path, t: SimTraining, kinds: tuple[str, ...]) -> dict
         )
     report: dict[str, Any] = json.loads(path.read_text())
     earlier = report.get("training", {})
-    # The version may differ (each model carries its own); every other setting decides
-    # what was trained and scored, so a report mixing two settings would describe neither.
-    # A setting the earlier report lacks is newer than it: that run had its default.
+    # The version may differ (each model carries its own), and so may a setting that only
+    # the retrained kinds depend on; every other setting decides what was trained and
+    # scored, so a report mixing two values would describe neither. A setting the
+    # earlier report lacks is newer than it: that run had its default.
+    current = json.loads(json.dumps(settings))
     defaults = json.loads(json.dumps(dataclasses.asdict(SimTraining())))
     then = {name: earlier.get(name, defaults[name]) for name in settings}
+    free = {name for name, owners in _SETTING_KINDS.items() if owners <= set(kinds)}
     differ = sorted(
-        name for name, value in settings.items()
-        if name != "version" and json.loads(json.dumps(value)) != then[name]
+        name for name in settings
+        if name not in free and current[name] != then[name]
     )  # fmt: skip
     if differ:
         shown = ", ".join(f"{n}={then[n]!r} there, {settings[n]!r} here" for n in differ)
@@ -231,6 +247,7 @@ def _report_to_update(out: Path, t: SimTraining, kinds: tuple[str, ...]) -> dict
             f"{path} comes from a run with other settings ({shown}); use the same settings "
             "or train every kind"
         )
+    report["training"] = {**then, **{name: current[name] for name in free}}
     return report
 
 

@@ -84,6 +84,14 @@ def parser(prog: str) -> argparse.ArgumentParser:
     )
     train.add_argument("--eval-devices", type=int, default=200)
     train.add_argument(
+        "--segment-fleets",
+        type=int,
+        default=4,
+        metavar="N",
+        help="training fleets the segment models learn from, seeds SEED..SEED+N-1 "
+        "(default 4: one row per customer, and one fleet has few of each persona)",
+    )
+    train.add_argument(
         "--profile",
         choices=("realistic", "easy"),
         default="realistic",
@@ -136,6 +144,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             days=args.days,
             eval_seeds=tuple(args.eval_seed),
             eval_devices=args.eval_devices,
+            segment_fleets=args.segment_fleets,
             profile=args.profile,
             sub_personas=args.sub_personas,
             version=args.version,

@@ -24,13 +24,13 @@ from itertools import combinations
 
 import numpy as np
 from sklearn.cluster import KMeans
-from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from sklearn.tree import DecisionTreeClassifier
 
 from protocol import ANOMALY_FEATURES, feature_names
 
 from ._fit import robust_scaler
 from ._metrics import matched_accuracy
+from ._segments import persona_discriminant
 
 __all__ = [
     "CHURN_BASELINE",
@@ -116,13 +116,14 @@ def fit_segment_reference(
     x: list[list[float]], personas: list[str], product: str, columns: Sequence[int]
 ) -> SegmentBaseline:
     """Not a baseline but a reference: a classifier told the personas, on every segment
-    input (robustly scaled, linear discriminant analysis). What the segment model's
-    inputs can tell about personas when the answer is given at training: where it falls
-    short of a target, so does any segmentation of those inputs."""
+    input (robustly scaled, linear discriminant analysis shrunk like the segments'). What
+    the segment model's inputs can tell about personas when the answer is given at
+    training: where it falls short of a target, so does any segmentation of those
+    inputs."""
     xs = np.asarray(x, dtype=np.float64)[:, list(columns)]
     names = feature_names(product)
     scaler = robust_scaler(xs, [names[i] for i in columns])
-    lda = LinearDiscriminantAnalysis().fit(scaler.transform(xs), personas)
+    lda = persona_discriminant().fit(scaler.transform(xs), personas)
 
     def predict(rows: np.ndarray) -> np.ndarray:
         labels: np.ndarray = lda.predict(scaler.transform(rows))

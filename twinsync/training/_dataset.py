@@ -83,6 +83,13 @@ class CustomerRows:
     #: how the fleet's customers churn (the count ceiling's prior over ramps)
     churn_spec: ChurnSpec | None = None
 
+    def extend(self, other: CustomerRows) -> None:
+        """Append ``other``'s rows (another fleet's of the same product)."""
+        assert other.product == self.product
+        for name in ("x", "persona", "days_to_churn", "subject", "device", "cutoff_ms",
+                     "engagement", "group"):  # fmt: skip
+            getattr(self, name).extend(getattr(other, name))
+
 
 @dataclass
 class AnomalyRows:

@@ -87,7 +87,7 @@ class CustomerRows:
         """Append ``other``'s rows (another fleet's of the same product)."""
         assert other.product == self.product
         for name in ("x", "persona", "days_to_churn", "subject", "device", "cutoff_ms",
-                     "engagement", "group"):  # fmt: skip
+                     "engagement", "group", "daily_uses", "usual_rate"):  # fmt: skip
             getattr(self, name).extend(getattr(other, name))
 
 

@@ -60,11 +60,12 @@ def test_without_warning_the_oracle_is_at_chance() -> None:
 
 
 def test_rows_carry_the_uses_the_device_reported_day_by_day() -> None:
-    """``daily_uses`` are the customer's brews in each whole day before the cut-off, on
-    the device's clock, counted from what the agent accepts (not from the truth), and
-    ``usual_rate`` their brews per day before they wind down."""
-    fleet = Fleet.generate(FleetSpec(seed=5, devices=12, days=24, churn_fraction=0.5))
-    cut = fleet.start_ms + 20 * DAY_MS + 3_600_000
+    """``daily_uses`` are the customer's brews in each of the 28 whole days (the feature
+    window) before the cut-off, on the device's clock, counted from what the agent
+    accepts (not from the truth), and ``usual_rate`` their brews per day before they
+    wind down."""
+    fleet = Fleet.generate(FleetSpec(seed=5, devices=12, days=34, churn_fraction=0.5))
+    cut = fleet.start_ms + 30 * DAY_MS + 3_600_000
     rows = customer_rows(fleet, "coffee", [cut], min_history_days=14)
     assert rows.x
     assert len(rows.daily_uses) == len(rows.usual_rate) == len(rows.x)
@@ -78,7 +79,7 @@ def test_rows_carry_the_uses_the_device_reported_day_by_day() -> None:
         ]
         expected = [
             sum(1 for t in brews if cut - (d + 1) * DAY_MS <= t < cut - d * DAY_MS)
-            for d in range(14)
+            for d in range(28)
         ]
         assert rows.daily_uses[i] == expected
         customer = fleet.customer(subject)

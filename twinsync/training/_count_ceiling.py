@@ -5,13 +5,14 @@ has truly wound down, which no device can see: a device sees only how many uses 
 reported, and uses are random (Poisson). This oracle knows more than any model (each
 customer's true usual rate of use on the device, and how the fleet's churners wind
 down) but sees only the counts: the uses reported in each of the last
-:data:`._dataset.COUNT_DAYS` days. Its score is the likelihood ratio of those counts
-under "churns within the horizon" (a mixture over the fleet's churn ramps, of every
-length and depth, no warning included, and over where in the horizon the churn falls)
-against "uses the product as usual". Ranking by that ratio is the best any score built
-on these counts can do (Neyman-Pearson), up to what the oracle leaves out (outages,
-holidays and illness are noise to it as to a model): if it stays near chance, the
-warning is not in the data.
+:data:`._dataset.COUNT_DAYS` days (28: the feature window; a model sees the earlier
+days only as the usual rate, which the oracle knows exactly). Its score is the
+likelihood ratio of those counts under "churns within the horizon" (a mixture over the
+fleet's churn ramps, of every length and depth, no warning included, and over where in
+the horizon the churn falls) against "uses the product as usual". Ranking by that
+ratio is the best any score built on these counts can do (Neyman-Pearson), up to what
+the oracle leaves out (outages, holidays and illness are noise to it as to a model):
+if it stays near chance, the warning is not in the data.
 """
 
 from __future__ import annotations

@@ -51,8 +51,9 @@ _CLOCK_MARGIN_MS = 2 * DAY_MS
 # A device that reports on its own and said nothing for this long is off: its agent
 # scores nobody then, so there is no row.
 _OFF_AFTER_MS = HOUR_MS
-#: whole days of reported uses each customer row carries for the count ceiling
-COUNT_DAYS = 14
+#: whole days of reported uses each customer row carries for the count ceiling (the
+#: feature window: a model sees no further back, but for the usual rate)
+COUNT_DAYS = 28
 
 
 @dataclass

@@ -13,13 +13,15 @@ without the extra runs everything else.
   model reads (:func:`churn_columns`, :func:`segment_columns`), robust scaling
   (:func:`robust_scaler`), fitting (:func:`fit_churn`, :func:`fit_segment`, each a
   :class:`Fitted` ONNX model) and held-out scores with bootstrap intervals over
-  customers (:func:`auc_interval`, :func:`matched_accuracy`);
+  customers (:func:`auc_interval`, :func:`matched_accuracy`), the churn ceiling from
+  observed counts (:func:`count_ceiling`);
 - micro-segments, a second level inside each segment (:func:`fit_micro`, a
   :class:`MicroModel`; :func:`evaluate_micro`: stability across training fleets and
   silhouette beside a one-feature split; :func:`train_micro` ships them: docs/models.md).
 """
 
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
+from ._count_ceiling import count_ceiling
 from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
@@ -49,6 +51,7 @@ __all__ = [
     "average_precision",
     "check_targets",
     "churn_columns",
+    "count_ceiling",
     "customer_rows",
     "cutoffs",
     "evaluate_micro",

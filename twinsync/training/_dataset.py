@@ -13,10 +13,11 @@ which a real fleet does not have: that is what the simulator is for.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 
-from firmware_sim import Fleet, SimDevice
+from firmware_sim import ChurnSpec, Fleet, SimDevice
 from protocol import (
     Coverage,
     FeatureState,
@@ -32,6 +33,7 @@ from protocol import (
 from ._truth import Truth, device_zone
 
 __all__ = [
+    "COUNT_DAYS",
     "AnomalyRows",
     "CustomerRows",
     "Replayed",
@@ -49,6 +51,9 @@ _CLOCK_MARGIN_MS = 2 * DAY_MS
 # A device that reports on its own and said nothing for this long is off: its agent
 # scores nobody then, so there is no row.
 _OFF_AFTER_MS = HOUR_MS
+#: whole days of reported uses each customer row carries for the count ceiling (the
+#: feature window: a model sees no further back, but for the usual rate)
+COUNT_DAYS = 28
 
 
 @dataclass
@@ -69,12 +74,21 @@ class CustomerRows:
     #: how plainly the device shows the customer's persona (ground truth:
     #: :meth:`._truth.Truth.segment_group`)
     group: list[str] = field(default_factory=list)
+    #: uses the device reported for the customer in each of the :data:`COUNT_DAYS` whole
+    #: days (24 h on the device's clock) before the cut-off, the latest first: what the
+    #: count ceiling (:mod:`._count_ceiling`) sees; never a model input
+    daily_uses: list[list[int]] = field(default_factory=list)
+    #: the customer's usual uses per day on the device (ground truth: their reported
+    #: uses over the whole window before they started to wind down, per day of it)
+    usual_rate: list[float] = field(default_factory=list)
+    #: how the fleet's customers churn (the count ceiling's prior over ramps)
+    churn_spec: ChurnSpec | None = None
 
     def extend(self, other: CustomerRows) -> None:
         """Append ``other``'s rows (another fleet's of the same product)."""
         assert other.product == self.product
         for name in ("x", "persona", "days_to_churn", "subject", "device", "cutoff_ms",
-                     "engagement", "group"):  # fmt: skip
+                     "engagement", "group", "daily_uses", "usual_rate"):  # fmt: skip
             getattr(self, name).extend(getattr(other, name))
 
 
@@ -156,7 +170,7 @@ def customer_rows(
     the hour before a cut-off is off, and gives no row then (its agent is not running).
     """
     truth = Truth(fleet)
-    out = CustomerRows(product)
+    out = CustomerRows(product, churn_spec=fleet.spec.churn)
     leads = sorted(set(before_churn_days))
     base = sorted(cutoffs)
     for dev in _devices(fleet, product, devices):
@@ -223,16 +237,25 @@ def _snapshots(
     states: dict[str, FeatureState] = {}
     points.sort(key=lambda p: p[0])
     signals = replay(fleet, dev.device_id)
+    # Every use the device reported, per customer (for the count ceiling's truth).
+    uses: dict[str, list[int]] = {}
+    first_row = len(out.x)
     i, last_ts = 0, None
+
+    def feed(s: Replayed) -> None:
+        coverage.observe(s.ts)
+        state = states.get(s.subject)
+        if state is None:
+            state = states[s.subject] = FeatureState(out.product, clock, coverage)
+        before = state.last_use_ms
+        state.update(s.name, s.ts, s.value)
+        if state.last_use_ms != before:
+            uses.setdefault(s.subject, []).append(s.ts)
+
     for cut, only in points:
         while i < len(signals) and signals[i].ts < cut:
-            s = signals[i]
-            coverage.observe(s.ts)
-            state = states.get(s.subject)
-            if state is None:
-                state = states[s.subject] = FeatureState(out.product, clock, coverage)
-            state.update(s.name, s.ts, s.value)
-            last_ts = s.ts
+            feed(signals[i])
+            last_ts = signals[i].ts
             i += 1
         if skip_off and (last_ts is None or cut - last_ts > _OFF_AFTER_MS):
             continue
@@ -250,6 +273,25 @@ def _snapshots(
             out.cutoff_ms.append(cut)
             out.engagement.append(truth.engagement(subject, out.product, cut))
             out.group.append(truth.segment_group(subject, dev.device_id))
+    for s in signals[i:]:
+        feed(s)
+    _count_truth(fleet, truth, uses, out, first_row)
+
+
+def _count_truth(
+    fleet: Fleet, truth: Truth, uses: dict[str, list[int]], out: CustomerRows, first: int
+) -> None:
+    """Fill ``daily_uses`` and ``usual_rate`` of the rows from ``first`` on (one device)."""
+    rates: dict[str, float] = {}
+    for subject, times in uses.items():
+        until = min(fleet.end_ms, truth.disengage_ms(subject, out.product) or fleet.end_ms)
+        days = (until - fleet.start_ms) / DAY_MS
+        rates[subject] = bisect_left(times, until) / days if days > 0 else 0.0
+    for row in range(first, len(out.x)):
+        times, cut = uses.get(out.subject[row], []), out.cutoff_ms[row]
+        edges = [bisect_left(times, cut - d * DAY_MS) for d in range(COUNT_DAYS + 1)]
+        out.daily_uses.append([edges[d] - edges[d + 1] for d in range(COUNT_DAYS)])
+        out.usual_rate.append(rates.get(out.subject[row], 0.0))
 
 
 def anomaly_rows(

@@ -17,6 +17,7 @@ import numpy as np
 from protocol import feature_names
 
 from ._baselines import SegmentBaseline, Threshold, churn_baseline
+from ._count_ceiling import count_ceiling
 from ._dataset import AnomalyRows, CustomerRows
 from ._metrics import (
     ari,
@@ -124,8 +125,10 @@ def evaluate_churn(
     """AUC and average precision by lead time, and precision at a real churn rate.
 
     Beside the model and the one-feature baseline, ``ceiling_auc``: the AUC of the
-    customers' true engagement (see the code), and ``declining``: the share of the
-    lead's churners already winding down.
+    customers' true engagement (see the code), ``count_ceiling_auc``: the AUC of an
+    oracle that knows each customer's usual rate but sees only the uses reported
+    (:mod:`._count_ceiling`), and ``declining``: the share of the lead's churners
+    already winding down.
 
     ``rows``: snapshots of the held-out fleet (weekly, random times of day) and, for
     each churner of the product, one snapshot at each lead time of :data:`LEADS` before
@@ -144,6 +147,13 @@ def evaluate_churn(
     # customer does, so no model of their use can rank them above one: no model beats
     # this AUC except by chance.
     ceiling = 1.0 - np.asarray(rows.engagement, dtype=np.float64)
+    # The ceiling from what a device can see: the reported uses, scored by an oracle
+    # that knows the customer's true usual rate and the fleet's churn ramps.
+    counted = None
+    if rows.churn_spec is not None and len(rows.daily_uses) == len(rows.x):
+        counted = count_ceiling(
+            rows.daily_uses, rows.usual_rate, rows.churn_spec, horizon_days=horizon_days
+        )
     names = feature_names(product)
     x = np.asarray(rows.x, dtype=np.float64)
     ratios = {d: x[:, names.index(f"use_ratio_{d}d")] for d in (7, 14)}
@@ -166,6 +176,8 @@ def evaluate_churn(
             "ceiling_auc": auc(y, ceiling[use]),
             "declining": float(np.mean(ceiling[positive] > 0)),
         }
+        if counted is not None:
+            entry["count_ceiling_auc"] = auc(y, counted[use])
         if lead in (7, 14):
             # Signal against noise, in the customer's own terms: the median churner's use
             # over the last ``lead`` days against their usual, and the share of loyal

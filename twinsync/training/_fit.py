@@ -24,10 +24,11 @@ from sklearn.preprocessing import StandardScaler
 from protocol import ANOMALY_FEATURES, feature_floor, feature_names
 
 from ._metrics import auc, precision_recall
-from ._onnx import keep_outputs, score_column, to_onnx
+from ._onnx import keep_outputs, run, score_column, to_onnx
 
 __all__ = [
     "CHURN_INPUTS",
+    "CHURN_TREES",
     "Fitted",
     "churn_columns",
     "column_names",
@@ -69,7 +70,8 @@ def robust_scaler(x: np.ndarray, names: Sequence[str]) -> StandardScaler:
     return scaler
 
 
-#: What a churn model reads: the customer's recent use against their own usual use.
+#: What a churn model reads: the customer's recent use against their own usual use, and
+#: the two trends (last 7 days against the 21 before, last 14 against the 14 before).
 #: (Habits and dayparts describe personas; which personas happen to churn in a training
 #: fleet tells nothing about another fleet.)
 CHURN_INPUTS = (
@@ -79,13 +81,31 @@ CHURN_INPUTS = (
     "silence_vs_usual",
     "use_ratio_7d",
     "use_ratio_14d",
+    "trend_7_vs_21",
+    "trend_14_vs_14",
 )
+#: Products whose churn model is boosted trees, not a logistic regression, and what the
+#: trees read besides :data:`CHURN_INPUTS`: the days the usual rate rests on (a
+#: comparison with a usual learnt from a few days means less). Chosen on training-side
+#: fleets only (docs/models.md, "Churn"): for the thermostat, whose uses (setpoint
+#: changes) are few and bursty, small trees beat the one-feature baseline on three
+#: fleets of the training side where the linear model lost on two.
+CHURN_TREES: dict[str, tuple[str, ...]] = {"thermostat": ("usual_days",)}
+# The churn trees: small and slow-learning (a few dozen churners per training fleet).
+_CHURN_TREES = {
+    "n_estimators": 100,
+    "max_depth": 2,
+    "learning_rate": 0.05,
+    "subsample": 0.8,
+    "min_samples_leaf": 50,
+}
 
 
 def churn_columns(product: str) -> list[int]:
-    """Indices of :data:`CHURN_INPUTS` in ``product``'s feature vector."""
+    """Indices of what ``product``'s churn model reads in its feature vector:
+    :data:`CHURN_INPUTS`, and for trees (:data:`CHURN_TREES`) a few more."""
     names = feature_names(product)
-    return [names.index(name) for name in CHURN_INPUTS]
+    return [names.index(name) for name in (*CHURN_INPUTS, *CHURN_TREES.get(product, ()))]
 
 
 def reads(columns: Sequence[int]) -> ColumnTransformer:
@@ -100,23 +120,37 @@ def column_names(product: str, columns: Sequence[int]) -> list[str]:
     return [names[i] for i in columns]
 
 
-def fit_churn(x: list[list[float]], y: list[bool], product: str, columns: Sequence[int]) -> Fitted:
-    """Logistic regression on ``columns`` into a probability of churning.
+def fit_churn(
+    x: list[list[float]], y: list[bool], product: str, columns: Sequence[int], *, seed: int = 0
+) -> Fitted:
+    """A probability of churning from ``columns`` (:func:`churn_columns`).
 
-    The model takes the whole feature vector and reads :func:`churn_columns`: how the
-    customer's recent use compares with their own usual use. Given the personas' habits
-    too, boosted trees learnt which personas happened to churn in the training fleet,
-    which told nothing about another fleet; a linear model on the few comparisons
-    generalises, and is a three-node ONNX graph.
+    The model takes the whole feature vector and reads how the customer's recent use
+    compares with their own usual use. Given the personas' habits too, boosted trees
+    learnt which personas happened to churn in the training fleet, which told nothing
+    about another fleet; on the comparisons alone, a logistic regression (robustly
+    scaled: a three-node ONNX graph), or for the products of :data:`CHURN_TREES` small
+    boosted trees (one ``TreeEnsemble`` node behind the column read).
     """
     xs, ys = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.int64)
-    scaler = robust_scaler(xs[:, list(columns)], column_names(product, columns))
-    lr = LogisticRegression(max_iter=2000).fit(scaler.transform(xs[:, list(columns)]), ys)
-    model = Pipeline([("read", reads(columns).fit(xs)), ("scale", scaler), ("model", lr)])
+    read = reads(columns).fit(xs)
+    model: Pipeline
+    if product in CHURN_TREES:
+        trees = GradientBoostingClassifier(random_state=seed, **_CHURN_TREES)
+        trees.fit(xs[:, list(columns)], ys)
+        model = Pipeline([("read", read), ("model", trees)])
+    else:
+        scaler = robust_scaler(xs[:, list(columns)], column_names(product, columns))
+        lr = LogisticRegression(max_iter=2000).fit(scaler.transform(xs[:, list(columns)]), ys)
+        model = Pipeline([("read", read), ("scale", scaler), ("model", lr)])
     proto = to_onnx(model, xs.shape[1], {id(model): {"zipmap": False}})
-    proto = keep_outputs(proto, {"probabilities"})
-    train_auc = auc(ys, model.predict_proba(xs)[:, 1])
-    return Fitted(proto.SerializeToString(), {"train_auc": train_auc})
+    onnx = keep_outputs(proto, {"probabilities"}).SerializeToString()
+    fitted = model.predict_proba(xs)[:, 1]
+    # What devices run must answer as what was fitted (float32 in ONNX: close, not equal).
+    exported = run(onnx, "probabilities", xs)[:, 1]
+    gap = float(np.max(np.abs(exported - fitted))) if len(xs) else 0.0
+    assert gap < 1e-4, f"the exported churn model of {product} answers {gap} off the fitted one"
+    return Fitted(onnx, {"train_auc": auc(ys, fitted), "onnx_max_abs_diff": gap})
 
 
 def _capped_leaves(model: GradientBoostingClassifier, xs: np.ndarray, truth: np.ndarray) -> None:

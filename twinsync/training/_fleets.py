@@ -68,6 +68,11 @@ class SimTraining:
     #: learnt from one fleet put thermostat customers in their persona at 0.57, from four
     #: at 0.77; coffee 0.70 and 0.76)
     segment_fleets: int = 4
+    #: training fleets the churn models learn from (seeds ``seed`` .. ``seed + n - 1``):
+    #: one fleet has a few dozen churners of a product; fitted on one, the models beat
+    #: the one-feature baseline on another training-side fleet about half the time, on
+    #: two in 9 of 12 product-fleets (docs/models.md, "Churn")
+    churn_fleets: int = 3
     #: planted sub-personas in the realistic fleets (firmware_sim's
     #: ``PopulationSpec.sub_personas``; 0: none, as in the shipped models)
     sub_personas: float = 0.0

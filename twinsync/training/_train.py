@@ -52,6 +52,7 @@ KINDS = ("segment", "churn", "anomaly")
 _SETTING_KINDS: dict[str, set[str]] = {
     "version": set(),
     "segment_fleets": {"segment"},
+    "churn_fleets": {"churn"},
     "clean_share": {"anomaly"},
 }
 
@@ -92,12 +93,21 @@ def _fit_product(product: str, t: SimTraining, kinds: Collection[str]) -> _Produ
         rows = customer_rows(
             train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
         )
+        for more in range(1, t.churn_fleets):  # one at a time: a fleet caches its signals
+            seed = t.seed + more
+            other = fleet(seed, t.devices, t)
+            rows.extend(
+                customer_rows(
+                    other, product, cutoffs(other, 1.0, seed), min_history_days=MIN_HISTORY_DAYS
+                )
+            )
         keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
         fitted.churn = fit_churn(
             [rows.x[i] for i in keep],
             [_churn_label(rows.days_to_churn[i]) for i in keep],
             product,
             churn_columns(product),
+            seed=t.seed,
         )
     if "anomaly" in kinds:
         arows = anomaly_rows(train, [product])

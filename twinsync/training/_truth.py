@@ -63,6 +63,14 @@ class Truth:
                 return at_ms >= churn.disengage_ms
         return customer.disengage_ms is not None and at_ms >= customer.disengage_ms
 
+    def disengage_ms(self, subject: str, product: str) -> int | None:
+        """When the customer starts to wind ``product`` down (None: never)."""
+        customer = self.fleet.customer(subject)
+        for churn in customer.product_churn:
+            if churn.product == product:
+                return churn.disengage_ms
+        return customer.disengage_ms
+
     def anomalies(self, device_id: str) -> dict[int, tuple[str, str, int]]:
         """Firmware seq -> (size class, kind, episode) of the device's injected anomalies."""
         labels = self._device(device_id).anomalies

@@ -92,6 +92,14 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "(default 4: one row per customer, and one fleet has few of each persona)",
     )
     train.add_argument(
+        "--churn-fleets",
+        type=int,
+        default=3,
+        metavar="N",
+        help="training fleets the churn models learn from, seeds SEED..SEED+N-1 "
+        "(default 3: one fleet has a few dozen churners of a product)",
+    )
+    train.add_argument(
         "--profile",
         choices=("realistic", "easy"),
         default="realistic",
@@ -145,6 +153,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             eval_seeds=tuple(args.eval_seed),
             eval_devices=args.eval_devices,
             segment_fleets=args.segment_fleets,
+            churn_fleets=args.churn_fleets,
             profile=args.profile,
             sub_personas=args.sub_personas,
             version=args.version,

@@ -14,11 +14,15 @@ without the extra runs everything else.
   (:func:`robust_scaler`), fitting (:func:`fit_churn`, :func:`fit_segment`, each a
   :class:`Fitted` ONNX model) and held-out scores with bootstrap intervals over
   customers (:func:`auc_interval`, :func:`matched_accuracy`);
+- anomaly flags as an operator sees them: alerts (:func:`alert_groups`, runs of flagged
+  readings of one signal within :data:`ALERT_GAP_MS`), scored beside the readings by
+  :func:`anomaly_flag_scores`;
 - micro-segments, a second level inside each segment (:func:`fit_micro`, a
   :class:`MicroModel`; :func:`evaluate_micro`: stability across training fleets and
   silhouette beside a one-feature split; not shipped yet: docs/models.md).
 """
 
+from ._alerts import ALERT_GAP_MS, alert_groups
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
 from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
@@ -33,6 +37,7 @@ from ._targets import check_targets
 from ._train import train_from_sim
 
 __all__ = [
+    "ALERT_GAP_MS",
     "MIN_ARI",
     "AnomalyRows",
     "CustomerRows",
@@ -41,6 +46,7 @@ __all__ = [
     "SegmentBaseline",
     "SimTraining",
     "Threshold",
+    "alert_groups",
     "anomaly_flag_scores",
     "anomaly_rows",
     "auc_interval",

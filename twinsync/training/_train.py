@@ -126,6 +126,7 @@ def _manifest_metrics(kind: str, scores: dict[str, Any]) -> dict[str, float]:
         return out
     out = {"heldout_precision": scores.get("precision", np.nan)}
     out["heldout_recall"] = scores.get("recall", np.nan)
+    out["heldout_alert_precision"] = scores.get("alerts", {}).get("precision", np.nan)
     for size, entry in scores.get("by_size", {}).items():
         out[f"heldout_recall_{size}"] = entry["recall"]
     return {k: float(v) for k, v in out.items()}

@@ -27,7 +27,7 @@ from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_
 from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
-from ._fleets import SimTraining, cutoffs
+from ._fleets import SimTraining, cutoffs, dense_fleet
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
 from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
@@ -55,6 +55,7 @@ __all__ = [
     "churn_columns",
     "customer_rows",
     "cutoffs",
+    "dense_fleet",
     "evaluate_micro",
     "fetch_features",
     "fit_anomaly",

@@ -32,7 +32,7 @@ from ._baselines import (
 from ._dataset import CustomerRows, anomaly_rows, customer_rows, segment_rows
 from ._evaluate import LEADS, evaluate_anomaly, evaluate_churn, evaluate_segments
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn
-from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, fleet
+from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, dense_fleet, fleet
 from ._segments import SegmentSpace, choose_k, fit_segment, segment_columns, stability
 from ._targets import check_targets
 
@@ -77,6 +77,8 @@ def _fit_product(product: str, t: SimTraining) -> _Product:
     if t.profile != "easy" and t.clean_share > 0:
         clean = clean_fleet(t.seed, max(4, round(t.devices * t.clean_share)), t)
         arows.extend(anomaly_rows(clean, [product]))
+    if product in t.dense_products and t.dense_factor > 0:
+        arows.extend(anomaly_rows(dense_fleet(t), [product]))
     anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
     thresholds = fit_anomaly_thresholds(arows.x, arows.injected, ("abs_z", "jump_of_range"))
     return _Product(churn, anomaly, thresholds, seg_rows)
@@ -91,7 +93,8 @@ def _evaluate(product: str, fitted: _Product, seed: int, t: SimTraining) -> dict
         held, product, cutoffs(held, 7.0, seed), before_churn_days=LEADS,
         min_history_days=MIN_HISTORY_DAYS,
     )  # fmt: skip
-    arows = anomaly_rows(held, [product], devices=evaluated)
+    scored = None if product in t.anomaly_eval_all else evaluated
+    arows = anomaly_rows(held, [product], devices=scored)
     assert fitted.segment is not None
     return {
         "segment": evaluate_segments(

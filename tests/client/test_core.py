@@ -36,6 +36,7 @@ from twinsync.client.testing import (
     Calls,
     EventParser,
     Response,
+    StreamReader,
     api_error,
     json_result,
     multipart,
@@ -215,6 +216,21 @@ def test_the_event_parser_reads_the_hubs_stream() -> None:
         stream_item(event)
     with pytest.raises(ResponseError):
         parser.line(b"x" * (1 << 21))
+
+
+def test_the_stream_reader_yields_known_items_and_remembers_every_id() -> None:
+    """Both transports read through it: an event of a type the client does not know
+    yields nothing but still moves the resume position."""
+    reader = StreamReader()
+    lines = [
+        b": keepalive\n", b"\n",
+        b"id: 7\n", b'event: overflow\n', b'data: {"dropped": 2}\n', b"\n",
+        b"id: 9\n", b"event: future_thing\n", b"data: {}\n", b"\n",
+    ]  # fmt: skip
+    items = [reader.feed(line) for line in lines]
+    assert [i for i in items if i is not None] == [StreamOverflow(dropped=2)]
+    assert items[5] == StreamOverflow(dropped=2)  # yielded by the blank line ending it
+    assert reader.last_event_id == "9"
 
 
 def test_the_key_comes_from_the_argument_or_the_environment_and_is_never_quoted() -> None:

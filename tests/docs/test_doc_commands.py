@@ -91,13 +91,18 @@ COVERAGE: list[tuple[str, str, str]] = [
     ),
     (
         "docs/models.md",
+        r"^twinsync hub train --config hub.toml --sim --kinds\b",
+        "tests/train/test_training.py::test_retraining_one_kind_rewrites_its_models_and_scores_only",
+    ),
+    (
+        "docs/models.md",
         r"^twinsync hub train --config hub.toml --sim\b",
         "tests/train/test_training.py::trained",
     ),
     (
         "docs/models.md",
         r"^make models$",
-        "NOT RUN: retrains the shipped defaults (~10 minutes); its command "
+        "NOT RUN: retrains the shipped defaults (~35 minutes); its command "
         "(hub train --sim --unsigned) parses here",
     ),
     (

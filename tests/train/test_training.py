@@ -55,7 +55,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SigningKey]
     code = twinsync_main(
         ["hub", "train", "--config", str(tmp / "hub.toml"), "--sim", "--out", str(tmp / "models"),
          "--devices", "100", "--days", "42", "--eval-devices", "60", "--eval-seed", "1001",
-         "--profile", "easy", "--version", "2"]
+         "--profile", "easy", "--segment-fleets", "2", "--version", "2"]
     )  # fmt: skip
     assert code == 0
     config = load_hub_config(tmp / "hub.toml", environ={})
@@ -124,6 +124,92 @@ def test_held_out_scores_beat_chance_and_their_baselines_are_beside_them(
     assert manifest["heldout_auc_7d"] == pytest.approx(
         held["wearable"]["churn"]["by_lead"]["7"]["auc"]
     )
+
+
+_TRAIN_ARGS = ["--devices", "100", "--days", "42", "--eval-devices", "60", "--eval-seed", "1001",
+               "--segment-fleets", "2", "--profile", "easy"]  # fmt: skip
+
+
+def test_retraining_one_kind_rewrites_its_models_and_scores_only(
+    trained: tuple[Path, SigningKey], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--kinds churn``: new churn models, their scores replace the old ones in the
+    report; every other file is byte for byte what the whole run wrote."""
+    first, key = trained
+    out = tmp_path / "models"
+    out.mkdir()
+    for f in first.iterdir():
+        (out / f.name).write_bytes(f.read_bytes())
+    before = {f.name: f.read_bytes() for f in out.iterdir()}
+    old = json.loads((out / "report.json").read_text())
+    config = ["hub", "train", "--config", str(first.parent / "hub.toml"), "--sim"]
+
+    # Other settings than the report's: refused before any training, nothing written.
+    code = twinsync_main([*config, "--out", str(out), "--kinds", "churn", *_TRAIN_ARGS[:-2]])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "profile='easy' there, 'realistic' here" in err
+    assert "same settings" in err
+    assert {f.name: f.read_bytes() for f in out.iterdir()} == before
+    # No earlier report to amend.
+    code = twinsync_main(
+        [*config, "--out", str(tmp_path / "empty"), "--kinds", "churn", *_TRAIN_ARGS]
+    )
+    assert code == 2
+    assert "train every kind first" in capsys.readouterr().err
+    assert twinsync_main(["hub", "train", "--influx", "b", "--kinds", "churn", "--out", "x"]) == 2
+    assert "--kinds goes with --sim" in capsys.readouterr().err
+
+    code = twinsync_main(
+        [*config, "--out", str(out), "--kinds", "churn", "--version", "3", *_TRAIN_ARGS]
+    )
+    assert code == 0
+    assert "retrained churn in" in capsys.readouterr().out
+    after = {f.name: f.read_bytes() for f in out.iterdir()}
+    changed = {name for name in after if after[name] != before.get(name)}
+    assert changed == {"report.json"} | {
+        f"churn-{p}.{ext}" for p in PRODUCTS for ext in ("onnx", "manifest.json")
+    }
+    for product in PRODUCTS:
+        manifest = ModelManifest.from_json((out / f"churn-{product}.manifest.json").read_text())
+        manifest.verify({key.kid: key.public})
+        manifest.check_file((out / f"churn-{product}.onnx").read_bytes())
+        assert manifest.version == 3
+    new = json.loads((out / "report.json").read_text())
+    assert new["training"] == {**old["training"], "version": 3}
+    assert new["segments"] == old["segments"]
+    assert [run["kinds"] for run in new["retrained"]] == [["churn"]]
+    for product in PRODUCTS:
+        was, now = old["evaluation"]["1001"][product], new["evaluation"]["1001"][product]
+        assert now["segment"] == was["segment"]
+        assert now["anomaly"] == was["anomaly"]
+        assert now["churn"]["by_lead"]["7"]["positives"] > 0
+        assert new["models"][f"churn-{product}"]["ref"] == f"churn-{product}@3"
+        assert new["models"][f"segment-{product}"] == old["models"][f"segment-{product}"]
+    assert (
+        new["targets"]["1001"]["coffee"]["churn_auc_7d"]["value"]
+        == (new["evaluation"]["1001"]["coffee"]["churn"]["by_lead"]["7"]["auc"])
+    )
+
+
+def test_a_setting_newer_than_the_report_counts_as_its_default(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A report from before ``sub_personas`` existed (like the shipped one was): `make
+    models`' settings still match it, so its kinds can be retrained alone. Only the
+    setting every kind depends on is named: the number of segment fleets may change
+    when the segments are what is retrained."""
+    shipped = Path(__file__).parents[2] / "edge_agent" / "models" / "report.json"
+    report = json.loads(shipped.read_text())
+    report["training"].pop("sub_personas", None)
+    (tmp_path / "report.json").write_text(json.dumps(report))
+    code = twinsync_main(
+        ["hub", "train", "--sim", "--unsigned", "--kinds", "segment", "--days", "69",
+         "--segment-fleets", "2", "--out", str(tmp_path)]
+    )  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "(days=70.0 there, 69.0 here)" in err
 
 
 # -- evaluation and model inputs (no training run) --------------------------------------

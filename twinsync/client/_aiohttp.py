@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import aiohttp
 
 from ._errors import RequestTimeoutError, ResponseError, TransportError
-from ._sse import EventParser, StreamItem, stream_item
+from ._sse import StreamItem, StreamReader
 from ._transport import MAX_ANSWER_BYTES, Credentials
 from ._wire import BaseUrl, Request, Response, api_error
 
@@ -62,7 +62,7 @@ class AsyncSegmentStream:
         if self._answer is None:
             await self.__aenter__()
         assert self._answer is not None
-        parser = EventParser()
+        reader = StreamReader()
         while True:
             try:
                 line = await self._answer.content.readuntil(b"\n")
@@ -72,12 +72,8 @@ class AsyncSegmentStream:
                 raise _translate(self._request, self._base, exc) from None
             if not line:
                 return  # the hub closed the stream (shutting down)
-            event = parser.line(line)
-            if event is None:
-                continue
-            item = stream_item(event)
-            if event.id is not None:
-                self.last_event_id = event.id
+            item = reader.feed(line)
+            self.last_event_id = reader.last_event_id or self.last_event_id
             if item is not None:
                 yield item
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 
 from ._errors import RequestTimeoutError, ResponseError, TransportError
-from ._sse import EventParser, StreamItem, stream_item
+from ._sse import StreamItem, StreamReader
 from ._transport import MAX_ANSWER_BYTES, Credentials
 from ._wire import BaseUrl, Request, Response, api_error
 
@@ -117,18 +117,14 @@ class SegmentStream:
             self.__enter__()
         assert self._conn is not None
         assert self._answer is not None
-        parser = EventParser()
+        reader = StreamReader()
         while True:
             with self._conn.translated(self._request):
                 line = self._answer.readline(_MAX_LINE)
             if not line:
                 return  # the hub closed the stream (shutting down)
-            event = parser.line(line)
-            if event is None:
-                continue
-            item = stream_item(event)
-            if event.id is not None:
-                self.last_event_id = event.id
+            item = reader.feed(line)
+            self.last_event_id = reader.last_event_id or self.last_event_id
             if item is not None:
                 yield item
 

@@ -20,7 +20,7 @@ from ._errors import ResponseError
 from ._results import SegmentChange, StreamOverflow
 from ._trigger_results import StreamGap, TriggerEvent
 
-__all__ = ["EventParser", "ServerEvent", "StreamItem", "stream_item"]
+__all__ = ["EventParser", "ServerEvent", "StreamItem", "StreamReader", "stream_item"]
 
 #: what a stream yields
 StreamItem = SegmentChange | StreamOverflow | TriggerEvent | StreamGap
@@ -87,3 +87,24 @@ def stream_item(event: ServerEvent) -> StreamItem | None:
     except (ValidationError, ValueError) as exc:
         raise ResponseError(f"unreadable {event.event} event: {exc}") from None
     return None
+
+
+class StreamReader:
+    """What both transports do with a line read: parse it, map a whole event to the
+    caller's item, and remember the last event id (to resume from after a lost
+    connection)."""
+
+    def __init__(self) -> None:
+        self._parser = EventParser()
+        #: the id of the last event received
+        self.last_event_id: str | None = None
+
+    def feed(self, line: bytes) -> StreamItem | None:
+        """Take one line; return the item it completes, if it completes one we know."""
+        event = self._parser.line(line)
+        if event is None:
+            return None
+        item = stream_item(event)
+        if event.id is not None:
+            self.last_event_id = event.id
+        return item

@@ -4,7 +4,7 @@ answers read into results or errors, the event-stream parser. Not a stable API."
 from __future__ import annotations
 
 from ._calls import Calls
-from ._sse import EventParser, ServerEvent, stream_item
+from ._sse import EventParser, ServerEvent, StreamReader, stream_item
 from ._wire import (
     BaseUrl,
     Call,
@@ -25,6 +25,7 @@ __all__ = [
     "Request",
     "Response",
     "ServerEvent",
+    "StreamReader",
     "api_error",
     "json_result",
     "multipart",

@@ -5,8 +5,8 @@ without the extra runs everything else.
 
 - whole runs: :func:`train_from_sim` (a simulated fleet, scored against its ground
   truth on unseen fleets beside simple baselines; :class:`SimTraining` says what to
-  simulate) and :func:`train_segments` on the features a hub holds
-  (:func:`fetch_features`);
+  simulate; ``kinds`` retrains some model kinds only) and :func:`train_segments` on
+  the features a hub holds (:func:`fetch_features`);
 - the steps they are made of, for a run of your own: snapshot times
   (:func:`cutoffs`), one row of features per customer and time as the device computes
   it (:func:`customer_rows`, :class:`CustomerRows`), the feature columns each kind of
@@ -19,7 +19,7 @@ without the extra runs everything else.
   :func:`anomaly_flag_scores`;
 - micro-segments, a second level inside each segment (:func:`fit_micro`, a
   :class:`MicroModel`; :func:`evaluate_micro`: stability across training fleets and
-  silhouette beside a one-feature split; not shipped yet: docs/models.md).
+  silhouette beside a one-feature split; :func:`train_micro` ships them: docs/models.md).
 """
 
 from ._alerts import ALERT_GAP_MS, alert_groups
@@ -34,10 +34,11 @@ from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
 from ._micro_ship import MIN_ARI, merge_micro, ship_rule, train_micro
 from ._segments import fit_segment, segment_columns
 from ._targets import check_targets
-from ._train import train_from_sim
+from ._train import KINDS, TrainingError, train_from_sim
 
 __all__ = [
     "ALERT_GAP_MS",
+    "KINDS",
     "MIN_ARI",
     "AnomalyRows",
     "CustomerRows",
@@ -46,6 +47,7 @@ __all__ = [
     "SegmentBaseline",
     "SimTraining",
     "Threshold",
+    "TrainingError",
     "alert_groups",
     "anomaly_flag_scores",
     "anomaly_rows",

@@ -70,6 +70,13 @@ class CustomerRows:
     #: :meth:`._truth.Truth.segment_group`)
     group: list[str] = field(default_factory=list)
 
+    def extend(self, other: CustomerRows) -> None:
+        """Append ``other``'s rows (another fleet's of the same product)."""
+        assert other.product == self.product
+        for name in ("x", "persona", "days_to_churn", "subject", "device", "cutoff_ms",
+                     "engagement", "group"):  # fmt: skip
+            getattr(self, name).extend(getattr(other, name))
+
 
 _COLUMNS = ("x", "injected", "size", "kind", "episode", "event", "signal", "device", "ts")
 

@@ -5,6 +5,8 @@ whole fleet of the same profile, customers and devices the models never saw): ev
 score beside simple baselines fitted on the same training data (:mod:`._baselines`,
 :mod:`._evaluate`). The output directory gets, per model, ``<kind>-<product>.onnx`` and
 its manifest (the layout of the defaults in ``edge_agent/models``) plus ``report.json``.
+A run may retrain some kinds only (``kinds``): it writes those models, replaces their
+scores in the directory's ``report.json`` and leaves every other model as it was.
 
 Memory: one product at a time, each from fresh fleet objects (a fleet caches the signals
 it generated), and one held-out fleet at a time.
@@ -13,13 +15,15 @@ it generated), and one held-out fleet at a time.
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from protocol import ANOMALY_FEATURES, PRODUCTS, SigningKey, feature_names
+from protocol import ANOMALY_FEATURES, PRODUCTS, SigningKey, TwinSyncError, feature_names
 
 from ._artefacts import write_model, write_report
 from ._baselines import (
@@ -36,10 +40,27 @@ from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, dense_
 from ._segments import SegmentSpace, choose_k, fit_segment, segment_columns, stability
 from ._targets import check_targets
 
-__all__ = ["HORIZON_DAYS", "SimTraining", "train_from_sim"]
+__all__ = ["HORIZON_DAYS", "KINDS", "SimTraining", "TrainingError", "train_from_sim"]
 
 #: churn models predict churning within this many days
 HORIZON_DAYS = 14
+#: the model kinds a ``--sim`` run trains (micro-segments have their own run)
+KINDS = ("segment", "churn", "anomaly")
+
+
+#: settings only some kinds depend on: they may change when those kinds are retrained
+_SETTING_KINDS: dict[str, set[str]] = {
+    "version": set(),
+    "segment_fleets": {"segment"},
+    "clean_share": {"anomaly"},
+    "anomaly_eval_all": {"anomaly"},
+    "dense_products": {"anomaly"},
+    "dense_factor": {"anomaly"},
+}
+
+
+class TrainingError(TwinSyncError):
+    """A training run cannot go ahead as asked (the message says what to change)."""
 
 
 def _churn_label(days_to_churn: float | None) -> bool:
@@ -48,70 +69,83 @@ def _churn_label(days_to_churn: float | None) -> bool:
 
 @dataclasses.dataclass
 class _Product:
-    """Everything fitted for one product."""
+    """Everything fitted for one product (None: a kind this run does not train)."""
 
-    churn: Fitted
-    anomaly: Fitted
-    thresholds: list[Threshold]
-    segment_rows: CustomerRows
+    churn: Fitted | None = None
+    anomaly: Fitted | None = None
+    thresholds: list[Threshold] = dataclasses.field(default_factory=list)
+    segment_rows: CustomerRows | None = None
     segment: Fitted | None = None
     segment_baselines: list[SegmentBaseline] = dataclasses.field(default_factory=list)
     segment_reference: SegmentBaseline | None = None
 
 
-def _fit_product(product: str, t: SimTraining) -> _Product:
+def _fit_product(product: str, t: SimTraining, kinds: Collection[str]) -> _Product:
     """Churn and anomaly models on the training fleet; the rows segments will need."""
     train = fleet(t.seed, t.devices, t)
-    seg_rows = segment_rows(train, product, min_history_days=MIN_HISTORY_DAYS)
-    rows = customer_rows(
-        train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
-    )
-    keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
-    churn = fit_churn(
-        [rows.x[i] for i in keep],
-        [_churn_label(rows.days_to_churn[i]) for i in keep],
-        product,
-        churn_columns(product),
-    )
-    arows = anomaly_rows(train, [product])
-    if t.profile != "easy" and t.clean_share > 0:
-        clean = clean_fleet(t.seed, max(4, round(t.devices * t.clean_share)), t)
-        arows.extend(anomaly_rows(clean, [product]))
-    if product in t.dense_products and t.dense_factor > 0:
-        arows.extend(anomaly_rows(dense_fleet(t), [product]))
-    anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
-    thresholds = fit_anomaly_thresholds(arows.x, arows.injected, ("abs_z", "jump_of_range"))
-    return _Product(churn, anomaly, thresholds, seg_rows)
+    fitted = _Product()
+    if "segment" in kinds:
+        fitted.segment_rows = segment_rows(train, product, min_history_days=MIN_HISTORY_DAYS)
+        for more in range(1, t.segment_fleets):  # one at a time: a fleet caches its signals
+            other = fleet(t.seed + more, t.devices, t)
+            fitted.segment_rows.extend(
+                segment_rows(other, product, min_history_days=MIN_HISTORY_DAYS)
+            )
+    if "churn" in kinds:
+        rows = customer_rows(
+            train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
+        )
+        keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
+        fitted.churn = fit_churn(
+            [rows.x[i] for i in keep],
+            [_churn_label(rows.days_to_churn[i]) for i in keep],
+            product,
+            churn_columns(product),
+        )
+    if "anomaly" in kinds:
+        arows = anomaly_rows(train, [product])
+        if t.profile != "easy" and t.clean_share > 0:
+            clean = clean_fleet(t.seed, max(4, round(t.devices * t.clean_share)), t)
+            arows.extend(anomaly_rows(clean, [product]))
+        if product in t.dense_products and t.dense_factor > 0:
+            arows.extend(anomaly_rows(dense_fleet(t), [product]))
+        fitted.anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
+        fitted.thresholds = fit_anomaly_thresholds(
+            arows.x, arows.injected, ("abs_z", "jump_of_range")
+        )
+    return fitted
 
 
 def _evaluate(product: str, fitted: _Product, seed: int, t: SimTraining) -> dict[str, Any]:
-    """Every model of ``product`` on the held-out fleet of ``seed``."""
+    """Every model ``fitted`` holds of ``product`` on the held-out fleet of ``seed``."""
     held = fleet(seed, t.eval_devices * t.churn_eval_factor, t)
-    evaluated = set(held.devices[: t.eval_devices])
-    seg_rows = segment_rows(held, product, min_history_days=MIN_HISTORY_DAYS)
-    churn_rows = customer_rows(
-        held, product, cutoffs(held, 7.0, seed), before_churn_days=LEADS,
-        min_history_days=MIN_HISTORY_DAYS,
-    )  # fmt: skip
-    scored = None if product in t.anomaly_eval_all else evaluated
-    arows = anomaly_rows(held, [product], devices=scored)
-    assert fitted.segment is not None
-    return {
-        "segment": evaluate_segments(
+    out: dict[str, Any] = {}
+    if fitted.segment is not None:
+        seg_rows = segment_rows(held, product, min_history_days=MIN_HISTORY_DAYS)
+        out["segment"] = evaluate_segments(
             fitted.segment.onnx, seg_rows, fitted.segment_baselines, fitted.segment_reference
-        ),
-        "churn": evaluate_churn(
+        )
+    if fitted.churn is not None:
+        churn_rows = customer_rows(
+            held, product, cutoffs(held, 7.0, seed), before_churn_days=LEADS,
+            min_history_days=MIN_HISTORY_DAYS,
+        )  # fmt: skip
+        out["churn"] = evaluate_churn(
             fitted.churn.onnx,
             churn_rows,
             product,
             monthly_rate=t.real_churn_monthly,
             horizon_days=HORIZON_DAYS,
             seed=seed,
-        ),
-        "anomaly": evaluate_anomaly(
+        )
+    if fitted.anomaly is not None:
+        evaluated = set(held.devices[: t.eval_devices])
+        scored = None if product in t.anomaly_eval_all else evaluated
+        arows = anomaly_rows(held, [product], devices=scored)
+        out["anomaly"] = evaluate_anomaly(
             fitted.anomaly.onnx, fitted.anomaly.threshold, arows, fitted.thresholds
-        ),
-    }
+        )
+    return out
 
 
 def _manifest_metrics(kind: str, scores: dict[str, Any]) -> dict[str, float]:
@@ -136,51 +170,114 @@ def _manifest_metrics(kind: str, scores: dict[str, Any]) -> dict[str, float]:
 
 
 def train_from_sim(
-    out: Path, key: SigningKey | None, t: SimTraining | None = None
+    out: Path,
+    key: SigningKey | None,
+    t: SimTraining | None = None,
+    *,
+    kinds: Collection[str] = KINDS,
 ) -> dict[str, Any]:
-    """Train every model on one simulated fleet, score it on others; return the report."""
+    """Train models on one simulated fleet, score them on others; return the report.
+
+    ``kinds``: the model kinds to train (default: all). With fewer, only their models
+    are written, and their scores replace the earlier ones in ``out``'s ``report.json``,
+    which must come from a run with the same settings (else :class:`TrainingError`): the
+    report keeps describing one training and one set of held-out fleets.
+    """
     t = t if t is not None else SimTraining()
+    chosen = tuple(k for k in KINDS if k in kinds)
+    if not chosen or set(kinds) - set(KINDS):
+        raise TrainingError(f"kinds must be some of {', '.join(KINDS)}; got {sorted(kinds)}")
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    report: dict[str, Any] = {"training": dataclasses.asdict(t), "models": {}, "evaluation": {}}
-    products = {p: _fit_product(p, t) for p in sorted(PRODUCTS)}
+    report = _report_to_update(out, t, chosen)
+    products = {p: _fit_product(p, t, chosen) for p in sorted(PRODUCTS)}
+    if "segment" in chosen:
+        _fit_segments(products, t, report)
+    for seed in t.eval_seeds:
+        by_product = report["evaluation"].setdefault(str(seed), {})
+        for p, f in products.items():
+            by_product.setdefault(p, {}).update(_evaluate(p, f, seed, t))
+    first = report["evaluation"][str(t.eval_seed)]
+    for p, f in products.items():
+        for kind, fitted, inputs, horizon in (
+            ("segment", f.segment, feature_names(p), 0),
+            ("churn", f.churn, feature_names(p), HORIZON_DAYS),
+            ("anomaly", f.anomaly, ANOMALY_FEATURES, 0),
+        ):
+            if fitted is None:
+                continue
+            fitted.metrics.update(_manifest_metrics(kind, first[p][kind]))
+            m = write_model(out, kind, p, fitted, inputs, key, t.version, horizon)  # type: ignore[arg-type]
+            report["models"][m.name] = {"ref": m.ref, "threshold": m.threshold, **fitted.metrics}
+    report["targets"] = check_targets(report["evaluation"])
+    seconds = time.perf_counter() - started
+    if chosen == KINDS:
+        report["seconds"] = seconds
+        report["twins_trained"] = sum(
+            len(f.segment_rows.x) for f in products.values() if f.segment_rows is not None
+        )
+    else:
+        report.setdefault("retrained", []).append({"kinds": list(chosen), "seconds": seconds})
+    write_report(out, report)
+    return report
+
+
+def _report_to_update(out: Path, t: SimTraining, kinds: tuple[str, ...]) -> dict[str, Any]:
+    """A new report for a whole run; for some kinds, the directory's report to amend."""
+    settings = dataclasses.asdict(t)
+    fresh: dict[str, Any] = {"training": settings, "models": {}, "evaluation": {}}
+    if kinds == KINDS:
+        return fresh
+    path = out / "report.json"
+    if not path.exists():
+        raise TrainingError(
+            f"{path} is missing: retraining only {', '.join(kinds)} amends the report of an "
+            "earlier run of every kind into the same directory; train every kind first"
+        )
+    report: dict[str, Any] = json.loads(path.read_text())
+    earlier = report.get("training", {})
+    # The version may differ (each model carries its own), and so may a setting that only
+    # the retrained kinds depend on; every other setting decides what was trained and
+    # scored, so a report mixing two values would describe neither. A setting the
+    # earlier report lacks is newer than it: that run had its default.
+    current = json.loads(json.dumps(settings))
+    defaults = json.loads(json.dumps(dataclasses.asdict(SimTraining())))
+    then = {name: earlier.get(name, defaults[name]) for name in settings}
+    free = {name for name, owners in _SETTING_KINDS.items() if owners <= set(kinds)}
+    differ = sorted(
+        name for name in settings
+        if name not in free and current[name] != then[name]
+    )  # fmt: skip
+    if differ:
+        shown = ", ".join(f"{n}={then[n]!r} there, {settings[n]!r} here" for n in differ)
+        raise TrainingError(
+            f"{path} comes from a run with other settings ({shown}); use the same settings "
+            "or train every kind"
+        )
+    report["training"] = {**then, **{name: current[name] for name in free}}
+    return report
+
+
+def _fit_segments(products: dict[str, _Product], t: SimTraining, report: dict[str, Any]) -> None:
+    """Segment models for every product, with one k."""
+    rows = {p: f.segment_rows for p, f in products.items() if f.segment_rows is not None}
     # Segments: one k for all products (segments describe customers, not devices): as
     # many as the training fleet has personas. The held-out score is agreement with the
     # personas, and the training fleet says how many there are; k by resampling
     # stability (what --influx uses, without labels) is reported beside it.
-    curves = {p: stability(_space(p, f.segment_rows), seed=t.seed) for p, f in products.items()}
-    personas = {name for f in products.values() for name in f.segment_rows.persona}
+    curves = {p: stability(_space(p, r), seed=t.seed) for p, r in rows.items()}
+    personas = {name for r in rows.values() for name in r.persona}
     k = len(personas)
     report["segments"] = {
         "k": k,
         "k_by_stability": choose_k(list(curves.values())),
         "stability": curves,
     }
-    for p, f in products.items():
-        rows, columns = f.segment_rows, segment_columns(p)
-        f.segment = fit_segment(rows.x, k, p, columns, personas=rows.persona, seed=t.seed)
-        f.segment_baselines = fit_segment_baselines(
-            rows.x, rows.persona, p, columns, k, seed=t.seed
-        )
-        f.segment_reference = fit_segment_reference(rows.x, rows.persona, p, columns)
-    for seed in t.eval_seeds:
-        report["evaluation"][str(seed)] = {p: _evaluate(p, f, seed, t) for p, f in products.items()}
-    first = report["evaluation"][str(t.eval_seed)]
-    for p, f in products.items():
-        assert f.segment is not None
-        for kind, fitted, inputs, horizon in (
-            ("segment", f.segment, feature_names(p), 0),
-            ("churn", f.churn, feature_names(p), HORIZON_DAYS),
-            ("anomaly", f.anomaly, ANOMALY_FEATURES, 0),
-        ):
-            fitted.metrics.update(_manifest_metrics(kind, first[p][kind]))
-            m = write_model(out, kind, p, fitted, inputs, key, t.version, horizon)  # type: ignore[arg-type]
-            report["models"][m.name] = {"ref": m.ref, "threshold": m.threshold, **fitted.metrics}
-    report["targets"] = check_targets(report["evaluation"])
-    report["seconds"] = time.perf_counter() - started
-    report["twins_trained"] = sum(len(f.segment_rows.x) for f in products.values())
-    write_report(out, report)
-    return report
+    for p, r in rows.items():
+        f, columns = products[p], segment_columns(p)
+        f.segment = fit_segment(r.x, k, p, columns, personas=r.persona, seed=t.seed)
+        f.segment_baselines = fit_segment_baselines(r.x, r.persona, p, columns, k, seed=t.seed)
+        f.segment_reference = fit_segment_reference(r.x, r.persona, p, columns)
 
 
 def _space(product: str, rows: CustomerRows) -> np.ndarray:

@@ -55,6 +55,15 @@ def parser(prog: str) -> argparse.ArgumentParser:
         "(--seed and --seed + 1); writes them and micro-report.json only",
     )
     train.add_argument(
+        "--kinds",
+        nargs="+",
+        choices=("segment", "churn", "anomaly"),
+        metavar="KIND",
+        help="with --sim: train, score and write only these kinds (segment, churn, "
+        "anomaly; default all); their scores replace the earlier ones in OUT's report.json, "
+        "which must come from a run with the same settings, and the other models stay",
+    )
+    train.add_argument(
         "--sub-personas",
         type=float,
         default=0.0,
@@ -75,6 +84,14 @@ def parser(prog: str) -> argparse.ArgumentParser:
     )
     train.add_argument("--eval-devices", type=int, default=200)
     train.add_argument(
+        "--segment-fleets",
+        type=int,
+        default=4,
+        metavar="N",
+        help="training fleets the segment models learn from, seeds SEED..SEED+N-1 "
+        "(default 4: one row per customer, and one fleet has few of each persona)",
+    )
+    train.add_argument(
         "--profile",
         choices=("realistic", "easy"),
         default="realistic",
@@ -92,8 +109,18 @@ def parser(prog: str) -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> int:
     """Entry point of ``twinsync train``."""
     args = parser(prog).parse_args(argv)
+    if args.kinds and not args.sim:
+        print(f"{prog}: --kinds goes with --sim (see '{prog} --help')", file=sys.stderr)
+        return 2
     try:
-        from . import SimTraining, fetch_features, train_from_sim, train_micro, train_segments
+        from . import (
+            KINDS,
+            SimTraining,
+            fetch_features,
+            train_from_sim,
+            train_micro,
+            train_segments,
+        )
         from ._artefacts import write_report
     except ImportError as exc:
         print(f"{prog}: {exc}; install the extra: pip install 'twinsync[train]'", file=sys.stderr)
@@ -117,6 +144,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             days=args.days,
             eval_seeds=tuple(args.eval_seed),
             eval_devices=args.eval_devices,
+            segment_fleets=args.segment_fleets,
             profile=args.profile,
             sub_personas=args.sub_personas,
             version=args.version,
@@ -131,7 +159,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "twinsync train") -> 
             for product, entry in micro.items():
                 print(f"micro-{product}: splits shipped in segments {entry['shipped_splits']}")
             return 0
-        report = train_from_sim(args.out, key, setup)
+        report = train_from_sim(args.out, key, setup, kinds=args.kinds or KINDS)
     except TwinSyncError as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
@@ -156,6 +184,11 @@ def _print_report(report: dict[str, Any], out: Path) -> None:
     else:
         why = "best mean stability over products"
     print(f"segments: k={segments['k']} ({why})")
+    if report.get("retrained"):  # this run trained some kinds only (the last entry)
+        run = report["retrained"][-1]
+        print(f"retrained {', '.join(run['kinds'])} in {run['seconds']:.0f} s; "
+              f"report (other kinds kept): {out / 'report.json'}")  # fmt: skip
+        return
     pairs = report.get("twins_trained")
     trained = f"trained on {pairs} customer-device pairs " if pairs else "trained "
     print(f"{trained}in {report['seconds']:.0f} s; report: {out / 'report.json'}")

@@ -102,7 +102,7 @@ COVERAGE: list[tuple[str, str, str]] = [
     (
         "docs/models.md",
         r"^make models$",
-        "NOT RUN: retrains the shipped defaults (~35 minutes); its command "
+        "NOT RUN: retrains the shipped defaults (~45 minutes); its command "
         "(hub train --sim --unsigned) parses here",
     ),
     (

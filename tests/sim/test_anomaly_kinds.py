@@ -183,3 +183,35 @@ def test_small_anomalies_are_not_what_a_jump_threshold_catches(
     recall = {size: sum(flags) / len(flags) for size, flags in caught.items()}
     assert recall["large"] >= 0.9
     assert recall["small"] <= 0.3
+
+
+def test_out_of_pattern_use_needs_someone_using_the_device() -> None:
+    """An out-of-pattern use is a use (a brew at 3 am): none from a customer who has
+    churned the product or is away on holiday. Injected regardless before, a coffee
+    machine brewed ~0.5 times a day for nobody, and churners never fell silent."""
+    spec = dataclasses.replace(
+        FleetSpec.realistic(seed=32, devices=60, days=40, start_ms=START),
+        churn=dataclasses.replace(FleetSpec.realistic().churn, monthly_rate=0.4),
+    )
+    fleet = Fleet.generate(spec)
+    margin = 3 * HOUR_MS  # a device's clock is up to 2 h off
+    kept = after_churn = away = 0
+    for d in fleet.devices:
+        if d.product not in ("coffee", "tv"):
+            continue
+        labels = fleet.truth(d.device_id).anomalies
+        for s in fleet.signals(d.device_id):
+            label = labels.get(s.seq)
+            if label is None or label.kind != "out_of_pattern" or s.name != label.signal:
+                continue
+            kept += 1
+            customer = fleet.customer(s.subject)
+            churn = customer.churns(d.product)
+            after_churn += churn is not None and s.ts > churn + 86_400_000
+            away += any(
+                e.kind == "holiday" and e.start_ms + margin < s.ts < e.end_ms - margin
+                for e in customer.life
+            )
+    assert kept > 20  # out-of-pattern use is still injected ...
+    assert after_churn == 0  # ... never after its user left (their ramp is ~0 in a day)
+    assert away == 0  # ... nor while they are away (coffee and TV rest on holiday)

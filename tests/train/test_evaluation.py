@@ -11,7 +11,9 @@ import pytest
 
 from protocol import ANOMALY_FEATURES, feature_names
 from twinsync.training import (
+    ALERT_GAP_MS,
     AnomalyRows,
+    alert_groups,
     anomaly_flag_scores,
     average_precision,
     check_targets,
@@ -104,6 +106,7 @@ def test_anomaly_thresholds_and_flag_scores_by_size_and_kind() -> None:
         rows.event.append(False)
         rows.signal.append("thermostat.temperature_c")
         rows.device.append("d")
+        rows.ts.append(len(rows.ts) * 10 * MINUTE_MS)
 
     for v in np.linspace(0.0, 2.0, 96):
         add(float(v))
@@ -122,6 +125,91 @@ def test_anomaly_thresholds_and_flag_scores_by_size_and_kind() -> None:
     assert scores["by_size"]["small"]["recall"] == pytest.approx(1 / 2)
     assert scores["by_kind"]["out_of_pattern"]["recall"] == 0.0
     assert scores["by_kind"]["level_shift"]["recall"] == 1.0
+
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+
+
+def _alert_rows() -> tuple[AnomalyRows, np.ndarray]:
+    """Two devices, one day each, readings every 10 minutes, with flags set by hand:
+
+    - device a, temperature: a spike (anomaly a:1, large) flagged on its reading and on
+      the recovery reading after it (one alert, true); a level shift (a:2, small)
+      flagged on two readings 50 minutes apart (one alert, true) and again 3 hours
+      later, after its end (a second alert, false: it overlaps no anomaly);
+    - device a, setpoint: flagged at the same time as the spike, but another signal:
+      its own alert (false);
+    - device b: one false flag alone (a false alert), one anomaly never flagged (b:1,
+      small: missed), and an out-of-pattern anomaly with no reading (b:2, large).
+    """
+    rows = AnomalyRows()
+    flags: list[bool] = []
+
+    def add(device: str, signal: str, minute: int, flag: bool, episode: str = "",
+            size: str = "", kind: str = "") -> None:  # fmt: skip
+        rows.x.append([0.0] * len(ANOMALY_FEATURES))
+        rows.injected.append(bool(episode))
+        rows.size.append(size)
+        rows.kind.append(kind)
+        rows.episode.append(episode)
+        rows.event.append(False)
+        rows.signal.append(signal)
+        rows.device.append(device)
+        rows.ts.append(minute * MINUTE_MS)
+        flags.append(flag)
+
+    temp, setpoint = "thermostat.temperature_c", "thermostat.setpoint_c"
+    spike = {60: (True, "a:1", "large", "spike"), 70: (True, "", "", "")}
+    shift = {m: (m in (300, 350), "a:2", "small", "level_shift") for m in range(300, 400, 10)}
+    for minute in range(0, 24 * 60, 10):
+        flag, episode, size, kind = spike.get(minute) or shift.get(minute) or (False, "", "", "")
+        add("a", temp, minute, flag or minute == 570, episode, size, kind)
+        add("a", setpoint, minute, minute == 60)
+        b_episode = ("b:1", "small", "spike") if minute == 900 else ("", "", "")
+        add("b", temp, minute, minute == 200, *b_episode)
+    rows.unscored["b:2"] = ("large", "out_of_pattern")
+    return rows, np.asarray(flags)
+
+
+def test_alerts_group_flags_of_one_signal_within_the_gap() -> None:
+    rows, flags = _alert_rows()
+    found = alert_groups(flags, rows)
+    # a's temperature: spike + recovery (10 min apart), the shift's two flags (50 min),
+    # the late flag (220 min after the shift's last); a's setpoint; b's lone flag.
+    assert sorted(len(a) for a in found) == [1, 1, 1, 2, 2]
+    # A gap shorter than the shift's 50 minutes splits its alert in two.
+    assert len(alert_groups(flags, rows, gap_ms=30 * MINUTE_MS)) == 6
+    assert ALERT_GAP_MS == HOUR_MS
+
+
+def test_alert_precision_counts_alerts_and_false_alerts_per_device_day() -> None:
+    rows, flags = _alert_rows()
+    scores = anomaly_flag_scores(flags, rows)
+    # Per reading: 3 true flags (the spike, the shift's two) against 4 false ones.
+    assert scores["false_flags"] == 4
+    assert scores["precision"] == pytest.approx(3 / 7)
+    alerts = scores["alerts"]
+    assert alerts["alerts"] == 5
+    assert alerts["false_alerts"] == 3
+    assert alerts["precision"] == pytest.approx(2 / 5)
+    # two devices observed for 23 h 50 min each
+    assert alerts["device_days"] == pytest.approx(2 * (24 * 60 - 10) / (24 * 60))
+    assert alerts["false_per_device_day"] == pytest.approx(3 / alerts["device_days"])
+    # As if every anomaly (4) were of the class: large has 1 true alert over 2
+    # anomalies, small 1 over 2 -> 2 true alerts against 3 false ones each.
+    assert alerts["by_size"]["large"]["precision"] == pytest.approx(2 / 5)
+    assert alerts["by_size"]["small"]["precision"] == pytest.approx(2 / 5)
+    assert alerts["by_kind"]["spike"]["precision"] == pytest.approx(2 / 5)  # 1 of 2
+    assert alerts["by_kind"]["level_shift"]["precision"] == pytest.approx(4 / 7)  # 1 of 1
+    assert alerts["by_kind"]["out_of_pattern"]["precision"] == 0.0
+    # Recall stays per anomaly: the spike and the shift are found, b's two are not.
+    assert scores["recall"] == pytest.approx(2 / 4)
+    # The target is judged on the alert precision; the per-reading one rides along.
+    targets = check_targets({"1": {"thermostat": {"anomaly": scores}}})["1"]["thermostat"]
+    precision = targets["anomaly_precision_every_size"]
+    assert precision["value"] == pytest.approx(2 / 5)
+    assert precision["per_reading"] == min(v["precision"] for v in scores["by_size"].values())
 
 
 def _scores(seg: float, base2: float, auc7: float, base7: float, worst_recall: float) -> dict:

@@ -33,11 +33,13 @@ from protocol import (
 )
 from twinsync.cli import main as twinsync_main
 from twinsync.training import (
+    SimTraining,
     anomaly_rows,
     auc_interval,
     churn_columns,
     customer_rows,
     cutoffs,
+    dense_fleet,
     fit_anomaly,
     fit_churn,
     fit_segment,
@@ -104,6 +106,10 @@ def test_held_out_scores_beat_chance_and_their_baselines_are_beside_them(
             assert entry["ceiling_auc"] >= 0.5
         assert "baseline_precision_at_rate" in churn
         assert len(anomaly["baselines"]) == 2
+        # per alert beside per reading, for the model and each baseline
+        for scored in (anomaly, *anomaly["baselines"].values()):
+            assert {"precision", "false_per_device_day", "by_size"} <= set(scored["alerts"])
+        assert "per_reading" in report["targets"]["1001"][product]["anomaly_precision_every_size"]
         assert set(report["targets"]["1001"][product]) >= {
             "segment_accuracy",
             "churn_auc_7d",
@@ -207,6 +213,18 @@ def test_a_setting_newer_than_the_report_counts_as_its_default(
 
 
 # -- evaluation and model inputs (no training run) --------------------------------------
+def test_the_dense_anomaly_fleet_is_of_the_training_side_only() -> None:
+    """The TV's extra anomaly rows come from a fleet of its own seed: never the training
+    fleet's, never a held-out one, with ``dense_factor`` times the devices."""
+    t = SimTraining(seed=3, devices=8, days=7.0)
+    dense = dense_fleet(t)
+    assert "tv" in t.dense_products
+    assert "tv" in t.anomaly_eval_all
+    assert dense.spec.seed not in (t.seed, *t.eval_seeds)
+    assert len(dense.devices) == round(8 * t.dense_factor)
+    assert dense.spec.faults.anomaly_rate == FleetSpec.realistic().faults.anomaly_rate
+
+
 def _fleet(**kw: object) -> Fleet:
     spec = {"seed": 4, "devices": 24, "days": 30, "start_ms": 1_767_225_600_000, **kw}
     return Fleet.generate(FleetSpec(**spec, faults=FaultSpec.none()))  # type: ignore[arg-type]

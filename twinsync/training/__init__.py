@@ -15,17 +15,21 @@ without the extra runs everything else.
   :class:`Fitted` ONNX model) and held-out scores with bootstrap intervals over
   customers (:func:`auc_interval`, :func:`matched_accuracy`), the churn ceiling from
   observed counts (:func:`count_ceiling`);
+- anomaly flags as an operator sees them: alerts (:func:`alert_groups`, runs of flagged
+  readings of one signal within :data:`ALERT_GAP_MS`), scored beside the readings by
+  :func:`anomaly_flag_scores`;
 - micro-segments, a second level inside each segment (:func:`fit_micro`, a
   :class:`MicroModel`; :func:`evaluate_micro`: stability across training fleets and
   silhouette beside a one-feature split; :func:`train_micro` ships them: docs/models.md).
 """
 
+from ._alerts import ALERT_GAP_MS, alert_groups
 from ._baselines import SegmentBaseline, Threshold, fit_anomaly_thresholds, fit_segment_baselines
 from ._count_ceiling import count_ceiling
 from ._dataset import AnomalyRows, CustomerRows, anomaly_rows, customer_rows, replay, segment_rows
 from ._evaluate import anomaly_flag_scores
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn, robust_scaler
-from ._fleets import SimTraining, cutoffs
+from ._fleets import SimTraining, cutoffs, dense_fleet
 from ._from_influx import fetch_features, train_segments
 from ._metrics import auc_interval, average_precision, matched_accuracy, precision_at_rate
 from ._micro import MicroModel, evaluate_micro, fit_micro, segment_labels
@@ -35,6 +39,7 @@ from ._targets import check_targets
 from ._train import KINDS, TrainingError, train_from_sim
 
 __all__ = [
+    "ALERT_GAP_MS",
     "KINDS",
     "MIN_ARI",
     "AnomalyRows",
@@ -45,6 +50,7 @@ __all__ = [
     "SimTraining",
     "Threshold",
     "TrainingError",
+    "alert_groups",
     "anomaly_flag_scores",
     "anomaly_rows",
     "auc_interval",
@@ -54,6 +60,7 @@ __all__ = [
     "count_ceiling",
     "customer_rows",
     "cutoffs",
+    "dense_fleet",
     "evaluate_micro",
     "fetch_features",
     "fit_anomaly",

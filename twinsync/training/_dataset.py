@@ -92,6 +92,9 @@ class CustomerRows:
             getattr(self, name).extend(getattr(other, name))
 
 
+_COLUMNS = ("x", "injected", "size", "kind", "episode", "event", "signal", "device", "ts")
+
+
 @dataclass
 class AnomalyRows:
     """One row per gauge reading: anomaly features, and what the simulator knows of it."""
@@ -109,13 +112,15 @@ class AnomalyRows:
     event: list[bool] = field(default_factory=list)
     signal: list[str] = field(default_factory=list)
     device: list[str] = field(default_factory=list)
+    #: the reading's time on the device's clock (ms): alerts group readings by it
+    ts: list[int] = field(default_factory=list)
     #: anomalies none of whose readings the anomaly model scores (out-of-pattern brews
     #: or TV sessions: no gauge), episode -> (size, kind); they count as missed
     unscored: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def extend(self, other: AnomalyRows) -> None:
         """Append ``other``'s rows (another fleet's: episodes are keyed by device)."""
-        for name in ("x", "injected", "size", "kind", "episode", "event", "signal", "device"):
+        for name in _COLUMNS:
             getattr(self, name).extend(getattr(other, name))
         self.unscored.update(other.unscored)
 
@@ -327,6 +332,7 @@ def anomaly_rows(
             out.event.append(s.seq in events)
             out.signal.append(s.name)
             out.device.append(dev.device_id)
+            out.ts.append(s.ts)
         scored = set(out.episode)
         for size, kind, episode in labels.values():
             key = f"{dev.device_id}:{episode}"

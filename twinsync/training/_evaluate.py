@@ -16,6 +16,7 @@ import numpy as np
 
 from protocol import feature_names
 
+from ._alerts import alert_scores
 from ._baselines import SegmentBaseline, Threshold, churn_baseline
 from ._count_ceiling import count_ceiling
 from ._dataset import AnomalyRows, CustomerRows
@@ -217,6 +218,8 @@ def evaluate_anomaly(
     Precision counts flags: the share on anomalous readings. For a size class (or
     kind), precision is what it would be if every anomaly were of that class, at the
     same rate: its true flags per anomaly times all anomalies, against the false flags.
+    Beside it, ``alerts``: the same flags as an operator sees them, runs of flagged
+    readings of one signal (:mod:`._alerts`); the precision target is judged on theirs.
     """
     if not rows.x:
         return {}
@@ -266,6 +269,7 @@ def anomaly_flag_scores(flagged: np.ndarray, rows: AnomalyRows) -> dict[str, Any
                 "precision": hits / (hits + false_flags) if hits + false_flags else float("nan"),
             }
         out[f"by_{label}"] = groups
+    out["alerts"] = alert_scores(flagged, rows, classes)
     events = np.asarray(rows.event, dtype=bool)
     if events.any():
         out["genuine_events"] = int(events.sum())

@@ -19,15 +19,17 @@ from dataclasses import dataclass
 
 from firmware_sim import FaultSpec, Fleet, FleetSpec
 
-__all__ = ["MIN_HISTORY_DAYS", "SimTraining", "clean_fleet", "cutoffs", "fleet"]
+__all__ = ["MIN_HISTORY_DAYS", "SimTraining", "clean_fleet", "cutoffs", "dense_fleet", "fleet"]
 
 DAY_MS = 86_400_000
 #: no prediction before a customer has this much history
 MIN_HISTORY_DAYS = 14
 # 2026-01-01: a fixed window keeps training reproducible.
 _START_MS = 1_767_225_600_000
-# The clean fleet's seed is the training seed plus this (far from any held-out seed).
+# The clean and dense fleets' seeds are the training seed plus these (far from any
+# held-out seed).
 _CLEAN_SEED = 500_000
+_DENSE_SEED = 600_000
 
 
 @dataclass(frozen=True)
@@ -62,6 +64,16 @@ class SimTraining:
     #: the realistic profile has the same noise; a model that never saw a clean one took
     #: its stillness for a stuck sensor and its every brew for a spike.
     clean_share: float = 0.5
+    #: products whose anomalies are scored on every device of each held-out fleet (all
+    #: ``eval_devices * churn_eval_factor``), not the first ``eval_devices``: the TV
+    #: reports its volume only while watching, so 200 devices held 48-87 TV anomalies
+    anomaly_eval_all: tuple[str, ...] = ("tv",)
+    #: products whose anomaly models also learn from an anomaly-dense fleet of the
+    #: training side (:func:`dense_fleet`: ``dense_factor`` times ``devices`` more
+    #: devices of the training profile, at its anomaly rate, its own seed): the TV's
+    #: training fleet held about as few anomalies as an evaluation fleet
+    dense_products: tuple[str, ...] = ("tv",)
+    dense_factor: float = 3.0
     #: training fleets the segment models learn from (seeds ``seed``, ``seed + 1``...;
     #: one row per customer, so 300 devices give only 55-95 customers of a product for
     #: five personas: measured on a training-side fleet (seed 31), the persona directions
@@ -116,6 +128,13 @@ def clean_fleet(seed: int, devices: int, t: SimTraining) -> Fleet:
         faults=FaultSpec(anomaly_rate=0.01, reboots_per_day=0.0),
     )  # fmt: skip
     return Fleet.generate(spec)
+
+
+def dense_fleet(t: SimTraining) -> Fleet:
+    """More devices of the training profile for anomaly training only (more anomalies
+    at the same rate, so the model's prior stays the fleet's); its own seed, so none of
+    its devices is a training or held-out one. Its other rows are never used."""
+    return fleet(t.seed + _DENSE_SEED, max(4, round(t.devices * t.dense_factor)), t)
 
 
 def cutoffs(fleet: Fleet, every_days: float, seed: int) -> list[int]:

@@ -36,7 +36,7 @@ from ._baselines import (
 from ._dataset import CustomerRows, anomaly_rows, customer_rows, segment_rows
 from ._evaluate import LEADS, evaluate_anomaly, evaluate_churn, evaluate_segments
 from ._fit import Fitted, churn_columns, fit_anomaly, fit_churn
-from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, fleet
+from ._fleets import MIN_HISTORY_DAYS, SimTraining, clean_fleet, cutoffs, dense_fleet, fleet
 from ._segments import SegmentSpace, choose_k, fit_segment, segment_columns, stability
 from ._targets import check_targets
 
@@ -54,6 +54,9 @@ _SETTING_KINDS: dict[str, set[str]] = {
     "segment_fleets": {"segment"},
     "churn_fleets": {"churn"},
     "clean_share": {"anomaly"},
+    "anomaly_eval_all": {"anomaly"},
+    "dense_products": {"anomaly"},
+    "dense_factor": {"anomaly"},
 }
 
 
@@ -114,6 +117,8 @@ def _fit_product(product: str, t: SimTraining, kinds: Collection[str]) -> _Produ
         if t.profile != "easy" and t.clean_share > 0:
             clean = clean_fleet(t.seed, max(4, round(t.devices * t.clean_share)), t)
             arows.extend(anomaly_rows(clean, [product]))
+        if product in t.dense_products and t.dense_factor > 0:
+            arows.extend(anomaly_rows(dense_fleet(t), [product]))
         fitted.anomaly = fit_anomaly(arows.x, arows.injected, seed=t.seed)
         fitted.thresholds = fit_anomaly_thresholds(
             arows.x, arows.injected, ("abs_z", "jump_of_range")
@@ -145,7 +150,8 @@ def _evaluate(product: str, fitted: _Product, seed: int, t: SimTraining) -> dict
         )
     if fitted.anomaly is not None:
         evaluated = set(held.devices[: t.eval_devices])
-        arows = anomaly_rows(held, [product], devices=evaluated)
+        scored = None if product in t.anomaly_eval_all else evaluated
+        arows = anomaly_rows(held, [product], devices=scored)
         out["anomaly"] = evaluate_anomaly(
             fitted.anomaly.onnx, fitted.anomaly.threshold, arows, fitted.thresholds
         )
@@ -167,6 +173,7 @@ def _manifest_metrics(kind: str, scores: dict[str, Any]) -> dict[str, float]:
         return out
     out = {"heldout_precision": scores.get("precision", np.nan)}
     out["heldout_recall"] = scores.get("recall", np.nan)
+    out["heldout_alert_precision"] = scores.get("alerts", {}).get("precision", np.nan)
     for size, entry in scores.get("by_size", {}).items():
         out[f"heldout_recall_{size}"] = entry["recall"]
     return {k: float(v) for k, v in out.items()}

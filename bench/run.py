@@ -64,7 +64,7 @@ SECTIONS = (
 )
 _SWARM_SECTIONS = ("swarm", "latency", "drain", "scaleout")
 
-#: the issue's memory budget for an agent with its product's 3 models loaded and running
+#: the issue's memory budget for an agent with its product's models loaded and running
 _RSS_TARGET_MIB = 80
 
 
@@ -450,8 +450,8 @@ def _models_report(f: dict[str, Any]) -> str:
             for label, mem in (
                 ("edge imports", m["mem_base"]),
                 ("+ libonnxruntime, OrtEnv", m["mem_runtime"]),
-                ("+ one product's 3 models", m["mem_one_product"]),
-                ("+ all 12 models", m["mem_all"]),
+                ("+ one product's 4 models", m["mem_one_product"]),
+                ("+ all 16 models", m["mem_all"]),
             )
         ],
     )

@@ -87,6 +87,8 @@ class CustomerRows:
     def extend(self, other: CustomerRows) -> None:
         """Append ``other``'s rows (another fleet's of the same product)."""
         assert other.product == self.product
+        if self.churn_spec is None:
+            self.churn_spec = other.churn_spec
         for name in ("x", "persona", "days_to_churn", "subject", "device", "cutoff_ms",
                      "engagement", "group", "daily_uses", "usual_rate"):  # fmt: skip
             getattr(self, name).extend(getattr(other, name))

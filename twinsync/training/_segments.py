@@ -106,11 +106,12 @@ class SegmentSpace:
         self.scaler = robust_scaler(sub, column_names(product, self.columns))
         self.projection: PCA | None = None
         if personas is not None and len(set(personas)) > 1:
-            lda = persona_discriminant().fit(self.scaler.transform(sub), list(personas))
+            scaled = self.scaler.transform(sub)
+            lda = persona_discriminant().fit(scaled, list(personas))
             # LDA's transform, x @ scalings, as a PCA: one linear node in ONNX.
             n = min(len(set(personas)) - 1, sub.shape[1])
             pca = PCA(n_components=n)
-            pca.fit(self.scaler.transform(sub))  # sets the fitted attributes; replaced below
+            pca.fit(scaled)  # sets the fitted attributes; replaced below
             pca.mean_ = np.zeros(sub.shape[1])
             pca.components_ = _unit_within(lda)[:, :n].T
             pca.explained_variance_ = np.ones(n)

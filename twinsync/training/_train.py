@@ -82,32 +82,33 @@ class _Product:
 
 
 def _fit_product(product: str, t: SimTraining, kinds: Collection[str]) -> _Product:
-    """Churn and anomaly models on the training fleet; the rows segments will need."""
+    """The chosen kinds' models on the training fleets (segments: the rows they need)."""
     train = fleet(t.seed, t.devices, t)
     fitted = _Product()
-    if "segment" in kinds:
-        fitted.segment_rows = segment_rows(train, product, min_history_days=MIN_HISTORY_DAYS)
-        for more in range(1, t.segment_fleets):  # one at a time: a fleet caches its signals
-            other = fleet(t.seed + more, t.devices, t)
-            fitted.segment_rows.extend(
-                segment_rows(other, product, min_history_days=MIN_HISTORY_DAYS)
-            )
-    if "churn" in kinds:
-        rows = customer_rows(
-            train, product, cutoffs(train, 1.0, t.seed), min_history_days=MIN_HISTORY_DAYS
-        )
-        for more in range(1, t.churn_fleets):  # one at a time: a fleet caches its signals
-            seed = t.seed + more
-            other = fleet(seed, t.devices, t)
-            rows.extend(
+    seg_rows = CustomerRows(product)
+    churn_rows = CustomerRows(product)
+    segment_fleets = t.segment_fleets if "segment" in kinds else 0
+    churn_fleets = t.churn_fleets if "churn" in kinds else 0
+    # Segments and churn learn from the first fleets of the same seeds: each fleet is
+    # generated once, and one at a time (a fleet caches its signals).
+    for more in range(max(segment_fleets, churn_fleets, 1)):
+        seed = t.seed + more
+        sim = train if more == 0 else fleet(seed, t.devices, t)
+        if more < segment_fleets:
+            seg_rows.extend(segment_rows(sim, product, min_history_days=MIN_HISTORY_DAYS))
+        if more < churn_fleets:
+            churn_rows.extend(
                 customer_rows(
-                    other, product, cutoffs(other, 1.0, seed), min_history_days=MIN_HISTORY_DAYS
+                    sim, product, cutoffs(sim, 1.0, seed), min_history_days=MIN_HISTORY_DAYS
                 )
             )
-        keep = [i for i, d in enumerate(rows.days_to_churn) if d is None or d > 0]
+    if "segment" in kinds:
+        fitted.segment_rows = seg_rows
+    if "churn" in kinds:
+        keep = [i for i, d in enumerate(churn_rows.days_to_churn) if d is None or d > 0]
         fitted.churn = fit_churn(
-            [rows.x[i] for i in keep],
-            [_churn_label(rows.days_to_churn[i]) for i in keep],
+            [churn_rows.x[i] for i in keep],
+            [_churn_label(churn_rows.days_to_churn[i]) for i in keep],
             product,
             churn_columns(product),
             seed=t.seed,
